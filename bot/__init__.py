@@ -1,0 +1,1 @@
+"""videobot: slash command in, AI video out."""

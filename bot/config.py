@@ -1,0 +1,163 @@
+"""Typed settings from the environment and `.env`, one section per integration.
+
+Every setting is documented in `.env.example`. An invalid value stops start-up
+with one line naming the variable (see `load_settings`).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.core.errors import ConfigError
+
+
+def _section(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", case_sensitive=False)
+
+
+class CoreSettings(BaseSettings):
+    model_config = _section("VIDEOBOT_")
+
+    data_dir: Path = Path("./data")
+    default_pipeline: str = "local"
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=1000)
+    max_running_per_user: int = Field(default=2, ge=1, le=100)
+    max_queued_per_user: int = Field(default=20, ge=1, le=10_000)
+    max_prompt_chars: int = Field(default=1000, ge=10, le=32_000)
+    max_image_mb: float = Field(default=20, gt=0, le=200)
+    #: Overall limit for one remote job, in minutes.
+    job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
+    #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
+    lease_seconds: float = Field(default=60, ge=1, le=3600)
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    #: Comma-separated user ids (any platform) allowed to delete others' jobs.
+    admin_user_ids: str = ""
+
+
+class LocalProviderSettings(BaseSettings):
+    model_config = _section("VIDEOBOT_LOCAL_")
+
+    max_seconds: int = Field(default=20, ge=1, le=120)
+    fps: int = Field(default=24, ge=1, le=60)
+    #: Renders at once; more queue "at the provider".
+    concurrency: int = Field(default=1, ge=1, le=16)
+
+
+class OpenAISettings(BaseSettings):
+    model_config = _section("OPENAI_")
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    video_api_key: SecretStr | None = None
+    video_base_url: str | None = None
+    video_model: str = "sora-2"
+    image_model: str = "gpt-image-2"
+
+
+class RunwaySettings(BaseSettings):
+    model_config = _section("RUNWAYML_")
+
+    api_secret: SecretStr | None = None
+    base_url: str | None = None
+
+
+class FluxSettings(BaseSettings):
+    model_config = _section("BFL_")
+
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.bfl.ai"
+
+
+class SlackSettings(BaseSettings):
+    model_config = _section("SLACK_")
+
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    api_url: str | None = None
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=3000, ge=0, le=65535)
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None
+
+
+class DiscordSettings(BaseSettings):
+    model_config = _section("DISCORD_")
+
+    token: SecretStr | None = None
+    guild_ids: str = ""
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.token is not None
+
+
+class Settings:
+    """All sections, each read from the environment when first used."""
+
+    @cached_property
+    def core(self) -> CoreSettings:
+        return CoreSettings()
+
+    @cached_property
+    def local(self) -> LocalProviderSettings:
+        return LocalProviderSettings()
+
+    @cached_property
+    def openai(self) -> OpenAISettings:
+        return OpenAISettings()
+
+    @cached_property
+    def runway(self) -> RunwaySettings:
+        return RunwaySettings()
+
+    @cached_property
+    def flux(self) -> FluxSettings:
+        return FluxSettings()
+
+    @cached_property
+    def slack(self) -> SlackSettings:
+        return SlackSettings()
+
+    @cached_property
+    def discord(self) -> DiscordSettings:
+        return DiscordSettings()
+
+    def check(self) -> Settings:
+        """Read every section now so a bad value fails at start-up, not mid-job."""
+        for name in ("core", "local", "openai", "runway", "flux", "slack", "discord"):
+            try:
+                getattr(self, name)
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc)) from None
+        return self
+
+
+_SECTION_PREFIX = {
+    "CoreSettings": "VIDEOBOT_",
+    "LocalProviderSettings": "VIDEOBOT_LOCAL_",
+    "OpenAISettings": "OPENAI_",
+    "RunwaySettings": "RUNWAYML_",
+    "FluxSettings": "BFL_",
+    "SlackSettings": "SLACK_",
+    "DiscordSettings": "DISCORD_",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    var = _SECTION_PREFIX.get(exc.title, "") + field.upper()
+    got = err.get("input")
+    return f"Invalid setting {var}={got!r}: {err['msg']}."
+
+
+def load_settings() -> Settings:
+    return Settings().check()

@@ -1,0 +1,109 @@
+"""Core errors and the one place where every error becomes text a chat user reads.
+
+Adapters only choose where to show it (ephemeral, thread, status message).
+"""
+from __future__ import annotations
+
+import logging
+
+from providers.errors import (
+    ContentExpired,
+    ContentPolicyRejected,
+    GenerationFailed,
+    InvalidRequest,
+    ModelUnavailable,
+    NotConfigured,
+    OutputInvalid,
+    ProviderTimeout,
+    RateLimited,
+    RemoteCancelled,
+    TransientError,
+    Unavailable,
+    VideobotError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFound(VideobotError):
+    code = "not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No job '{job_id}'. Use /jobs to see your jobs and their ids.")
+        self.job_id = job_id
+
+
+class NotAllowed(VideobotError):
+    code = "not_allowed"
+
+
+class LimitReached(VideobotError):
+    """Per-user queue or global queue is full."""
+
+    code = "limit_reached"
+
+
+class BudgetExceeded(VideobotError):
+    code = "budget_exceeded"
+
+
+class JobStateError(VideobotError):
+    """The action does not fit the job's state (remix of a failed job, cancel of a finished one...)."""
+
+    code = "bad_state"
+
+
+class ConfigError(VideobotError):
+    """A setting is invalid; start-up stops with one line."""
+
+    code = "config"
+
+
+# Errors whose own message is already written for users (they carry specifics: limits, ids).
+_OWN_MESSAGE = (
+    InvalidRequest,
+    JobNotFound,
+    NotAllowed,
+    LimitReached,
+    BudgetExceeded,
+    JobStateError,
+    ProviderTimeout,
+    ContentExpired,
+)
+
+
+def user_message(exc: BaseException) -> str:
+    """Short, says what happened and what to do. Never a traceback, key or host name."""
+    if isinstance(exc, _OWN_MESSAGE):
+        return exc.message or str(exc)
+    if isinstance(exc, ContentPolicyRejected):
+        reason = f" ({exc.message})" if exc.message else ""
+        return f"Rejected by the provider's content policy{reason}. Rephrase the prompt and try again."
+    if isinstance(exc, NotConfigured):
+        return "This pipeline is not configured on this bot. Pick another with --pipeline, or ask an admin."
+    if isinstance(exc, ModelUnavailable):
+        return f"That model is unavailable{_at(exc)}. Pick another model or pipeline."
+    if isinstance(exc, RateLimited):
+        return "The provider is busy right now. Try again in a minute."
+    if isinstance(exc, (TransientError, Unavailable)):
+        return f"The video service is unavailable{_at(exc)}. Try again later."
+    if isinstance(exc, GenerationFailed):
+        code = f" [{exc.remote_code}]" if exc.remote_code else ""
+        return f"The provider could not make this video{code}: {exc.message}"
+    if isinstance(exc, OutputInvalid):
+        return "The provider returned a broken video. Try again."
+    if isinstance(exc, RemoteCancelled):
+        return "The provider cancelled this job. Try again."
+    if isinstance(exc, VideobotError):
+        return exc.message or "Something went wrong. Try again."
+    log.error("unexpected error reached the user", exc_info=exc)
+    return "Something went wrong on our side. Try again; if it keeps happening, tell an admin."
+
+
+def error_code(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, VideobotError) else "internal"
+
+
+def _at(exc: VideobotError) -> str:
+    provider = getattr(exc, "provider", None)
+    return f" at {provider}" if provider else ""

@@ -1,0 +1,155 @@
+"""The core's data: requests coming in, jobs as stored, events going out."""
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobKind(StrEnum):
+    GENERATE = "generate"
+    VARIATION = "variation"  # re-roll: same prompt, new seed
+    REMIX = "remix"
+    EXTEND = "extend"
+    IMAGE = "image"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DELIVERING = "delivering"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        return not self.terminal and self is not JobStatus.QUEUED
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Origin(BaseModel):
+    """Where a job came from and where its messages are, in the platform's own ids."""
+
+    platform: str = "cli"  # cli | console | slack | discord
+    workspace_id: str | None = None  # Slack team / Discord guild
+    channel_id: str | None = None
+    user_id: str = "local"
+    user_name: str | None = None
+    #: The message that shows progress (Slack ts / Discord message id).
+    status_message_id: str | None = None
+    #: The message that carries the result file, when it is not the status message.
+    result_message_id: str | None = None
+    #: Platform extras the adapter needs later (thread ts, interaction token and expiry, ...).
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerateParams(BaseModel):
+    """What the user asked for, after defaults were filled in."""
+
+    seconds: int
+    size: str
+    seed: int
+    model: str | None = None
+    image_path: str | None = None
+    #: Free-form per-pipeline options (quality, ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerateRequest(BaseModel):
+    """A request as an adapter parses it from a command; defaults not yet applied."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    prompt: str
+    kind: JobKind = JobKind.GENERATE
+    pipeline: str | None = None
+    model: str | None = None
+    seconds: int | None = None
+    size: str | None = None
+    seed: int | None = None
+    image_path: Path | None = None
+    #: Raw image bytes (chat attachments) when there is no path yet.
+    image_bytes: bytes | None = Field(default=None, repr=False)
+    image_name: str | None = None
+    parent_id: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    parent_id: str | None = None
+    kind: JobKind
+    origin: Origin
+    prompt: str
+    params: GenerateParams
+    pipeline: str
+    provider: str | None = None
+    model: str | None = None
+    remote_id: str | None = None
+    status: JobStatus
+    progress: int = 0
+    cost_estimate: float | None = None
+    cost_actual: float | None = None
+    output_path: str | None = None
+    thumbnail_path: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    #: Pipeline checkpoints (image step output, fallbacks taken, ...), so a resume skips done work.
+    state: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    deleted_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished_at or time.time()
+        return max(0.0, end - (self.started_at or self.created_at))
+
+
+class EventKind(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    DELIVERING = "delivering"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED)
+
+
+class ProgressEvent(BaseModel):
+    kind: EventKind
+    job: Job
+    #: 1-based place in the queue, for QUEUED events.
+    position: int | None = None
+    progress: int = 0
+    #: User-facing text: the failure explanation, or a note like "queued at the provider".
+    message: str | None = None
+    at: float = Field(default_factory=time.time)
+
+
+class Actor(BaseModel):
+    """Who asks for an action on a job (cancel, delete...)."""
+
+    user_id: str
+    is_admin: bool = False

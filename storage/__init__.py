@@ -1,0 +1,1 @@
+"""Job store (aiosqlite, WAL, migrations) and media files on disk."""
