@@ -121,7 +121,7 @@ class Mp4Writer:
 
     def __init__(self, path: Path, width: int, height: int, fps: int = DEFAULT_FPS, crf: int = 23) -> None:
         self.path = path
-        self._container = av.open(str(path), mode="w", options={"movflags": "faststart"})
+        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": "faststart"})
         self._stream = self._container.add_stream("libx264", rate=fps)
         self._stream.width = width
         self._stream.height = height
@@ -183,7 +183,7 @@ def concat_videos(first: Path, second: Path, dest: Path, fps: int = DEFAULT_FPS)
 def _remux_concat(parts: list[Path], dest: Path) -> None:
     with av.open(str(parts[0])) as template:
         in_stream = template.streams.video[0]
-        out = av.open(str(dest), mode="w", options={"movflags": "faststart"})
+        out = av.open(str(dest), mode="w", format="mp4", options={"movflags": "faststart"})
         out_stream = out.add_stream_from_template(in_stream)
         time_base = in_stream.time_base or Fraction(1, 90000)
     offset = 0

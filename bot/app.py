@@ -1,0 +1,56 @@
+"""The composition root: one place that builds the store, runner and service from settings."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.core.events import EventBus
+from bot.core.runner import Runner
+from bot.core.service import JobService
+from bot.pipelines import build_registry
+from providers.polling import PollPolicy
+from providers.registry import PipelineRegistry
+from storage.jobs import JobStore
+from storage.media import MediaStore
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: JobStore
+    media: MediaStore
+    registry: PipelineRegistry
+    bus: EventBus
+    runner: Runner
+    service: JobService
+
+    async def close(self) -> None:
+        await self.runner.stop()
+        await self.bus.close()
+        await self.registry.aclose()
+        await self.store.close()
+
+
+async def open_app(settings: Settings, *, registry: PipelineRegistry | None = None) -> App:
+    """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
+    core = settings.core
+    logging.getLogger().setLevel(core.log_level.upper())
+    data = core.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    store = await JobStore.open(data / "videobot.sqlite3")
+    media = MediaStore(data / "media")
+    registry = registry if registry is not None else build_registry(settings)
+    bus = EventBus()
+    runner = Runner(
+        store,
+        media,
+        registry,
+        bus,
+        max_running=core.max_concurrent_jobs,
+        max_running_per_user=core.max_running_per_user,
+        lease_seconds=core.lease_seconds,
+        poll_policy=PollPolicy(timeout=core.job_timeout_minutes * 60),
+    )
+    service = JobService(store, media, registry, bus, runner, core)
+    return App(settings, store, media, registry, bus, runner, service)

@@ -1,0 +1,511 @@
+"""The runner: takes queued jobs in fair order and drives each through its states.
+
+queued → submitting → running → downloading → delivering → completed (or failed /
+cancelled). Every transition is written to the store before the next step acts,
+so a new runner on the same database continues any job from where it stopped:
+a job with a remote id is polled again, never created again; a job whose file is
+on disk is delivered, not generated again.
+
+Jobs are leased in the store, so two processes on one database never run the
+same job; a crashed process's jobs are taken over when its lease runs out.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bot.core.errors import error_code, user_message
+from bot.core.events import EventBus
+from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
+from bot.core.scheduler import FairQueue
+from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
+from providers.errors import Unavailable, VideobotError
+from providers.media import probe_video, write_thumbnail
+from providers.pipeline import Pipeline
+from providers.polling import PollPolicy, retrying, wait_for_completion
+from providers.registry import PipelineRegistry
+from storage.jobs import JobStore
+from storage.media import MediaStore
+
+log = logging.getLogger(__name__)
+
+#: Posts the finished job where it belongs; returns job fields to store (result message ids...).
+Deliverer = Callable[[Job], Awaitable[dict[str, Any] | None]]
+
+_OPERATION = {
+    JobKind.GENERATE: Operation.GENERATE,
+    JobKind.VARIATION: Operation.GENERATE,
+    JobKind.REMIX: Operation.REMIX,
+    JobKind.EXTEND: Operation.EXTEND,
+}
+
+
+class Runner:
+    def __init__(
+        self,
+        store: JobStore,
+        media: MediaStore,
+        registry: PipelineRegistry,
+        bus: EventBus,
+        *,
+        max_running: int = 4,
+        max_running_per_user: int = 2,
+        lease_seconds: float = 60.0,
+        poll_policy: PollPolicy = PollPolicy(),
+    ) -> None:
+        self.store = store
+        self.media = media
+        self.registry = registry
+        self.bus = bus
+        self.poll_policy = poll_policy
+        self.lease_seconds = lease_seconds
+        self.owner = f"runner-{secrets.token_hex(4)}"
+        self.deliverers: dict[str, Deliverer] = {}
+        self._queue = FairQueue(max_running, max_running_per_user)
+        self._queued_jobs: dict[str, Job] = {}
+        self._positions: dict[str, int] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancelling: set[str] = set()
+        self._done: dict[str, asyncio.Future[Job]] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stopping = False
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    @property
+    def platforms(self) -> set[str]:
+        return set(self.deliverers)
+
+    async def start(self, *, resume: bool = True) -> None:
+        """Start dispatching; with `resume`, take over every unfinished job of our platforms."""
+        self._started = True
+        if resume:
+            await self._adopt_unfinished()
+        self._loops = [
+            asyncio.create_task(self._dispatch_loop(), name="runner-dispatch"),
+            asyncio.create_task(self._lease_loop(resume), name="runner-lease"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop without touching job states: what was running is resumed by the next runner."""
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
+        await self.store.release(self.owner)
+        for future in self._done.values():
+            if not future.done():
+                future.cancel()
+
+    async def idle(self) -> None:
+        """Wait until nothing is queued or running here."""
+        while self._tasks or len(self._queue):
+            await asyncio.gather(*[f for f in self._done.values() if not f.done()], return_exceptions=True)
+            await asyncio.sleep(0)
+
+    # --- entry points -----------------------------------------------------------------------
+
+    async def enqueue(self, job: Job) -> bool:
+        """Claim the job and queue it; False if another runner owns it."""
+        if job.id in self._tasks or self._queue.is_queued(job.id):
+            return True
+        if not await self.store.claim(job.id, self.owner, self.lease_seconds):
+            return False
+        self._done.setdefault(job.id, asyncio.get_running_loop().create_future())
+        if job.status is JobStatus.QUEUED:
+            self._queued_jobs[job.id] = job
+            self._queue.push(_user_key(job), job.id)
+            self._publish_positions()
+        else:
+            # Past the queue before a restart: it keeps its place ahead of queued work.
+            self._queue.mark_running(_user_key(job), job.id)
+            self._spawn(job)
+        self._wake.set()
+        return True
+
+    def wait(self, job_id: str) -> asyncio.Future[Job]:
+        return self._done.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    def position(self, job_id: str) -> int | None:
+        return self._positions.get(job_id)
+
+    def owns(self, job_id: str) -> bool:
+        return job_id in self._tasks or self._queue.is_queued(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job this runner holds; False when it does not hold it."""
+        if self._queue.remove(job_id):
+            job = self._queued_jobs.pop(job_id)
+            await self._finish_cancelled(job)
+            self._publish_positions()
+            return True
+        task = self._tasks.get(job_id)
+        if task is None:
+            return False
+        self._cancelling.add(job_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            started = False
+            while (ready := self._queue.pop_ready()) is not None:
+                _, job_id = ready
+                self._spawn(self._queued_jobs.pop(job_id))
+                started = True
+            if started:
+                self._publish_positions()
+
+    def _spawn(self, job: Job) -> None:
+        self._positions.pop(job.id, None)
+        self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+
+    def _publish_positions(self) -> None:
+        positions = self._queue.positions()
+        for job_id, position in positions.items():
+            if self._positions.get(job_id) != position:
+                self._emit(EventKind.QUEUED, self._queued_jobs[job_id], position=position)
+        self._positions = positions
+
+    async def _lease_loop(self, adopt: bool) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = list(self._tasks) + list(self._queued_jobs)
+                await self.store.renew(self.owner, held, self.lease_seconds)
+                await self._notice_outside_cancels(held)
+                if adopt:
+                    await self._adopt_unfinished()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease upkeep failed")
+
+    async def _notice_outside_cancels(self, held: list[str]) -> None:
+        """Another process (the CLI's `cancel`) may mark a job cancelled in the store."""
+        for job_id in held:
+            job = await self.store.get(job_id)
+            if job is not None and job.status is JobStatus.CANCELLED:
+                if self._queue.remove(job_id):
+                    self._queued_jobs.pop(job_id, None)
+                    self._publish_positions()
+                    self._emit(EventKind.CANCELLED, job)
+                    self._resolve(job)
+                elif (task := self._tasks.get(job_id)) is not None:
+                    self._cancelling.add(job_id)
+                    task.cancel()
+
+    async def _adopt_unfinished(self) -> None:
+        for job in await self.store.unfinished(self.platforms):
+            if not self.owns(job.id):
+                await self.enqueue(job)
+
+    # --- one job ----------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        try:
+            job = await self._drive(job)
+        except asyncio.CancelledError:
+            if job.id in self._cancelling:
+                current = await self.store.get(job.id) or job
+                await self._cancel_remote(current)
+                await self._finish_cancelled(current)
+            else:
+                return  # shutting down: the job stays resumable where it is
+        except Exception as exc:  # every failure becomes a stored, explained job state
+            current = await self.store.get(job.id) or job
+            await self._fail(current, exc)
+        finally:
+            self._cancelling.discard(job.id)
+            self._tasks.pop(job.id, None)
+            self._queue.finish(job.id)
+            if not self._stopping:
+                await self.store.release(self.owner, [job.id])
+                self._wake.set()
+
+    async def _drive(self, job: Job) -> Job:
+        while not job.status.terminal:
+            if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+                job = await self._submit(job)
+            elif job.status is JobStatus.RUNNING:
+                job = await self._wait_remote(job)
+            elif job.status is JobStatus.DOWNLOADING:
+                job = await self._download(job)
+            elif job.status is JobStatus.DELIVERING:
+                job = await self._deliver(job)
+        return job
+
+    async def _submit(self, job: Job) -> Job:
+        pipeline = self.registry.get(job.pipeline)
+        if job.status is JobStatus.QUEUED:
+            job = await self.store.update(job.id, status=JobStatus.SUBMITTING, started_at=time.time())
+            self._emit(EventKind.STARTED, job)
+        if job.kind is JobKind.IMAGE:
+            return await self._run_image_job(job, pipeline)
+        try:
+            return await self._submit_video(job, pipeline)
+        except Unavailable as exc:
+            if (fallback := self._next_fallback(job, pipeline)) is None:
+                raise
+            return await self._take_fallback(job, fallback, exc)
+
+    async def _submit_video(self, job: Job, pipeline: Pipeline) -> Job:
+        assert pipeline.video is not None
+        provider = pipeline.video
+        if job.state.get("submit_sent_to") == provider.name and job.remote_id is None:
+            return await self._resolve_ambiguous_submit(job, pipeline)
+        request = video_request_for(job)
+        if pipeline.uses_image_step(request):
+            image_path, job = await self._image_step(job, pipeline, request)
+            request = request.model_copy(update={"input_image": image_path})
+        provider.validate(request)
+        estimate = provider.estimate_cost(request)
+        # Written before the create call: after a crash we know a create may have been sent.
+        job = await self.store.update(
+            job.id,
+            provider=provider.name,
+            model=request.model or provider.default_model,
+            cost_estimate=estimate if estimate is not None else job.cost_estimate,
+            state={**job.state, "submit_sent_to": provider.name},
+        )
+        remote = await provider.submit(request)
+        return await self._accept_remote(job, remote)
+
+    async def _accept_remote(self, job: Job, remote: RemoteJob) -> Job:
+        job = await self.store.update(
+            job.id,
+            remote_id=remote.id,
+            model=remote.model or job.model,
+            status=JobStatus.RUNNING,
+            progress=remote.progress,
+            detail=f"remote {remote.id}",
+        )
+        self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
+        return job
+
+    async def _resolve_ambiguous_submit(self, job: Job, pipeline: Pipeline) -> Job:
+        """The process stopped between sending a create and storing its id."""
+        assert pipeline.video is not None
+        provider = pipeline.video
+        found = await provider.find_remote(job.id)
+        if found is not None:
+            return await self._accept_remote(job, found)
+        if provider.estimate_cost(video_request_for(job)) == 0.0:
+            # Free to run again: send it again.
+            job = await self.store.update(job.id, state={k: v for k, v in job.state.items() if k != "submit_sent_to"})
+            return await self._submit_video(job, pipeline)
+        raise _AmbiguousSubmit()
+
+    def _next_fallback(self, job: Job, pipeline: Pipeline) -> str | None:
+        if job.remote_id is not None:
+            return None  # the provider has the job (and may bill it): do not start a second one elsewhere
+        tried = set(job.state.get("pipelines_tried", [])) | {job.pipeline}
+        for name in pipeline.fallbacks:
+            if name not in tried and name in self.registry:
+                return name
+        return None
+
+    async def _take_fallback(self, job: Job, fallback: str, exc: Unavailable) -> Job:
+        tried = [*job.state.get("pipelines_tried", []), job.pipeline]
+        moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
+        state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
+        job = await self.store.update(
+            job.id,
+            pipeline=fallback,
+            state={**state, "pipelines_tried": tried, "fallbacks": moves},
+            detail=f"fallback {job.pipeline} -> {fallback}: {exc.code}",
+        )
+        log.warning("job %s: %s unavailable (%s), falling back to %s", job.id, tried[-1], exc.detail or exc, fallback)
+        return job
+
+    async def _image_step(self, job: Job, pipeline: Pipeline, request: VideoRequest) -> tuple[Path, Job]:
+        assert pipeline.image is not None
+        done = job.state.get("image_step_path")
+        if done and Path(done).exists():
+            return Path(done), job
+        width, height = request.dimensions
+        image_request = ImageRequest(
+            prompt=job.prompt, size=request.size, seed=job.params.seed, client_ref=job.id,
+            quality=job.params.options.get("quality"),
+        )  # fmt: skip
+        final = self.media.image_path(job.id, "first_frame.png")
+        temp = self.media.temp_for(final)
+        result = await pipeline.image.generate(image_request, temp)
+        self.media.commit(temp, final)
+        state = {**job.state, "image_step_path": str(final), "image_step_cost": result.cost}
+        job = await self.store.update(job.id, state=state, detail=f"image step done by {pipeline.image.name}")
+        return final, job
+
+    async def _run_image_job(self, job: Job, pipeline: Pipeline) -> Job:
+        assert pipeline.image is not None
+        request = ImageRequest(
+            prompt=job.prompt, size=job.params.size, model=job.params.model, seed=job.params.seed, client_ref=job.id,
+            quality=job.params.options.get("quality"),
+        )  # fmt: skip
+        job = await self.store.update(
+            job.id, provider=pipeline.image.name, model=request.model or pipeline.image.default_model
+        )
+        final = self.media.image_path(job.id, "image.png")
+        temp = self.media.temp_for(final)
+        result = await pipeline.image.generate(request, temp)
+        self.media.commit(temp, final)
+        job = await self.store.update(
+            job.id,
+            status=JobStatus.DELIVERING,
+            output_path=str(final),
+            thumbnail_path=str(final),
+            progress=100,
+            cost_actual=result.cost,
+            remote_id=result.remote_id,
+        )
+        return job
+
+    async def _wait_remote(self, job: Job) -> Job:
+        pipeline = self.registry.get(job.pipeline)
+        assert pipeline.video is not None and job.remote_id is not None
+        last = {"progress": job.progress, "note": None}
+
+        async def on_update(remote: RemoteJob) -> None:
+            if remote.progress != last["progress"] or remote.note != last["note"]:
+                last["progress"], last["note"] = remote.progress, remote.note
+                await self.store.set_progress(job.id, remote.progress)
+                self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
+
+        try:
+            remote = await wait_for_completion(pipeline.video, job.remote_id, on_update=on_update, policy=self.poll_policy)
+        except Unavailable as exc:
+            if (fallback := self._next_fallback(job, pipeline)) is None:
+                raise
+            return await self._take_fallback(job, fallback, exc)
+        cost = remote.cost if remote.cost is not None else job.cost_estimate
+        return await self.store.update(job.id, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
+
+    async def _download(self, job: Job) -> Job:
+        pipeline = self.registry.get(job.pipeline)
+        assert pipeline.video is not None and job.remote_id is not None
+        final = self.media.video_path(job.id)
+        if not final.exists():
+            temp = self.media.temp_for(final)
+            await retrying(lambda: pipeline.video.download(job.remote_id, temp), policy=self.poll_policy, what="download")  # type: ignore[union-attr]
+            await asyncio.to_thread(probe_video, temp)  # raises OutputInvalid for a broken file
+            self.media.commit(temp, final)
+        thumb = self.media.thumbnail_path(job.id)
+        if not thumb.exists():
+            temp = self.media.temp_for(thumb)
+            if not await pipeline.video.download_thumbnail(job.remote_id, temp):
+                await asyncio.to_thread(write_thumbnail, final, temp)
+            self.media.commit(temp, thumb)
+        forget = getattr(pipeline.video, "forget", None)
+        if forget is not None:
+            forget(job.remote_id)
+        return await self.store.update(
+            job.id, status=JobStatus.DELIVERING, output_path=str(final), thumbnail_path=str(thumb)
+        )
+
+    async def _deliver(self, job: Job) -> Job:
+        self._emit(EventKind.DELIVERING, job, progress=100)
+        deliverer = self.deliverers.get(job.origin.platform)
+        if deliverer is not None:
+            updates = await deliverer(job) or {}
+            if updates:
+                job = await self.store.update(job.id, **updates)
+        job = await self.store.update(job.id, status=JobStatus.COMPLETED, progress=100, finished_at=time.time())
+        self._emit(EventKind.COMPLETED, job, progress=100)
+        self._resolve(job)
+        return job
+
+    # --- endings ----------------------------------------------------------------------------
+
+    async def _fail(self, job: Job, exc: BaseException) -> None:
+        if isinstance(exc, _AmbiguousSubmit):
+            exc = VideobotError(
+                "The bot restarted while sending this job, and the provider cannot tell whether it arrived. "
+                "To avoid paying twice it was not sent again: re-roll to try again."
+            )
+        message = user_message(exc)
+        detail = getattr(exc, "detail", None)
+        log_fn = log.warning if isinstance(exc, VideobotError) else log.exception
+        log_fn("job %s failed: %s%s", job.id, exc, f" ({detail})" if detail else "", exc_info=not isinstance(exc, VideobotError))
+        job = await self.store.update(
+            job.id,
+            status=JobStatus.FAILED,
+            error_code=getattr(exc, "code", None) if isinstance(exc, VideobotError) else error_code(exc),
+            error_message=message,
+            finished_at=time.time(),
+        )
+        self._emit(EventKind.FAILED, job, message=message)
+        self._resolve(job)
+
+    async def _finish_cancelled(self, job: Job) -> None:
+        if not job.status.terminal:
+            job = await self.store.update(job.id, status=JobStatus.CANCELLED, finished_at=time.time())
+        self._emit(EventKind.CANCELLED, job)
+        self._resolve(job)
+
+    async def _cancel_remote(self, job: Job) -> None:
+        if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING):
+            return
+        pipeline = self.registry.get(job.pipeline)
+        if pipeline.video is None:
+            return
+        try:
+            await pipeline.video.cancel(job.remote_id)
+        except Exception:
+            log.warning("remote cancel failed for %s", job.id, exc_info=True)
+
+    def _resolve(self, job: Job) -> None:
+        future = self._done.get(job.id)
+        if future is not None and not future.done():
+            future.set_result(job)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, job: Job, *, position: int | None = None, progress: int | None = None, message: str | None = None) -> None:
+        self.bus.publish(
+            ProgressEvent(
+                kind=kind, job=job, position=position, message=message,
+                progress=progress if progress is not None else job.progress,
+            )  # fmt: skip
+        )
+
+
+class _AmbiguousSubmit(Exception):
+    pass
+
+
+def _user_key(job: Job) -> str:
+    return f"{job.origin.platform}:{job.origin.user_id}"
+
+
+def video_request_for(job: Job) -> VideoRequest:
+    """The provider request a stored job stands for."""
+    params = job.params
+    source = job.state.get("source_video")
+    return VideoRequest(
+        operation=_OPERATION[job.kind],
+        prompt=job.prompt,
+        seconds=params.seconds,
+        size=params.size,
+        model=params.model,
+        seed=params.seed,
+        input_image=Path(params.image_path) if params.image_path else None,
+        source_video=Path(source) if source else None,
+        source_remote_id=job.state.get("source_remote_id"),
+        client_ref=job.id,
+    )

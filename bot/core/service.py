@@ -1,0 +1,266 @@
+"""The job service: the one door adapters use. Validate, persist, hand to the runner,
+return the job at once. Everything a user can do to a job goes through here."""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import secrets
+import time
+from pathlib import Path
+
+from bot.config import CoreSettings
+from bot.core.errors import JobNotFound, JobStateError, LimitReached, NotAllowed
+from bot.core.events import EventBus
+from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, TERMINAL
+from bot.core.runner import Runner, video_request_for
+from providers.base import ImageRequest, parse_size
+from providers.errors import InvalidRequest
+from providers.media import decode_image
+from providers.pipeline import Pipeline
+from providers.registry import PipelineRegistry
+from storage.jobs import JobStore
+from storage.media import MediaStore
+
+log = logging.getLogger(__name__)
+
+_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: ids get typed by hand
+_ACTIVE = [s for s in JobStatus if s not in TERMINAL]
+
+
+def new_job_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+class JobService:
+    def __init__(
+        self,
+        store: JobStore,
+        media: MediaStore,
+        registry: PipelineRegistry,
+        bus: EventBus,
+        runner: Runner | None,
+        settings: CoreSettings,
+    ) -> None:
+        self.store = store
+        self.media = media
+        self.registry = registry
+        self.bus = bus
+        self.runner = runner
+        self.settings = settings
+        self._admins = {a.strip() for a in settings.admin_user_ids.split(",") if a.strip()}
+
+    # --- new jobs ---------------------------------------------------------------------------
+
+    async def submit(self, request: GenerateRequest, origin: Origin) -> Job:
+        """Validate everything, then persist and queue; nothing is stored or billed on bad input."""
+        prompt = self._check_prompt(request.prompt)
+        if request.kind is JobKind.IMAGE:
+            return await self._submit_image(request, prompt, origin)
+        pipeline = self.registry.get(request.pipeline or self.settings.default_pipeline)
+        image = await self._load_image(request)
+        params = GenerateParams(
+            seconds=request.seconds if request.seconds is not None else pipeline.default_seconds,
+            size=(request.size or pipeline.default_size).lower(),
+            seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+            model=request.model,
+        )
+        job = self._new_job(request.kind, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
+        if image is not None:
+            params.image_path = str(self.media.image_path(job.id, "input.png"))
+        return await self._validate_and_persist(job, pipeline, image)
+
+    async def reroll(self, job_id: str, origin: Origin) -> Job:
+        """Same prompt and settings, a new seed: a variation of the job."""
+        parent = await self.get(job_id)
+        params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        pipeline = self.registry.get(parent.pipeline)
+        kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
+        job = self._new_job(kind, origin, parent.prompt, params, pipeline.name, parent_id=parent.id)
+        job.state = {k: v for k, v in parent.state.items() if k in ("source_video", "source_remote_id")}
+        if parent.kind in (JobKind.REMIX, JobKind.EXTEND):
+            job.kind = parent.kind
+        if kind is JobKind.IMAGE:
+            return await self._persist(job, pipeline)
+        return await self._validate_and_persist(job, pipeline, None)
+
+    async def remix(self, job_id: str, prompt: str, origin: Origin) -> Job:
+        parent = await self._finished_video(job_id, "remix")
+        prompt = self._check_prompt(prompt)
+        pipeline = self.registry.get(parent.pipeline)
+        params = parent.params.model_copy(update={"image_path": None})
+        job = self._new_job(JobKind.REMIX, origin, prompt, params, pipeline.name, parent_id=parent.id)
+        job.state = self._source_state(parent)
+        return await self._validate_and_persist(job, pipeline, None)
+
+    async def extend(self, job_id: str, origin: Origin, *, seconds: int | None = None, prompt: str | None = None) -> Job:
+        parent = await self._finished_video(job_id, "extend")
+        text = self._check_prompt(prompt) if prompt else parent.prompt
+        pipeline = self.registry.get(parent.pipeline)
+        params = parent.params.model_copy(
+            update={"image_path": None, "seconds": seconds if seconds is not None else pipeline.default_seconds}
+        )
+        job = self._new_job(JobKind.EXTEND, origin, text, params, pipeline.name, parent_id=parent.id)
+        job.state = self._source_state(parent)
+        return await self._validate_and_persist(job, pipeline, None)
+
+    # --- actions on jobs --------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, actor: Actor) -> Job:
+        job = await self.get(job_id)
+        self._check_owner(job, actor, "cancel")
+        if job.terminal:
+            raise JobStateError(f"Job {job.id} is already {job.status.value}; nothing to cancel.")
+        if self.runner is None or not await self.runner.cancel(job.id):
+            # Held by another process (or none): mark it; its runner notices and stops it.
+            job = await self.store.update(job.id, status=JobStatus.CANCELLED, finished_at=time.time(), detail=f"cancelled by {actor.user_id}")
+        return await self.get(job.id)
+
+    async def delete(self, job_id: str, actor: Actor) -> Job:
+        """Cancel if still running, remove the files, keep the row (marked deleted) for history."""
+        job = await self.get(job_id)
+        self._check_owner(job, actor, "delete")
+        if not job.terminal:
+            job = await self.cancel(job.id, actor)
+        await asyncio.to_thread(self.media.delete_job_files, job.id)
+        return await self.store.update(
+            job.id, deleted_at=time.time(), output_path=None, thumbnail_path=None, detail=f"deleted by {actor.user_id}"
+        )
+
+    async def set_messages(self, job_id: str, *, status_message_id: str | None = None, result_message_id: str | None = None, extra: dict | None = None) -> Job:
+        fields: dict[str, object] = {}
+        if status_message_id is not None:
+            fields["status_message_id"] = status_message_id
+        if result_message_id is not None:
+            fields["result_message_id"] = result_message_id
+        if extra is not None:
+            current = await self.get(job_id)
+            fields["origin_extra"] = {**current.origin.extra, **extra}
+        return await self.store.update(job_id, **fields)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """By id, or by an unambiguous prefix of one (ids get typed by hand)."""
+        key = job_id.strip().lower()
+        job = await self.store.get(key)
+        if job is not None:
+            return job
+        if len(key) >= 4:
+            found = await self.store.find_prefix(key)
+            if len(found) == 1:
+                return found[0]
+        raise JobNotFound(job_id)
+
+    async def list_jobs(self, *, origin: Origin | None = None, status: JobStatus | None = None, limit: int = 20) -> list[Job]:
+        return await self.store.list(
+            platform=origin.platform if origin else None,
+            user_id=origin.user_id if origin else None,
+            statuses=[status] if status else None,
+            limit=limit,
+        )
+
+    async def find_by_message(self, platform: str, message_id: str) -> Job | None:
+        return await self.store.find_by_message(platform, message_id)
+
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self._admins
+
+    def pipelines(self) -> list[str]:
+        return self.registry.names()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _check_prompt(self, prompt: str | None) -> str:
+        text = " ".join((prompt or "").split())
+        if not text:
+            raise InvalidRequest("The prompt is empty. Describe the video, for example: /video a teal coupe crossing a desert at noon")
+        limit = self.settings.max_prompt_chars
+        if len(text) > limit:
+            raise InvalidRequest(f"The prompt is {len(text)} characters; the limit is {limit}. Shorten it.")
+        return text
+
+    def _check_owner(self, job: Job, actor: Actor, verb: str) -> None:
+        if actor.user_id != job.origin.user_id and not actor.is_admin and not self.is_admin(actor.user_id):
+            raise NotAllowed(f"Only the person who asked for job {job.id} (or an admin) can {verb} it.")
+
+    async def _finished_video(self, job_id: str, verb: str) -> Job:
+        parent = await self.get(job_id)
+        if parent.kind is JobKind.IMAGE:
+            raise JobStateError(f"Job {parent.id} is an image; only videos can be {verb}ed.")
+        if parent.status is not JobStatus.COMPLETED or not parent.output_path or not Path(parent.output_path).exists():
+            raise JobStateError(f"Job {parent.id} has no finished video to {verb} (it is {parent.status.value}).")
+        return parent
+
+    @staticmethod
+    def _source_state(parent: Job) -> dict[str, object]:
+        return {"source_video": parent.output_path, "source_remote_id": parent.remote_id, "source_provider": parent.provider}
+
+    def _new_job(self, kind: JobKind, origin: Origin, prompt: str, params: GenerateParams, pipeline: str, *, parent_id: str | None) -> Job:
+        return Job(
+            id=new_job_id(), parent_id=parent_id, kind=kind, origin=origin, prompt=prompt, params=params,
+            pipeline=pipeline, status=JobStatus.QUEUED, created_at=time.time(),
+        )  # fmt: skip
+
+    async def _load_image(self, request: GenerateRequest) -> bytes | None:
+        """The input image as PNG bytes, refused if unreadable, not an image or too large."""
+        if request.image_path is None and request.image_bytes is None:
+            return None
+        limit = int(self.settings.max_image_mb * 1_000_000)
+        if request.image_bytes is not None:
+            data, name = request.image_bytes, request.image_name or "attachment"
+        else:
+            path = request.image_path
+            assert path is not None
+            name = path.name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise InvalidRequest(f"Cannot read the image '{path}'; check the path.") from None
+            if size > limit:
+                raise InvalidRequest(f"The image is {size / 1e6:.1f} MB; the limit is {limit / 1e6:g} MB. Send a smaller one.")
+            data = await asyncio.to_thread(path.read_bytes)
+        if len(data) > limit:
+            raise InvalidRequest(f"The image is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:g} MB. Send a smaller one.")
+
+        def to_png() -> bytes:
+            out = io.BytesIO()
+            decode_image(data, name=name).save(out, "PNG")
+            return out.getvalue()
+
+        return await asyncio.to_thread(to_png)
+
+    async def _validate_and_persist(self, job: Job, pipeline: Pipeline, image: bytes | None) -> Job:
+        parse_size(job.params.size)
+        request = video_request_for(job)
+        pipeline.validate(request)
+        if pipeline.video is not None:
+            job.cost_estimate = pipeline.video.estimate_cost(request)
+        await self._check_queue_limit(job.origin)
+        if image is not None and job.params.image_path:
+            await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
+        return await self._persist(job, pipeline)
+
+    async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
+        pipeline = self.registry.get(request.pipeline or "local-image")
+        size = (request.size or pipeline.default_size).lower()
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
+        params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
+        job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
+        assert pipeline.image is not None
+        job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
+        await self._check_queue_limit(origin)
+        return await self._persist(job, pipeline)
+
+    async def _check_queue_limit(self, origin: Origin) -> None:
+        limit = self.settings.max_queued_per_user
+        pending = await self.store.count(statuses=_ACTIVE, platform=origin.platform, user_id=origin.user_id)
+        if pending >= limit:
+            raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
+
+    async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
+        await self.store.create(job)
+        if self.runner is not None:
+            await self.runner.enqueue(job)
+        return job
