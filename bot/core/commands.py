@@ -1,0 +1,121 @@
+"""Parsing what users type (`/video a red fox --seconds 8`) into typed commands.
+
+Shared by every adapter that receives text (console, Slack); Discord's typed
+options map onto the same models. Flags follow Midjourney's `--name value` style.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from bot.core.models import GenerateRequest, JobKind
+from providers.errors import InvalidRequest
+
+_INT_FLAGS = {"seconds", "seed"}
+_STR_FLAGS = {"size", "pipeline", "model"}
+_ALIASES = {"s": "seconds", "duration": "seconds", "ar": "size", "p": "pipeline", "m": "model"}
+_ALLOWED = {
+    "video": _INT_FLAGS | _STR_FLAGS,
+    "image": {"size", "pipeline", "model", "seed"},
+    "extend": {"seconds"},
+    "jobs": {"status", "limit"},
+}
+COMMANDS = ("video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "help")
+
+
+class Command(BaseModel):
+    name: str
+    #: Words that are not flags, in order (the prompt, or a job id then a prompt).
+    words: list[str] = Field(default_factory=list)
+    flags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    def job_id(self) -> str:
+        if not self.words:
+            raise InvalidRequest(f"/{self.name} needs a job id, for example: /{self.name} k3f9x2m1. See /jobs.")
+        return self.words[0]
+
+    def rest(self) -> str:
+        return " ".join(self.words[1:])
+
+    def int_flag(self, name: str) -> int | None:
+        value = self.flags.get(name)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidRequest(f"--{name} takes a whole number, not '{value}'.") from None
+
+    def generate_request(self) -> GenerateRequest:
+        return GenerateRequest(
+            prompt=self.text,
+            kind=JobKind.IMAGE if self.name == "image" else JobKind.GENERATE,
+            pipeline=self.flags.get("pipeline"),
+            model=self.flags.get("model"),
+            seconds=self.int_flag("seconds"),
+            size=self.flags.get("size"),
+            seed=self.int_flag("seed"),
+        )
+
+
+def parse_command(text: str, *, default: str | None = None) -> Command:
+    """`/video a fox --seconds 8` → Command(name='video', words=['a','fox'], flags={'seconds':'8'}).
+
+    `default` names the command when the text has no leading slash (Slack passes
+    `/video`'s text without it, and `/video help` means help).
+    """
+    tokens = text.split()
+    if tokens and tokens[0].startswith("/"):
+        name = tokens.pop(0)[1:].lower()
+    elif default is not None:
+        name = default
+        if tokens and tokens[0].lower() in COMMANDS and tokens[0].lower() != default and len(tokens) <= 3:
+            name = tokens.pop(0).lower()  # `/video jobs`, `/video cancel ID`, `/video help`
+    else:
+        raise InvalidRequest("Commands start with /, for example /video a red fox. Type /help.")
+    if name == "show":
+        name = "job"
+    if name not in COMMANDS:
+        raise InvalidRequest(f"Unknown command /{name}. Type /help for the list.")
+    words: list[str] = []
+    flags: dict[str, str] = {}
+    allowed = _ALLOWED.get(name, set())
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and len(token) > 2:
+            key, _, inline = token[2:].partition("=")
+            key = _ALIASES.get(key.lower(), key.lower())
+            if key not in allowed:
+                options = ", ".join(f"--{f}" for f in sorted(allowed)) or "none"
+                raise InvalidRequest(f"/{name} has no option --{key}. Options: {options}.")
+            if inline:
+                value = inline
+            elif i + 1 < len(tokens):
+                i += 1
+                value = tokens[i]
+            else:
+                raise InvalidRequest(f"--{key} needs a value, for example --{key} {_example(key)}.")
+            flags[key] = _normalise(key, value)
+        else:
+            words.append(token)
+        i += 1
+    return Command(name=name, words=words, flags=flags)
+
+
+def _example(key: str) -> str:
+    return {"seconds": "8", "size": "1280x720", "seed": "42", "pipeline": "local", "model": "sora-2"}.get(key, "…")
+
+
+_RATIOS = {"16:9": "1280x720", "9:16": "720x1280", "1:1": "960x960", "4:3": "1104x832", "3:4": "832x1104"}
+
+
+def _normalise(key: str, value: str) -> str:
+    if key == "size" and ":" in value:
+        if value not in _RATIOS:
+            raise InvalidRequest(f"Aspect ratio {value} is not one of {', '.join(_RATIOS)}; or give --size WxH.")
+        return _RATIOS[value]
+    return value

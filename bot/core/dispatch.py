@@ -1,0 +1,76 @@
+"""Runs a parsed chat command against the job service and says what to answer.
+
+Every text adapter (console, Slack) calls this, so a command means the same
+everywhere; the adapter only decides how the reply looks and where it goes.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from bot.core.commands import Command
+from bot.core.models import Actor, Job, JobStatus, Origin
+from bot.core.render import HELP, job_row, job_title
+from bot.core.service import JobService
+
+
+class Reply(BaseModel):
+    text: str
+    #: The job the command created or acted on, when there is one.
+    job: Job | None = None
+    #: True when the command started a job whose progress the adapter should show.
+    started: bool = False
+
+
+async def run_command(service: JobService, command: Command, origin: Origin, actor: Actor | None = None) -> Reply:
+    actor = actor or Actor(user_id=origin.user_id)
+    name = command.name
+    if name == "help":
+        return Reply(text=HELP)
+    if name in ("video", "image"):
+        if name == "video" and command.text.lower() == "help":
+            return Reply(text=HELP)
+        job = await service.submit(command.generate_request(), origin)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "jobs":
+        status = command.flags.get("status")
+        jobs = await service.list_jobs(
+            origin=origin,
+            status=JobStatus(status) if status in JobStatus.__members__.values() else None,
+            limit=command.int_flag("limit") or 10,
+        )
+        if not jobs:
+            return Reply(text="You have no jobs yet. Try /video a teal coupe crossing a desert at noon")
+        return Reply(text="\n".join(job_row(j) for j in jobs))
+    if name == "job":
+        job = await service.get(command.job_id())
+        return Reply(text=describe_job(job), job=job)
+    if name == "remix":
+        job_id = command.job_id()
+        job = await service.remix(job_id, command.rest(), origin)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "extend":
+        job_id = command.job_id()
+        job = await service.extend(job_id, origin, seconds=command.int_flag("seconds"), prompt=command.rest() or None)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "reroll":
+        job = await service.reroll(command.job_id(), origin)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "cancel":
+        job = await service.cancel(command.job_id(), actor)
+        return Reply(text=f"Job {job.id} is {job.status.value}.", job=job)
+    if name == "delete":
+        job = await service.delete(command.job_id(), actor)
+        return Reply(text=f"Job {job.id} deleted.", job=job)
+    raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
+
+
+def describe_job(job: Job) -> str:
+    lines = [job_title(job), f"prompt: {job.prompt}", f"status: {job.status.value} ({job.progress}%)"]
+    if job.output_path:
+        lines.append(f"file: {job.output_path}")
+    if job.error_message:
+        lines.append(f"error: {job.error_message}")
+    if job.cost_actual is not None or job.cost_estimate is not None:
+        cost = job.cost_actual if job.cost_actual is not None else job.cost_estimate
+        lines.append(f"cost: ${cost:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Platform-neutral text for progress and results. Adapters wrap it in their own markup."""
+from __future__ import annotations
+
+from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+
+BAR_WIDTH = 12
+
+
+def progress_bar(percent: int, width: int = BAR_WIDTH) -> str:
+    percent = max(0, min(100, percent))
+    filled = round(width * percent / 100)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def format_elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def describe_params(job: Job) -> str:
+    if job.kind is JobKind.IMAGE:
+        return f"{job.params.size} · {job.pipeline}"
+    seconds = f"+{job.params.seconds}s" if job.kind is JobKind.EXTEND else f"{job.params.seconds}s"
+    return f"{seconds} · {job.params.size} · {job.pipeline}"
+
+
+def status_line(event: ProgressEvent) -> str:
+    """One line for the status message: what is happening, how far, for how long."""
+    job = event.job
+    elapsed = format_elapsed(job.elapsed if job.started_at else event.at - job.created_at)
+    if event.kind is EventKind.QUEUED:
+        where = f"#{event.position} in line" if event.position else "in line"
+        return f"⏳ Queued, {where}"
+    if event.kind is EventKind.STARTED:
+        return f"🚀 Starting · {elapsed}"
+    if event.kind is EventKind.PROGRESS:
+        note = f" · {event.message}" if event.message else ""
+        return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{note}"
+    if event.kind is EventKind.DELIVERING:
+        return f"📦 {progress_bar(100)} 100% · uploading · {elapsed}"
+    if event.kind is EventKind.COMPLETED:
+        return f"✅ Done in {format_elapsed(job.elapsed)}"
+    if event.kind is EventKind.FAILED:
+        return f"❌ {event.message or job.error_message or 'Failed.'}"
+    return "🚫 Cancelled"
+
+
+def job_title(job: Job) -> str:
+    label = {
+        JobKind.GENERATE: "Video",
+        JobKind.VARIATION: "Re-roll",
+        JobKind.REMIX: "Remix",
+        JobKind.EXTEND: "Extension",
+        JobKind.IMAGE: "Image",
+    }[job.kind]
+    parent = f" of {job.parent_id}" if job.parent_id else ""
+    return f"{label}{parent} · job {job.id} · {describe_params(job)}"
+
+
+def job_row(job: Job) -> str:
+    """One line per job for /jobs listings."""
+    prompt = job.prompt if len(job.prompt) <= 48 else job.prompt[:47] + "…"
+    status = job.status.value + (f" {job.progress}%" if job.status.value == "running" else "")
+    return f"{job.id}  {status:<14} {job.kind.value:<9} {describe_params(job)}  “{prompt}”"
+
+
+HELP = """Commands:
+  /video PROMPT [--seconds N] [--size WxH] [--pipeline NAME] [--model ID] [--seed N]
+  /image PROMPT [--size WxH] [--pipeline NAME]
+  /jobs                      your recent jobs
+  /job JOB_ID                one job in full
+  /remix JOB_ID PROMPT       the same video again with a new prompt
+  /extend JOB_ID [--seconds N] [PROMPT]
+  /reroll JOB_ID             same prompt, new seed
+  /cancel JOB_ID             stop a queued or running job
+  /delete JOB_ID             remove a job's files
+  /help"""

@@ -1,0 +1,41 @@
+"""Shared fixtures: real settings on tmp_path, a real store, the real runner."""
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App, open_app
+from bot.config import Settings, load_settings
+
+# Keep a developer's own keys and .env out of every test.
+_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "SLACK_", "DISCORD_")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in list(os.environ):
+        if key.startswith(_PREFIXES):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDEOBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VIDEOBOT_LOCAL_FPS", "12")
+    return load_settings()
+
+
+async def _noop_deliver(job: object) -> None:
+    return None
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[App]:
+    """The whole core on the local provider, started, delivering nowhere (like the CLI)."""
+    application = await open_app(settings)
+    application.runner.deliverers["cli"] = _noop_deliver
+    await application.runner.start()
+    try:
+        yield application
+    finally:
+        await application.close()
