@@ -36,7 +36,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
-    data = core.data_dir
+    data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     store = await JobStore.open(data / "videobot.sqlite3")
     media = MediaStore(data / "media")

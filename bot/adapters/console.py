@@ -1,0 +1,98 @@
+"""A chat on stdin/stdout that speaks the users' commands (`/video a fox --seconds 8`).
+
+It is the adapter `videobot run` falls back to when no chat platform is configured,
+and the quickest way to try the bot. Piped input works too: it runs every command,
+then exits once the jobs it started are done.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, TextIO
+
+from bot.app import App
+from bot.core.commands import parse_command
+from bot.core.dispatch import run_command
+from bot.core.errors import user_message
+from bot.core.models import EventKind, Job, Origin, ProgressEvent
+from bot.core.render import status_line
+from providers.errors import VideobotError
+
+PLATFORM = "console"
+
+
+class ConsoleAdapter:
+    platform = PLATFORM
+
+    def __init__(self, app: App, *, stdin: TextIO | None = None, stdout: TextIO | None = None, user_id: str = "console") -> None:
+        self.app = app
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.origin = Origin(platform=PLATFORM, user_id=user_id, channel_id="console")
+        self._started: set[str] = set()
+        self._last: dict[str, str] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    async def start(self) -> None:
+        self.app.bus.subscribe(self._on_event, lambda e: e.job.origin.platform == PLATFORM)
+        self.say("videobot console. Type /help for commands.")
+        self._reader = asyncio.create_task(self._read_loop())
+
+    async def wait_closed(self) -> None:
+        if self._reader is not None:
+            await self._reader
+
+    async def stop(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def deliver(self, job: Job) -> dict[str, Any] | None:
+        # The file is already where the user can open it; the completed line shows the path.
+        return None
+
+    async def handle_line(self, line: str) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            command = parse_command(line, default="video")
+            reply = await run_command(self.app.service, command, self.origin)
+        except VideobotError as exc:
+            self.say(f"error: {user_message(exc)}")
+            return
+        if reply.started and reply.job is not None:
+            self._started.add(reply.job.id)
+        self.say(reply.text)
+
+    async def _read_loop(self) -> None:
+        while True:
+            line = await asyncio.to_thread(self.stdin.readline)
+            if not line:
+                break
+            await self.handle_line(line)
+        # End of input: finish what was started here, then close.
+        pending = [self.app.runner.wait(job_id) for job_id in self._started]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.app.bus.drain()
+
+    async def _on_event(self, event: ProgressEvent) -> None:
+        job = event.job
+        # Progress in 25 % steps keeps a terminal readable; every other state is shown.
+        key = f"{event.kind.value}:{event.progress // 25}" if event.kind is EventKind.PROGRESS else event.kind.value
+        if event.kind is EventKind.QUEUED:
+            key += f":{event.position}"
+        if self._last.get(job.id) == key:
+            return
+        self._last[job.id] = key
+        self.say(f"[{job.id}] {status_line(event)}")
+        if event.kind is EventKind.COMPLETED:
+            label = "image" if job.kind.value == "image" else "video"
+            self.say(f"[{job.id}] {label}: {job.output_path}")
+        if event.kind.final:
+            self._last.pop(job.id, None)

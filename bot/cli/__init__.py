@@ -1,0 +1,43 @@
+"""`videobot` command line. Each subcommand module exposes `register(subparsers)` and sets
+`handler`, an async function (args, settings) -> exit code."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+
+from bot.config import load_settings
+from bot.core.errors import ConfigError, user_message
+from providers.errors import VideobotError
+
+COMMAND_MODULES = [
+    "bot.cli.generate",
+    "bot.cli.jobs",
+    "bot.cli.run",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videobot", description="Slash command in, AI video out.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(asyncio.run(args.handler(args, settings)))
+    except ConfigError as exc:
+        print(f"videobot: {exc.message}", file=sys.stderr)
+        return 78  # EX_CONFIG
+    except VideobotError as exc:
+        print(f"videobot: {user_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,66 @@
+"""`videobot generate | remix | extend`: start a job and follow it to the end."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bot.cli.common import cli_app, follow, origin_with_out
+from bot.config import Settings
+from bot.core.models import GenerateRequest
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("generate", help="make a video from a prompt")
+    p.add_argument("prompt")
+    p.add_argument("--pipeline", help="pipeline name (see `videobot pipelines`)")
+    p.add_argument("--model", help="provider model id")
+    p.add_argument("--seconds", type=int)
+    p.add_argument("--size", help="WIDTHxHEIGHT, e.g. 1280x720")
+    p.add_argument("--image", type=Path, help="animate this image")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="also copy the MP4 here")
+    p.set_defaults(handler=generate)
+
+    p = sub.add_parser("remix", help="the same video again with a new prompt")
+    p.add_argument("job_id")
+    p.add_argument("prompt")
+    p.add_argument("--out")
+    p.set_defaults(handler=remix)
+
+    p = sub.add_parser("extend", help="continue a video with new seconds")
+    p.add_argument("job_id")
+    p.add_argument("prompt", nargs="?")
+    p.add_argument("--seconds", type=int)
+    p.add_argument("--out")
+    p.set_defaults(handler=extend)
+
+    p = sub.add_parser("reroll", help="same prompt, new seed")
+    p.add_argument("job_id")
+    p.add_argument("--out")
+    p.set_defaults(handler=reroll)
+
+
+async def generate(args: argparse.Namespace, settings: Settings) -> int:
+    request = GenerateRequest(
+        prompt=args.prompt, pipeline=args.pipeline, model=args.model, seconds=args.seconds,
+        size=args.size, image_path=args.image, seed=args.seed,
+    )  # fmt: skip
+    async with cli_app(settings) as app:
+        job = await app.service.submit(request, origin_with_out(args.out))
+        return await follow(app, job)
+
+
+async def remix(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings) as app:
+        return await follow(app, await app.service.remix(args.job_id, args.prompt, origin_with_out(args.out)))
+
+
+async def extend(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings) as app:
+        job = await app.service.extend(args.job_id, origin_with_out(args.out), seconds=args.seconds, prompt=args.prompt)
+        return await follow(app, job)
+
+
+async def reroll(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings) as app:
+        return await follow(app, await app.service.reroll(args.job_id, origin_with_out(args.out)))

@@ -1,0 +1,76 @@
+"""`videobot jobs | show | cancel | pipelines`: read and manage the job store."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from bot.cli.common import CLI_ORIGIN, cli_app
+from bot.config import Settings
+from bot.core.dispatch import describe_job
+from bot.core.models import Actor, JobStatus
+from bot.core.render import job_row
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("jobs", help="list recent jobs (all users)")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--status", choices=[s.value for s in JobStatus])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=list_jobs)
+
+    p = sub.add_parser("show", help="one job in full, with its history")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=show)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id")
+    p.set_defaults(handler=cancel)
+
+    p = sub.add_parser("pipelines", help="the pipelines this bot offers")
+    p.set_defaults(handler=pipelines)
+
+
+async def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings, run_jobs=False) as app:
+        jobs = await app.store.list(statuses=[JobStatus(args.status)] if args.status else None, limit=args.limit)
+    if args.json:
+        print(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
+    elif not jobs:
+        print("no jobs yet: try videobot generate \"a teal coupe crossing a desert at noon\"")
+    else:
+        for job in jobs:
+            print(job_row(job))
+    return 0
+
+
+async def show(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings, run_jobs=False) as app:
+        job = await app.service.get(args.job_id)
+        events = await app.store.events(job.id)
+    if args.json:
+        print(json.dumps({**job.model_dump(mode="json"), "events": events}, indent=2))
+        return 0
+    print(describe_job(job))
+    for event in events:
+        detail = f"  {event['detail']}" if event["detail"] else ""
+        print(f"  {event['at']:.3f}  {event['status']}{detail}")
+    return 0
+
+
+async def cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings, run_jobs=False) as app:
+        # The operator at the terminal may cancel anyone's job.
+        job = await app.service.cancel(args.job_id, Actor(user_id=CLI_ORIGIN.user_id, is_admin=True))
+    print(f"job {job.id}: {job.status.value}")
+    return 0
+
+
+async def pipelines(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings, run_jobs=False) as app:
+        for name in app.registry.names():
+            pipeline = app.registry.get(name)
+            caps = ", ".join(sorted(c.value for c in pipeline.capabilities))
+            state = "" if pipeline.configured else "  (not configured)"
+            print(f"{name:<20} {caps}{state}\n{'':<20} {pipeline.description}")
+    return 0

@@ -1,0 +1,67 @@
+"""`videobot run`: serve the configured chat platforms (the console when none is)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from bot.adapters.base import ChatAdapter
+from bot.app import App, open_app
+from bot.cli.common import deliver_to_out
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run the bot: Slack and/or Discord if configured, else a console chat")
+    p.set_defaults(handler=run)
+
+
+def configured_adapters(app: App) -> list[ChatAdapter]:
+    settings = app.settings
+    adapters: list[ChatAdapter] = []
+    if settings.slack.configured:
+        from bot.adapters.slack.app import SlackAdapter
+
+        adapters.append(SlackAdapter(app))
+    if settings.discord.configured:
+        from bot.adapters.discord_bot.client import DiscordAdapter
+
+        adapters.append(DiscordAdapter(app))
+    if not adapters:
+        from bot.adapters.console import ConsoleAdapter
+
+        adapters.append(ConsoleAdapter(app))
+    return adapters
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    logging.getLogger().setLevel(settings.core.log_level.upper())
+    app = await open_app(settings)
+    adapters = configured_adapters(app)
+    for adapter in adapters:
+        app.runner.deliverers[adapter.platform] = adapter.deliver
+    app.runner.deliverers.setdefault("cli", deliver_to_out)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await app.runner.start(resume=True)
+        for adapter in adapters:
+            await adapter.start()
+        closed = [asyncio.create_task(a.wait_closed()) for a in adapters]
+        stopper = asyncio.create_task(stop.wait())
+        # Runs until a signal, or until every adapter is done (the console at end of input).
+        await asyncio.wait([stopper, asyncio.gather(*closed)], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[list-item]
+        stopper.cancel()
+    finally:
+        for adapter in adapters:
+            await adapter.stop()
+        await app.close()
+    return 0
