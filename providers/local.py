@@ -108,8 +108,8 @@ class LocalVideoProvider(VideoProvider):
                 )  # fmt: skip
             return RemoteJob(id=remote_id, status=RemoteStatus.COMPLETED, progress=100, model=MODEL, cost=0.0)
         if not render.started:
-            return RemoteJob(id=remote_id, status=RemoteStatus.QUEUED, note="queued at the provider", poll_after=0.2)
-        return RemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=render.progress, poll_after=0.2)
+            return RemoteJob(id=remote_id, status=RemoteStatus.QUEUED, note="queued at the provider", poll_after=0.1)
+        return RemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=render.progress, poll_after=0.1)
 
     async def download(self, remote_id: str, dest: Path) -> None:
         await asyncio.to_thread(copy_file, self._video_path(remote_id), dest)

@@ -1,0 +1,103 @@
+"""The offline provider: real H.264, deterministic, animates images, never blocks the loop."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from providers.base import Operation, RemoteStatus, VideoRequest
+from providers.local import LocalVideoProvider
+from providers.media import first_frame, probe_video
+from providers.polling import PollPolicy, wait_for_completion
+from tests.helpers import assert_video
+
+FAST = PollPolicy(interval=0.01, min_interval=0.01)
+
+
+async def _render(provider: LocalVideoProvider, request: VideoRequest, dest: Path) -> list[int]:
+    progress: list[int] = []
+
+    async def seen(job: object) -> None:
+        progress.append(job.progress)  # type: ignore[attr-defined]
+
+    remote = await provider.submit(request)
+    done = await wait_for_completion(provider, remote.id, on_update=seen, policy=FAST)
+    assert done.status is RemoteStatus.COMPLETED
+    await provider.download(remote.id, dest)
+    return progress
+
+
+def _frame_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            digest.update(frame.to_image().tobytes())
+    return digest.hexdigest()
+
+
+async def test_same_seed_same_clip_other_seed_other_clip(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    base = VideoRequest(prompt="a teal coupe crossing a desert at noon", seconds=1, size="160x90", seed=42)
+    await _render(provider, base, tmp_path / "a.mp4")
+    await _render(provider, base, tmp_path / "b.mp4")
+    await _render(provider, base.model_copy(update={"seed": 43}), tmp_path / "c.mp4")
+    assert _frame_digest(tmp_path / "a.mp4") == _frame_digest(tmp_path / "b.mp4")
+    assert _frame_digest(tmp_path / "a.mp4") != _frame_digest(tmp_path / "c.mp4")
+    # A colour named in the prompt is the clip's colour: teal dominates the sky.
+    r, g, b = first_frame(tmp_path / "a.mp4").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))  # type: ignore[misc]
+    assert g > r and b > r
+
+
+async def test_faststart_and_progress_reported(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    progress = await _render(provider, VideoRequest(prompt="rain on a window", seconds=4, size="1280x720", seed=1), tmp_path / "v.mp4")
+    assert progress[-1] == 100 and len(set(progress)) >= 3, progress
+    head = (tmp_path / "v.mp4").read_bytes()[:4096]
+    assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096), "moov before mdat (faststart)"
+    info = probe_video(tmp_path / "v.mp4")
+    assert (info.codec, info.pix_fmt) == ("h264", "yuv420p")
+
+
+async def test_animates_an_input_image(tmp_path: Path) -> None:
+    image = tmp_path / "red.png"
+    Image.new("RGB", (400, 400), (220, 20, 20)).save(image)
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    request = VideoRequest(prompt="zoom", seconds=1, size="256x144", seed=3, input_image=image)
+    await _render(provider, request, tmp_path / "v.mp4")
+    assert_video(tmp_path / "v.mp4", width=256, height=144, seconds=1)
+    r, g, b = first_frame(tmp_path / "v.mp4").crop((0, 0, 256, 60)).resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
+    assert r > 150 and g < 80 and b < 80, "the picture is the input image"
+
+
+async def test_extend_appends_new_seconds(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    await _render(provider, VideoRequest(prompt="a kite", seconds=2, size="256x144", seed=5), tmp_path / "src.mp4")
+    extend = VideoRequest(operation=Operation.EXTEND, prompt="a kite", seconds=1, size="256x144", seed=5, source_video=tmp_path / "src.mp4")
+    await _render(provider, extend, tmp_path / "long.mp4")
+    assert_video(tmp_path / "long.mp4", width=256, height=144, seconds=3)
+
+
+async def test_rendering_runs_off_the_event_loop(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=24)
+    remote = await provider.submit(VideoRequest(prompt="a busy street", seconds=3, size="640x360", seed=9))
+    worst = 0.0
+    while (await provider.poll(remote.id)).status is not RemoteStatus.COMPLETED:
+        start = time.perf_counter()
+        await asyncio.sleep(0.01)
+        worst = max(worst, time.perf_counter() - start - 0.01)
+    assert worst < 0.1, f"the loop stalled {worst:.3f}s while rendering"
+
+
+async def test_poll_after_restart_renders_again(tmp_path: Path) -> None:
+    first = LocalVideoProvider(tmp_path / "work", fps=12)
+    remote = await first.submit(VideoRequest(prompt="a moth", seconds=1, size="128x72", seed=2))
+    await first.aclose()  # the process died mid-render
+    second = LocalVideoProvider(tmp_path / "work", fps=12)
+    done = await wait_for_completion(second, remote.id, policy=FAST)
+    assert done.status is RemoteStatus.COMPLETED
+    await second.download(remote.id, tmp_path / "v.mp4")
+    assert_video(tmp_path / "v.mp4", width=128, height=72, seconds=1)
