@@ -1,0 +1,159 @@
+"""Core benchmark: submit latency, event-loop lag, overhead over the provider, RSS.
+
+Run: `make bench` or `.venv/bin/python -m bench.core`. Prints a table; not a test.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.sleep_provider import sleep_pipeline
+from bot.app import App, open_app
+from bot.config import load_settings
+from bot.core.models import GenerateRequest, Job, Origin
+from providers.polling import PollPolicy
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _noop(job: Job) -> None:
+    return None
+
+
+async def make_app(data: Path, duration: float, *, concurrent: int) -> App:
+    os.environ.update(
+        {
+            "VIDEOBOT_DATA_DIR": str(data),
+            "VIDEOBOT_MAX_CONCURRENT_JOBS": str(concurrent),
+            "VIDEOBOT_MAX_RUNNING_PER_USER": "100",
+            "VIDEOBOT_MAX_QUEUED_PER_USER": "10000",
+            "VIDEOBOT_LOG_LEVEL": "WARNING",
+        }
+    )
+    app = await open_app(load_settings())
+    app.registry.register("sleep", lambda: sleep_pipeline(duration, data))
+    app.runner.poll_policy = PollPolicy(interval=0.1, min_interval=0.01)
+    app.runner.deliverers["cli"] = _noop
+    await app.runner.start(resume=False)
+    return app
+
+
+def request(i: int) -> GenerateRequest:
+    return GenerateRequest(prompt=f"benchmark clip {i}", pipeline="sleep", seconds=1, size="128x72")
+
+
+async def submit_all(app: App, n: int, users: int) -> tuple[list[Job], list[float]]:
+    latencies: list[float] = []
+
+    async def one(i: int) -> Job:
+        start = time.perf_counter()
+        job = await app.service.submit(request(i), Origin(user_id=f"user{i % users}"))
+        latencies.append(time.perf_counter() - start)
+        return job
+
+    jobs = await asyncio.gather(*(one(i) for i in range(n)))
+    return list(jobs), latencies
+
+
+async def loop_lag_while(awaitable: asyncio.Future[object]) -> list[float]:
+    lags: list[float] = []
+    while not awaitable.done():
+        start = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - start - 0.01)
+    return lags
+
+
+async def bench_submit_and_lag(root: Path, n: int = 500) -> dict[str, float]:
+    app = await make_app(root / "submit", duration=3.0, concurrent=n)
+    try:
+        t0 = time.perf_counter()
+        jobs, latencies = await submit_all(app, n, users=50)
+        submit_wall = time.perf_counter() - t0
+        done = asyncio.ensure_future(asyncio.gather(*(app.runner.wait(j.id) for j in jobs)))
+        lags = await loop_lag_while(done)
+        finished = await done
+        ok = sum(1 for j in finished if j.status.value == "completed")
+        return {
+            "submit p50 ms": pct(latencies, 0.5) * 1000,
+            "submit p99 ms": pct(latencies, 0.99) * 1000,
+            "submit wall s": submit_wall,
+            "loop lag p50 ms": pct(lags, 0.5) * 1000,
+            "loop lag p99 ms": pct(lags, 0.99) * 1000,
+            "loop lag max ms": max(lags) * 1000,
+            "completed": ok,
+        }
+    finally:
+        await app.close()
+
+
+async def bench_overhead(root: Path, duration: float = 2.0, n: int = 20) -> dict[str, float]:
+    app = await make_app(root / "overhead", duration=duration, concurrent=n)
+    try:
+        results: list[float] = []
+
+        async def one(i: int) -> None:
+            start = time.perf_counter()
+            job = await app.service.submit(request(i), Origin(user_id=f"u{i}"))
+            await app.runner.wait(job.id)
+            results.append(time.perf_counter() - start - duration)
+
+        await one(-1)  # warm-up: pipeline construction, first render of the sample
+        results.clear()
+        await one(0)
+        single = results[0]
+        results.clear()
+        await asyncio.gather(*(one(i) for i in range(1, n + 1)))
+        return {"overhead 1 job ms": single * 1000, f"overhead p50 ({n} jobs) ms": pct(results, 0.5) * 1000, f"overhead p99 ({n} jobs) ms": pct(results, 0.99) * 1000}
+    finally:
+        await app.close()
+
+
+async def bench_rss(root: Path, n: int = 1000) -> dict[str, float]:
+    before = rss_mb()
+    app = await make_app(root / "rss", duration=5.0, concurrent=n)
+    try:
+        jobs, _ = await submit_all(app, n, users=100)
+        await asyncio.sleep(1.0)
+        in_flight = await app.store.count(statuses=[s for s in __import__("bot.core.models", fromlist=["JobStatus"]).JobStatus if not s.terminal])
+        during = rss_mb()
+        await asyncio.gather(*(app.runner.wait(j.id) for j in jobs))
+        return {"rss before MB": before, f"rss with {n} in flight MB": during, "jobs in flight": in_flight}
+    finally:
+        await app.close()
+
+
+def table(title: str, rows: dict[str, float]) -> None:
+    print(f"\n{title}")
+    print(f"{'metric':<32} {'value':>12}")
+    print("-" * 45)
+    for key, value in rows.items():
+        print(f"{key:<32} {value:>12.1f}" if isinstance(value, float) else f"{key:<32} {value:>12}")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        table("500 concurrent submissions (provider takes 3 s)", await bench_submit_and_lag(root))
+        table("overhead = end-to-end minus provider time (2 s)", await bench_overhead(root))
+        table("memory", await bench_rss(root))
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
