@@ -67,9 +67,11 @@ class _Scene:
             self.pan = (rng.uniform(-1, 1), rng.uniform(-1, 1))
         else:
             self.background = _gradient(width, height, self.colours[0], self.colours[1])
+        # Shapes stand out from the sky: the third colour and the first one's complement.
+        accents = [self.colours[2], tuple(255 - c for c in self.colours[0])]
         self.shapes = [
             (rng.uniform(0.05, 0.95), rng.uniform(0.1, 0.7), rng.uniform(0.03, 0.12),
-             rng.uniform(0.2, 1.2), rng.uniform(0, math.tau), rng.choice(self.colours))
+             rng.uniform(0.2, 1.2), rng.uniform(0, math.tau), rng.choice(accents))
             for _ in range(rng.randint(3, 6))
         ]  # fmt: skip
         self.font = _font(height)

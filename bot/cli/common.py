@@ -86,6 +86,7 @@ def report(job: Job) -> int:
     if job.status is JobStatus.COMPLETED:
         label = "image" if job.kind.value == "image" else "video"
         print(f"{label}: {job.output_path}")
+        print(f"details: videobot show {job.id}")
         out = job.origin.extra.get("out")
         if out:
             print(f"copied to: {out}")

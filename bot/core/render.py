@@ -39,7 +39,7 @@ def status_line(event: ProgressEvent) -> str:
         note = f" · {event.message}" if event.message else ""
         return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{note}"
     if event.kind is EventKind.DELIVERING:
-        return f"📦 {progress_bar(100)} 100% · uploading · {elapsed}"
+        return f"📦 {progress_bar(100)} 100% · delivering · {elapsed}"
     if event.kind is EventKind.COMPLETED:
         return f"✅ Done in {format_elapsed(job.elapsed)}"
     if event.kind is EventKind.FAILED:
