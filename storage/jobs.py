@@ -188,6 +188,12 @@ class JobStore:
         )
         return jobs[0] if jobs else None
 
+    async def with_status(self, job_ids: Sequence[str], status: JobStatus) -> list[Job]:
+        """Those of `job_ids` now in `status` (one query, however many ids)."""
+        if not job_ids:
+            return []
+        return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
+
     async def children(self, job_id: str) -> list[Job]:
         return await self._select("WHERE parent_id = ? ORDER BY created_at", (job_id,))
 

@@ -256,3 +256,45 @@ async def test_failed_remote_job_is_explained(settings: Any) -> None:
         assert done.error_message == "The provider could not make this video [moderation_blocked]: The prompt was blocked."
     finally:
         await app.close()
+
+
+async def test_cancel_from_another_process_stops_the_running_job(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOBOT_LEASE_SECONDS", "1")
+    server = ScriptedServer()
+    server.release.clear()
+    bot = await make_app(server)
+    cli = await make_app(server, start=False)  # `videobot cancel` in a second process
+    try:
+        events = await _record(bot)
+        job = await bot.service.submit(req("long one"), user("u"))
+        for _ in range(200):
+            if (await bot.store.get(job.id)).remote_id:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        await cli.service.cancel(job.id, Actor(user_id="ops", is_admin=True))
+        done = await asyncio.wait_for(bot.runner.wait(job.id), 5)
+        await bot.bus.drain()
+        assert done.status is JobStatus.CANCELLED
+        assert server.cancels == [done.remote_id]
+        assert [e.kind for e in events if e.job.id == job.id][-1] is EventKind.CANCELLED
+    finally:
+        await cli.close()
+        await bot.close()
+
+
+async def test_two_processes_never_run_the_same_job(settings: Any) -> None:
+    server = ScriptedServer()
+    server.release.clear()
+    first = await make_app(server)
+    second = await make_app(server)  # starts with resume: sees the job but cannot lease it
+    try:
+        job = await first.service.submit(req("only once"), user("u"))
+        await asyncio.sleep(0.1)
+        await second.runner._adopt_unfinished()
+        assert not second.runner.owns(job.id)
+        server.release.set()
+        done = await asyncio.wait_for(first.runner.wait(job.id), 5)
+        assert done.status is JobStatus.COMPLETED and len(server.creates) == 1
+    finally:
+        await second.close()
+        await first.close()

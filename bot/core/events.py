@@ -63,6 +63,7 @@ class EventBus:
 
     async def close(self) -> None:
         await self.drain()
-        for sub in list(self._subs):
+        subs = list(self._subs)
+        for sub in subs:
             self.unsubscribe(sub)
-        await asyncio.gather(*(s.task for s in self._subs if s.task), return_exceptions=True)
+        await asyncio.gather(*(s.task for s in subs if s.task), return_exceptions=True)

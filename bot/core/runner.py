@@ -107,12 +107,6 @@ class Runner:
             if not future.done():
                 future.cancel()
 
-    async def idle(self) -> None:
-        """Wait until nothing is queued or running here."""
-        while self._tasks or len(self._queue):
-            await asyncio.gather(*[f for f in self._done.values() if not f.done()], return_exceptions=True)
-            await asyncio.sleep(0)
-
     # --- entry points -----------------------------------------------------------------------
 
     async def enqueue(self, job: Job) -> bool:
@@ -199,17 +193,15 @@ class Runner:
 
     async def _notice_outside_cancels(self, held: list[str]) -> None:
         """Another process (the CLI's `cancel`) may mark a job cancelled in the store."""
-        for job_id in held:
-            job = await self.store.get(job_id)
-            if job is not None and job.status is JobStatus.CANCELLED:
-                if self._queue.remove(job_id):
-                    self._queued_jobs.pop(job_id, None)
-                    self._publish_positions()
-                    self._emit(EventKind.CANCELLED, job)
-                    self._resolve(job)
-                elif (task := self._tasks.get(job_id)) is not None:
-                    self._cancelling.add(job_id)
-                    task.cancel()
+        for job in await self.store.with_status(held, JobStatus.CANCELLED):
+            if self._queue.remove(job.id):
+                self._queued_jobs.pop(job.id, None)
+                self._publish_positions()
+                self._emit(EventKind.CANCELLED, job)
+                self._resolve(job)
+            elif (task := self._tasks.get(job.id)) is not None:
+                self._cancelling.add(job.id)
+                task.cancel()
 
     async def _adopt_unfinished(self) -> None:
         for job in await self.store.unfinished(self.platforms):
@@ -294,6 +286,7 @@ class Runner:
             model=remote.model or job.model,
             status=JobStatus.RUNNING,
             progress=remote.progress,
+            state={**job.state, "remote_since": time.time()},
             detail=f"remote {remote.id}",
         )
         self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
@@ -388,7 +381,12 @@ class Runner:
                 self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
 
         try:
-            remote = await wait_for_completion(pipeline.video, job.remote_id, on_update=on_update, policy=self.poll_policy)
+            # A resumed job keeps the deadline it had before the restart.
+            waited = time.time() - job.state.get("remote_since", time.time())
+            remote = await wait_for_completion(
+                pipeline.video, job.remote_id, on_update=on_update, policy=self.poll_policy,
+                started_at=time.monotonic() - max(0.0, waited),
+            )  # fmt: skip
         except Unavailable as exc:
             if (fallback := self._next_fallback(job, pipeline)) is None:
                 raise
@@ -459,7 +457,8 @@ class Runner:
         self._resolve(job)
 
     async def _cancel_remote(self, job: Job) -> None:
-        if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING):
+        # CANCELLED here means another process marked it while the provider was still working.
+        if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.CANCELLED):
             return
         pipeline = self.registry.get(job.pipeline)
         if pipeline.video is None:
