@@ -212,3 +212,71 @@ def _remux_concat(parts: list[Path], dest: Path) -> None:
 def copy_file(src: Path, dest: Path) -> None:
     with src.open("rb") as fin, dest.open("wb") as fout:
         shutil.copyfileobj(fin, fout, length=1024 * 1024)
+
+
+class FitResult(BaseModel):
+    fits: bool
+    size: int
+    width: int
+    height: int
+    bitrate: int
+
+
+def fit_to_size(src: Path, dest: Path, max_bytes: int, *, min_side: int = 144, attempts: int = 5) -> FitResult:
+    """Re-encode `src` into `dest` so that it is at most `max_bytes`, for chat upload limits.
+
+    The video bitrate is derived from the duration and the limit (with room for the MP4
+    container), and the resolution is kept while that bitrate can still carry it; each
+    miss scales down and tightens the budget. `fits` is False when even the smallest
+    attempt is too large, so the caller can fall back to a thumbnail and say why.
+    """
+    info = probe_video(src)
+    duration = max(info.duration, 0.1)
+    fps = max(1, round(info.fps or DEFAULT_FPS))
+    width, height = info.width, info.height
+    # ~4 % and a fixed 4 KB for moov/mdat headers and the encoder's overshoot.
+    budget_bits = max(0.0, (max_bytes * 0.96 - 4096) * 8)
+    last = FitResult(fits=False, size=0, width=width, height=height, bitrate=0)
+    for attempt in range(attempts):
+        bitrate = int(budget_bits / duration * (0.85**attempt))
+        if bitrate < 8_000:
+            break
+        # Below ~0.01 bit per pixel H.264 turns to mush: trade resolution for clarity.
+        while width * height * fps * 0.01 > bitrate and min(width, height) > min_side:
+            width, height = _even(width * 0.75), _even(height * 0.75)
+        _encode_at_bitrate(src, dest, width, height, fps, bitrate)
+        size = dest.stat().st_size
+        last = FitResult(fits=size <= max_bytes, size=size, width=width, height=height, bitrate=bitrate)
+        if last.fits:
+            return last
+        if min(width, height) > min_side:
+            width, height = _even(width * 0.75), _even(height * 0.75)
+    return last
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def _encode_at_bitrate(src: Path, dest: Path, width: int, height: int, fps: int, bitrate: int) -> None:
+    with av.open(str(src)) as inp, av.open(str(dest), mode="w", format="mp4", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        stream.bit_rate = bitrate
+        # A capped VBV keeps the actual size close to the target instead of a CRF-like guess.
+        stream.options = {
+            "preset": "veryfast",
+            "maxrate": str(bitrate),
+            "bufsize": str(bitrate),
+            "x264-params": "nal-hrd=vbr",
+        }
+        for index, frame in enumerate(inp.decode(video=0)):
+            frame = frame.reformat(width=width, height=height, format="yuv420p")
+            frame.pts = index
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
