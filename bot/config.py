@@ -93,10 +93,22 @@ class DiscordSettings(BaseSettings):
     guild_ids: str = ""
     api_base_url: str | None = None
     gateway_url: str | None = None
+    #: Minimum seconds between two edits of one status message (the final state is always sent).
+    edit_interval_seconds: float = Field(default=3.0, ge=0, le=300)
+    #: Switch from the 15-minute interaction token to the bot token this many seconds before it expires.
+    token_margin_seconds: float = Field(default=120, ge=0, le=900)
+    #: Seconds to wait for guilds after READY (tests set it low).
+    guild_ready_timeout: float = Field(default=2.0, ge=0, le=60)
+    #: Register the slash commands at start-up (globally and in DISCORD_GUILD_IDS).
+    sync_commands: bool = True
 
     @property
     def configured(self) -> bool:
         return self.token is not None
+
+    @property
+    def guild_id_list(self) -> list[int]:
+        return [int(g) for g in self.guild_ids.replace(" ", "").split(",") if g]
 
 
 class Settings:

@@ -1,0 +1,1 @@
+"""The Discord adapter: slash commands, live status messages, result buttons, reactions."""

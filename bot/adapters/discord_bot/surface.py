@@ -1,0 +1,217 @@
+"""Status messages and result posts: what the user sees of a job in Discord.
+
+One status message per job, edited in place and coalesced (at most one edit per
+`edit_interval_seconds`; the latest state always wins and the final state is always
+sent). Events can arrive before the status message exists: the latest one is kept and
+rendered as soon as the message is known. While the interaction token is fresh the
+edits go through it; before it expires, and for jobs adopted after a restart, they go
+through the bot token on the same message, so the user sees no difference.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.adapters.discord_bot.buttons import result_view
+from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+from bot.core.render import job_title, status_line
+from providers.media import fit_to_size
+
+if TYPE_CHECKING:
+    from bot.adapters.discord_bot.client import DiscordAdapter
+
+log = logging.getLogger(__name__)
+
+#: Discord's interaction tokens live this long.
+TOKEN_LIFETIME = 15 * 60
+MAX_PROMPT_SHOWN = 300
+
+
+@dataclass
+class Tracked:
+    job: Job
+    event: ProgressEvent | None = None
+    channel_id: int | None = None
+    message_id: int | None = None
+    rendered: str | None = None
+    last_sent: float = float("-inf")
+    timer: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def status_text(job: Job, event: ProgressEvent | None) -> str:
+    prompt = job.prompt if len(job.prompt) <= MAX_PROMPT_SHOWN else job.prompt[: MAX_PROMPT_SHOWN - 1] + "…"
+    line = status_line(event) if event is not None else "⏳ Queued"
+    return f"**{job_title(job)}**\n> {prompt}\n{line}"
+
+
+class StatusSurface:
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        self.adapter = adapter
+        self.interval = adapter.settings.edit_interval_seconds
+        self.margin = adapter.settings.token_margin_seconds
+        self._jobs: dict[str, Tracked] = {}
+        #: Live interactions whose original response is a status message, by that message's id.
+        self._interactions: dict[int, discord.Interaction] = {}
+
+    # --- where the status message is --------------------------------------------------------
+
+    def register_interaction(self, message_id: int, interaction: discord.Interaction) -> None:
+        self._interactions[message_id] = interaction
+
+    def forget_interaction(self, message_id: int) -> None:
+        self._interactions.pop(message_id, None)
+
+    def attach(self, job: Job, channel_id: int, message_id: int) -> None:
+        """The status message now exists: render whatever state the job reached meanwhile."""
+        tracked = self._track(job)
+        tracked.channel_id, tracked.message_id = channel_id, message_id
+        self._schedule(tracked)
+
+    def _track(self, job: Job) -> Tracked:
+        tracked = self._jobs.get(job.id)
+        if tracked is None:
+            tracked = self._jobs[job.id] = Tracked(job=job)
+        origin = job.origin
+        if tracked.message_id is None and origin.status_message_id and origin.channel_id:
+            tracked.channel_id, tracked.message_id = int(origin.channel_id), int(origin.status_message_id)
+        return tracked
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def on_event(self, event: ProgressEvent) -> None:
+        tracked = self._track(event.job)
+        tracked.job, tracked.event = event.job, event
+        self._schedule(tracked)
+
+    def _schedule(self, tracked: Tracked) -> None:
+        if tracked.message_id is None or tracked.timer is not None:
+            return  # no message yet, or an edit is already due and will take the latest state
+        delay = max(0.0, tracked.last_sent + self.interval - time.monotonic())
+        tracked.timer = asyncio.create_task(self._flush_later(tracked, delay), name=f"discord-status-{tracked.job.id}")
+
+    async def _flush_later(self, tracked: Tracked, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        tracked.timer = None
+        await self._render(tracked)
+
+    async def _render(self, tracked: Tracked) -> None:
+        async with tracked.lock:
+            event = tracked.event
+            text = status_text(tracked.job, event)
+            if text != tracked.rendered:
+                tracked.last_sent = time.monotonic()
+                try:
+                    await self.adapter.ready.wait()
+                    await self._edit_status(tracked, text)
+                    tracked.rendered = text
+                except discord.HTTPException:
+                    # Deleted message, lost permission: the job goes on; /job still shows it.
+                    log.warning("status edit failed for %s", tracked.job.id, exc_info=True)
+            if event is not None and event.kind.final and tracked.timer is None and text == tracked.rendered:
+                self._jobs.pop(tracked.job.id, None)
+                if tracked.message_id is not None:
+                    self.forget_interaction(tracked.message_id)
+
+    async def _edit_status(self, tracked: Tracked, text: str) -> None:
+        assert tracked.message_id is not None and tracked.channel_id is not None
+        interaction = self._live_interaction(tracked.job, tracked.message_id)
+        if interaction is not None:
+            await interaction.edit_original_response(content=text)
+            return
+        channel = self.adapter.client.get_partial_messageable(tracked.channel_id)
+        await channel.get_partial_message(tracked.message_id).edit(content=text)
+
+    def _live_interaction(self, job: Job, message_id: int) -> discord.Interaction | None:
+        """The interaction behind this status message while its token has time left, else None."""
+        interaction = self._interactions.get(message_id)
+        if interaction is None:
+            return None
+        expires = job.origin.extra.get("interaction_expires_at") or interaction.created_at.timestamp() + TOKEN_LIFETIME
+        if time.time() >= float(expires) - self.margin:
+            self.forget_interaction(message_id)  # from now on this job speaks with the bot token
+            return None
+        return interaction
+
+    async def close(self) -> None:
+        timers = [t.timer for t in self._jobs.values() if t.timer is not None]
+        for timer in timers:
+            timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+
+    async def flush(self) -> None:
+        """Send every pending edit now (tests and shutdown)."""
+        for tracked in list(self._jobs.values()):
+            if tracked.timer is not None:
+                tracked.timer.cancel()
+                tracked.timer = None
+            if tracked.message_id is not None:
+                await self._render(tracked)
+
+    # --- results ----------------------------------------------------------------------------
+
+    async def deliver(self, job: Job) -> dict[str, Any] | None:
+        """Post the result (file, note, buttons) under the status message; return its id."""
+        await self.adapter.ready.wait()
+        interaction = self._live_interaction(job, int(job.origin.status_message_id)) if job.origin.status_message_id else None
+        limit = interaction.filesize_limit if interaction is not None else self.adapter.upload_limit(job.origin.workspace_id)
+        file, note = await self.prepare_file(job, limit)
+        mention = f"<@{job.origin.user_id}> " if job.origin.user_id.isdigit() else ""
+        content = f"{mention}**{job_title(job)}**\n> {job.prompt[:MAX_PROMPT_SHOWN]}" + (f"\n{note}" if note else "")
+        view = result_view(job)
+        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        if interaction is not None:
+            message: discord.Message = await interaction.followup.send(content, file=file, view=view, allowed_mentions=allowed, wait=True)
+        else:
+            if not job.origin.channel_id:
+                return None
+            channel = self.adapter.client.get_partial_messageable(int(job.origin.channel_id))
+            reference = None
+            if job.origin.status_message_id:
+                reference = channel.get_partial_message(int(job.origin.status_message_id)).to_reference(fail_if_not_exists=False)
+            message = await channel.send(content, file=file, view=view, allowed_mentions=allowed, reference=reference)
+        return {"result_message_id": str(message.id)}
+
+    async def prepare_file(self, job: Job, limit: int) -> tuple[discord.File | None, str | None]:
+        """The job's file if it fits `limit`; else a re-encode that fits; else the thumbnail and why."""
+        if not job.output_path or not Path(job.output_path).exists():
+            return None, "The file is no longer available."
+        source = Path(job.output_path)
+        size = source.stat().st_size
+        if size <= limit:
+            return discord.File(source, filename=_filename(job, source)), None
+        if job.kind is not JobKind.IMAGE:
+            fitted = source.with_name(f"{source.stem}.fit-{limit}.mp4")
+            result = await asyncio.to_thread(fit_to_size, source, fitted, limit)
+            if result.fits:
+                note = (
+                    f"-# Re-encoded to fit the {_mb(limit)} upload limit here "
+                    f"({_mb(size)} → {_mb(result.size)}, {result.width}x{result.height})."
+                )
+                return discord.File(fitted, filename=f"{job.id}.mp4"), note
+        note = (
+            f"⚠️ The file is {_mb(size)}, over the {_mb(limit)} upload limit here, and could not be shrunk to fit, "
+            "so here is a still. Ask for fewer seconds or a smaller size."
+        )
+        if job.thumbnail_path and Path(job.thumbnail_path).exists() and Path(job.thumbnail_path).stat().st_size <= limit:
+            return discord.File(job.thumbnail_path, filename=f"{job.id}.jpg"), note
+        return None, note
+
+
+def _filename(job: Job, source: Path) -> str:
+    return f"{job.id}{source.suffix or ('.png' if job.kind is JobKind.IMAGE else '.mp4')}"
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 100 * 1024 else f"{size / 1024:.0f} KB"
+
+
+def is_final(kind: EventKind) -> bool:
+    return kind.final
