@@ -9,21 +9,10 @@ from typing import Any
 import pytest
 
 from bot.core.models import JobStatus
-from tests.fakes.discord_api import DiscordBot, DiscordEmulator, discord_env, reset_discord_endpoints, start_bot
+from tests.fakes.discord_api import DiscordBot, DiscordEmulator, discord_env, emu, followup_with_file, start_bot  # noqa: F401 (emu is a fixture)
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[DiscordEmulator]:
-    emulator = DiscordEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-        reset_discord_endpoints()
 
 
 @pytest.fixture
@@ -34,15 +23,6 @@ async def bot(settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPat
         yield running
     finally:
         await running.close()
-
-
-def followup_with_file(emu: DiscordEmulator, token: str) -> dict[str, Any] | None:
-    interaction = emu.interactions[token]
-    for message_id in interaction.followups:
-        message = emu.messages.get(message_id)
-        if message and message["attachments"]:
-            return message
-    return None
 
 
 async def test_video_defers_shows_progress_and_attaches_a_playable_mp4(bot: DiscordBot, emu: DiscordEmulator, tmp_path: Path) -> None:

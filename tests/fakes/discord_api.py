@@ -165,12 +165,13 @@ class DiscordEmulator:
         return await self._dispatch_interaction(3, data, user_id=user_id, permissions=permissions, message=message)
 
     async def submit_modal(self, opened_by: Interaction, values: dict[str, str], *, user_id: str = "1001") -> Interaction:
+        """The user fills the modal that `opened_by` opened; `values` are keyed by field label."""
         assert opened_by.callback and opened_by.callback["type"] == 9, "no modal was opened"
         modal = opened_by.callback["data"]
         rows = []
         for row in modal["components"]:
             inner = row.get("components") or [row.get("component")]
-            rows.append({"type": 1, "components": [{"type": 4, "custom_id": c["custom_id"], "value": values.get(c["custom_id"], "")} for c in inner if c]})
+            rows.append({"type": 1, "components": [{"type": 4, "custom_id": c["custom_id"], "value": values.get(c.get("label", ""), "")} for c in inner if c]})
         data = {"custom_id": modal["custom_id"], "components": rows}
         return await self._dispatch_interaction(5, data, user_id=user_id, message=opened_by.payload.get("message"))
 
@@ -533,3 +534,33 @@ def reset_discord_endpoints() -> None:
     from bot.config import DiscordSettings
 
     apply_endpoints(DiscordSettings(api_base_url=None, gateway_url=None))
+
+
+# --- fixtures (import them into a test module to use them) ---------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+async def emu() -> Any:
+    emulator = DiscordEmulator()
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+        reset_discord_endpoints()
+
+
+def followup_with_file(emu: DiscordEmulator, token: str) -> dict[str, Any] | None:
+    """The first follow-up of that interaction that carries a file."""
+    for message_id in emu.interactions[token].followups:
+        message = emu.messages.get(message_id)
+        if message and message["attachments"]:
+            return message
+    return None
+
+
+def channel_posts(emu: DiscordEmulator, channel_id: str, *, with_file: bool = False) -> list[dict[str, Any]]:
+    """Messages the bot posted with its own token in a channel (not through an interaction)."""
+    return [m for m in emu.messages.values() if m["channel_id"] == channel_id and "webhook_id" not in m and (m["attachments"] or not with_file)]
