@@ -70,6 +70,7 @@ class DiscordEmulator:
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → commands
         self.dm_channels: dict[str, str] = {}  # user id → channel id
         self.reactions: list[tuple[str, str]] = []  # (message id, emoji) added by the bot
+        self.downloads: list[str] = []  # attachment ids fetched from the "CDN"
         self.identified = asyncio.Event()
         self.sessions = 0
         self._fail: list[tuple[str, re.Pattern[str], int, float]] = []
@@ -271,6 +272,7 @@ class DiscordEmulator:
 
     async def _attachment(self, request: web.Request) -> web.Response:
         data = self.files.get(request.match_info["id"])
+        self.downloads.append(request.match_info["id"])
         if data is None:
             return web.Response(status=404)
         return web.Response(body=data, content_type="application/octet-stream")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.adapters.discord_bot.buttons import result_view
-from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+from bot.core.models import Job, JobKind, ProgressEvent
 from bot.core.render import job_title, status_line
 from providers.media import fit_to_size
 
@@ -165,10 +165,14 @@ class StatusSurface:
         file, note = await self.prepare_file(job, limit)
         mention = f"<@{job.origin.user_id}> " if job.origin.user_id.isdigit() else ""
         content = f"{mention}**{job_title(job)}**\n> {job.prompt[:MAX_PROMPT_SHOWN]}" + (f"\n{note}" if note else "")
-        view = result_view(job)
-        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        kwargs: dict[str, Any] = {
+            "view": result_view(job),
+            "allowed_mentions": discord.AllowedMentions(users=True, everyone=False, roles=False),
+        }
+        if file is not None:
+            kwargs["file"] = file
         if interaction is not None:
-            message: discord.Message = await interaction.followup.send(content, file=file, view=view, allowed_mentions=allowed, wait=True)
+            message: discord.Message = await interaction.followup.send(content, wait=True, **kwargs)
         else:
             if not job.origin.channel_id:
                 return None
@@ -176,7 +180,7 @@ class StatusSurface:
             reference = None
             if job.origin.status_message_id:
                 reference = channel.get_partial_message(int(job.origin.status_message_id)).to_reference(fail_if_not_exists=False)
-            message = await channel.send(content, file=file, view=view, allowed_mentions=allowed, reference=reference)
+            message = await channel.send(content, reference=reference, **kwargs)
         return {"result_message_id": str(message.id)}
 
     async def prepare_file(self, job: Job, limit: int) -> tuple[discord.File | None, str | None]:
@@ -211,7 +215,3 @@ def _filename(job: Job, source: Path) -> str:
 
 def _mb(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB" if size >= 100 * 1024 else f"{size / 1024:.0f} KB"
-
-
-def is_final(kind: EventKind) -> bool:
-    return kind.final
