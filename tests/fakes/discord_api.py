@@ -49,6 +49,7 @@ class Interaction:
     #: The interaction callback body (defer, modal, message...) once the bot answered.
     callback: dict[str, Any] | None = None
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    answered_at: float | None = None
     original_id: str | None = None
     followups: list[str] = field(default_factory=list)
 
@@ -367,6 +368,7 @@ class DiscordEmulator:
         if interaction.callback is not None:
             return 400, {"message": "Interaction has already been acknowledged.", "code": 40060}
         interaction.callback = body
+        interaction.answered_at = time.time()
         kind = body["type"]
         message = None
         if kind in (4, 5):  # message, or deferred "thinking" message: the original response
