@@ -161,3 +161,19 @@ async def test_a_restart_mid_job_keeps_updating_the_same_status_message(
         assert_video(video, width=128, height=72, seconds=1)
     finally:
         await second.close()
+
+
+async def test_a_file_discord_refuses_still_gets_a_result_message_with_a_note(
+    settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    discord_env(monkeypatch, emu)
+    bot = await start_bot()
+    try:
+        interaction = await emu.slash("video", {"prompt": "a red kite", "seconds": 1, "size": "256x144"})
+        emu.attachment_size_limit = 1_000  # lower than the limit the interaction announced
+        job = await asyncio.wait_for(bot.app.runner.wait((await job_for(bot, interaction)).id), 20)
+        result = emu.messages[job.origin.result_message_id]
+        assert result["attachments"] == [] and "refused the file" in result["content"]
+        assert [c.status for c in emu.calls_to("POST", rf"/webhooks/.*/{interaction.token}$")] == [413, 200]
+    finally:
+        await bot.close()

@@ -171,17 +171,29 @@ class StatusSurface:
         }
         if file is not None:
             kwargs["file"] = file
-        if interaction is not None:
-            message: discord.Message = await interaction.followup.send(content, wait=True, **kwargs)
-        else:
-            if not job.origin.channel_id:
-                return None
-            channel = self.adapter.client.get_partial_messageable(int(job.origin.channel_id))
-            reference = None
-            if job.origin.status_message_id:
-                reference = channel.get_partial_message(int(job.origin.status_message_id)).to_reference(fail_if_not_exists=False)
-            message = await channel.send(content, reference=reference, **kwargs)
+        try:
+            message = await self._post_result(job, interaction, content, kwargs)
+        except discord.HTTPException as exc:
+            if exc.status != 413 or "file" not in kwargs:
+                raise
+            # Discord's limit was lower than announced: say so rather than lose the result.
+            del kwargs["file"]
+            note = f"⚠️ Discord refused the file as too large ({_mb(limit)} was the announced limit). Use /job {job.id} for details."
+            message = await self._post_result(job, interaction, f"{content}\n{note}", kwargs)
+        if message is None:
+            return None
         return {"result_message_id": str(message.id)}
+
+    async def _post_result(self, job: Job, interaction: discord.Interaction | None, content: str, kwargs: dict[str, Any]) -> discord.Message | None:
+        if interaction is not None:
+            return await interaction.followup.send(content, wait=True, **kwargs)
+        if not job.origin.channel_id:
+            return None
+        channel = self.adapter.client.get_partial_messageable(int(job.origin.channel_id))
+        reference = None
+        if job.origin.status_message_id:
+            reference = channel.get_partial_message(int(job.origin.status_message_id)).to_reference(fail_if_not_exists=False)
+        return await channel.send(content, reference=reference, **kwargs)
 
     async def prepare_file(self, job: Job, limit: int) -> tuple[discord.File | None, str | None]:
         """The job's file if it fits `limit`; else a re-encode that fits; else the thumbnail and why."""
