@@ -55,6 +55,23 @@ class OpenAISettings(BaseSettings):
     video_base_url: str | None = None
     video_model: str = "sora-2"
     image_model: str = "gpt-image-2"
+    #: Per HTTP request (a download's limit is per chunk read, not for the whole file).
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: USD per second of video, by model id; a model not listed has no estimate.
+    video_prices: dict[str, float] = Field(
+        default_factory=lambda: {"sora-2": 0.10, "sora-2-pro": 0.30}
+    )
+    #: low | medium | high | auto.
+    image_quality: str = Field(default="auto", pattern=r"^(low|medium|high|auto)$")
+    #: USD per million tokens by model id: {"text": input text, "image": input image, "output": output image}.
+    image_token_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "gpt-image-2": {"text": 5.0, "image": 8.0, "output": 30.0},
+            "gpt-image-1-mini": {"text": 2.0, "image": 2.5, "output": 8.0},
+        }
+    )
+    #: Image model ids the API no longer serves: refused before anything is sent.
+    image_retired_models: str = "dall-e-2,dall-e-3,gpt-image-1"
 
 
 class RunwaySettings(BaseSettings):

@@ -39,3 +39,5 @@ async def app(settings: Settings) -> AsyncIterator[App]:
         yield application
     finally:
         await application.close()
+
+pytest_plugins = ["tests.fakes.openai_server"]  # the OpenAI emulator fixture (openai_server)
