@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "bot.cli.generate",
     "bot.cli.jobs",
     "bot.cli.run",
+    "bot.cli.image", "bot.cli.remote",  # OpenAI integration: image jobs, remote video admin
 ]
 
 
