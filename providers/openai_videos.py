@@ -216,10 +216,12 @@ class OpenAIVideoProvider(VideoProvider):
 
     # --- admin (videobot remote ...) ------------------------------------------------------
 
-    async def list_remote(self, limit: int = 20) -> list[Video]:
+    async def list_remote(self, limit: int = 20, *, page_size: int = 100) -> list[Video]:
+        """Newest first, following the `after` cursor across pages until `limit`."""
+
         async def page() -> list[Video]:
             found: list[Video] = []
-            async for video in self.client.videos.list(limit=min(limit, 100), order="desc"):
+            async for video in self.client.videos.list(limit=min(limit, page_size, 100), order="desc"):
                 found.append(video)
                 if len(found) >= limit:
                     break
