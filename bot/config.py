@@ -8,10 +8,17 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.core.errors import ConfigError
+from bot.core.routing import Split, parse_fallbacks, parse_splits
+from providers.pricing import (
+    FLUX_USD_PER_MEGAPIXEL,
+    RUNWAY_CREDIT_USD,
+    RUNWAY_CREDITS_PER_SECOND,
+    RUNWAY_UNKNOWN_CREDITS_PER_SECOND,
+)
 
 
 def _section(prefix: str) -> SettingsConfigDict:
@@ -35,6 +42,39 @@ class CoreSettings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     #: Comma-separated user ids (any platform) allowed to delete others' jobs.
     admin_user_ids: str = ""
+    #: `PIPELINE:NEXT,NEXT;...`: where a job goes when its pipeline is unavailable (outage after
+    #: retries, missing key, retired model), in order. Never on a content-policy refusal or bad input.
+    fallbacks: str = ""
+    #: `NAME:PIPELINE=WEIGHT,PIPELINE=WEIGHT;...`: NAME is usable as a pipeline; each job picks one arm.
+    ab_splits: str = ""
+    #: Spending limits in USD per UTC day, per user and per workspace (Slack team / Discord guild); empty: none.
+    daily_budget_user_usd: float | None = Field(default=None, ge=0)
+    daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
+
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _check_fallbacks(cls, value: str) -> str:
+        parse_fallbacks(value)
+        return value
+
+    @field_validator("ab_splits")
+    @classmethod
+    def _check_splits(cls, value: str) -> str:
+        parse_splits(value)
+        return value
+
+    @property
+    def fallback_map(self) -> dict[str, tuple[str, ...]]:
+        return parse_fallbacks(self.fallbacks)
+
+    @property
+    def split_map(self) -> dict[str, Split]:
+        return parse_splits(self.ab_splits)
 
 
 class LocalProviderSettings(BaseSettings):
@@ -79,6 +119,25 @@ class RunwaySettings(BaseSettings):
 
     api_secret: SecretStr | None = None
     base_url: str | None = None
+    #: Sent as X-Runway-Version.
+    api_version: str = "2024-11-06"
+    #: Text-to-video model; image-to-video (and remix/extend, and the chained pipelines) use image_model.
+    text_model: str = "gen4.5"
+    image_model: str = "gen4_turbo"
+    #: Credits per second of video by model id (1 credit = credit_usd).
+    credits_per_second: dict[str, float] = Field(default_factory=lambda: dict(RUNWAY_CREDITS_PER_SECOND))
+    #: For a model id not in credits_per_second (estimates and budgets).
+    unknown_credits_per_second: float = Field(default=RUNWAY_UNKNOWN_CREDITS_PER_SECOND, ge=0)
+    credit_usd: float = Field(default=RUNWAY_CREDIT_USD, ge=0)
+    #: The first frame goes inline as a data URI up to this size (Runway's cap is 5 MB), else as an upload.
+    max_data_uri_mb: float = Field(default=5, gt=0, le=5)
+    #: Model ids Runway no longer serves: refused (or fallen back from) before anything is sent.
+    retired_models: str = "gen3a_turbo"
+    #: Seconds between task reads (Runway asks for at least 5).
+    poll_seconds: float = Field(default=5, ge=0, le=300)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: First backoff step when Runway refuses a create with 429/503 or an upload fails.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
 
 
 class FluxSettings(BaseSettings):
@@ -86,6 +145,16 @@ class FluxSettings(BaseSettings):
 
     api_key: SecretStr | None = None
     base_url: str = "https://api.bfl.ai"
+    #: flux-2-pro, flux-2-max or flux-2-flex (the endpoint is /v1/{model}).
+    model: str = "flux-2-pro"
+    #: USD per started megapixel of output, by model id.
+    prices: dict[str, float] = Field(default_factory=lambda: dict(FLUX_USD_PER_MEGAPIXEL))
+    #: Seconds between reads of the polling URL.
+    poll_seconds: float = Field(default=0.5, ge=0, le=60)
+    #: Overall limit for one image, in seconds.
+    timeout_seconds: float = Field(default=300, gt=0, le=3600)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
 
 
 class SlackSettings(BaseSettings):

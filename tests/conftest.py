@@ -40,4 +40,4 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await application.close()
 
-pytest_plugins = ["tests.fakes.openai_server"]  # the OpenAI emulator fixture (openai_server)
+pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures
