@@ -34,19 +34,22 @@ def _register_openai(registry: PipelineRegistry, settings: Settings) -> None:
     from providers.pipeline import Pipeline
 
     oa, core = settings.openai, settings.core
-    key = oa.api_key.get_secret_value() if oa.api_key else None
-    video_key = oa.video_api_key.get_secret_value() if oa.video_api_key else key
+    # An empty line in .env (OPENAI_API_KEY=) means unset.
+    key = (oa.api_key.get_secret_value() if oa.api_key else "") or None
+    video_key = (oa.video_api_key.get_secret_value() if oa.video_api_key else "") or key
+    base_url = oa.base_url or None
+    video_base_url = oa.video_base_url or base_url
     retired = frozenset(m.strip() for m in oa.image_retired_models.split(",") if m.strip())
 
     def videos() -> OpenAIVideoProvider:
         return OpenAIVideoProvider(
-            api_key=video_key, base_url=oa.video_base_url or oa.base_url, model=oa.video_model,
+            api_key=video_key, base_url=video_base_url, model=oa.video_model,
             timeout=oa.request_timeout_seconds, prices=oa.video_prices, max_image_bytes=int(core.max_image_mb * 1_000_000),
         )  # fmt: skip
 
     def images(*, snap_size: bool) -> OpenAIImageProvider:
         return OpenAIImageProvider(
-            api_key=key, base_url=oa.base_url, model=oa.image_model, quality=oa.image_quality,
+            api_key=key, base_url=base_url, model=oa.image_model, quality=oa.image_quality,
             timeout=max(oa.request_timeout_seconds, 120), token_prices=oa.image_token_prices,
             retired_models=retired, snap_size=snap_size,
         )  # fmt: skip
