@@ -28,7 +28,7 @@ async def _refused(app: App, request: GenerateRequest, match: str, exc_type: typ
         ({"prompt": ""}, "The prompt is empty"),
         ({"prompt": "   \n "}, "The prompt is empty"),
         ({"prompt": "x" * 1001}, "the limit is 1000"),
-        ({"pipeline": "nope"}, "Unknown pipeline 'nope'. Available: local"),
+        ({"pipeline": "nope"}, "Unknown pipeline 'nope'. Available: "),
         ({"seconds": 0}, "clips of 1 to 20 seconds"),
         ({"seconds": 21}, "clips of 1 to 20 seconds"),
         ({"size": "big"}, "is not WIDTHxHEIGHT"),
