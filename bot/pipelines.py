@@ -6,12 +6,33 @@ listed (so users learn it exists) but refuses jobs with "not configured".
 from __future__ import annotations
 
 from bot.config import Settings
-from providers.registry import PipelineRegistry, local_image_pipeline, local_pipeline
+from providers.pipeline import Pipeline
+from providers.registry import PipelineFactory, PipelineRegistry, local_image_pipeline, local_pipeline
+
+
+class _ConfiguredRegistry(PipelineRegistry):
+    """Gives every pipeline, whoever registers it, its fallbacks from VIDEOBOT_FALLBACKS."""
+
+    def __init__(self, fallbacks: dict[str, tuple[str, ...]]) -> None:
+        super().__init__()
+        self._fallbacks = fallbacks
+
+    def register(self, name: str, factory: PipelineFactory) -> None:
+        chain = self._fallbacks.get(name)
+        if chain:
+            inner = factory
+
+            def factory() -> Pipeline:
+                pipeline = inner()
+                pipeline.fallbacks = chain
+                return pipeline
+
+        super().register(name, factory)
 
 
 def build_registry(settings: Settings) -> PipelineRegistry:
     core, local = settings.core, settings.local
-    registry = PipelineRegistry()
+    registry = _ConfiguredRegistry(core.fallback_map)
     registry.register(
         "local",
         lambda: local_pipeline(
@@ -24,6 +45,7 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     )
     registry.register("local-image", local_image_pipeline)
     _register_openai(registry, settings)
+    _register_runway(registry, settings)
     return registry
 
 
@@ -68,4 +90,62 @@ def _register_openai(registry: PipelineRegistry, settings: Settings) -> None:
     registry.register("gpt-image", lambda: Pipeline(
         name="gpt-image", video=None, image=images(snap_size=False), configured=not no_image,
         not_configured_reason=no_image, description=f"OpenAI {oa.image_model} stills.",
+    ))  # fmt: skip
+
+
+def _register_runway(registry: PipelineRegistry, settings: Settings) -> None:
+    """`runway`, `gpt-image+runway` (the seeds' DALL-E → Runway path) and `flux+runway`."""
+    from providers.flux import FluxImageProvider
+    from providers.openai_images import OpenAIImageProvider
+    from providers.polling import PollPolicy
+    from providers.prompting import FirstFrameImages
+    from providers.runway import RunwayVideoProvider
+
+    rw, fx, oa, core = settings.runway, settings.flux, settings.openai, settings.core
+    secret = rw.api_secret.get_secret_value() if rw.api_secret else None
+    bfl_key = fx.api_key.get_secret_value() if fx.api_key else None
+    openai_key = oa.api_key.get_secret_value() if oa.api_key else None
+    shared: list[RunwayVideoProvider] = []
+
+    def runway() -> RunwayVideoProvider:
+        # One client for the three pipelines: one connection pool, one output-URL cache.
+        if not shared:
+            shared.append(RunwayVideoProvider(
+                api_secret=secret, base_url=rw.base_url, work_dir=core.data_dir / "runway-provider",
+                api_version=rw.api_version, text_model=rw.text_model, image_model=rw.image_model,
+                credits_per_second=rw.credits_per_second, unknown_credits_per_second=rw.unknown_credits_per_second,
+                credit_usd=rw.credit_usd, max_data_uri_bytes=int(rw.max_data_uri_mb * 1024 * 1024),
+                retired_models=frozenset(m.strip() for m in rw.retired_models.split(",") if m.strip()),
+                poll_seconds=rw.poll_seconds, timeout=rw.request_timeout_seconds,
+                policy=PollPolicy(backoff_base=rw.retry_backoff_seconds, backoff_max=max(rw.retry_backoff_seconds * 30, 0.05)),
+            ))  # fmt: skip
+        return shared[0]
+
+    def gpt_image() -> FirstFrameImages:
+        return FirstFrameImages(OpenAIImageProvider(
+            api_key=openai_key, base_url=oa.base_url, model=oa.image_model, quality=oa.image_quality,
+            timeout=max(oa.request_timeout_seconds, 120), token_prices=oa.image_token_prices,
+            retired_models=frozenset(m.strip() for m in oa.image_retired_models.split(",") if m.strip()), snap_size=True,
+        ))  # fmt: skip
+
+    def flux() -> FirstFrameImages:
+        return FirstFrameImages(FluxImageProvider(
+            api_key=bfl_key, base_url=fx.base_url, model=fx.model, prices=fx.prices, poll_seconds=fx.poll_seconds,
+            timeout_seconds=fx.timeout_seconds, request_timeout=fx.request_timeout_seconds, retry_backoff=fx.retry_backoff_seconds,
+        ))  # fmt: skip
+
+    no_runway = "" if secret else "RUNWAYML_API_SECRET is not set"
+    no_openai = no_runway or ("" if openai_key else "OPENAI_API_KEY is not set")
+    no_flux = no_runway or ("" if bfl_key else "BFL_API_KEY is not set")
+    registry.register("runway", lambda: Pipeline(
+        name="runway", video=runway(), configured=not no_runway, not_configured_reason=no_runway,
+        description=f"Runway: text to video ({rw.text_model}), image to video ({rw.image_model}), remix, extend.",
+    ))  # fmt: skip
+    registry.register("gpt-image+runway", lambda: Pipeline(
+        name="gpt-image+runway", video=runway(), image=gpt_image(), configured=not no_openai, not_configured_reason=no_openai,
+        description=f"A {oa.image_model} still, written for video and cropped to the ratio, animated by Runway {rw.image_model}.",
+    ))  # fmt: skip
+    registry.register("flux+runway", lambda: Pipeline(
+        name="flux+runway", video=runway(), image=flux(), configured=not no_flux, not_configured_reason=no_flux,
+        description=f"A Flux ({fx.model}) still, written for video and cropped to the ratio, animated by Runway {rw.image_model}.",
     ))  # fmt: skip

@@ -24,7 +24,7 @@ from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
-from providers.errors import Unavailable, VideobotError
+from providers.errors import GenerationFailed, NotConfigured, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
 from providers.pipeline import Pipeline
 from providers.polling import PollPolicy, retrying, wait_for_completion
@@ -260,6 +260,10 @@ class Runner:
     async def _submit_video(self, job: Job, pipeline: Pipeline) -> Job:
         assert pipeline.video is not None
         provider = pipeline.video
+        if not pipeline.configured:
+            # Before the image step: nothing is paid for on a pipeline that cannot finish the job.
+            raise NotConfigured(f"The '{pipeline.name}' pipeline is not configured.", provider=pipeline.name,
+                                detail=pipeline.not_configured_reason)  # fmt: skip
         if job.state.get("submit_sent_to") == provider.name and job.remote_id is None:
             return await self._resolve_ambiguous_submit(job, pipeline)
         request = video_request_for(job)
@@ -268,6 +272,8 @@ class Runner:
             request = request.model_copy(update={"input_image": image_path})
         provider.validate(request)
         estimate = provider.estimate_cost(request)
+        if estimate is not None and job.state.get("image_step_cost"):
+            estimate = round(estimate + job.state["image_step_cost"], 4)
         # Written before the create call: after a crash we know a create may have been sent.
         job = await self.store.update(
             job.id,
@@ -325,6 +331,7 @@ class Runner:
             detail=f"fallback {job.pipeline} -> {fallback}: {exc.code}",
         )
         log.warning("job %s: %s unavailable (%s), falling back to %s", job.id, tried[-1], exc.detail or exc, fallback)
+        self._emit(EventKind.PROGRESS, job, message=f"{tried[-1]} is unavailable; trying {fallback}")
         return job
 
     async def _image_step(self, job: Job, pipeline: Pipeline, request: VideoRequest) -> tuple[Path, Job]:
@@ -391,8 +398,29 @@ class Runner:
             if (fallback := self._next_fallback(job, pipeline)) is None:
                 raise
             return await self._take_fallback(job, fallback, exc)
-        cost = remote.cost if remote.cost is not None else job.cost_estimate
+        except GenerationFailed as exc:
+            if not exc.retryable or job.state.get("remote_retries", 0) >= 1:
+                raise
+            return await self._retry_remote(job, exc)
+        if remote.cost is not None:
+            cost = round(remote.cost + (job.state.get("image_step_cost") or 0.0), 4)
+        else:
+            cost = job.cost_estimate
         return await self.store.update(job.id, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
+
+    async def _retry_remote(self, job: Job, exc: GenerationFailed) -> Job:
+        """Once, for a failure the provider calls its own fault: the failed remote job is over,
+        so a new create cannot bill it twice; done steps (the image) are kept."""
+        state = {k: v for k, v in job.state.items() if k not in ("submit_sent_to", "remote_since")}
+        state["remote_retries"] = job.state.get("remote_retries", 0) + 1
+        state["failed_remote_ids"] = [*job.state.get("failed_remote_ids", []), job.remote_id]
+        log.warning("job %s: remote %s failed (%s), trying once more", job.id, job.remote_id, exc.remote_code)
+        job = await self.store.update(
+            job.id, status=JobStatus.SUBMITTING, remote_id=None, progress=0, state=state,
+            detail=f"retry after {exc.remote_code or exc.code} on {job.remote_id}",
+        )  # fmt: skip
+        self._emit(EventKind.PROGRESS, job, message="the provider failed; trying once more")
+        return job
 
     async def _download(self, job: Job) -> Job:
         pipeline = self.registry.get(job.pipeline)
@@ -496,6 +524,10 @@ def video_request_for(job: Job) -> VideoRequest:
     """The provider request a stored job stands for."""
     params = job.params
     source = job.state.get("source_video")
+    image = params.image_path
+    if job.kind is JobKind.REMIX and not image:
+        # The parent's own input image, for providers that remix by animating it again.
+        image = job.state.get("source_image")
     return VideoRequest(
         operation=_OPERATION[job.kind],
         prompt=job.prompt,
@@ -503,7 +535,7 @@ def video_request_for(job: Job) -> VideoRequest:
         size=params.size,
         model=params.model,
         seed=params.seed,
-        input_image=Path(params.image_path) if params.image_path else None,
+        input_image=Path(image) if image else None,
         source_video=Path(source) if source else None,
         source_remote_id=job.state.get("source_remote_id"),
         client_ref=job.id,

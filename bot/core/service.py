@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 from bot.config import CoreSettings
+from bot.core.budget import BudgetGuard, Usage, estimate_job_cost
 from bot.core.errors import JobNotFound, JobStateError, LimitReached, NotAllowed
 from bot.core.events import EventBus
 from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, TERMINAL
 from bot.core.runner import Runner, video_request_for
-from providers.base import ImageRequest, parse_size
-from providers.errors import InvalidRequest
+from providers.base import ImageRequest, VideoRequest, parse_size
+from providers.errors import InvalidRequest, Unavailable
 from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
@@ -49,6 +50,12 @@ class JobService:
         self.runner = runner
         self.settings = settings
         self._admins = {a.strip() for a in settings.admin_user_ids.split(",") if a.strip()}
+        self._splits = settings.split_map
+        self.budget = BudgetGuard(
+            store, user_budget=settings.daily_budget_user_usd, workspace_budget=settings.daily_budget_workspace_usd
+        )
+        # One budget check and insert at a time, so two quick jobs cannot both spend the last dollar.
+        self._budget_lock = asyncio.Lock()
 
     # --- new jobs ---------------------------------------------------------------------------
 
@@ -57,7 +64,8 @@ class JobService:
         prompt = self._check_prompt(request.prompt)
         if request.kind is JobKind.IMAGE:
             return await self._submit_image(request, prompt, origin)
-        pipeline = self.registry.get(request.pipeline or self.settings.default_pipeline)
+        pipeline_name, split = self._pick_pipeline(request.pipeline or self.settings.default_pipeline)
+        pipeline = self.registry.get(pipeline_name)
         image = await self._load_image(request)
         params = GenerateParams(
             seconds=request.seconds if request.seconds is not None else pipeline.default_seconds,
@@ -66,6 +74,8 @@ class JobService:
             model=request.model,
         )
         job = self._new_job(request.kind, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
+        if split is not None:
+            job.state["ab"] = split
         if image is not None:
             params.image_path = str(self.media.image_path(job.id, "input.png"))
         return await self._validate_and_persist(job, pipeline, image)
@@ -77,7 +87,7 @@ class JobService:
         pipeline = self.registry.get(parent.pipeline)
         kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
         job = self._new_job(kind, origin, parent.prompt, params, pipeline.name, parent_id=parent.id)
-        job.state = {k: v for k, v in parent.state.items() if k in ("source_video", "source_remote_id")}
+        job.state = {k: v for k, v in parent.state.items() if k in ("source_video", "source_remote_id", "source_image")}
         if parent.kind in (JobKind.REMIX, JobKind.EXTEND):
             job.kind = parent.kind
         if kind is JobKind.IMAGE:
@@ -169,6 +179,10 @@ class JobService:
     def pipelines(self) -> list[str]:
         return self.registry.names()
 
+    async def usage(self, origin: Origin) -> Usage:
+        """What the user (and their workspace) spent today against the daily budgets."""
+        return await self.budget.usage(origin)
+
     # --- internals --------------------------------------------------------------------------
 
     def _check_prompt(self, prompt: str | None) -> str:
@@ -194,7 +208,40 @@ class JobService:
 
     @staticmethod
     def _source_state(parent: Job) -> dict[str, object]:
-        return {"source_video": parent.output_path, "source_remote_id": parent.remote_id, "source_provider": parent.provider}
+        # The image the parent animated, if any: a remix on an image-to-video provider starts from it again.
+        image = parent.params.image_path or parent.state.get("image_step_path") or parent.state.get("source_image")
+        state: dict[str, object] = {"source_video": parent.output_path, "source_remote_id": parent.remote_id, "source_provider": parent.provider}
+        if image:
+            state["source_image"] = image
+        return state
+
+    def _pick_pipeline(self, name: str) -> tuple[str, dict[str, str] | None]:
+        """A pipeline name as is, or for an A/B split name the arm this job falls in (recorded on the job)."""
+        split = self._splits.get(name)
+        if split is None or name in self.registry:
+            return name, None
+        arm = split.choose(secrets.token_hex(8))
+        if arm not in self.registry:
+            raise InvalidRequest(f"The split '{name}' names an unknown pipeline '{arm}'. Tell an admin.")
+        return arm, {"split": name, "arm": arm}
+
+    def _validating_pipeline(self, pipeline: Pipeline, request: VideoRequest) -> Pipeline:
+        """The pipeline that will take the job: this one, or when it is unavailable (no key,
+        retired model) the first of its fallbacks that accepts the request; the runner moves it there."""
+        try:
+            pipeline.validate(request)
+            return pipeline
+        except Unavailable:
+            for name in pipeline.fallbacks:
+                if name not in self.registry:
+                    continue
+                candidate = self.registry.get(name)
+                try:
+                    candidate.validate(request)
+                except Unavailable:
+                    continue
+                return candidate
+            raise
 
     def _new_job(self, kind: JobKind, origin: Origin, prompt: str, params: GenerateParams, pipeline: str, *, parent_id: str | None) -> Job:
         return Job(
@@ -233,13 +280,14 @@ class JobService:
     async def _validate_and_persist(self, job: Job, pipeline: Pipeline, image: bytes | None) -> Job:
         parse_size(job.params.size)
         request = video_request_for(job)
-        pipeline.validate(request)
-        if pipeline.video is not None:
-            job.cost_estimate = pipeline.video.estimate_cost(request)
+        taker = self._validating_pipeline(pipeline, request)
+        job.cost_estimate = estimate_job_cost(taker, request, job)
         await self._check_queue_limit(job.origin)
-        if image is not None and job.params.image_path:
-            await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
-        return await self._persist(job, pipeline)
+        async with self._budget_lock:
+            await self.budget.check(job.origin, job.cost_estimate)
+            if image is not None and job.params.image_path:
+                await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
+            return await self._persist(job, pipeline)
 
     async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
         pipeline = self.registry.get(request.pipeline or "local-image")
@@ -251,7 +299,9 @@ class JobService:
         assert pipeline.image is not None
         job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
         await self._check_queue_limit(origin)
-        return await self._persist(job, pipeline)
+        async with self._budget_lock:
+            await self.budget.check(origin, job.cost_estimate)
+            return await self._persist(job, pipeline)
 
     async def _check_queue_limit(self, origin: Origin) -> None:
         limit = self.settings.max_queued_per_user

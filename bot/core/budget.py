@@ -1,0 +1,172 @@
+"""Money: what a job will cost before it is sent, what was spent today, and the daily budgets.
+
+A job counts against the day (UTC) it was created on: at its estimate while it runs
+(the money is as good as spent), at its actual cost once finished. A failed or
+cancelled job counts what the provider billed (Runway refunds most failures), plus
+an image step that was already paid for.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from bot.core.errors import BudgetExceeded
+from bot.core.models import Job, JobKind, Origin
+from providers.base import ImageRequest, VideoRequest
+from providers.pipeline import Pipeline
+from storage.jobs import JobStore
+
+# What one job row counts for today, in SQL (see the module docstring).
+_COST_SQL = """
+CASE
+  WHEN status IN ('failed', 'cancelled')
+    THEN COALESCE(cost_actual, json_extract(state_json, '$.image_step_cost'), 0)
+  WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)
+  ELSE COALESCE(cost_estimate, 0)
+END
+"""
+
+
+def day_start(now: float | None = None) -> float:
+    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def estimate_job_cost(pipeline: Pipeline, request: VideoRequest, job: Job) -> float | None:
+    """Video step plus image step when the pipeline makes the first frame; None when unknown."""
+    if pipeline.video is None:
+        return None
+    video = pipeline.video.estimate_cost(request)
+    if video is None or not pipeline.uses_image_step(request) or pipeline.image is None:
+        return video
+    image = pipeline.image.estimate_cost(
+        ImageRequest(prompt=job.prompt, size=request.size, seed=job.params.seed, quality=job.params.options.get("quality"))
+    )
+    return None if image is None else round(video + image, 4)
+
+
+class Usage(BaseModel):
+    user_spent: float
+    user_budget: float | None
+    workspace_spent: float | None = None
+    workspace_budget: float | None = None
+
+    def text(self) -> str:
+        lines = [f"Today (UTC) you have spent ${self.user_spent:.2f}" + _of(self.user_budget, self.user_spent, "your") + "."]
+        if self.workspace_spent is not None:
+            lines.append(f"This workspace has spent ${self.workspace_spent:.2f}" + _of(self.workspace_budget, self.workspace_spent, "its") + ".")
+        return "\n".join(lines)
+
+
+def _of(budget: float | None, spent: float, whose: str) -> str:
+    if budget is None:
+        return " (no daily budget)"
+    return f" of {whose} ${budget:.2f} daily budget (${max(budget - spent, 0):.2f} left)"
+
+
+class PipelineStats(BaseModel):
+    pipeline: str
+    jobs: int
+    completed: int
+    failed: int
+    success_rate: float | None
+    median_seconds: float | None
+    cost: float
+
+
+class Ledger:
+    """Reads over the job table for spending and outcomes (one SQL query each)."""
+
+    def __init__(self, store: JobStore) -> None:
+        # A read-only view on the store's connection: sums and groups the typed repository does not offer.
+        self._conn = store._conn
+
+    async def spent(self, *, platform: str, user_id: str | None = None, workspace_id: str | None = None, since: float | None = None) -> float:
+        sql = f"SELECT COALESCE(SUM({_COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
+        args: list[object] = [since if since is not None else day_start(), platform]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        if workspace_id is not None:
+            sql += " AND workspace_id = ?"
+            args.append(workspace_id)
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return round(float(row[0]) if row else 0.0, 4)
+
+    async def spent_by_user(self, *, since: float | None = None, user_id: str | None = None) -> list[tuple[str, str, str | None, int, float]]:
+        """(platform, user, workspace, jobs, spent) per user, dearest first."""
+        sql = (
+            f"SELECT platform, user_id, workspace_id, COUNT(*), COALESCE(SUM({_COST_SQL}), 0) FROM jobs "
+            "WHERE created_at >= ?"
+        )
+        args: list[object] = [since if since is not None else day_start()]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC"
+        async with self._conn.execute(sql, args) as cur:
+            return [(r[0], r[1], r[2], int(r[3]), round(float(r[4]), 4)) for r in await cur.fetchall()]
+
+    async def pipeline_stats(self, *, since: float = 0.0) -> list[PipelineStats]:
+        sql = (
+            f"SELECT pipeline, status, created_at, finished_at, {_COST_SQL} FROM jobs "
+            "WHERE created_at >= ? AND kind != ? ORDER BY pipeline"
+        )
+        rows: dict[str, list[tuple[str, float, float | None, float]]] = {}
+        async with self._conn.execute(sql, (since, JobKind.IMAGE.value)) as cur:
+            for pipeline, status, created, finished, cost in await cur.fetchall():
+                rows.setdefault(pipeline, []).append((status, created, finished, float(cost or 0)))
+        out = []
+        for pipeline, items in sorted(rows.items()):
+            completed = [i for i in items if i[0] == "completed"]
+            failed = [i for i in items if i[0] == "failed"]
+            durations = [i[2] - i[1] for i in completed if i[2] is not None]
+            decided = len(completed) + len(failed)
+            out.append(PipelineStats(
+                pipeline=pipeline, jobs=len(items), completed=len(completed), failed=len(failed),
+                success_rate=len(completed) / decided if decided else None,
+                median_seconds=statistics.median(durations) if durations else None,
+                cost=round(sum(i[3] for i in items), 4),
+            ))  # fmt: skip
+        return out
+
+
+class BudgetGuard:
+    """Refuses a job that would take its user or workspace over the daily budget."""
+
+    def __init__(self, store: JobStore, *, user_budget: float | None, workspace_budget: float | None) -> None:
+        self.ledger = Ledger(store)
+        self.user_budget = user_budget
+        self.workspace_budget = workspace_budget
+
+    async def check(self, origin: Origin, estimate: float | None) -> None:
+        cost = estimate or 0.0
+        if self.user_budget is not None:
+            spent = await self.ledger.spent(platform=origin.platform, user_id=origin.user_id)
+            _refuse_if_over(cost, spent, self.user_budget, "your")
+        if self.workspace_budget is not None and origin.workspace_id:
+            spent = await self.ledger.spent(platform=origin.platform, workspace_id=origin.workspace_id)
+            _refuse_if_over(cost, spent, self.workspace_budget, "this workspace's")
+
+    async def usage(self, origin: Origin) -> Usage:
+        usage = Usage(
+            user_spent=await self.ledger.spent(platform=origin.platform, user_id=origin.user_id),
+            user_budget=self.user_budget,
+        )
+        if origin.workspace_id:
+            usage.workspace_spent = await self.ledger.spent(platform=origin.platform, workspace_id=origin.workspace_id)
+            usage.workspace_budget = self.workspace_budget
+        return usage
+
+
+def _refuse_if_over(cost: float, spent: float, budget: float, whose: str) -> None:
+    if spent + cost > budget + 1e-9:
+        left = max(budget - spent, 0.0)
+        raise BudgetExceeded(
+            f"This job costs about ${cost:.2f}; you have ${left:.2f} left of {whose} ${budget:.2f} daily budget. "
+            "It resets at midnight UTC; a shorter clip or another --pipeline may fit."
+        )
