@@ -25,6 +25,7 @@ from providers.errors import (
     InvalidRequest,
     NotConfigured,
     ProviderError,
+    RemoteCancelled,
     VideobotError,
 )
 from providers.media import crop_to_size, decode_image
@@ -178,7 +179,15 @@ class OpenAIVideoProvider(VideoProvider):
     # --- after create ---------------------------------------------------------------------
 
     async def poll(self, remote_id: str) -> RemoteJob:
-        raw = await self._call(lambda: self.client.videos.with_raw_response.retrieve(remote_id), f"retrieve {remote_id}")
+        try:
+            raw = await self.client.videos.with_raw_response.retrieve(remote_id)
+        except openai.NotFoundError as exc:
+            # Deleted on the server (an operator, `videobot remote delete`) while we waited.
+            raise RemoteCancelled(
+                "The provider no longer has this job.", provider=self.name, detail=f"retrieve {remote_id}: 404"
+            ) from exc
+        except Exception as exc:
+            raise map_error(exc, provider=self.name, what=f"retrieve {remote_id}") from exc
         return self._translate(await _parsed(raw), raw.headers)
 
     async def download(self, remote_id: str, dest: Path) -> None:

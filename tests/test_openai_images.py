@@ -21,6 +21,7 @@ from providers.openai_common import SORA_DEPRECATION
 from providers.openai_images import OpenAIImageProvider
 from providers.openai_videos import OpenAIVideoProvider
 from tests.fakes.openai_server import OpenAIEmulator
+from tests.helpers import assert_video
 
 pytestmark = pytest.mark.filterwarnings(f"ignore:{SORA_DEPRECATION}:DeprecationWarning")
 
@@ -145,7 +146,7 @@ async def test_image_job_through_the_core(openai_settings: Settings, openai_serv
         assert png.format == "PNG" and png.size == (1024, 1536)
 
 
-async def _videobot(tmp_path: Path, server: OpenAIEmulator, *args: str) -> tuple[int, str, str]:
+async def _videobot(tmp_path: Path, server: OpenAIEmulator, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
     """The CLI as a real process (the emulator keeps serving on this loop meanwhile)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "SLACK_", "DISCORD_"))}
     env.update({
@@ -154,9 +155,10 @@ async def _videobot(tmp_path: Path, server: OpenAIEmulator, *args: str) -> tuple
     })  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", *args, cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -183,3 +185,16 @@ async def test_cli_image_and_remote_admin(openai_server: OpenAIEmulator, tmp_pat
     code, _, stderr = await _videobot(tmp_path, openai_server, "remote", "show", ids[0])
     assert code == 1 and stderr.startswith("videobot: ") and "Traceback" not in stderr
     assert openai_server.videos[ids[0]].deleted and not openai_server.videos[ids[1]].deleted
+
+
+async def test_console_image_and_video_on_openai_pipelines(openai_server: OpenAIEmulator, tmp_path: Path) -> None:
+    script = "/image a paper lantern --pipeline gpt-image --size 1024x1536\n/video a paper boat --pipeline sora --seconds 4\n"
+    code, stdout, stderr = await _videobot(tmp_path, openai_server, "run", stdin=script)
+    assert code == 0, stderr
+    images = [line.split("image: ", 1)[1] for line in stdout.splitlines() if "] image: " in line]
+    videos = [line.split("video: ", 1)[1] for line in stdout.splitlines() if "] video: " in line]
+    assert len(images) == 1 and len(videos) == 1, stdout
+    with Image.open(images[0]) as png:
+        assert png.size == (1024, 1536)
+    assert_video(videos[0], width=128, height=72, seconds=4)
+    assert len(openai_server.calls("image")) == 1 and len(openai_server.creates) == 1

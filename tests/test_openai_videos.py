@@ -26,6 +26,7 @@ from providers.errors import (
     ProviderInvalidRequest,
     ProviderTimeout,
     RateLimited,
+    RemoteCancelled,
     TransientError,
     Unavailable,
 )
@@ -310,6 +311,16 @@ async def test_timeout_cancels_with_delete(provider: OpenAIVideoProvider, openai
     (delete,) = openai_server.calls("delete")
     assert delete.method == "DELETE" and delete.path == f"/v1/videos/{job.id}"
     await provider.cancel(job.id)  # already gone: quiet
+
+
+async def test_a_job_deleted_on_the_server_reads_as_cancelled(provider: OpenAIVideoProvider, openai_server: OpenAIEmulator) -> None:
+    openai_server.hold = True
+    job = await provider.submit(t2v())
+    await provider.poll(job.id)
+    assert await provider.delete_remote(job.id)
+    with pytest.raises(RemoteCancelled) as err:
+        await wait_for_completion(provider, job.id, policy=FAST)
+    assert user_message(err.value) == "The provider cancelled this job. Try again."
 
 
 async def test_admin_list_follows_the_cursor_show_and_delete(provider: OpenAIVideoProvider, openai_server: OpenAIEmulator) -> None:
