@@ -6,6 +6,7 @@ import re
 import warnings
 from email.utils import parsedate_to_datetime
 from time import time
+from typing import NoReturn
 
 import httpx2
 import openai
@@ -112,7 +113,6 @@ def map_error(exc: Exception, *, provider: str, what: str) -> Exception:
     """
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        code = exc.code or (exc.type if status == 400 else None)
         message = _server_message(exc)
         detail = f"{what}: HTTP {status} code={exc.code} param={exc.param} request_id={exc.request_id}: {message}"
         if status in (401, 403):
@@ -143,3 +143,11 @@ def map_error(exc: Exception, *, provider: str, what: str) -> Exception:
     if isinstance(exc, openai.APIResponseValidationError):
         return ProviderError("The provider sent an answer we cannot read.", provider=provider, detail=f"{what}: {exc}")
     return exc
+
+
+def reraise(exc: Exception, *, provider: str, what: str) -> NoReturn:
+    """Raise the taxonomy error for `exc` (chained to it), or `exc` itself when it is not the SDK's."""
+    mapped = map_error(exc, provider=provider, what=what)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc

@@ -17,7 +17,7 @@ import openai
 from providers.base import ImageProvider, ImageRequest, ImageResult, parse_size
 from providers.errors import InvalidRequest, ModelUnavailable, NotConfigured, OutputInvalid
 from providers.media import decode_image
-from providers.openai_common import make_client, map_error
+from providers.openai_common import make_client, reraise
 
 FIXED_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 QUALITIES = ("low", "medium", "high", "auto")
@@ -131,7 +131,7 @@ class OpenAIImageProvider(ImageProvider):
                 n=1, output_format="png",
             )  # fmt: skip
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what="images.generate") from exc
+            reraise(exc, provider=self.name, what="images.generate")
         item = response.data[0] if response.data else None
         if item is None or not item.b64_json:
             raise OutputInvalid("The provider returned no image.", provider=self.name)

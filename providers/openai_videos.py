@@ -29,7 +29,7 @@ from providers.errors import (
     VideobotError,
 )
 from providers.media import crop_to_size, decode_image
-from providers.openai_common import is_policy_code, make_client, map_error, poll_after_seconds
+from providers.openai_common import is_policy_code, make_client, map_error, poll_after_seconds, reraise
 from providers.polling import PollPolicy, retrying
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class OpenAIVideoProvider(VideoProvider):
         try:
             video, headers = await self._create(request)
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=f"create ({request.operation.value})") from exc
+            reraise(exc, provider=self.name, what=f"create ({request.operation.value})")
         return self._translate(video, headers)
 
     async def _create(self, request: VideoRequest) -> tuple[Video, Any]:
@@ -187,7 +187,7 @@ class OpenAIVideoProvider(VideoProvider):
                 "The provider no longer has this job.", provider=self.name, detail=f"retrieve {remote_id}: 404"
             ) from exc
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=f"retrieve {remote_id}") from exc
+            reraise(exc, provider=self.name, what=f"retrieve {remote_id}")
         return self._translate(await _parsed(raw), raw.headers)
 
     async def download(self, remote_id: str, dest: Path) -> None:
@@ -210,7 +210,7 @@ class OpenAIVideoProvider(VideoProvider):
         except openai.NotFoundError:
             return  # already gone
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=f"delete {remote_id}") from exc
+            reraise(exc, provider=self.name, what=f"delete {remote_id}")
 
     def error_for(self, job: RemoteJob) -> Exception:
         message = job.error_message or "The provider could not generate this video."
@@ -254,7 +254,7 @@ class OpenAIVideoProvider(VideoProvider):
         try:
             return await call()
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=what) from exc
+            reraise(exc, provider=self.name, what=what)
 
     async def _stream_content(self, remote_id: str, variant: str, dest: Path) -> None:
         try:
@@ -265,14 +265,14 @@ class OpenAIVideoProvider(VideoProvider):
         except openai.NotFoundError as exc:
             raise await self._gone(remote_id, exc) from exc
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=f"download {remote_id} {variant}") from exc
+            reraise(exc, provider=self.name, what=f"download {remote_id} {variant}")
 
     async def _read_content(self, remote_id: str, variant: str) -> bytes:
         try:
             async with self.client.videos.with_streaming_response.download_content(remote_id, variant=variant) as response:  # type: ignore[arg-type]
                 return await response.read()
         except Exception as exc:
-            raise map_error(exc, provider=self.name, what=f"download {remote_id} {variant}") from exc
+            reraise(exc, provider=self.name, what=f"download {remote_id} {variant}")
 
     async def _gone(self, remote_id: str, exc: openai.NotFoundError) -> Exception:
         """A 404 for the content of a finished job: say whether (and when) it expired."""

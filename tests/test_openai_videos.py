@@ -336,6 +336,19 @@ async def test_admin_list_follows_the_cursor_show_and_delete(provider: OpenAIVid
     assert "404" in (getattr(err.value, "detail", "") or "")
 
 
+async def test_progress_by_time_and_an_unreadable_input_image(provider: OpenAIVideoProvider, openai_server: OpenAIEmulator, tmp_path: Path) -> None:
+    openai_server.advance, openai_server.seconds_to_complete = "time", 0.3
+    job_id, updates = await make_video(provider)
+    assert updates[-1].status is RemoteStatus.COMPLETED and len(updates) > 2
+    assert [u.progress for u in updates] == sorted(u.progress for u in updates)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(InvalidRequest, match="is not an image") as err:
+        await provider.submit(t2v(input_image=broken))
+    assert err.value.__cause__ is not err.value
+    assert len(openai_server.creates) == 1  # nothing sent for the broken one
+
+
 def test_only_the_sora_deprecation_warning_is_filtered() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -90,6 +90,8 @@ class VideoJob:
     mp4: Path | None = None
     deleted: bool = False
     expired: bool = False
+    #: Precise start for progress by time (`created_at` is whole seconds, as in the API).
+    started: float = field(default_factory=time.monotonic)
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -393,7 +395,7 @@ class OpenAIEmulator:
             return
         job.polls += 1
         if self.advance == "time":
-            pct = int(100 * (time.time() - job.created_at) / max(self.seconds_to_complete, 0.001))
+            pct = int(100 * (time.monotonic() - job.started) / max(self.seconds_to_complete, 0.001))
         else:
             pct = int(100 * job.polls / max(self.polls_to_complete, 1))
         if self.hold:
