@@ -163,13 +163,25 @@ class SlackSettings(BaseSettings):
     bot_token: SecretStr | None = None
     app_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
+    #: Web API base URL (GovSlack, a proxy, tests); empty: https://slack.com/api/.
     api_url: str | None = None
+    #: HTTP mode (no SLACK_APP_TOKEN): where Slack's requests arrive, at /slack/events.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=3000, ge=0, le=65535)
+    #: Minimum seconds between two updates of one status message (the final state is always sent).
+    status_interval_seconds: float = Field(default=3.0, ge=0, le=300)
+    #: Post the file in the status message's thread (true) or in the channel (false).
+    upload_in_thread: bool = True
+    #: How many times one Web API call is retried after a 429 (each waits Retry-After).
+    rate_limit_retries: int = Field(default=5, ge=0, le=50)
 
     @property
     def configured(self) -> bool:
         return self.bot_token is not None
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None and bool(self.app_token.get_secret_value())
 
 
 class DiscordSettings(BaseSettings):

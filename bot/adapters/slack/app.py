@@ -1,0 +1,141 @@
+"""The Slack adapter: a slack-bolt AsyncApp wired to the job service and the event bus.
+
+Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP on
+SLACK_HTTP_HOST:SLACK_HTTP_PORT at /slack/events, where bolt checks every request's
+signature with SLACK_SIGNING_SECRET (401 otherwise). Web API calls go to SLACK_API_URL
+when set, through one shared HTTP session, and wait out 429s (Retry-After).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.slack.apierror import slack_error
+from bot.adapters.slack import actions, commands, events, views
+from bot.adapters.slack.surface import StatusSurface
+from bot.app import App
+from bot.core.errors import ConfigError
+from bot.core.events import Subscription
+from bot.core.models import Actor, Job, Origin
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+EVENTS_PATH = "/slack/events"
+
+
+def web_client(token: str, api_url: str | None, rate_limit_retries: int) -> AsyncWebClient:
+    base_url = api_url or AsyncWebClient.BASE_URL
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        # One session for every call: a new connection per call would not hold up under load.
+        session=aiohttp.ClientSession(),
+        retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
+    )
+
+
+class SlackAdapter:
+    platform = PLATFORM
+
+    def __init__(self, app: App) -> None:
+        """Build inside a running event loop (the HTTP session belongs to it)."""
+        self.app = app
+        self.settings = settings = app.settings.slack
+        if settings.bot_token is None:
+            raise ConfigError("SLACK_BOT_TOKEN is not set.")
+        if not settings.socket_mode and settings.signing_secret is None:
+            raise ConfigError("SLACK_SIGNING_SECRET is needed in HTTP mode (or set SLACK_APP_TOKEN to use Socket Mode).")
+        self.client = web_client(settings.bot_token.get_secret_value(), settings.api_url, settings.rate_limit_retries)
+        self.bolt = AsyncApp(
+            client=self.client,
+            signing_secret=settings.signing_secret.get_secret_value() if settings.signing_secret else "",
+            # Socket Mode messages come over an authenticated WebSocket, unsigned.
+            request_verification_enabled=not settings.socket_mode,
+        )
+        for module in (commands, actions, views, events):
+            module.register(self.bolt, self)
+        self.surface = StatusSurface(self)
+        self.http_url: str | None = None
+        self.bot_user_id: str | None = None
+        self._subscription: Subscription | None = None
+        self._web: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Check the token, subscribe to progress, then serve (HTTP or Socket Mode)."""
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({slack_error(exc)}).") from None
+        self.bot_user_id = auth.get("user_id")
+        self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
+        if self.settings.socket_mode:
+            assert self.settings.app_token is not None
+            self._socket = AsyncSocketModeHandler(self.bolt, self.settings.app_token.get_secret_value(), web_client=self.client)
+            await self._socket.connect_async()
+            return
+        web_app = web.Application()
+        web_app.router.add_post(EVENTS_PATH, self._handle)
+        self._web = web.AppRunner(web_app, access_log=None)
+        await self._web.setup()
+        site = web.TCPSite(self._web, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1] if site._server else self.settings.http_port  # type: ignore[union-attr]
+        self.http_url = f"http://{self.settings.http_host}:{port}{EVENTS_PATH}"
+        log.info("Slack requests at %s", self.http_url)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def stop(self) -> None:
+        """Stop serving. Pending updates are dropped; the next start picks the jobs up from the store."""
+        if self._subscription is not None:
+            self.app.bus.unsubscribe(self._subscription)
+            self._subscription = None
+        await self.surface.close()
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        if self._web is not None:
+            await self._web.cleanup()
+            self._web = None
+        if self.client.session is not None and not self.client.session.closed:
+            await self.client.session.close()
+        self._closed.set()
+
+    async def deliver(self, job: Job) -> dict[str, Any] | None:
+        return await self.surface.deliver(job)
+
+    # --- helpers for commands, actions, views and events ------------------------------------
+
+    def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None) -> Origin:
+        return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name)
+
+    async def actor(self, user_id: str, *, check_workspace_admin: bool = False) -> Actor:
+        """The user, marked admin if the bot's settings or (when it matters) Slack say so."""
+        if self.app.service.is_admin(user_id):
+            return Actor(user_id=user_id, is_admin=True)
+        if not check_workspace_admin:
+            return Actor(user_id=user_id)
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except SlackApiError as exc:
+            log.warning("users.info failed for %s: %s", user_id, slack_error(exc))
+            return Actor(user_id=user_id)
+        return Actor(user_id=user_id, is_admin=bool(user.get("is_admin") or user.get("is_owner")))
