@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "bot.cli.jobs",
     "bot.cli.run",
     "bot.cli.image", "bot.cli.remote",  # OpenAI integration: image jobs, remote video admin
+    "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
 ]
 
 

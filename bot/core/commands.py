@@ -19,7 +19,7 @@ _ALLOWED = {
     "extend": {"seconds"},
     "jobs": {"status", "limit"},
 }
-COMMANDS = ("video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "help")
+COMMANDS = ("video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help")
 
 
 class Command(BaseModel):

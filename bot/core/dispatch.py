@@ -61,6 +61,8 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "delete":
         job = await service.delete(command.job_id(), actor)
         return Reply(text=f"Job {job.id} deleted.", job=job)
+    if name == "usage":
+        return Reply(text=(await service.usage(origin)).text())
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
 
 

@@ -315,7 +315,8 @@ class Runner:
         if job.remote_id is not None:
             return None  # the provider has the job (and may bill it): do not start a second one elsewhere
         tried = set(job.state.get("pipelines_tried", [])) | {job.pipeline}
-        for name in pipeline.fallbacks:
+        # This pipeline's own fallbacks, then what is left of the chain the job started on.
+        for name in [*pipeline.fallbacks, *job.state.get("fallback_chain", [])]:
             if name not in tried and name in self.registry:
                 return name
         return None
@@ -324,10 +325,12 @@ class Runner:
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
         moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
+        chain = [*self.registry.get(job.pipeline).fallbacks, *job.state.get("fallback_chain", [])]
+        chain = list(dict.fromkeys(n for n in chain if n not in tried and n != fallback))
         job = await self.store.update(
             job.id,
             pipeline=fallback,
-            state={**state, "pipelines_tried": tried, "fallbacks": moves},
+            state={**state, "pipelines_tried": tried, "fallbacks": moves, "fallback_chain": chain},
             detail=f"fallback {job.pipeline} -> {fallback}: {exc.code}",
         )
         log.warning("job %s: %s unavailable (%s), falling back to %s", job.id, tried[-1], exc.detail or exc, fallback)

@@ -90,6 +90,8 @@ class RunwayServer:
         #: Statuses for tasks created from now on.
         self.script = ["PENDING", "RUNNING", "SUCCEEDED"]
         self.failure_code: str | None = None
+        #: (script, failure code) for the next tasks, one each, before `script` applies again.
+        self.next_tasks: list[tuple[list[str], str | None]] = []
         #: When set, the first output URL of each task is already expired.
         self.expire_first_output = False
         self._expired: set[str] = set()
@@ -171,8 +173,8 @@ class RunwayServer:
         return None
 
     def _new_task(self, endpoint: str, body: dict[str, Any], image: Image.Image | None = None) -> web.Response:
-        task = Task(id=secrets.token_hex(8), endpoint=endpoint, body=body, script=list(self.script),
-                    failure_code=self.failure_code, image=image)  # fmt: skip
+        script, failure = self.next_tasks.pop(0) if self.next_tasks else (list(self.script), self.failure_code)
+        task = Task(id=secrets.token_hex(8), endpoint=endpoint, body=body, script=script, failure_code=failure, image=image)
         self.tasks[task.id] = task
         return _json({"id": task.id})
 
