@@ -102,9 +102,10 @@ def _register_runway(registry: PipelineRegistry, settings: Settings) -> None:
     from providers.runway import RunwayVideoProvider
 
     rw, fx, oa, core = settings.runway, settings.flux, settings.openai, settings.core
-    secret = rw.api_secret.get_secret_value() if rw.api_secret else None
-    bfl_key = fx.api_key.get_secret_value() if fx.api_key else None
-    openai_key = oa.api_key.get_secret_value() if oa.api_key else None
+    # An empty value (copied from .env.example) means "not set".
+    secret = (rw.api_secret.get_secret_value() if rw.api_secret else None) or None
+    bfl_key = (fx.api_key.get_secret_value() if fx.api_key else None) or None
+    openai_key = (oa.api_key.get_secret_value() if oa.api_key else None) or None
     shared: list[RunwayVideoProvider] = []
 
     def runway() -> RunwayVideoProvider:
