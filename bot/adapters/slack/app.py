@@ -20,8 +20,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack.apierror import slack_error
 from bot.adapters.slack import actions, commands, events, views
+from bot.adapters.slack.apierror import slack_error
 from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
 from bot.core.errors import ConfigError
@@ -43,6 +43,16 @@ def web_client(token: str, api_url: str | None, rate_limit_retries: int) -> Asyn
         session=aiohttp.ClientSession(),
         retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
     )
+
+
+class _NoClientTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that the given client wins; that is the intent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_NoClientTokenNotice())
 
 
 class SlackAdapter:
