@@ -175,13 +175,19 @@ class SlackSettings(BaseSettings):
     #: How many times one Web API call is retried after a 429 (each waits Retry-After).
     rate_limit_retries: int = Field(default=5, ge=0, le=50)
 
+    @field_validator("bot_token", "app_token", "signing_secret", "api_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `SLACK_APP_TOKEN=` copied from .env.example means "not set", not an empty token.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def configured(self) -> bool:
         return self.bot_token is not None
 
     @property
     def socket_mode(self) -> bool:
-        return self.app_token is not None and bool(self.app_token.get_secret_value())
+        return self.app_token is not None
 
 
 class DiscordSettings(BaseSettings):
