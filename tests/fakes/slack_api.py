@@ -27,6 +27,7 @@ TEAM_ID = "T0VIDEO"
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 SIGNING_SECRET = "test-signing-secret"
 APP_ID = "A0VIDEOBOT"
 
@@ -75,6 +76,9 @@ class SlackEmulator:
         self._changed = asyncio.Event()
         #: Used by `send` when set; otherwise one session per request.
         self.session: aiohttp.ClientSession | None = None
+        #: Socket Mode: the bot's open WebSockets, and its acks by envelope id.
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: dict[str, dict[str, Any]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -83,6 +87,7 @@ class SlackEmulator:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -143,7 +148,8 @@ class SlackEmulator:
                 self._record(method, args, status)
                 headers = {"Retry-After": retry_after} if status == 429 else {}
                 return web.json_response({"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}, status=status, headers=headers)
-        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+        token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
             self._record(method, args, 200)
             return web.json_response({"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -164,6 +170,37 @@ class SlackEmulator:
     def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": "https://videobot-test.slack.com/", "team": "Test", "user": "videobot",
                 "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}  # fmt: skip
+
+    def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "emulator"}})
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                if "envelope_id" in data:
+                    self.socket_acks[data["envelope_id"]] = data
+                    self._changed.set()
+        if ws in self.sockets:
+            self.sockets.remove(ws)
+        return ws
+
+    async def socket_send(self, kind: str, payload: dict[str, Any]) -> str:
+        """Push one Socket Mode envelope to the bot; returns its envelope id (acked into socket_acks)."""
+        envelope_id = f"env-{next(self._ids)}"
+        await self.sockets[-1].send_json({"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": kind != "events_api"})
+        return envelope_id
+
+    def command_form(self, command: str, text: str, *, user_id: str = "U0ALICE", channel_id: str | None = None) -> dict[str, str]:
+        return {
+            "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel_id or self.channel_id,
+            "channel_name": "general", "user_id": user_id, "user_name": user_id.lower(), "command": command, "text": text,
+            "api_app_id": APP_ID, "response_url": self.response_url(f"cmd-{user_id}"), "trigger_id": f"trig.{next(self._ids)}",
+        }  # fmt: skip
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
@@ -314,11 +351,7 @@ class SlackEmulator:
         return Sent(resp.status, text, time.perf_counter() - started)
 
     async def slash(self, url: str, command: str, text: str, *, user_id: str = "U0ALICE", channel_id: str | None = None, **kw: Any) -> Sent:
-        form = {
-            "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel_id or self.channel_id,
-            "channel_name": "general", "user_id": user_id, "user_name": user_id.lower(), "command": command, "text": text,
-            "api_app_id": APP_ID, "response_url": self.response_url(f"cmd-{user_id}"), "trigger_id": f"trig.{next(self._ids)}",
-        }  # fmt: skip
+        form = self.command_form(command, text, user_id=user_id, channel_id=channel_id)
         return await self.send(url, urllib.parse.urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     async def click(self, url: str, message_ts: str, action_id: str, value: str, *, user_id: str = "U0ALICE") -> Sent:
