@@ -1,0 +1,24 @@
+"""The app manifest asks for what the adapter uses: its commands, events and scopes, no more."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+MANIFEST = Path(__file__).resolve().parents[1] / "bot" / "adapters" / "slack" / "manifest.yaml"
+
+
+def _list_under(text: str, key: str) -> list[str]:
+    block = re.search(rf"^(\s*){key}:\n((?:\1\s+- .*\n)+)", text, re.M)
+    assert block, key
+    return [re.sub(r"\s*#.*$", "", line.strip()[2:]).strip() for line in block.group(2).splitlines()]
+
+
+def test_manifest_matches_what_the_adapter_registers() -> None:
+    text = MANIFEST.read_text()
+    assert _list_under(text, "bot") == ["commands", "chat:write", "files:write", "files:read", "reactions:read", "users:read"]
+    assert _list_under(text, "bot_events") == ["reaction_added"]
+    assert re.findall(r"- command: (\S+)", text) == ["/video", "/image"]
+    assert re.search(r"interactivity:\n\s+is_enabled: true", text)
+    source = "\n".join(p.read_text() for p in MANIFEST.parent.glob("*.py"))
+    assert 'bolt.command("/video")' in source and 'bolt.command("/image")' in source
+    assert 'bolt.event("reaction_added")' in source
