@@ -130,6 +130,10 @@ class SlackAdapter:
         self._closed.set()
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
+        if self._closed.is_set():
+            # Stopped before the runner (videobot run's order): the runner reads this as shutdown
+            # and leaves the job in DELIVERING for the next start, instead of failing it.
+            raise asyncio.CancelledError
         return await self.surface.deliver(job)
 
     # --- helpers for commands, actions, views and events ------------------------------------

@@ -67,7 +67,8 @@ async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
     try:
         await adapter.surface.post_status(job)
     except SlackApiError as exc:
-        error = str(slack_error(exc))
+        error = slack_error(exc)
+        adapter.surface.forget(job.id)
         # Nobody could see its progress or result: stop it rather than spend on it.
         try:
             await adapter.app.service.cancel(job.id, Actor(user_id=job.origin.user_id))

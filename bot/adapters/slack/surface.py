@@ -84,6 +84,12 @@ class StatusSurface:
         tracked.posted.set()
         self._schedule(tracked)
 
+    def forget(self, job_id: str) -> None:
+        """A job whose status message could not be posted: stop keeping its state."""
+        tracked = self._jobs.pop(job_id, None)
+        if tracked is not None and tracked.timer is not None:
+            tracked.timer.cancel()
+
     def _track(self, job: Job) -> Tracked:
         tracked = self._jobs.get(job.id)
         if tracked is None:
