@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +46,33 @@ class JobStore:
         row = _to_row(job)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        async with self._tx:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                await self._conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
-                await self._event(job.id, job.status, job.progress, None, job.created_at)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
+
+        async def write() -> None:
+            await self._conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
+            await self._event(job.id, job.status, job.progress, None, job.created_at)
+
+        await self._transaction(write)
         return job
+
+    async def _transaction(self, body: Callable[[], Awaitable[None]]) -> None:
+        """Run `body` in one transaction that a cancelled caller cannot cut in half.
+
+        Shielded: when the runner is stopped mid-write, the write still commits (or
+        rolls back) whole, and the caller sees its cancellation, not a SQLite error.
+        """
+
+        async def run() -> None:
+            async with self._tx:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    await body()
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
+                    raise
+
+        await asyncio.shield(asyncio.ensure_future(run()))
 
     async def update(self, job_id: str, *, detail: str | None = None, **fields: Any) -> Job:
         """Write fields; a status change also appends an event. Returns the job as stored."""
@@ -74,22 +91,16 @@ class JobStore:
                 raise KeyError(f"not an updatable job field: {key}")
         status = fields.get("status")
         assignments = ", ".join(fragment for fragment, _ in sets)
-        async with self._tx:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await self._conn.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = ?", (*(v for _, v in sets), job_id)
-                )
-                if cur.rowcount == 0:
-                    raise KeyError(job_id)
-                if status is not None or detail is not None:
-                    async with self._conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)) as c:
-                        row = await c.fetchone()
-                    await self._event(job_id, JobStatus(row["status"]), row["progress"], detail, now)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
+        async def write() -> None:
+            cur = await self._conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*(v for _, v in sets), job_id))
+            if cur.rowcount == 0:
+                raise KeyError(job_id)
+            if status is not None or detail is not None:
+                async with self._conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)) as c:
+                    row = await c.fetchone()
+                await self._event(job_id, JobStatus(row["status"]), row["progress"], detail, now)
+
+        await self._transaction(write)
         job = await self.get(job_id)
         assert job is not None
         return job

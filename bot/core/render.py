@@ -76,4 +76,5 @@ HELP = """Commands:
   /reroll JOB_ID             same prompt, new seed
   /cancel JOB_ID             stop a queued or running job
   /delete JOB_ID             remove a job's files
+  /usage                     what you spent today, and your budget
   /help"""
