@@ -30,6 +30,7 @@ class CoreSettings(BaseSettings):
 
     data_dir: Path = Path("./data")
     default_pipeline: str = "local"
+    default_image_pipeline: str = "local-image"
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1000)
     max_running_per_user: int = Field(default=2, ge=1, le=100)
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)

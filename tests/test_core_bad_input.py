@@ -75,3 +75,8 @@ async def test_remix_of_unknown_or_unfinished_job(app: App) -> None:
     await app.runner.wait(image.id)
     with pytest.raises(Exception, match="is an image"):
         await app.service.extend(image.id, Origin())
+
+
+async def test_image_jobs_use_the_default_image_pipeline_setting(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.service.settings, "default_image_pipeline", "no-such-images")
+    await _refused(app, GenerateRequest(prompt="a still", kind="image"), "Unknown pipeline 'no-such-images'")

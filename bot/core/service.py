@@ -290,7 +290,7 @@ class JobService:
             return await self._persist(job, pipeline)
 
     async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
-        pipeline = self.registry.get(request.pipeline or "local-image")
+        pipeline = self.registry.get(request.pipeline or self.settings.default_image_pipeline)
         size = (request.size or pipeline.default_size).lower()
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
