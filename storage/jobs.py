@@ -225,6 +225,13 @@ class JobStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def aggregate(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read-only aggregate over the tables (sums and groups for reports)."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("aggregate() only reads")
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return [tuple(row) for row in await cur.fetchall()]
+
     async def _select(self, tail: str, args: Sequence[Any]) -> list[Job]:
         async with self._conn.execute(f"SELECT * FROM jobs {tail}", tuple(args)) as cur:
             return [_from_row(row) for row in await cur.fetchall()]

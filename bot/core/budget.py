@@ -81,8 +81,7 @@ class Ledger:
     """Reads over the job table for spending and outcomes (one SQL query each)."""
 
     def __init__(self, store: JobStore) -> None:
-        # A read-only view on the store's connection: sums and groups the typed repository does not offer.
-        self._conn = store._conn
+        self._store = store
 
     async def spent(self, *, platform: str, user_id: str | None = None, workspace_id: str | None = None, since: float | None = None) -> float:
         sql = f"SELECT COALESCE(SUM({_COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
@@ -93,9 +92,8 @@ class Ledger:
         if workspace_id is not None:
             sql += " AND workspace_id = ?"
             args.append(workspace_id)
-        async with self._conn.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return round(float(row[0]) if row else 0.0, 4)
+        rows = await self._store.aggregate(sql, args)
+        return round(float(rows[0][0]) if rows else 0.0, 4)
 
     async def spent_by_user(self, *, since: float | None = None, user_id: str | None = None) -> list[tuple[str, str, str | None, int, float]]:
         """(platform, user, workspace, jobs, spent) per user, dearest first."""
@@ -108,8 +106,7 @@ class Ledger:
             sql += " AND user_id = ?"
             args.append(user_id)
         sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC"
-        async with self._conn.execute(sql, args) as cur:
-            return [(r[0], r[1], r[2], int(r[3]), round(float(r[4]), 4)) for r in await cur.fetchall()]
+        return [(r[0], r[1], r[2], int(r[3]), round(float(r[4]), 4)) for r in await self._store.aggregate(sql, args)]
 
     async def pipeline_stats(self, *, since: float = 0.0) -> list[PipelineStats]:
         sql = (
@@ -117,9 +114,8 @@ class Ledger:
             "WHERE created_at >= ? AND kind != ? ORDER BY pipeline"
         )
         rows: dict[str, list[tuple[str, float, float | None, float]]] = {}
-        async with self._conn.execute(sql, (since, JobKind.IMAGE.value)) as cur:
-            for pipeline, status, created, finished, cost in await cur.fetchall():
-                rows.setdefault(pipeline, []).append((status, created, finished, float(cost or 0)))
+        for pipeline, status, created, finished, cost in await self._store.aggregate(sql, (since, JobKind.IMAGE.value)):
+            rows.setdefault(pipeline, []).append((status, created, finished, float(cost or 0)))
         out = []
         for pipeline, items in sorted(rows.items()):
             completed = [i for i in items if i[0] == "completed"]
