@@ -139,7 +139,7 @@ async def bench_rss(root: Path, n: int = 1000) -> dict[str, float]:
         await app.close()
 
 
-def table(title: str, rows: dict[str, float]) -> None:
+def table(title: str, rows: dict[str, float] | dict[str, float | int]) -> None:
     print(f"\n{title}")
     print(f"{'metric':<32} {'value':>12}")
     print("-" * 45)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.core import pct
+from bench.core import pct, table
 from bench.sleep_provider import sleep_pipeline
 from bot.app import App
 from bot.core.models import JobStatus
@@ -92,10 +92,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="videobot-bench-discord-") as tmp:
         results = await run(Path(tmp))
-    width = max(len(k) for k in results)
-    print(f"{'metric':<{width}}  value")
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:,.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    table("200 concurrent slash commands, 200 jobs in flight: defer latency", results)
 
 
 if __name__ == "__main__":

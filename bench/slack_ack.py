@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.core import pct
+from bench.core import pct, table
 from bench.sleep_provider import sleep_pipeline
 from bot.app import App
 from bot.core.models import JobStatus
@@ -106,10 +106,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="videobot-bench-slack-") as tmp:
         results = await run(Path(tmp))
-    width = max(len(k) for k in results)
-    print(f"{'metric':<{width}}  value")
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:,.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    table("200 concurrent /video commands, 200 jobs in flight: ack latency", results)
 
 
 if __name__ == "__main__":
