@@ -53,6 +53,27 @@ class JobStateError(VideobotError):
     code = "bad_state"
 
 
+class DeliveryFailed(VideobotError):
+    """Posting a finished job's result failed.
+
+    Adapters raise it from `deliver`. `transient` (5xx, 429, a dropped connection, the
+    platform not reachable yet): the runner retries with backoff while the job stays
+    `delivering`. Otherwise (channel gone, missing permission, file refused) the job ends
+    completed but undelivered: the file stays on disk and `videobot redeliver` posts it again.
+    `message` is written for the job's owner.
+    """
+
+    code = "undelivered"
+
+    def __init__(
+        self, message: str = "", *, transient: bool, retry_after: float | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.transient = transient
+        self.retryable = transient
+        self.retry_after = retry_after
+
+
 class ConfigError(VideobotError):
     """A setting is invalid; start-up stops with one line."""
 
@@ -69,6 +90,7 @@ _OWN_MESSAGE = (
     JobStateError,
     ProviderTimeout,
     ContentExpired,
+    DeliveryFailed,
 )
 
 

@@ -118,6 +118,13 @@ class Job(BaseModel):
         return self.status.terminal
 
     @property
+    def delivery_attempt(self) -> int:
+        """Which delivery attempt this is (1 = first). The runner records each attempt before it
+        calls the adapter, so an attempt > 1 means an earlier one may have posted already and
+        the adapter must look for that post before posting again."""
+        return int(self.state.get("delivery", {}).get("attempt", 1))
+
+    @property
     def elapsed(self) -> float:
         end = self.finished_at or time.time()
         return max(0.0, end - (self.started_at or self.created_at))
