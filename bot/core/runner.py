@@ -131,6 +131,8 @@ class Runner:
 
     async def stop(self) -> None:
         """Stop without touching job states: what was running is resumed by the next runner."""
+        if self._stopping:
+            return
         self._stopping = True
         for task in self._loops:
             task.cancel()
