@@ -284,6 +284,42 @@ def test_run_with_closed_stdin_waits_for_detached_jobs(tmp_path: Path) -> None:
         assert "status: completed" in _cli(tmp_path, "show", job_id).stdout
 
 
+def test_sigterm_under_load_stops_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    env = _env(tmp_path, VIDEOBOT_MAX_CONCURRENT_JOBS="3", VIDEOBOT_MAX_RUNNING_PER_USER="3")
+    env.pop("VIDEOBOT_LOCAL_FPS")
+    db = tmp_path / "data" / "videobot.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None
+        for i in range(6):
+            proc.stdin.write(f"/video a stopped take {i} --seconds 4 --size 640x360\n")
+        proc.stdin.flush()
+        _wait_db(db, "SELECT 1 FROM jobs WHERE status = 'running' GROUP BY status HAVING COUNT(*) >= 2")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "closed database" not in err and "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 6
+        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE lease_owner IS NOT NULL").fetchone()[0] == 0, "a stop lets go of its leases"
+    listing = _cli(tmp_path, "jobs").stdout
+    assert "interrupted: resumes when the bot runs" in listing
+    finished = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert finished.returncode == 0 and "resumed" in finished.stdout, finished.stderr
+    with sqlite3.connect(db) as conn:
+        assert {row[0] for row in conn.execute("SELECT status FROM jobs")} == {"completed"}
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 
