@@ -76,6 +76,7 @@ class StatusSurface:
         #: Status messages being posted, by job id: one post however many callers ask for it.
         self._status_posts: dict[str, asyncio.Task[int | None]] = {}
         self._status_failed: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- where the status message is --------------------------------------------------------
 
@@ -111,7 +112,9 @@ class StatusSurface:
             and time.monotonic() - self._status_failed.get(event.job.id, float("-inf")) > STATUS_RETRY_SECONDS
         ):
             # Its status message is due but not known here (e.g. adopted after a restart).
-            asyncio.ensure_future(self._ensure_status_quietly(event.job))
+            background = asyncio.create_task(self._ensure_status_quietly(event.job))
+            self._background.add(background)  # held, or the loop may drop it mid-flight
+            background.add_done_callback(self._background.discard)
         self._schedule(tracked)
 
     # --- status messages a job starts without (re-rolls by reaction) ------------------------
@@ -223,7 +226,8 @@ class StatusSurface:
         return interaction
 
     async def close(self) -> None:
-        timers = [t.timer for t in self._jobs.values() if t.timer is not None]
+        timers: list[asyncio.Task[Any]] = [t.timer for t in self._jobs.values() if t.timer is not None]
+        timers += [*self._background, *self._status_posts.values()]
         for timer in timers:
             timer.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
