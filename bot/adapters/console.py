@@ -75,10 +75,11 @@ class ConsoleAdapter:
             if not line:
                 break
             await self.handle_line(line)
-        # End of input: finish what was started here, then close.
+        # End of input: finish what was started here and every job this runner resumed, then close.
         pending = [self.app.runner.wait(job_id) for job_id in self._started]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.app.runner.idle()
         await self.app.bus.drain()
 
     async def _on_event(self, event: ProgressEvent) -> None:

@@ -52,7 +52,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await app.runner.start(resume=True)
+        resumed = await app.runner.start(resume=True)
+        if resumed:
+            print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
         for adapter in adapters:
             await adapter.start()
         closed = [asyncio.create_task(a.wait_closed()) for a in adapters]

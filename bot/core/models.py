@@ -112,6 +112,9 @@ class Job(BaseModel):
     finished_at: float | None = None
     updated_at: float | None = None
     deleted_at: float | None = None
+    #: Which runner drives the job (`storage.leases.Holder` as text) and until when.
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
     @property
     def terminal(self) -> bool:
