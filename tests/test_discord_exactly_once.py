@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,10 +35,12 @@ BOT_TOKEN_ONLY = {"DISCORD_TOKEN_MARGIN_SECONDS": "900"}
 Deliver = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 
-def with_scripted(server: ScriptedServer) -> Callable[[App], None]:
+def with_scripted(server: ScriptedServer | None = None) -> Callable[[App], None]:
     def register(app: App) -> None:
-        app.registry.register("scripted", lambda: scripted_pipeline(server))
+        if server is not None:
+            app.registry.register("scripted", lambda: scripted_pipeline(server))
         app.runner.poll_policy = FAST
+        app.runner.delivery_policy = PollPolicy(backoff_base=0.05, backoff_max=0.2)  # delivery retries in tenths
 
     return register
 
@@ -218,7 +221,7 @@ async def test_delivery_errors_are_transient_or_permanent(
             emu.fail_next("POST", create, status=429, retry_after=0.05, count=20)
         server.release.set()
         await emu.wait_for(lambda: seen, timeout=20)
-        (failure,) = seen
+        failure = seen[0]  # (a transient one is retried by the runner: more may follow)
         assert isinstance(failure, DeliveryFailed), failure
         assert failure.transient is transient and says in failure.message
         if not transient:
@@ -243,7 +246,7 @@ async def test_a_deleted_channel_fails_the_follow_up_for_good(settings: Any, emu
         emu.delete_channel(emu.channel_id)
         server.release.set()
         await emu.wait_for(lambda: seen, timeout=20)
-        (failure,) = seen
+        failure = seen[0]
         assert isinstance(failure, DeliveryFailed) and not failure.transient and "channel was deleted" in failure.message
         assert [c.status for c in emu.calls_to("POST", rf"/webhooks/\d+/{interaction.token}$")] == [404]
     finally:
@@ -370,3 +373,88 @@ async def emu_child(bot: DiscordBot, parent: Job) -> Job:
             return found[0]
         await asyncio.sleep(0.02)
     raise AssertionError(f"no re-roll of {parent.id}")
+
+
+# --- end to end through the runner: retry, undelivered, redeliver ---------------------------
+
+
+async def wait_status(bot: DiscordBot, job_id: str, done: Callable[[Job], bool]) -> Job:
+    for _ in range(1000):
+        job = await bot.app.service.get(job_id)
+        if done(job):
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} never got there: {job.status.value} {job.error_code}")
+
+
+@pytest.mark.parametrize("answer", ["lost", "refused"])
+async def test_a_5xx_on_delivery_is_retried_and_the_result_posted_once(
+    settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    # "lost": Discord made the message but answered 503; the retry finds it instead of posting.
+    discord_env(monkeypatch, emu, **BOT_TOKEN_ONLY)
+    bot = await start_bot(register=with_scripted())
+    try:
+        create = rf"^/channels/{emu.channel_id}/messages$"
+        emu.fail_next("POST", create, status=503, after=answer == "lost")
+        interaction = await emu.slash("video", {"prompt": "a paper boat on a pond", "seconds": 1, "size": "256x144"})
+        job = await finished(bot, interaction)
+        assert job.status is JobStatus.COMPLETED and job.error_code is None
+        assert job.delivery_attempt == 2
+        (posted,) = results_of(emu, job.id)
+        assert job.origin.result_message_id == posted["id"]
+        assert [c.status for c in emu.calls_to("POST", create)] == ([503] if answer == "lost" else [503, 200])
+        await emu.wait_for(lambda: "✅ Done" in emu.messages[interaction.original_id or ""]["content"])
+        assert "⚠️" not in emu.messages[interaction.original_id or ""]["content"]
+    finally:
+        await bot.close()
+
+
+async def test_a_deleted_channel_ends_the_job_completed_undelivered_with_the_file_kept(
+    settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    discord_env(monkeypatch, emu)
+    server = ScriptedServer()
+    server.release.clear()
+    bot = await start_bot(register=with_scripted(server))
+    try:
+        interaction = await emu.slash("video", {"prompt": "a lighthouse at dusk", "seconds": 1, "pipeline": "scripted"})
+        job = await job_of(bot, interaction)
+        emu.delete_channel(emu.channel_id)
+        server.release.set()
+        done = await asyncio.wait_for(bot.app.runner.wait(job.id), 30)
+        assert done.status is JobStatus.COMPLETED and done.error_code == "undelivered"
+        assert done.error_message and "channel was deleted" in done.error_message and f"redeliver {job.id}" in done.error_message
+        assert done.output_path and Path(done.output_path).exists(), "the paid-for file is kept"
+        assert results_of(emu, job.id) == [] and done.origin.result_message_id is None
+        # No channel to show it in: the owner is told privately.
+        dm = await emu.wait_for(lambda: emu.dm_channels.get("1001") and channel_posts(emu, emu.dm_channels["1001"]))
+        assert "channel was deleted" in dm[0]["content"] and job.id in dm[0]["content"]
+    finally:
+        await bot.close()
+
+
+async def test_a_missing_permission_then_redeliver_posts_the_result_once(
+    settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    discord_env(monkeypatch, emu, **BOT_TOKEN_ONLY)
+    server = ScriptedServer()
+    server.release.clear()
+    bot = await start_bot(register=with_scripted(server))
+    try:
+        interaction = await emu.slash("video", {"prompt": "a lighthouse at dusk", "seconds": 1, "pipeline": "scripted"})
+        job = await job_of(bot, interaction)
+        emu.lock_channel(emu.channel_id, code=50013)
+        server.release.set()
+        done = await asyncio.wait_for(bot.app.runner.wait(job.id), 30)
+        assert done.status is JobStatus.COMPLETED and done.error_code == "undelivered"
+        assert done.error_message and "Send Messages and Attach Files" in done.error_message
+
+        del emu.locked_channels[emu.channel_id]  # an admin fixed the permissions
+        await bot.app.service.redeliver(job.id)
+        again = await wait_status(bot, job.id, lambda j: j.status is JobStatus.COMPLETED and j.error_code is None)
+        (posted,) = results_of(emu, job.id)
+        assert again.origin.result_message_id == posted["id"] and len(server.creates) == 1
+        await emu.wait_for(lambda: "✅ Done" in emu.messages[interaction.original_id or ""]["content"])
+    finally:
+        await bot.close()

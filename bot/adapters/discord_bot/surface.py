@@ -200,10 +200,23 @@ class StatusSurface:
                 except discord.HTTPException:
                     # Deleted message, lost permission: the job goes on; /job still shows it.
                     log.warning("status edit failed for %s", tracked.job.id, exc_info=True)
-            if event is not None and event.kind.final and tracked.timer is None and text == tracked.rendered:
+                    if event is not None and event.kind.final and undelivered(tracked.job):
+                        # The channel is gone or closed to the bot: the owner hears it privately.
+                        await self._tell_owner(tracked.job, text)
+            if event is not None and event.kind.final and tracked.timer is None:
                 self._jobs.pop(tracked.job.id, None)
                 if tracked.message_id is not None:
                     self.forget_interaction(tracked.message_id)
+
+    async def _tell_owner(self, job: Job, text: str) -> None:
+        if not job.origin.user_id.isdigit():
+            return
+        try:
+            data = await self.adapter.client.http.start_private_message(int(job.origin.user_id))
+            channel = self.adapter.client.get_partial_messageable(int(data["id"]), type=discord.ChannelType.private)
+            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException:
+            log.warning("could not tell the owner of %s that its result was not posted", job.id, exc_info=True)
 
     async def _edit_status(self, tracked: Tracked, text: str) -> None:
         assert tracked.message_id is not None and tracked.channel_id is not None
@@ -356,6 +369,10 @@ class StatusSurface:
         if job.thumbnail_path and Path(job.thumbnail_path).exists() and Path(job.thumbnail_path).stat().st_size <= limit:
             return discord.File(job.thumbnail_path, filename=f"{job.id}.jpg"), note
         return None, note
+
+
+def undelivered(job: Job) -> bool:
+    return job.error_code == "undelivered"
 
 
 def needs_status(job: Job) -> bool:
