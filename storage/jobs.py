@@ -314,6 +314,20 @@ class JobStore:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
 
+    async def remote_ids_since(self, since: float, *, excluding: str) -> list[str]:
+        """Remote ids of jobs created since `since`, other than `excluding` (what a lookup must not adopt)."""
+        async with self._conn.execute(
+            "SELECT remote_id FROM jobs WHERE created_at >= ? AND id != ? AND remote_id IS NOT NULL", (since, excluding)
+        ) as cur:
+            ids = [row[0] for row in await cur.fetchall()]
+        async with self._conn.execute(
+            "SELECT state_json FROM jobs WHERE created_at >= ? AND id != ? AND state_json LIKE '%failed_remote_ids%'",
+            (since, excluding),
+        ) as cur:
+            for row in await cur.fetchall():
+                ids.extend(json.loads(row[0]).get("failed_remote_ids", []))
+        return ids
+
     async def children(self, job_id: str) -> list[Job]:
         return await self._select("WHERE parent_id = ? ORDER BY created_at", (job_id,))
 

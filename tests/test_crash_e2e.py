@@ -124,6 +124,60 @@ async def test_bfl_429_on_the_image_step_is_waited_out(make_app: Any, bfl_server
     assert rate_limit_shown(events, job)
 
 
+# --- a crash between sending a create and storing its id -------------------------------------------
+
+
+async def _interrupted_create(app: App, openai_server: OpenAIEmulator, *, accepted: bool, sent_ago: float) -> Job:
+    """A job as a SIGKILL between the create call and the id write leaves it."""
+    openai_server.hold = True
+    job = await app.service.submit(GenerateRequest(prompt="cut off mid-create", pipeline="sora", seconds=4), ORIGIN)
+    running = await _until(app, job.id, lambda j: j.remote_id is not None)
+    await app.runner.stop()
+    if not accepted:
+        openai_server.videos.clear()
+    state = {**running.state, "submit_sent_to": "sora", "submit_sent_at": time.time() - sent_ago}
+    await app.store.update(job.id, status=JobStatus.SUBMITTING, remote_id=None, state=state)
+    await app.close()
+    return running
+
+
+async def test_an_accepted_create_is_found_and_adopted_after_a_crash(make_app: Any, openai_server: OpenAIEmulator) -> None:
+    first, _ = await make_app()
+    before = await _interrupted_create(first, openai_server, accepted=True, sent_ago=30)
+    openai_server.hold = False
+    again, _ = await make_app()
+    done = await asyncio.wait_for(again.runner.wait(before.id), 20)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.remote_id == before.remote_id and len(openai_server.creates) == 1
+
+
+async def test_a_create_that_never_arrived_is_sent_once_more(make_app: Any, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers.openai_videos import OpenAIVideoProvider
+
+    monkeypatch.setattr(OpenAIVideoProvider, "ABSENCE_GRACE_SECONDS", 0.3)
+    first, _ = await make_app()
+    before = await _interrupted_create(first, openai_server, accepted=False, sent_ago=0)
+    openai_server.hold = False
+    started = time.monotonic()
+    again, _ = await make_app()
+    done = await asyncio.wait_for(again.runner.wait(before.id), 20)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert time.monotonic() - started >= 0.2, "the lookup waits out the grace period before trusting a miss"
+    assert len(openai_server.videos) == 1 and done.remote_id != before.remote_id
+
+
+async def test_two_matching_videos_are_not_guessed_between(make_app: Any, openai_server: OpenAIEmulator) -> None:
+    first, _ = await make_app()
+    before = await _interrupted_create(first, openai_server, accepted=True, sent_ago=30)
+    twin = openai_server._new_job(model="sora-2", prompt=before.prompt, seconds=4, size="1280x720", kind="create")
+    assert twin.id != before.remote_id
+    openai_server.hold = False
+    again, _ = await make_app()
+    done = await asyncio.wait_for(again.runner.wait(before.id), 20)
+    assert done.status is JobStatus.FAILED and "not sent again" in (done.error_message or "")
+    assert len(openai_server.videos) == 2
+
+
 # --- remote work is stopped when a job ends early ------------------------------------------------
 
 

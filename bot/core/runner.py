@@ -375,8 +375,8 @@ class Runner:
         )
         attempt = 0
         while True:
-            # Written before the create call: after a crash we know a create may have been sent.
-            job = await self._write(job, state={**job.state, "submit_sent_to": provider.name})
+            # Written before the create call: after a crash we know a create may have been sent, and when.
+            job = await self._write(job, state={**job.state, "submit_sent_to": provider.name, "submit_sent_at": time.time()})
             try:
                 remote = await provider.submit(request)
             except RateLimited as exc:
@@ -425,10 +425,18 @@ class Runner:
         """The process stopped between sending a create and storing its id."""
         assert pipeline.video is not None
         provider = pipeline.video
-        found = await provider.find_remote(job.id)
+        request = video_request_for(job)
+        sent_at = job.state.get("submit_sent_at")
+        exclude = frozenset(await self.store.remote_ids_since((sent_at or job.created_at) - 3600, excluding=job.id))
+        try:
+            found = await provider.find_remote(job.id, request=request, sent_at=sent_at, exclude=exclude)
+        except Unavailable as exc:
+            log.warning("job %s: could not settle the interrupted create: %s", job.id, exc.detail or exc)
+            raise _AmbiguousSubmit() from exc
         if found is not None:
+            log.info("job %s: adopted remote %s after an interrupted create", job.id, found.id)
             return await self._accept_remote(job, found)
-        if provider.estimate_cost(video_request_for(job)) == 0.0:
+        if provider.proves_absence or provider.estimate_cost(request) == 0.0:
             # Free to run again: send it again.
             job = await self._write(job, state={k: v for k, v in job.state.items() if k != "submit_sent_to"})
             return await self._submit_video(job, pipeline)
