@@ -79,6 +79,8 @@ class GenerateRequest(BaseModel):
     seconds: int | None = None
     size: str | None = None
     seed: int | None = None
+    #: Ask for a soundtrack where the pipeline can make one.
+    audio: bool = False
     image_path: Path | None = None
     #: Raw image bytes (chat attachments) when there is no path yet.
     image_bytes: bytes | None = Field(default=None, repr=False)

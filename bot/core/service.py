@@ -72,6 +72,7 @@ class JobService:
             size=(request.size or pipeline.default_size).lower(),
             seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
             model=request.model,
+            options={"audio": True} if request.audio else {},
         )
         job = self._new_job(request.kind, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
         if split is not None:
