@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from storage.leases import HolderState, holder_state
-from bot.core.models import GenerateParams, Job, JobKind, JobStatus, Origin, TERMINAL
+from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.db import connect
 
 _ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
