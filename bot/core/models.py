@@ -59,6 +59,8 @@ class ProgressEvent(BaseModel):
     progress: int = 0
     #: User-facing text: the failure explanation, or a note like "queued at the provider".
     message: str | None = None
+    #: Seconds until the job is likely done, once recent similar jobs give a median.
+    eta: float | None = None
     at: float = Field(default_factory=time.time)
 
 
