@@ -491,7 +491,7 @@ class Runner:
         )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(image_request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         state = {**job.state, "image_step_path": str(final), "image_step_cost": result.cost}
         job = await self._write(job, state=state, detail=f"image step done by {pipeline.image.name}")
         return final, job
@@ -514,7 +514,7 @@ class Runner:
             )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         job = await self._write(
             job,
             status=JobStatus.DELIVERING,
@@ -580,13 +580,13 @@ class Runner:
             temp = self.media.temp_for(final)
             await retrying(lambda: pipeline.video.download(job.remote_id, temp), policy=self.poll_policy, what="download")  # type: ignore[union-attr]
             await asyncio.to_thread(probe_video, temp)  # raises OutputInvalid for a broken file
-            self.media.commit(temp, final)
+            await asyncio.to_thread(self.media.commit, temp, final)
         thumb = self.media.thumbnail_path(job.id)
         if not thumb.exists():
             temp = self.media.temp_for(thumb)
             if not await pipeline.video.download_thumbnail(job.remote_id, temp):
                 await asyncio.to_thread(write_thumbnail, final, temp)
-            self.media.commit(temp, thumb)
+            await asyncio.to_thread(self.media.commit, temp, thumb)
         forget = getattr(pipeline.video, "forget", None)
         if forget is not None:
             forget(job.remote_id)

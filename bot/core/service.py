@@ -190,6 +190,10 @@ class JobService:
     async def find_by_message(self, platform: str, message_id: str) -> Job | None:
         return await self.store.find_by_message(platform, message_id)
 
+    def _retention(self) -> str:
+        days = self.settings.retention_days
+        return f"for {days:g} days" if days else "for a limited time"
+
     def default_pipeline(self, *, image: bool) -> str:
         """The setting when it is set, else the best configured pipeline."""
         setting = self.settings.default_image_pipeline if image else self.settings.default_pipeline
@@ -222,6 +226,8 @@ class JobService:
 
     async def _finished_video(self, job_id: str, verb: str) -> Job:
         parent = await self.get(job_id)
+        if parent.media_expired_at is not None:
+            raise JobStateError(f"Job {parent.id}'s file was removed (files are kept {self._retention()}). Make a new one with /video.")
         if parent.kind is JobKind.IMAGE:
             raise JobStateError(f"Job {parent.id} is an image; only videos can be {verb}ed.")
         if parent.status is not JobStatus.COMPLETED or not parent.output_path or not Path(parent.output_path).exists():
