@@ -95,6 +95,28 @@ class JobService:
             return await self._persist(job, pipeline)
         return await self._validate_and_persist(job, pipeline, None)
 
+    async def animate(self, job_id: str, origin: Origin, *, prompt: str | None = None, seconds: int | None = None) -> Job:
+        """An image result made into a video: the image as the first frame, the same prompt."""
+        parent = await self.get(job_id)
+        if parent.kind is not JobKind.IMAGE:
+            raise JobStateError(f"Job {parent.id} is a video; Animate makes a video from an image. Try Extend.")
+        path = await self.file_for(parent.id)
+        request = GenerateRequest(
+            prompt=prompt or parent.prompt, image_path=Path(path), seconds=seconds, parent_id=parent.id,
+        )  # fmt: skip
+        return await self.submit(request, origin)
+
+    async def file_for(self, job_id: str) -> str:
+        """The finished file of a job, or a clear reason why there is none."""
+        job = await self.get(job_id)
+        if job.media_expired_at is not None:
+            raise JobStateError(f"Job {job.id}'s file was removed (files are kept {self._retention()}).")
+        if job.deleted_at is not None:
+            raise JobStateError(f"Job {job.id} was deleted.")
+        if job.status is not JobStatus.COMPLETED or not job.output_path or not Path(job.output_path).exists():
+            raise JobStateError(f"Job {job.id} has no finished file (it is {job.status.value}).")
+        return job.output_path
+
     async def remix(self, job_id: str, prompt: str, origin: Origin) -> Job:
         parent = await self._finished_video(job_id, "remix")
         prompt = self._check_prompt(prompt)
