@@ -13,14 +13,14 @@ from typing import Any
 import aiosqlite
 
 from storage.leases import HolderState, holder_state
-from bot.core.models import GenerateParams, Job, JobKind, JobStatus, Origin, TERMINAL
+from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.db import connect
 
 _ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
 _PLAIN_COLUMNS = (
     "id", "parent_id", "kind", "prompt", "pipeline", "provider", "model", "remote_id", "status", "progress",
     "cost_estimate", "cost_actual", "output_path", "thumbnail_path", "error_code", "error_message",
-    "created_at", "started_at", "finished_at", "updated_at", "deleted_at",
+    "created_at", "started_at", "finished_at", "updated_at", "deleted_at", "media_expired_at",
 )  # fmt: skip
 log = logging.getLogger(__name__)
 _UPDATABLE = set(_PLAIN_COLUMNS) - {"id", "created_at"} | {"status_message_id", "result_message_id"}
@@ -313,6 +313,14 @@ class JobStore:
         if not job_ids:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
+
+    async def media_to_expire(self, finished_before: float, limit: int = 500) -> list[Job]:
+        """Finished jobs older than the retention window whose files are still on disk."""
+        return await self._select(
+            f"WHERE status IN ({_marks(TERMINAL)}) AND finished_at < ? AND media_expired_at IS NULL "
+            "AND deleted_at IS NULL ORDER BY finished_at LIMIT ?",
+            (*(s.value for s in TERMINAL), finished_before, limit),
+        )
 
     async def remote_ids_since(self, since: float, *, excluding: str) -> list[str]:
         """Remote ids of jobs created since `since`, other than `excluding` (what a lookup must not adopt)."""

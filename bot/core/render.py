@@ -31,14 +31,15 @@ def status_line(event: ProgressEvent) -> str:
     """One line for the status message: what is happening, how far, for how long."""
     job = event.job
     elapsed = format_elapsed(job.elapsed if job.started_at else event.at - job.created_at)
+    eta = f" · ETA {format_elapsed(event.eta)}" if event.eta is not None and event.eta >= 1 else ""
     if event.kind is EventKind.QUEUED:
         where = f"#{event.position} in line" if event.position else "in line"
-        return f"⏳ Queued, {where}"
+        return f"⏳ Queued, {where}{eta}"
     if event.kind is EventKind.STARTED:
-        return f"🚀 Starting · {elapsed}"
+        return f"🚀 Starting · {elapsed}{eta}"
     if event.kind is EventKind.PROGRESS:
         note = f" · {event.message}" if event.message else ""
-        return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{note}"
+        return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{eta}{note}"
     if event.kind is EventKind.DELIVERING:
         return f"📦 {progress_bar(100)} 100% · delivering · {elapsed}"
     if event.kind is EventKind.COMPLETED:
@@ -74,6 +75,8 @@ def interrupted(job: Job) -> bool:
 
 def status_label(job: Job) -> str:
     status = job.status.value + (f" {job.progress}%" if job.status is JobStatus.RUNNING else "")
+    if job.media_expired_at is not None:
+        return f"{status} (file removed)"
     if job.status is JobStatus.COMPLETED and job.error_code == "undelivered":
         return f"{status} (not posted: videobot redeliver {job.id})"
     return f"{status} ({INTERRUPTED})" if interrupted(job) else status

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
@@ -86,6 +87,8 @@ class Runner:
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
         self.deliverers: dict[str, Deliverer] = {}
         self._queue = FairQueue(max_running, max_running_per_user)
+        self._max_running = max_running
+        self.eta = EtaBook()
         self._queued_jobs: dict[str, Job] = {}
         self._positions: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -108,6 +111,8 @@ class Runner:
         """Start dispatching; with `resume`, take over every unfinished job of our platforms
         that nobody alive holds. Returns how many jobs were resumed."""
         self._started = True
+        for done in await self.store.list(statuses=[JobStatus.COMPLETED], include_deleted=True, limit=500):
+            self.eta.observe(done)
         resumed = await self._adopt_unfinished() if resume else 0
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="runner-dispatch"),
@@ -486,7 +491,7 @@ class Runner:
         )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(image_request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         state = {**job.state, "image_step_path": str(final), "image_step_cost": result.cost}
         job = await self._write(job, state=state, detail=f"image step done by {pipeline.image.name}")
         return final, job
@@ -509,7 +514,7 @@ class Runner:
             )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         job = await self._write(
             job,
             status=JobStatus.DELIVERING,
@@ -575,13 +580,13 @@ class Runner:
             temp = self.media.temp_for(final)
             await retrying(lambda: pipeline.video.download(job.remote_id, temp), policy=self.poll_policy, what="download")  # type: ignore[union-attr]
             await asyncio.to_thread(probe_video, temp)  # raises OutputInvalid for a broken file
-            self.media.commit(temp, final)
+            await asyncio.to_thread(self.media.commit, temp, final)
         thumb = self.media.thumbnail_path(job.id)
         if not thumb.exists():
             temp = self.media.temp_for(thumb)
             if not await pipeline.video.download_thumbnail(job.remote_id, temp):
                 await asyncio.to_thread(write_thumbnail, final, temp)
-            self.media.commit(temp, thumb)
+            await asyncio.to_thread(self.media.commit, temp, thumb)
         forget = getattr(pipeline.video, "forget", None)
         if forget is not None:
             forget(job.remote_id)
@@ -617,6 +622,7 @@ class Runner:
                 job = await self._write(job, **updates)
             break
         job = await self._write(job, status=JobStatus.COMPLETED, progress=100, finished_at=time.time())
+        self.eta.observe(job)
         self._emit(EventKind.COMPLETED, job, progress=100)
         self._resolve(job)
         return job
@@ -701,9 +707,12 @@ class Runner:
     # --- helpers ----------------------------------------------------------------------------
 
     def _emit(self, kind: EventKind, job: Job, *, position: int | None = None, progress: int | None = None, message: str | None = None) -> None:
+        eta = None
+        if kind in (EventKind.QUEUED, EventKind.STARTED, EventKind.PROGRESS):
+            eta = self.eta.remaining(job, now=time.time(), position=position, parallel=self._max_running)
         self.bus.publish(
             ProgressEvent(
-                kind=kind, job=job, position=position, message=message,
+                kind=kind, job=job, position=position, message=message, eta=eta,
                 progress=progress if progress is not None else job.progress,
             )  # fmt: skip
         )
