@@ -110,7 +110,7 @@ async def test_reactions_reroll_cancel_and_delete_and_others_are_ignored(bot: Sl
 
     # Reactions elsewhere: nothing at all happens.
     calls = len(slack.calls)
-    other = slack._m_chat_postMessage({"channel": slack.channel_id, "text": "lunch?"})["ts"]
+    other = slack.user_message("lunch?")  # a person's message
     await slack.react(bot.url, other, "repeat")
     await slack.react(bot.url, ts, "thumbsup")
     await asyncio.sleep(0.3)
