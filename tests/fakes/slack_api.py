@@ -122,7 +122,7 @@ class SlackEmulator:
     # --- test controls ----------------------------------------------------------------------
 
     def fail_next(self, method: str, status: int = 429, retry_after: str = "0") -> None:
-        """The next call of `method` gets `status` (429: with Retry-After)."""
+        """The next call of `method` gets `status` (429: with Retry-After); "upload": the raw upload of bytes."""
         self._faults.append((method, status, retry_after))
 
     def drop_next(self, method: str) -> None:
@@ -473,6 +473,11 @@ class SlackEmulator:
     async def _upload(self, request: web.Request) -> web.Response:
         file = self.files.get(request.match_info["file_id"])
         data = await request.read()
+        fault = next((f for f in self._faults if f[0] == "upload"), None)
+        if fault is not None:  # fail_next("upload", 500): the raw upload of the bytes fails
+            self._faults.remove(fault)
+            self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, fault[1])
+            return web.Response(status=fault[1], text="upload failed")
         self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, 200 if file else 404)
         if file is None:
             return web.Response(status=404, text="no such upload")
@@ -674,6 +679,18 @@ async def start_slack_bot(*, register: Any = None) -> SlackBot:
     await app.runner.start(resume=True)
     await adapter.start()
     return SlackBot(app, adapter)
+
+
+async def job_of_message(app: Any, ts: str, timeout: float = 10) -> Any:
+    """The job the store finds for a message ts, waiting for the store write (never for luck)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await app.service.find_by_message("slack", ts)
+        if job is not None:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no job found for message {ts} after {timeout}s")
+        await asyncio.sleep(0.02)
 
 
 # --- fixtures (import them into a test module to use them) ---------------------------------

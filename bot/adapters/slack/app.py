@@ -105,6 +105,7 @@ class SlackAdapter:
         self._web: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         """Check the token, subscribe to progress, then serve (HTTP or Socket Mode)."""
@@ -142,7 +143,8 @@ class SlackAdapter:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        """Stopping or stopped: calls failing now fail because of the stop, not because of Slack."""
+        return self._stopping or self._closed.is_set()
 
     async def me(self) -> Me:
         """The bot's own ids (auth.test), asked once; deliver may run before start (resumed jobs)."""
@@ -153,6 +155,7 @@ class SlackAdapter:
 
     async def stop(self) -> None:
         """Stop serving. Pending updates are dropped; the next start picks the jobs up from the store."""
+        self._stopping = True
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
@@ -169,7 +172,7 @@ class SlackAdapter:
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
         """Post the result; failures come out as DeliveryFailed, transient or permanent (apierror.py)."""
-        if self._closed.is_set():
+        if self.closed:
             # Stopped before the runner (videobot run's order): transient, the job stays delivering.
             raise DeliveryFailed(STOPPED_MESSAGE, transient=True, detail="slack adapter stopped")
         try:
@@ -177,7 +180,7 @@ class SlackAdapter:
         except DeliveryFailed:
             raise
         except Exception as exc:
-            if self._closed.is_set():  # the session closed under the call: a stop, not Slack's answer
+            if self.closed:  # the session closed under the call: a stop, not Slack's answer
                 raise DeliveryFailed(STOPPED_MESSAGE, transient=True, detail=f"stopped: {exc!r}"[:200]) from exc
             failure = delivery_failure(exc, job.id)
             if failure is None:

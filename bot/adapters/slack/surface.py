@@ -95,10 +95,10 @@ class StatusSurface:
                 channel, ts, blocks = await self._post(tracked)
                 tracked.rendered = json.dumps(blocks)
                 tracked.last_sent = time.monotonic()
-            self.attach(job, str(channel), ts)
-        # In the store, so reactions find the job and a restarted bot keeps updating this message.
-        # Until this write lands, a reaction finds the job through the message's metadata.
-        await self.adapter.app.service.set_messages(job.id, status_message_id=ts)
+            # In the store, so reactions find the job and a restarted bot keeps updating this message.
+            # Until this write lands, a reaction finds the job through the message's metadata.
+            await self.adapter.app.service.set_messages(job.id, status_message_id=ts)
+            self.attach(job, str(channel), ts)  # updates start once the ts is stored
         return ts
 
     async def _post(self, tracked: Tracked) -> tuple[str, str, list[dict[str, Any]]]:
