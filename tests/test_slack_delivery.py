@@ -8,7 +8,8 @@ let the runner deliver nowhere and then play the runner's delivery attempts them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,17 @@ def stills(slack: SlackEmulator, job_id: str) -> list[str]:
 
 def uploads(slack: SlackEmulator) -> int:
     return sum(len(slack.calls_to(m)) for m in UPLOAD_CALLS)
+
+
+async def until(read: Callable[[], Awaitable[Any]], check: Callable[[Any], Any], timeout: float = 10) -> Any:
+    """Poll `read()` until `check` holds for its value (a deadline, not a guess)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if check(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out; last value {value!r}"
+        await asyncio.sleep(0.02)
 
 
 def attempt(job: Job, n: int, **origin: Any) -> Job:
@@ -158,6 +170,8 @@ async def test_a_restart_adopts_the_status_message_whose_ts_never_reached_the_st
     ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
     [job] = await first.app.service.list_jobs()
     assert job.origin.status_message_id is None
+    running = await until(lambda: first.app.service.get(job.id), lambda j: j.status is JobStatus.RUNNING and j.remote_id)
+    assert running.origin.status_message_id is None  # submitted and polled; its status ts never stored
     await first.close()
     released.set()
 
