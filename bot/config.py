@@ -29,8 +29,9 @@ class CoreSettings(BaseSettings):
     model_config = _section("VIDEOBOT_")
 
     data_dir: Path = Path("./data")
-    default_pipeline: str = "local"
-    default_image_pipeline: str = "local-image"
+    #: Empty: the best configured pipeline (`videobot pipelines` marks it).
+    default_pipeline: str = ""
+    default_image_pipeline: str = ""
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1000)
     max_running_per_user: int = Field(default=2, ge=1, le=100)
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)
@@ -40,6 +41,8 @@ class CoreSettings(BaseSettings):
     job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
     lease_seconds: float = Field(default=60, ge=1, le=3600)
+    #: Remove media files of jobs finished this many days ago (rows stay, marked expired); empty: keep forever.
+    retention_days: float | None = Field(default=None, gt=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     #: Comma-separated user ids (any platform) allowed to delete others' jobs.
     admin_user_ids: str = ""
@@ -52,7 +55,7 @@ class CoreSettings(BaseSettings):
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
