@@ -150,10 +150,12 @@ async def test_a_status_post_whose_answer_was_lost_is_found_by_its_metadata(bot:
     assert len(file_messages(slack, job.id)) == 1 and file_messages(slack, job.id)[0]["thread_ts"] == ts
 
 
-def with_scripted(server: ScriptedServer) -> Any:
+def with_scripted(server: ScriptedServer | None = None) -> Any:
     def register(app: App) -> None:
-        app.registry.register("scripted", lambda: scripted_pipeline(server))
+        if server is not None:
+            app.registry.register("scripted", lambda: scripted_pipeline(server))
         app.runner.poll_policy = FAST
+        app.runner.delivery_policy = PollPolicy(backoff_base=0.05, backoff_max=0.2)  # delivery retries in tenths
 
     return register
 
@@ -260,3 +262,82 @@ async def test_a_missing_output_file_is_a_permanent_failure(bot: SlackBot, slack
     with pytest.raises(DeliveryFailed) as failed:
         await bot.adapter.deliver(job)
     assert not failed.value.transient and not file_messages(slack, job.id)
+
+
+# --- end to end through the runner: retry, undelivered, redeliver ---------------------------
+
+
+@pytest.mark.parametrize("answer", ["lost", "refused"])
+async def test_a_5xx_on_delivery_is_retried_and_the_file_posted_once(
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    # "lost": Slack shared the file but answered 500; the retry finds the file instead of posting it.
+    slack_env(monkeypatch, slack)
+    bot = await start_slack_bot(register=with_scripted())
+    try:
+        slack.fail_next("files.completeUploadExternal", 500, after=answer == "lost")
+        job, ts = await video(bot, slack)
+        assert job.error_code is None and job.delivery_attempt == 2
+        [posted] = file_messages(slack, job.id)
+        assert posted["thread_ts"] == ts and job.origin.result_message_id == posted["ts"]
+        assert [c.status for c in slack.calls_to("files.completeUploadExternal") if c.args.get("channel_id")] == (
+            [500] if answer == "lost" else [500, 200]
+        )
+        assert len(stills(slack, job.id)) == 1
+        await slack.wait_for(lambda: "✅ Done" in slack.text_of(ts))
+        assert "⚠️" not in slack.text_of(ts)
+    finally:
+        await bot.close()
+
+
+async def test_a_deleted_channel_ends_the_job_completed_undelivered_with_the_file_kept(
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack_env(monkeypatch, slack)
+    server = ScriptedServer()
+    server.release.clear()
+    bot = await start_slack_bot(register=with_scripted(server))
+    try:
+        await slack.slash(bot.url, "/video", "a lighthouse at dusk --seconds 1 --size 128x72 --pipeline scripted", user_id="U0DANA")
+        ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
+        job = await job_of_message(bot.app, ts)
+        slack.deleted.add(slack.channel_id)
+        server.release.set()
+        done = await asyncio.wait_for(bot.app.runner.wait(job.id), 30)
+        assert done.status is JobStatus.COMPLETED and done.error_code == "undelivered"
+        assert done.error_message and f"videobot redeliver {job.id}" in done.error_message
+        assert done.output_path and Path(done.output_path).exists(), "the paid-for file is kept"
+        assert not file_messages(slack, job.id) and done.origin.result_message_id is None
+        # No channel to show it in: the owner is told in the app's DM.
+        dm = await slack.wait_for(lambda: [m for m in slack.messages.values() if m["channel"] == slack.dm_channel("U0DANA")])
+        assert job.id in dm[0]["text"] and "redeliver" in dm[0]["text"]
+    finally:
+        await bot.close()
+
+
+async def test_not_in_the_channel_then_redeliver_posts_the_file_once(
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack_env(monkeypatch, slack)
+    server = ScriptedServer()
+    server.release.clear()
+    bot = await start_slack_bot(register=with_scripted(server))
+    try:
+        await slack.slash(bot.url, "/video", "a lighthouse at dusk --seconds 1 --size 128x72 --pipeline scripted")
+        ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
+        job = await job_of_message(bot.app, ts)
+        slack.outside.add(slack.channel_id)  # the bot was removed from the channel meanwhile
+        server.release.set()
+        done = await asyncio.wait_for(bot.app.runner.wait(job.id), 30)
+        assert done.status is JobStatus.COMPLETED and done.error_code == "undelivered"
+        assert done.error_message and "/invite @videobot" in done.error_message
+        await slack.wait_for(lambda: "⚠️" in slack.text_of(ts) and "/invite @videobot" in slack.text_of(ts))
+
+        slack.outside.clear()  # invited back
+        await bot.app.service.redeliver(job.id)
+        again = await until(lambda: bot.app.service.get(job.id), lambda j: j.status is JobStatus.COMPLETED and j.error_code is None)
+        [posted] = file_messages(slack, job.id)
+        assert again.origin.result_message_id == posted["ts"] and posted["thread_ts"] == ts and len(server.creates) == 1
+        await slack.wait_for(lambda: "✅ Done" in slack.text_of(ts) and "⚠️" not in slack.text_of(ts))
+    finally:
+        await bot.close()

@@ -80,7 +80,7 @@ class SlackEmulator:
         self.base = ""
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
-        self._faults: list[tuple[str, int, str]] = []
+        self._faults: list[tuple[str, int, str, bool]] = []
         #: Calls carried out whose answer is then dropped (connection closed) or held back.
         self._drops: list[str] = []
         self._holds: list[tuple[str, asyncio.Event]] = []
@@ -121,9 +121,12 @@ class SlackEmulator:
 
     # --- test controls ----------------------------------------------------------------------
 
-    def fail_next(self, method: str, status: int = 429, retry_after: str = "0") -> None:
-        """The next call of `method` gets `status` (429: with Retry-After); "upload": the raw upload of bytes."""
-        self._faults.append((method, status, retry_after))
+    def fail_next(self, method: str, status: int = 429, retry_after: str = "0", *, after: bool = False) -> None:
+        """The next call of `method` gets `status` (429: with Retry-After); "upload": the raw upload of bytes.
+
+        `after`: the call is carried out first, then answered with the error (Slack did it, said it failed).
+        """
+        self._faults.append((method, status, retry_after, after))
 
     def drop_next(self, method: str) -> None:
         """Carry out the next call of `method`, then close the connection without answering."""
@@ -171,9 +174,12 @@ class SlackEmulator:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await _arguments(request)
-        for i, (name, status, retry_after) in enumerate(self._faults):
+        for i, (name, status, retry_after, after) in enumerate(self._faults):
             if name == method:
                 del self._faults[i]
+                handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+                if after and handler is not None:
+                    handler(args)
                 self._record(method, args, status)
                 headers = {"Retry-After": retry_after} if status == 429 else {}
                 return web.json_response({"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}, status=status, headers=headers)
@@ -241,10 +247,16 @@ class SlackEmulator:
             "api_app_id": APP_ID, "response_url": self.response_url(f"cmd-{user_id}"), "trigger_id": f"trig.{next(self._ids)}",
         }  # fmt: skip
 
+    def dm_channel(self, user_id: str) -> str:
+        """The app's DM with a user (App Home's Messages tab), where a post to the user id lands."""
+        return "D" + user_id[1:]
+
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        if channel[0] in "UW":
+            channel = args["channel"] = self.dm_channel(channel)
         if channel in self.outside:
             return {"ok": False, "error": "not_in_channel"}
         if channel in self.archived:

@@ -246,8 +246,19 @@ class StatusSurface:
                     # Deleted message, archived channel: the job goes on; /video jobs still shows it.
                     log.warning("status update failed for %s: %s", job.id, slack_error(exc))
                     tracked.rendered = key
+                    if event is not None and event.kind.final and job.error_code == "undelivered":
+                        await self._tell_owner(job)  # the card cannot say why the file is missing
             if event is not None and event.kind.final and tracked.timer is None and key == tracked.rendered:
                 self._jobs.pop(job.id, None)
+
+    async def _tell_owner(self, job: Job) -> None:
+        """The undelivered note in the app's DM with the owner (a user id as channel: App Home's Messages tab)."""
+        if not job.origin.user_id.startswith(("U", "W")):
+            return
+        try:
+            await self.client.chat_postMessage(channel=job.origin.user_id, text=f"*{job_title(job)}*\n{job.error_message}")
+        except SlackApiError as exc:
+            log.warning("could not tell %s about job %s: %s", job.origin.user_id, job.id, slack_error(exc))
 
     async def _update(self, tracked: Tracked, blocks: list[dict[str, Any]]) -> None:
         text = status_text(tracked.job, tracked.event)
