@@ -57,6 +57,8 @@ class Tracked:
     posted: asyncio.Event = field(default_factory=asyncio.Event)
     #: Held while the status message is being posted or looked up: one post per job.
     posting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: ensure_status was started for this job (once per process: a failure is not retried per event).
+    ensuring: bool = False
 
 
 class StatusSurface:
@@ -145,7 +147,11 @@ class StatusSurface:
     async def reconcile(self) -> None:
         """At start: every unfinished Slack job without a stored status message gets one (found or new)."""
         for job in await self.adapter.app.store.unfinished([self.adapter.platform]):
-            if not job.origin.status_message_id:
+            if job.origin.status_message_id:
+                continue
+            tracked = self._track(job)
+            if self._orphan(tracked):
+                tracked.ensuring = True
                 await self.ensure_status(job)
 
     def _orphan(self, tracked: Tracked) -> bool:
@@ -153,10 +159,11 @@ class StatusSurface:
         job = tracked.job
         return (
             tracked.ts is None and not job.origin.status_message_id and self.started_at is not None
-            and job.created_at < self.started_at and not tracked.posting.locked()
+            and job.created_at < self.started_at and not tracked.ensuring
         )  # fmt: skip
 
     def _spawn_ensure(self, tracked: Tracked) -> None:
+        tracked.ensuring = True
         self.spawn(self.ensure_status(tracked.job), f"slack-adopt-{tracked.job.id}")
 
     def spawn(self, work: Any, name: str) -> None:
