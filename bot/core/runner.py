@@ -757,4 +757,5 @@ def video_request_for(job: Job) -> VideoRequest:
         source_video=Path(source) if source else None,
         source_remote_id=job.state.get("source_remote_id"),
         client_ref=job.id,
+        audio=bool(params.options.get("audio")),
     )
