@@ -3,6 +3,7 @@ return the job at once. Everything a user can do to a job goes through here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import secrets
@@ -333,7 +334,7 @@ class JobService:
         taker = self._validating_pipeline(pipeline, request)
         job.cost_estimate = estimate_job_cost(taker, request, job)
         await self._check_queue_limit(job.origin)
-        async with self._budget_lock:
+        async with self._spend_lock():
             await self.budget.check(job.origin, job.cost_estimate)
             if image is not None and job.params.image_path:
                 await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
@@ -349,7 +350,7 @@ class JobService:
         assert pipeline.image is not None
         job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
         await self._check_queue_limit(origin)
-        async with self._budget_lock:
+        async with self._spend_lock():
             await self.budget.check(origin, job.cost_estimate)
             return await self._persist(job, pipeline)
 
@@ -360,7 +361,15 @@ class JobService:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
     async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
-        await self.store.create(job)
-        if self.runner is not None:
-            await self.runner.enqueue(job)
+        if self.runner is None:
+            return await self.store.create(job)  # stored only: whichever runner starts takes it
+        owner, seconds = self.runner.lease_for_new()
+        job = await self.store.create(job, lease_owner=owner, lease_seconds=seconds)
+        await self.runner.enqueue(job)
         return job
+
+    def _spend_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
+        # Only a budget needs the check and the insert to be one step; without one, submissions
+        # must not queue behind each other's writes.
+        budgeted = self.budget.user_budget is not None or self.budget.workspace_budget is not None
+        return self._budget_lock if budgeted else contextlib.nullcontext()
