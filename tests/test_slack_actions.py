@@ -32,7 +32,7 @@ async def finished(bot: SlackBot, slack: SlackEmulator, before: int) -> tuple[Jo
     ts = (await slack.wait_for(lambda: status_messages(slack)[before:], timeout=10))[0]
     job = await job_of_message(bot.app, ts)
     job = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
-    await slack.wait_for(lambda: buttons_of(slack.messages[ts]), timeout=5)
+    await slack.wait_for(lambda: "vb_reroll" in dict(buttons_of(slack.messages[ts])), timeout=5)  # the result's buttons
     return job, ts
 
 

@@ -3,6 +3,9 @@
 It is the adapter `videobot run` falls back to when no chat platform is configured,
 and the quickest way to try the bot. Piped input works too: it runs every command,
 then exits once the jobs it started are done.
+
+Like every adapter it only translates: commands go through the core's parser and
+dispatcher, and a job's progress is the core's `StatusView` line, printed.
 """
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from bot.adapters.slack.deployment import deployment_help  # SHIM: moves to the core (see that module)
 from bot.app import App
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
 from bot.core.errors import user_message
 from bot.core.models import EventKind, Job, Origin, ProgressEvent
-from bot.core.render import status_line
+from bot.core.views import Phase, status_view
 from providers.errors import VideobotError
 
 PLATFORM = "console"
@@ -70,6 +74,8 @@ class ConsoleAdapter:
         if reply.started and reply.job is not None:
             self._started.add(reply.job.id)
         self.say(reply.text)
+        if command.name == "help" or (command.name == "video" and command.text.lower() == "help"):
+            self.say(deployment_help(self.app.service))
 
     def _start_reader_thread(self) -> asyncio.Queue[str]:
         """Lines from stdin through a daemon thread: a stop never waits for a terminal that
@@ -109,16 +115,17 @@ class ConsoleAdapter:
 
     async def _on_event(self, event: ProgressEvent) -> None:
         job = event.job
+        view = status_view(job, event)
         # Progress in 25 % steps keeps a terminal readable; every other state is shown.
-        key = f"{event.kind.value}:{event.progress // 25}" if event.kind is EventKind.PROGRESS else event.kind.value
+        key = f"{event.kind.value}:{(view.percent or 0) // 25}" if view.phase is Phase.RUNNING else view.phase.value
         if event.kind is EventKind.QUEUED:
-            key += f":{event.position}"
+            key += f":{view.position}"
         if self._last.get(job.id) == key:
             return
         self._last[job.id] = key
-        self.say(f"[{job.id}] {status_line(event)}")
-        if event.kind is EventKind.COMPLETED:
+        self.say(f"[{job.id}] {view.line}")
+        if view.phase is Phase.DONE and job.output_path:
             label = "image" if job.kind.value == "image" else "video"
             self.say(f"[{job.id}] {label}: {job.output_path}")
-        if event.kind.final:
+        if view.final:
             self._last.pop(job.id, None)

@@ -74,6 +74,10 @@ class SlackEmulator:
     #: Deleted channels (every call naming one answers channel_not_found) and archived ones.
     deleted: set[str] = field(default_factory=set)
     archived: set[str] = field(default_factory=set)
+    #: Users who are not members of the channel (chat.postEphemeral to them answers user_not_in_channel).
+    absent: set[str] = field(default_factory=set)
+    #: When set, uploaded bytes are written here as they arrive (never held whole), not kept in memory.
+    spool: Any = None
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -97,6 +101,7 @@ class SlackEmulator:
         app = web.Application(client_max_size=200 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
@@ -141,7 +146,19 @@ class SlackEmulator:
     def user_message(self, text: str, *, user: str = "U0ALICE", channel: str | None = None) -> str:
         """A message typed by a person (not the bot); returns its ts."""
         ts = self._next_ts()
-        self.messages[ts] = {"type": "message", "ts": ts, "channel": channel or self.channel_id, "user": user, "text": text}
+        self.messages[ts] = {"type": "message", "ts": ts, "channel": channel or self.channel_id, "user": user, "text": _slack_escape(text)}
+        return ts
+
+    def user_file_message(self, data: bytes, name: str, text: str = "", *, user: str = "U0ALICE", thread_ts: str | None = None) -> str:
+        """A person's message with an uploaded file (shared in the channel); returns its ts."""
+        file_id = f"F{next(self._ids):07d}"
+        ts = self._next_ts()
+        self.files[file_id] = {"id": file_id, "name": name, "length": len(data), "data": data, "completed": True, "title": name,
+                               "shares": {"public": {self.channel_id: [{"ts": ts}]}}, "created": int(time.time()), "user": user}  # fmt: skip
+        message = {"type": "message", "ts": ts, "channel": self.channel_id, "user": user, "text": _slack_escape(text), "files": [file_id]}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.messages[ts] = message
         return ts
 
     def calls_to(self, method: str) -> list[Call]:
@@ -241,6 +258,8 @@ class SlackEmulator:
         return envelope_id
 
     def command_form(self, command: str, text: str, *, user_id: str = "U0ALICE", channel_id: str | None = None) -> dict[str, str]:
+        """A slash command's form; the text escaped as Slack escapes what people type (&, <, >)."""
+        text = _slack_escape(text)
         return {
             "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel_id or self.channel_id,
             "channel_name": "general", "user_id": user_id, "user_name": user_id.lower(), "command": command, "text": text,
@@ -299,7 +318,9 @@ class SlackEmulator:
         return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
 
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.ephemerals.append({"channel": args.get("channel"), "user": args.get("user"), "text": args.get("text", "")})
+        if args.get("user") in self.absent:
+            return {"ok": False, "error": "user_not_in_channel"}
+        self.ephemerals.append({"channel": args.get("channel"), "user": args.get("user"), "text": args.get("text", ""), "thread_ts": args.get("thread_ts")})
         return {"ok": True, "message_ts": self._next_ts()}
 
     def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -483,18 +504,42 @@ class SlackEmulator:
         return {"ok": True}
 
     async def _upload(self, request: web.Request) -> web.Response:
-        file = self.files.get(request.match_info["file_id"])
-        data = await request.read()
+        file_id = request.match_info["file_id"]
+        file = self.files.get(file_id)
+        received, path = 0, None
+        framing = {"content_length": request.headers.get("Content-Length"), "chunked": request.headers.get("Transfer-Encoding") == "chunked"}
+        if self.spool is not None:
+            path = self.spool / f"{file_id}.bin"
+            with path.open("wb") as out:
+                async for chunk in request.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+                    received += len(chunk)
+            data = None
+        else:
+            data = await request.read()
+            received = len(data)
         fault = next((f for f in self._faults if f[0] == "upload"), None)
         if fault is not None:  # fail_next("upload", 500): the raw upload of the bytes fails
             self._faults.remove(fault)
-            self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, fault[1])
+            self._record("upload", {"file_id": file_id, "bytes": received, **framing}, fault[1])
             return web.Response(status=fault[1], text="upload failed")
-        self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, 200 if file else 404)
+        self._record("upload", {"file_id": file_id, "bytes": received, **framing}, 200 if file else 404)
         if file is None:
             return web.Response(status=404, text="no such upload")
-        file["data"] = data
-        return web.Response(text=f"OK - {len(data)}")
+        if received != file["length"]:
+            return web.Response(status=400, text=f"expected {file['length']} bytes, got {received}")
+        file["data"] = data if data is not None else b""
+        file["path"] = path
+        return web.Response(text=f"OK - {received}")
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """url_private(_download): the file's bytes for a request with the bot token, else Slack's login page."""
+        file_id = request.match_info["team_file"].split("-", 1)[-1]
+        file = self.files.get(file_id)
+        self._record("files-pri", {"file_id": file_id}, 200)
+        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}" or file is None or file.get("data") is None:
+            return web.Response(text="<html>Sign in to Slack</html>", content_type="text/html")
+        return web.Response(body=file["data"], content_type=mimetypes.guess_type(file["name"])[0] or "application/octet-stream")
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -548,6 +593,18 @@ class SlackEmulator:
         }  # fmt: skip
         return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
 
+    async def shortcut(self, url: str, message_ts: str, callback_id: str, *, user_id: str = "U0ALICE") -> Sent:
+        """A message shortcut on a message, as a message_action payload (the message as Slack shows it)."""
+        message = self.messages[message_ts]
+        payload = {
+            "type": "message_action", "token": "legacy", "action_ts": str(time.time()), "callback_id": callback_id,
+            "team": {"id": TEAM_ID, "domain": "test"}, "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID, "name": user_id.lower()},
+            "channel": {"id": message["channel"], "name": "general"}, "is_enterprise_install": False, "api_app_id": APP_ID,
+            "trigger_id": f"trig.{next(self._ids)}", "response_url": self.response_url(f"sc-{user_id}"), "message_ts": message_ts,
+            "message": self._shown(message, metadata=False),
+        }  # fmt: skip
+        return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
+
     async def react(self, url: str, message_ts: str, reaction: str, *, user_id: str = "U0ALICE") -> Sent:
         message = self.messages.get(message_ts, {"channel": self.channel_id, "user": user_id})
         body = {
@@ -570,6 +627,11 @@ async def _arguments(request: web.Request) -> dict[str, Any]:
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
     return args
+
+
+def _slack_escape(text: str) -> str:
+    """Slack sends what people typed with &, < and > escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _metadata(value: Any) -> dict[str, Any] | None | bool:
@@ -653,10 +715,14 @@ def buttons_of(message: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def slack_env(monkeypatch: Any, emu: SlackEmulator, **extra: str) -> None:
-    """Point the bot at the emulator in HTTP mode on an ephemeral loopback port."""
+    """Point the bot at the emulator in HTTP mode on an ephemeral loopback port.
+
+    The chat.update budget is Slack's 50 but per 5 s instead of per minute (an update every
+    0.1 s, not 1.2 s): the same rule, quicker tests. Tests of the budget itself set their own.
+    """
     values = {
         "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": emu.api_url,
-        "SLACK_HTTP_HOST": "127.0.0.1", "SLACK_HTTP_PORT": "0", "SLACK_STATUS_INTERVAL_SECONDS": "0.2", **extra,
+        "SLACK_HTTP_HOST": "127.0.0.1", "SLACK_HTTP_PORT": "0", "SLACK_UPDATE_BUDGET": "50", "SLACK_UPDATE_WINDOW_SECONDS": "5", **extra,
     }  # fmt: skip
     for key, value in values.items():
         monkeypatch.setenv(key, value)

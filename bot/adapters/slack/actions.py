@@ -1,20 +1,24 @@
-"""The result buttons: Re-roll, Remix… and Extend… (modals), Delete. The value is the job id."""
+"""The card's buttons (exactly the view's actions): each is a core action on the job in its value.
+
+Cancel, Animate, Re-roll and Delete go straight to `bot.core.actions.perform`; Remix… and
+Extend… first open a modal (views.py submits it to the same place).
+"""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.adapters.slack.blocks import DELETE, EXTEND, REMIX, REROLL, extend_modal, remix_modal
-from bot.adapters.slack.flows import respond_teller, start_job
+from bot.adapters.slack.blocks import ACTIONS_BY_ID, extend_modal, remix_modal
+from bot.adapters.slack.flows import act, reply_thread, respond_teller
 from bot.core.errors import user_message
+from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
-
-def _job_id(body: dict[str, Any]) -> str:
-    return str(body["actions"][0]["value"])
+_MODALS = {Action.REMIX: remix_modal, Action.EXTEND: extend_modal}
 
 
 def _channel(body: dict[str, Any]) -> str:
@@ -22,34 +26,20 @@ def _channel(body: dict[str, Any]) -> str:
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
-    service = adapter.app.service
-
-    async def reroll(ack: Any, body: dict[str, Any], respond: Any) -> None:
+    async def button(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
-        job_id = _job_id(body)
-        origin = adapter.origin_for(body["user"].get("team_id"), _channel(body), body["user"]["id"], body["user"].get("username"))
-        await start_job(adapter, origin, lambda o: service.reroll(job_id, o), respond_teller(respond))
-
-    async def open_modal(ack: Any, body: dict[str, Any], respond: Any) -> None:
-        await ack()
-        # trigger_id lives 3 s: open the modal first, validate on submit.
-        build = remix_modal if body["actions"][0]["action_id"] == REMIX else extend_modal
+        pressed = body["actions"][0]
+        action, job_id = ACTIONS_BY_ID[pressed["action_id"]], str(pressed["value"])
+        tell, channel, thread = respond_teller(respond), _channel(body), reply_thread(body.get("message"))
+        build = _MODALS.get(action)
+        if build is None:
+            await act(adapter, action, job_id, user=body["user"], channel=channel, tell=tell, thread_ts=thread)
+            return
+        # trigger_id lives 3 s: open the modal first (one store read for the prompt it shows), validate on submit.
         try:
-            await adapter.client.views_open(trigger_id=body["trigger_id"], view=build(_job_id(body), _channel(body)))
+            job = await adapter.app.service.get(job_id)
+            await adapter.client.views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
         except Exception as exc:
-            await respond_teller(respond)(user_message(exc))
+            await tell(user_message(exc))
 
-    async def delete(ack: Any, body: dict[str, Any], respond: Any) -> None:
-        await ack()
-        try:
-            job = await service.get(_job_id(body))
-            actor = await adapter.actor(body["user"]["id"], check_workspace_admin=body["user"]["id"] != job.origin.user_id)
-            deleted = await service.delete(job.id, actor)
-            await adapter.surface.remove(deleted)
-        except Exception as exc:
-            await respond_teller(respond)(user_message(exc))
-
-    bolt.action(REROLL)(reroll)
-    bolt.action(REMIX)(open_modal)
-    bolt.action(EXTEND)(open_modal)
-    bolt.action(DELETE)(delete)
+    bolt.action(re.compile("^(" + "|".join(map(re.escape, ACTIONS_BY_ID)) + ")$"))(button)

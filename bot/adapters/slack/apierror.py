@@ -6,6 +6,7 @@ import re
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 
+from bot.adapters.slack.upload import UploadFailed
 from bot.core.errors import DeliveryFailed
 
 
@@ -65,10 +66,13 @@ def delivery_failure(exc: BaseException, job_id: str) -> DeliveryFailed | None:
         needed = exc.response.data.get("needed") if isinstance(exc.response.data, dict) else None
         text = _PERMANENT.get(code, "Slack refused the file ({code}). Fix what it says, " + _REDELIVER)
         return DeliveryFailed(text.format(job=job_id, code=code, needed=f" ({needed})" if needed else ""), transient=False, detail=detail)
-    if isinstance(exc, SlackRequestError):
-        # The raw upload of the bytes (files_upload_v2's step 2) reports its HTTP status only in text.
-        match = _UPLOAD_STATUS.search(str(exc))
-        status = int(match.group(1)) if match else 0
+    if isinstance(exc, (UploadFailed, SlackRequestError)):
+        # The POST of the bytes to the upload URL (step 2 of the upload).
+        if isinstance(exc, UploadFailed):
+            status = exc.status
+        else:  # files_upload_v2 reports the status only in its text
+            match = _UPLOAD_STATUS.search(str(exc))
+            status = int(match.group(1)) if match else 0
         if status in (408, 429) or status >= 500:
             return DeliveryFailed(_TRANSIENT_MESSAGE, transient=True, detail=f"upload HTTP {status}")
         if status == 413:
@@ -79,6 +83,15 @@ def delivery_failure(exc: BaseException, job_id: str) -> DeliveryFailed | None:
     if isinstance(exc, (aiohttp.ClientError, TimeoutError, OSError)):
         return DeliveryFailed(_TRANSIENT_MESSAGE, transient=True, detail=f"{type(exc).__name__}: {exc}"[:200])
     return None
+
+
+def throttled(exc: SlackApiError) -> bool:
+    """Slack asked to slow down (HTTP 429, or its `ratelimited` error)."""
+    return exc.response.status_code == 429 or slack_error(exc) in ("ratelimited", "rate_limited")
+
+
+def retry_after(exc: SlackApiError) -> float | None:
+    return _retry_after(exc)
 
 
 def _retry_after(exc: SlackApiError) -> float | None:

@@ -3,9 +3,13 @@
 Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP on
 SLACK_HTTP_HOST:SLACK_HTTP_PORT at /slack/events, where bolt checks every request's
 signature with SLACK_SIGNING_SECRET (401 otherwise). Web API calls go to SLACK_API_URL
-when set, through one shared HTTP session, and wait out 429s (Retry-After). A dropped
-connection is retried only for calls that are safe to send twice: a post whose answer was
-lost may have been made, so the surface looks for it instead (see surface.py).
+when set, through one shared HTTP session, and wait out 429s (Retry-After), except
+`chat.update`: its per-workspace scheduler slows down on a 429 instead (surface.py). A
+dropped connection is retried only for calls that are safe to send twice: a post whose
+answer was lost may have been made, so the surface looks for it instead.
+
+The adapter registers its listener modules (`register(bolt, adapter)` each); they never
+import this module back.
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack import actions, commands, events, views
+from bot.adapters.slack import actions, commands, events, shortcuts, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.lookup import Me
+from bot.adapters.slack.settings import limits
 from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
@@ -43,6 +48,13 @@ EVENTS_PATH = "/slack/events"
 
 #: Calls that create something: sent twice they post twice, so a dropped connection is not retried blindly.
 NOT_IDEMPOTENT = frozenset({"chat.postMessage", "files.completeUploadExternal", "chat.postEphemeral", "chat.scheduleMessage"})
+#: Calls paced by a RateScheduler: a 429 is the scheduler's to handle (it slows down), not the client's.
+PACED = frozenset({"chat.update"})
+LISTENERS = (commands, actions, views, events, shortcuts)
+
+
+def _method(request: HttpRequest) -> str:
+    return request.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 class SafeConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
@@ -51,7 +63,18 @@ class SafeConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
     async def _can_retry_async(
         self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None, error: Exception | None = None
     ) -> bool:
-        if request.url.rstrip("/").rsplit("/", 1)[-1] in NOT_IDEMPOTENT:
+        if _method(request) in NOT_IDEMPOTENT:
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+
+
+class UnpacedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
+    """Waits out a 429 (Retry-After) and sends again, except for paced calls (they raise to their scheduler)."""
+
+    async def _can_retry_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None, error: Exception | None = None
+    ) -> bool:
+        if _method(request) in PACED:
             return False
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
@@ -63,7 +86,7 @@ def web_client(token: str, api_url: str | None, rate_limit_retries: int) -> Asyn
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         # One session for every call: a new connection per call would not hold up under load.
         session=aiohttp.ClientSession(),
-        retry_handlers=[SafeConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
+        retry_handlers=[SafeConnectionErrorRetryHandler(), UnpacedRateLimitRetryHandler(max_retry_count=rate_limit_retries)],
     )
 
 
@@ -84,6 +107,7 @@ class SlackAdapter:
         """Build inside a running event loop (the HTTP session belongs to it)."""
         self.app = app
         self.settings = settings = app.settings.slack
+        self.limits = limits(settings)
         if settings.bot_token is None:
             raise ConfigError("SLACK_BOT_TOKEN is not set.")
         if not settings.socket_mode and settings.signing_secret is None:
@@ -95,7 +119,7 @@ class SlackAdapter:
             # Socket Mode messages come over an authenticated WebSocket, unsigned.
             request_verification_enabled=not settings.socket_mode,
         )
-        for module in (commands, actions, views, events):
+        for module in LISTENERS:
             module.register(self.bolt, self)
         self.surface = StatusSurface(self)
         self.http_url: str | None = None
@@ -154,7 +178,8 @@ class SlackAdapter:
         return self._me
 
     async def stop(self) -> None:
-        """Stop serving. Pending updates are dropped; the next start picks the jobs up from the store."""
+        """Stop serving. Pending card states get a moment to go out (final ones first); the next
+        start picks the jobs up from the store."""
         self._stopping = True
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)

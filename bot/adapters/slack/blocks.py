@@ -1,98 +1,146 @@
-"""Block Kit for what users see: the status card, its result buttons and the modals.
+"""Block Kit for what users see: a `StatusView` as a status card, the modals, the help.
 
-Buttons and modals carry the job id in their value / private_metadata, so they keep
-working after a restart: nothing about them lives in memory.
+The core decides what a card says and which buttons it has (`bot.core.views`); this
+module only writes it in Slack's markup. Buttons and modals carry the job id in their
+value / private_metadata, so they keep working after a restart.
+
+Everything a person typed (prompts, and core texts that echo input) is escaped: Slack
+reads `<`, `>` and `&` as markup, and `<!channel>` or `<@U…>` in a prompt must show as
+text, never ping.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from bot.core.models import EventKind, Job, JobKind, ProgressEvent
-from bot.core.render import job_title, status_line
-
-MAX_PROMPT_SHOWN = 300
-
-REROLL, REMIX, EXTEND, DELETE = "vb_reroll", "vb_remix", "vb_extend", "vb_delete"
-REMIX_MODAL, EXTEND_MODAL = "vb_remix_modal", "vb_extend_modal"
-PROMPT_BLOCK, SECONDS_BLOCK, INPUT = "prompt", "seconds", "value"
+from bot.core.models import Job
+from bot.core.views import Action, Phase, StatusView
 
 Block = dict[str, Any]
 
+#: Button action ids, one per core action (the DM action is Discord's ✉️ reaction only).
+BUTTONS: dict[Action, str] = {
+    Action.CANCEL: "vb_cancel",
+    Action.ANIMATE: "vb_animate",
+    Action.REROLL: "vb_reroll",
+    Action.REMIX: "vb_remix",
+    Action.EXTEND: "vb_extend",
+    Action.DELETE: "vb_delete",
+}
+ACTIONS_BY_ID = {action_id: action for action, action_id in BUTTONS.items()}
+_LABELS = {
+    Action.CANCEL: "✖️ Cancel",
+    Action.ANIMATE: "🎬 Animate",
+    Action.REROLL: "🔁 Re-roll",
+    Action.REMIX: "🎨 Remix…",
+    Action.EXTEND: "➕ Extend…",
+    Action.DELETE: "🗑️ Delete",
+}
+REMIX_MODAL, EXTEND_MODAL = "vb_remix_modal", "vb_extend_modal"
+PROMPT_BLOCK, SECONDS_BLOCK, INPUT = "prompt", "seconds", "value"
+#: The message shortcut "Animate with videobot" (manifest.yaml names the same callback id).
+ANIMATE_SHORTCUT = "vb_animate_message"
+#: A failure's public line stays this short; the whole text goes to the owner privately.
+SHORT_FAILURE_CHARS = 80
 
-def _mrkdwn_escape(text: str) -> str:
-    # Slack treats &, < and > as markup; a prompt must show as typed, not ping anyone.
+
+def esc(text: str) -> str:
+    """Text shown as typed: Slack's three control characters escaped (mrkdwn and plain text alike)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def short_prompt(job: Job) -> str:
-    prompt = job.prompt if len(job.prompt) <= MAX_PROMPT_SHOWN else job.prompt[: MAX_PROMPT_SHOWN - 1] + "…"
-    return _mrkdwn_escape(prompt)
+def unesc(text: str) -> str:
+    """Text Slack sent (command text, message text) back as typed: Slack escapes the same three."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def status_text(job: Job, event: ProgressEvent | None) -> str:
-    line = status_line(event) if event is not None else "⏳ Queued"
-    return f"*{job_title(job)}*\n> {short_prompt(job)}\n{line}"
+def short_failure(view: StatusView) -> str:
+    """SHIM (issue 10): the public line of a failed job. The core's `StatusView.line` carries the
+    whole failure text; the card shows its first sentence, cut short, and the owner gets
+    `view.error` privately. Belongs in the core (a `StatusView.public_line` or `short_error`)."""
+    reason = (view.error or "").strip()
+    first = re.split(r"(?<=[.!?])\s", reason, maxsplit=1)[0] if reason else ""
+    if len(first) > SHORT_FAILURE_CHARS:
+        first = first[: SHORT_FAILURE_CHARS - 1].rstrip() + "…"
+    after = f" after {view.elapsed}" if view.elapsed else ""
+    return f"❌ Failed{after}" + (f": {first}" if first else "")
 
 
-def status_blocks(job: Job, event: ProgressEvent | None, *, with_image: bool = True) -> list[Block]:
-    blocks: list[Block] = [{"type": "section", "block_id": "status", "text": {"type": "mrkdwn", "text": status_text(job, event)}}]
+def public_line(view: StatusView) -> str:
+    return short_failure(view) if view.phase is Phase.FAILED else view.line
+
+
+def status_text(view: StatusView) -> str:
+    """The card's text (and the notification text): title, the prompt as typed, the status line."""
+    return f"*{esc(view.title)}*\n> {esc(view.prompt)}\n{esc(public_line(view))}"
+
+
+def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> list[Block]:
+    blocks: list[Block] = [{"type": "section", "block_id": "status", "text": {"type": "mrkdwn", "text": status_text(view)}}]
+    # Our own mention of the requester (not user text); updates do not notify again.
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{job.origin.user_id}>"}]})
-    if event is not None and event.kind is EventKind.COMPLETED and not job.deleted_at:
-        thumb = job.origin.extra.get("thumb_file_id")
-        if with_image and thumb:
-            # An image block needs a public URL or a Slack file: the bot uploads the still itself.
-            blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
-        blocks.append(result_actions(job))
+    thumb = job.origin.extra.get("thumb_file_id")
+    if with_image and thumb and view.thumbnail_path and view.phase is Phase.DONE:
+        # An image block needs a public URL or a Slack file: the bot uploads the still itself.
+        blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
+    buttons = [button(action, view.job_id, first=i == 0) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "actions", "elements": buttons})
     return blocks
 
 
-def result_actions(job: Job) -> Block:
-    def button(action_id: str, text: str, style: str | None = None) -> Block:
-        b: Block = {"type": "button", "action_id": action_id, "value": job.id, "text": {"type": "plain_text", "text": text, "emoji": True}}
-        if style:
-            b["style"] = style
-        return b
-
-    elements = [button(REROLL, "🔁 Re-roll", "primary")]
-    if job.kind is not JobKind.IMAGE:
-        elements += [button(REMIX, "🎨 Remix…"), button(EXTEND, "➕ Extend…")]
-    delete = button(DELETE, "🗑️ Delete", "danger")
-    delete["confirm"] = {
-        "title": {"type": "plain_text", "text": "Delete this job?"},
-        "text": {"type": "plain_text", "text": "The messages and files of this job are removed for everyone."},
-        "confirm": {"type": "plain_text", "text": "Delete"},
-        "deny": {"type": "plain_text", "text": "Keep"},
-    }
-    elements.append(delete)
-    return {"type": "actions", "block_id": "actions", "elements": elements}
+def button(action: Action, job_id: str, *, first: bool = False) -> Block:
+    b: Block = {"type": "button", "action_id": BUTTONS[action], "value": job_id, "text": {"type": "plain_text", "text": _LABELS[action], "emoji": True}}
+    if first and action is not Action.CANCEL:
+        b["style"] = "primary"
+    if action is Action.DELETE:
+        b["style"] = "danger"
+        b["confirm"] = _confirm("Delete this job?", "The messages and files of this job are removed for everyone.", "Delete", "Keep")
+    return b
 
 
-def _metadata(job_id: str, channel_id: str) -> str:
-    return json.dumps({"job": job_id, "channel": channel_id})
-
-
-def read_metadata(view: dict[str, Any]) -> tuple[str, str]:
-    data = json.loads(view.get("private_metadata") or "{}")
-    return str(data.get("job", "")), str(data.get("channel", ""))
-
-
-def remix_modal(job_id: str, channel_id: str) -> dict[str, Any]:
+def _confirm(title: str, text: str, yes: str, no: str) -> Block:
     return {
-        "type": "modal", "callback_id": REMIX_MODAL, "private_metadata": _metadata(job_id, channel_id),
+        "title": {"type": "plain_text", "text": title}, "text": {"type": "plain_text", "text": text},
+        "confirm": {"type": "plain_text", "text": yes}, "deny": {"type": "plain_text", "text": no},
+    }  # fmt: skip
+
+
+def _metadata(job_id: str, channel_id: str, thread_ts: str | None) -> str:
+    data = {"job": job_id, "channel": channel_id}
+    if thread_ts:
+        data["thread"] = thread_ts
+    return json.dumps(data)
+
+
+def read_metadata(view: dict[str, Any]) -> tuple[str, str, str | None]:
+    data = json.loads(view.get("private_metadata") or "{}")
+    return str(data.get("job", "")), str(data.get("channel", "")), data.get("thread")
+
+
+def _echo(job: Job) -> Block:
+    """The job's prompt, shown in the modal for reference (escaped like every echo)."""
+    prompt = job.prompt if len(job.prompt) <= 500 else job.prompt[:499] + "…"
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Job {job.id}: {esc(prompt)}"}]}
+
+
+def remix_modal(job: Job, channel_id: str, thread_ts: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": REMIX_MODAL, "private_metadata": _metadata(job.id, channel_id, thread_ts),
         "title": {"type": "plain_text", "text": "Remix this video"},
         "submit": {"type": "plain_text", "text": "Remix"}, "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [{
             "type": "input", "block_id": PROMPT_BLOCK, "label": {"type": "plain_text", "text": "New prompt"},
             "element": {"type": "plain_text_input", "action_id": INPUT, "multiline": True, "max_length": 1000,
                         "placeholder": {"type": "plain_text", "text": "the same shot, at night in the rain"}},
-        }],
+        }, _echo(job)],
     }  # fmt: skip
 
 
-def extend_modal(job_id: str, channel_id: str) -> dict[str, Any]:
+def extend_modal(job: Job, channel_id: str, thread_ts: str | None = None) -> dict[str, Any]:
     return {
-        "type": "modal", "callback_id": EXTEND_MODAL, "private_metadata": _metadata(job_id, channel_id),
+        "type": "modal", "callback_id": EXTEND_MODAL, "private_metadata": _metadata(job.id, channel_id, thread_ts),
         "title": {"type": "plain_text", "text": "Extend this video"},
         "submit": {"type": "plain_text", "text": "Extend"}, "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
@@ -102,6 +150,7 @@ def extend_modal(job_id: str, channel_id: str) -> dict[str, Any]:
             {"type": "input", "block_id": PROMPT_BLOCK, "optional": True,
              "label": {"type": "plain_text", "text": "What happens next (optional)"},
              "element": {"type": "plain_text_input", "action_id": INPUT, "multiline": True, "max_length": 1000}},
+            _echo(job),
         ],
     }  # fmt: skip
 
@@ -109,3 +158,17 @@ def extend_modal(job_id: str, channel_id: str) -> dict[str, Any]:
 def modal_value(view: dict[str, Any], block_id: str) -> str:
     value = view.get("state", {}).get("values", {}).get(block_id, {}).get(INPUT, {}).get("value")
     return (value or "").strip()
+
+
+_TOP_LEVEL = ("/video", "/image")
+
+
+def slack_commands(help_text: str) -> str:
+    """The core's command list as typed in Slack: every command but /video and /image goes after /video."""
+    lines = []
+    for line in help_text.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith("/") and not stripped.startswith(_TOP_LEVEL):
+            line = line.replace(stripped, "/video " + stripped[1:], 1)
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,23 +1,26 @@
-"""/video and /image: the text goes through the shared parser and dispatcher."""
+"""/video (with its sub-commands) and /image: the core's parser and dispatcher, answered in Slack.
+
+`/video remix ID a new prompt`, `/video extend ID --seconds 4 what happens next`,
+`/video jobs`, `/video cancel ID`... are recognised by the core's parser whatever follows
+the sub-command; a quoted prompt may hold `--` or start with a command word.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.adapters.slack.blocks import esc, slack_commands, unesc
+from bot.adapters.slack.deployment import deployment_help
 from bot.adapters.slack.flows import Tell, respond_teller, show_job
-from bot.core.commands import parse_command
+from bot.core.commands import Command, parse_command
 from bot.core.dispatch import run_command
 from bot.core.errors import user_message
+from bot.core.models import Actor, Origin
 from bot.core.render import HELP
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
-
-SLACK_HELP = (
-    f"```{HELP}```\nIn Slack every command goes after /video, for example "
-    "`/video a red fox --seconds 4 --size 1280x720`, `/video jobs`, `/video cancel k3f9x2m1`; and `/image PROMPT`."
-)
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
@@ -33,15 +36,25 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     bolt.command("/image")(image)
 
 
+def help_text(adapter: SlackAdapter) -> str:
+    commands = esc(slack_commands(HELP))
+    offers = esc(deployment_help(adapter.app.service, upload_limit=adapter.limits.file_limit_bytes))
+    return (
+        f"```{commands}```\nIn Slack every command goes after /video, for example `/video a red fox --seconds 4 --size 16:9`, "
+        "`/video remix k3f9x2m1 the same fox at night`, `/video jobs`; quote a prompt to use `--` or a command word in it. "
+        f"Buttons on each job do the same, and the message shortcut *Animate with videobot* makes a video of a posted image.\n{offers}"
+    )
+
+
 async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, tell: Tell) -> None:
     origin = adapter.origin_for(body.get("team_id"), body["channel_id"], body["user_id"], body.get("user_name"))
     try:
-        command = parse_command(body.get("text") or "", default=default)
+        # Slack escapes &, < and > in what people type: the prompt is kept as typed.
+        command = parse_command(unesc(body.get("text") or ""), default=default)
         if command.name == "help" or (command.name == "video" and command.text.lower() == "help"):
-            await tell(SLACK_HELP)
+            await tell.markup(help_text(adapter))
             return
-        owner_only = command.name in ("cancel", "delete")
-        actor = await adapter.actor(origin.user_id, check_workspace_admin=owner_only)
+        actor = await _actor(adapter, command, origin)
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
         await tell(user_message(exc))
@@ -51,5 +64,15 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
         return
     if command.name == "delete" and reply.job is not None:
         await adapter.surface.remove(reply.job)
-    # Listings are aligned columns: a code block keeps them aligned.
-    await tell(f"```{reply.text}```" if command.name in ("jobs", "job") else reply.text)
+    if command.name in ("jobs", "job"):
+        await tell.markup(f"```{esc(reply.text)}```")  # aligned columns stay aligned
+        return
+    await tell(reply.text)
+
+
+async def _actor(adapter: SlackAdapter, command: Command, origin: Origin) -> Actor:
+    """Who is asking: for cancel/delete of someone else's job, whether Slack calls them a workspace admin."""
+    if command.name not in ("cancel", "delete") or not command.words:
+        return await adapter.actor(origin.user_id)
+    job = await adapter.app.service.get(command.job_id())
+    return await adapter.actor(origin.user_id, check_workspace_admin=job.origin.user_id != origin.user_id)

@@ -1,4 +1,6 @@
-"""Reactions on a job's status or result message: 🔁 (`repeat`) re-rolls, ❌ (`x`) cancels or deletes.
+"""Reactions on a job's status or result message, as the core understands them (`reaction_action`):
+🔁 (`repeat`) re-rolls, ❌ (`x`) means what the core says (stop a running job, remove a finished
+one), 🎬 (`clapper`) animates an image result.
 
 The job is found through the store by message ts, so this works for messages from before
 a restart, and, in the moment before a new message's ts is stored, through the job id the
@@ -11,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.adapters.slack.flows import ephemeral_teller, start_job
-from bot.core.errors import user_message
-from bot.core.models import Actor
+from bot.adapters.slack.flows import act, ephemeral_teller
+from bot.core.actions import reaction_action
+from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
-REROLL, CANCEL = "repeat", "x"
+#: Slack's reaction names for the emoji the core knows. ✉️ (DM) is not offered in Slack: a file
+#: in a DM needs the im:write scope and a conversations.open the bot does not otherwise need.
+EMOJI = {"repeat": "🔁", "x": "❌", "clapper": "🎬"}
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
@@ -30,25 +34,15 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
 
 async def on_reaction(adapter: SlackAdapter, event: dict[str, Any]) -> None:
     item = event.get("item") or {}
-    reaction = str(event.get("reaction", "")).split("::")[0]  # skin tones arrive as name::skin-tone-N
-    if item.get("type") != "message" or reaction not in (REROLL, CANCEL):
+    name = str(event.get("reaction", "")).split("::")[0]  # skin tones arrive as name::skin-tone-N
+    action = reaction_action(EMOJI.get(name, ""))
+    if item.get("type") != "message" or action is None or action is Action.DM:
         return
-    service = adapter.app.service
     user_id, channel = str(event["user"]), str(item["channel"])
     author = event.get("item_user")
     job = await adapter.surface.job_for_message(channel, str(item.get("ts")), str(author) if author else None)
     if job is None or (job.origin.channel_id and job.origin.channel_id != channel):
         return
-    tell = ephemeral_teller(adapter, channel, user_id)
-    if reaction == REROLL:
-        origin = adapter.origin_for(job.origin.workspace_id, channel, user_id, None)
-        await start_job(adapter, origin, lambda o: service.reroll(job.id, o), tell)
-        return
-    try:
-        actor = Actor(user_id=user_id)  # owner only (and the bot's own admins, as the service says)
-        if not job.terminal:
-            await service.cancel(job.id, actor)
-        else:
-            await adapter.surface.remove(await service.delete(job.id, actor))
-    except Exception as exc:
-        await tell(user_message(exc))
+    thread = job.origin.extra.get("thread_ts")
+    tell = ephemeral_teller(adapter, channel, user_id, thread)
+    await act(adapter, action, job.id, user={"id": user_id, "team_id": job.origin.workspace_id}, channel=channel, tell=tell, thread_ts=thread)

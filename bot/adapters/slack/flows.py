@@ -1,4 +1,8 @@
-"""The steps every job-starting request shares: submit, then the status message; errors to the user alone."""
+"""What every listener shares: telling the user privately, showing a new job, doing a core action.
+
+Listener modules (commands, actions, views, events, shortcuts) import this module, never
+the adapter module (`app.py` registers them); the adapter is passed in, typed only.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,16 +13,16 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack.apierror import slack_error
+from bot.adapters.slack.blocks import esc
+from bot.core.actions import perform
 from bot.core.errors import JobStateError, user_message
-from bot.core.models import Actor, Job, Origin
+from bot.core.models import Actor, Job
+from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
 log = logging.getLogger(__name__)
-
-StartJob = Callable[[Origin], Awaitable[Job]]
-Tell = Callable[[str], Awaitable[None]]
 
 #: Slack's own refusals to post, and what the user can do about each (not core errors).
 _POST_REFUSALS = {
@@ -29,42 +33,45 @@ _POST_REFUSALS = {
 }
 
 
+class Tell:
+    """A private answer to one user. `tell(text)` shows text as typed (escaped); `markup` is the bot's own mrkdwn."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+        self._send = send
+
+    async def __call__(self, text: str) -> None:
+        await self.markup(esc(text))
+
+    async def markup(self, mrkdwn: str) -> None:
+        try:
+            await self._send(mrkdwn)
+        except Exception:
+            log.warning("could not tell the user: %s", mrkdwn, exc_info=True)
+
+
 def respond_teller(respond: Any) -> Tell:
     """Ephemeral through the request's response_url (works even where the bot is not a member)."""
 
-    async def tell(text: str) -> None:
-        try:
-            await respond(text=text, response_type="ephemeral", replace_original=False)
-        except Exception:
-            log.warning("could not tell the user: %s", text, exc_info=True)
+    async def send(text: str) -> None:
+        await respond(text=text, response_type="ephemeral", replace_original=False)
 
-    return tell
+    return Tell(send)
 
 
-def ephemeral_teller(adapter: SlackAdapter, channel_id: str, user_id: str) -> Tell:
+def ephemeral_teller(adapter: SlackAdapter, channel_id: str, user_id: str, thread_ts: str | None = None) -> Tell:
     """Ephemeral with chat.postEphemeral, for requests without a response_url (modals, reactions)."""
 
-    async def tell(text: str) -> None:
+    async def send(text: str) -> None:
         try:
-            await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text)
+            await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, thread_ts=thread_ts)
         except SlackApiError as exc:
             log.warning("could not tell %s: %s (%s)", user_id, text, slack_error(exc))
 
-    return tell
-
-
-async def start_job(adapter: SlackAdapter, origin: Origin, start: StartJob, tell: Tell) -> Job | None:
-    """Submit first (a refused job leaves the channel untouched), then post its status message."""
-    try:
-        job = await start(origin)
-    except Exception as exc:
-        await tell(user_message(exc))
-        return None
-    await show_job(adapter, job, tell)
-    return job
+    return Tell(send)
 
 
 async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
+    """A job just started: post its status message (the job is stored first, so a refused one never shows)."""
     try:
         await adapter.surface.post_status(job)
     except SlackApiError as exc:
@@ -86,3 +93,45 @@ async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
         # Slack did not answer (twice): the job goes on; its file is posted in the channel when done.
         log.warning("job %s: status message not posted: %r", job.id, exc)
         await tell(f"Slack is not answering, so job {job.id} shows no progress here; its result is posted here when done.")
+
+
+async def act(
+    adapter: SlackAdapter,
+    action: Action,
+    job_id: str,
+    *,
+    user: dict[str, Any],
+    channel: str,
+    tell: Tell,
+    prompt: str | None = None,
+    seconds: int | None = None,
+    thread_ts: str | None = None,
+) -> None:
+    """A button, reaction or modal: the core's `perform` decides; this shows the outcome in Slack."""
+    service = adapter.app.service
+    user_id = str(user["id"])
+    try:
+        job = await service.get(job_id)
+        # Only an owner check needs to know whether someone else is a workspace admin.
+        checks_owner = action in (Action.CANCEL, Action.DELETE) and user_id != job.origin.user_id
+        actor = await adapter.actor(user_id, check_workspace_admin=checks_owner)
+        origin = adapter.origin_for(user.get("team_id") or job.origin.workspace_id, channel, user_id, user.get("username") or user.get("name"))
+        if thread_ts:
+            origin.extra["thread_ts"] = thread_ts
+        outcome = await perform(service, action, job.id, actor=actor, origin=origin, prompt=prompt, seconds=seconds)
+    except Exception as exc:
+        await tell(user_message(exc))
+        return
+    if outcome.started:
+        await show_job(adapter, outcome.job, tell)
+    elif outcome.job.deleted_at is not None:
+        await adapter.surface.remove(outcome.job)
+    # A cancel shows on the card itself; nothing more to say.
+
+
+def reply_thread(message: dict[str, Any] | None) -> str | None:
+    """The thread a message is a reply in (None for a top-level message): new jobs started from it go there too."""
+    if not message:
+        return None
+    thread = message.get("thread_ts")
+    return str(thread) if thread and thread != message.get("ts") else None

@@ -17,6 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 #: The metadata event type of status messages (Slack: a lowercase name, scoped to this app).
 STATUS_EVENT = "videobot_job"
+#: The metadata of a result posted as text alone (no file fits: the note says why).
+RESULT_EVENT = "videobot_result"
 #: Pages read when looking for a post (Slack's read methods are Tier 3: keep it short).
 MAX_PAGES = 5
 PAGE_SIZE = 200
@@ -41,10 +43,14 @@ def status_metadata(job_id: str) -> dict[str, Any]:
     return {"event_type": STATUS_EVENT, "event_payload": {"job_id": job_id}}
 
 
-def status_job_id(message: dict[str, Any], me: Me) -> str | None:
+def result_metadata(job_id: str) -> dict[str, Any]:
+    return {"event_type": RESULT_EVENT, "event_payload": {"job_id": job_id}}
+
+
+def status_job_id(message: dict[str, Any], me: Me, *, event_type: str = STATUS_EVENT) -> str | None:
     """The job a status message belongs to, from its metadata (only on the bot's own messages)."""
     metadata = message.get("metadata") or {}
-    if metadata.get("event_type") != STATUS_EVENT or not me.wrote(message):
+    if metadata.get("event_type") != event_type or not me.wrote(message):
         return None
     job_id = (metadata.get("event_payload") or {}).get("job_id")
     return str(job_id) if job_id else None
@@ -108,9 +114,12 @@ async def replies(client: AsyncWebClient, channel: str, thread_ts: str) -> Async
             return
 
 
-async def find_status(client: AsyncWebClient, channel: str, job_id: str, me: Me, *, since: float) -> str | None:
-    """The ts of the job's status message in the channel, found by its metadata."""
-    async for message in history(client, channel, oldest=since - CLOCK_SKEW_SECONDS):
+async def find_status(
+    client: AsyncWebClient, channel: str, job_id: str, me: Me, *, since: float, thread_ts: str | None = None
+) -> str | None:
+    """The ts of the job's status message in the channel (or in the thread it was posted in), by its metadata."""
+    messages = replies(client, channel, thread_ts) if thread_ts else history(client, channel, oldest=since - CLOCK_SKEW_SECONDS)
+    async for message in messages:
         if status_job_id(message, me) == job_id:
             return str(message["ts"])
     return None
@@ -129,7 +138,7 @@ async def message_at(client: AsyncWebClient, channel: str, ts: str) -> dict[str,
 
 async def job_id_of(client: AsyncWebClient, message: dict[str, Any], me: Me) -> str | None:
     """The job behind one of the bot's messages: the status metadata, else a marked file."""
-    job_id = status_job_id(message, me)
+    job_id = status_job_id(message, me) or status_job_id(message, me, event_type=RESULT_EVENT)
     if job_id:
         return job_id
     for file in await files_of(client, message, me):

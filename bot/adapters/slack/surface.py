@@ -1,11 +1,15 @@
-"""What users see of a job in Slack: the status message, the uploaded file, their removal.
+"""What users see of a job in Slack: the status card, the uploaded result, their removal.
 
-One status message per job (`chat.postMessage`), updated in place (`chat.update`) and
-coalesced: at most one update per `status_interval_seconds`, the latest state wins and
-the final state is always sent. Events can arrive before the status message exists
-(the job is submitted first, so a refused job never touches the channel): the latest
-one is kept and rendered as soon as the message is known. 429s are waited out by the
-client's AsyncRateLimitErrorRetryHandler, never turned into lost updates.
+One status message per job (`chat.postMessage`), showing the core's `StatusView` and
+updated in place (`chat.update`). Updates go through ONE `RateScheduler` per workspace
+(Slack allows about 50 `chat.update` a minute per workspace for the whole app): each card
+offers its newest state, unsent older states are dropped, final states go first and are
+always sent, and a 429 slows the scheduler down (`Throttled`) instead of being retried
+blindly. A card whose rendered payload did not change is not sent at all.
+
+Events can arrive before the status message exists (the job is submitted first, so a
+refused job never touches the channel): the newest view is kept and posted, or offered
+as soon as the message is known.
 
 Posts are made once. The status message carries the job id in Slack message metadata and
 the result file carries it in its name and title (see lookup.py), so when an answer is
@@ -17,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +29,15 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import lookup
-from bot.adapters.slack.apierror import slack_error
-from bot.adapters.slack.blocks import short_prompt, status_blocks, status_text
+from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_error, throttled
+from bot.adapters.slack.blocks import Block, esc, status_blocks, status_text
+from bot.adapters.slack.upload import upload_file
 from bot.core.errors import DeliveryFailed, JobNotFound
-from bot.core.models import Job, JobKind, ProgressEvent
+from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
 from bot.core.render import job_title
+from bot.core.uploads import Upload, prepare_upload
+from bot.core.views import StatusView, short_prompt, status_view
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
@@ -42,31 +49,54 @@ STATUS_WAIT_SECONDS = 10.0
 #: files.info reads while Slack shares the upload into the channel (the share ts comes later).
 SHARE_LOOKUPS = 6
 SHARE_LOOKUP_PAUSE = 0.25
+#: On stop, how long pending card states (final ones first) may still be sent.
+CLOSE_FLUSH_SECONDS = 3.0
+#: A final state that Slack failed to take (5xx) is offered again this many times.
+FINAL_ATTEMPTS = 3
 
 
 @dataclass
-class Tracked:
+class Card:
+    """One job's status message as this process knows it."""
+
     job: Job
-    event: ProgressEvent | None = None
+    view: StatusView | None = None
     channel_id: str | None = None
     ts: str | None = None
-    rendered: str | None = None
-    last_sent: float = float("-inf")
-    timer: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The payload last handed to the scheduler (or posted): an equal one is not sent again.
+    offered: str | None = None
+    #: False once Slack refused the still's image block (not processed yet): the card goes without it.
+    with_image: bool = True
+    final_attempts: int = 0
     posted: asyncio.Event = field(default_factory=asyncio.Event)
     #: Held while the status message is being posted or looked up: one post per job.
     posting: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: ensure_status was started for this job (once per process: a failure is not retried per event).
     ensuring: bool = False
+    told_failure: bool = False
+
+
+@dataclass(frozen=True)
+class Update:
+    """One chat.update, as the scheduler holds it."""
+
+    job_id: str
+    channel: str
+    ts: str
+    text: str
+    blocks: list[Block]
+    final: bool
+    undelivered: bool
 
 
 class StatusSurface:
     def __init__(self, adapter: SlackAdapter) -> None:
         self.adapter = adapter
-        self.interval = adapter.settings.status_interval_seconds
+        self.limits = adapter.limits
         self.in_thread = adapter.settings.upload_in_thread
-        self._jobs: dict[str, Tracked] = {}
+        self.pool: SchedulerPool[Update] = SchedulerPool(self._scheduler)
+        self._cards: dict[str, Card] = {}
+        self._removed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         #: When the adapter started serving: older jobs without a status message are adopted.
         self.started_at: float | None = None
@@ -75,7 +105,20 @@ class StatusSurface:
     def client(self) -> Any:
         return self.adapter.client
 
+    def _scheduler(self, workspace: object) -> RateScheduler[Update]:
+        return RateScheduler(
+            self._send_update, rate=self.limits.update_budget, per=self.limits.update_window_seconds, name=f"slack-updates-{workspace}"
+        )
+
+    def scheduler_for(self, workspace_id: str | None) -> RateScheduler[Update]:
+        return self.pool.get(workspace_id or "")
+
     # --- the status message -----------------------------------------------------------------
+
+    def _render(self, card: Card) -> tuple[str, list[Block], str]:
+        view = card.view if card.view is not None else status_view(card.job)
+        text, blocks = status_text(view), status_blocks(view, card.job, with_image=card.with_image)
+        return text, blocks, json.dumps([text, blocks], sort_keys=True)
 
     async def post_status(self, job: Job, *, adopt: bool = False) -> str:
         """Post the job's status message in its channel (once) and remember it in the store.
@@ -83,32 +126,30 @@ class StatusSurface:
         `adopt`: first look for a status message an earlier process posted for this job
         (a crash before its ts reached the store) and take that one over instead.
         """
-        tracked = self._track(job)
-        async with tracked.posting:
-            if tracked.ts is not None:
-                return tracked.ts  # posted (or adopted) meanwhile by another caller
+        card = self._track(job)
+        async with card.posting:
+            if card.ts is not None:
+                return card.ts  # posted (or adopted) meanwhile by another caller
             channel = job.origin.channel_id
             ts = await self._find_status(job) if adopt else None
             if ts is not None:
                 log.info("job %s: adopted its status message %s", job.id, ts)
-                if tracked.event is None:
-                    tracked.rendered = json.dumps(status_blocks(job, None))  # nothing newer to show yet
             else:
-                channel, ts, blocks = await self._post(tracked)
-                tracked.rendered = json.dumps(blocks)
-                tracked.last_sent = time.monotonic()
+                channel, ts, card.offered = await self._post(card)
             # In the store, so reactions find the job and a restarted bot keeps updating this message.
             # Until this write lands, a reaction finds the job through the message's metadata.
             await self.adapter.app.service.set_messages(job.id, status_message_id=ts)
-            self.attach(job, str(channel), ts)  # updates start once the ts is stored
+            card.channel_id, card.ts = str(channel), ts
+            card.posted.set()
+            self._offer(card)  # what changed while posting (or, adopted, the state now)
         return ts
 
-    async def _post(self, tracked: Tracked) -> tuple[str, str, list[dict[str, Any]]]:
-        job = tracked.job
-        blocks = status_blocks(job, tracked.event)
+    async def _post(self, card: Card) -> tuple[str, str, str]:
+        job = card.job
+        text, blocks, key = self._render(card)
         post = {
-            "channel": job.origin.channel_id, "text": status_text(job, tracked.event), "blocks": blocks,
-            "unfurl_links": False, "unfurl_media": False, "metadata": lookup.status_metadata(job.id),
+            "channel": job.origin.channel_id, "text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False,
+            "metadata": lookup.status_metadata(job.id), "thread_ts": job.origin.extra.get("thread_ts"),
         }  # fmt: skip
         try:
             response = await self.client.chat_postMessage(**post)
@@ -119,16 +160,18 @@ class StatusSurface:
             ts = await self._find_status(job)
             if ts is not None:
                 log.info("job %s: the status post's answer was lost; found the message %s", job.id, ts)
-                return str(job.origin.channel_id), ts, blocks
+                return str(job.origin.channel_id), ts, key
             response = await self.client.chat_postMessage(**post)
-        return str(response["channel"]), str(response["ts"]), blocks
+        return str(response["channel"]), str(response["ts"]), key
 
     async def _find_status(self, job: Job) -> str | None:
         if not job.origin.channel_id:
             return None
         try:
             me = await self.adapter.me()
-            return await lookup.find_status(self.client, job.origin.channel_id, job.id, me, since=job.created_at)
+            return await lookup.find_status(
+                self.client, job.origin.channel_id, job.id, me, since=job.created_at, thread_ts=job.origin.extra.get("thread_ts")
+            )
         except SlackApiError as exc:
             # Without the history scopes the bot cannot look; it posts, as before.
             log.warning("job %s: could not look for its status message: %s", job.id, slack_error(exc))
@@ -149,22 +192,22 @@ class StatusSurface:
         for job in await self.adapter.app.store.unfinished([self.adapter.platform]):
             if job.origin.status_message_id:
                 continue
-            tracked = self._track(job)
-            if self._orphan(tracked):
-                tracked.ensuring = True
+            card = self._track(job)
+            if self._orphan(card):
+                card.ensuring = True
                 await self.ensure_status(job)
 
-    def _orphan(self, tracked: Tracked) -> bool:
+    def _orphan(self, card: Card) -> bool:
         """A job from before this process started, with no status message known: it needs ensure_status."""
-        job = tracked.job
+        job = card.job
         return (
-            tracked.ts is None and not job.origin.status_message_id and self.started_at is not None
-            and job.created_at < self.started_at and not tracked.ensuring
+            card.ts is None and not job.origin.status_message_id and self.started_at is not None
+            and job.created_at < self.started_at and not card.ensuring
         )  # fmt: skip
 
-    def _spawn_ensure(self, tracked: Tracked) -> None:
-        tracked.ensuring = True
-        self.spawn(self.ensure_status(tracked.job), f"slack-adopt-{tracked.job.id}")
+    def _spawn_ensure(self, card: Card) -> None:
+        card.ensuring = True
+        self.spawn(self.ensure_status(card.job), f"slack-adopt-{card.job.id}")
 
     def spawn(self, work: Any, name: str) -> None:
         """Background work the surface owns: cancelled by close()."""
@@ -197,165 +240,198 @@ class StatusSurface:
         except JobNotFound:
             return None
 
-    def attach(self, job: Job, channel_id: str, ts: str) -> None:
-        tracked = self._track(job)
-        tracked.channel_id, tracked.ts = channel_id, ts
-        tracked.posted.set()
-        self._schedule(tracked)
-
     def forget(self, job_id: str) -> None:
-        """A job whose status message could not be posted: stop keeping its state."""
-        tracked = self._jobs.pop(job_id, None)
-        if tracked is not None and tracked.timer is not None:
-            tracked.timer.cancel()
+        """A job whose status message could not be posted: stop keeping its state (and ignore its events)."""
+        self._cards.pop(job_id, None)
+        self._removed.add(job_id)
 
-    def _track(self, job: Job) -> Tracked:
-        tracked = self._jobs.get(job.id)
-        if tracked is None:
-            tracked = self._jobs[job.id] = Tracked(job=job)
+    def _track(self, job: Job) -> Card:
+        card = self._cards.get(job.id)
+        if card is None:
+            card = self._cards[job.id] = Card(job=job)
         origin = job.origin
-        if tracked.ts is None and origin.status_message_id and origin.channel_id:
+        if card.ts is None and origin.status_message_id and origin.channel_id:
             # A job from before a restart: its origin says where its message is.
-            tracked.channel_id, tracked.ts = origin.channel_id, origin.status_message_id
-            tracked.posted.set()
-        return tracked
+            card.channel_id, card.ts = origin.channel_id, origin.status_message_id
+            card.posted.set()
+        return card
 
     async def on_event(self, event: ProgressEvent) -> None:
-        tracked = self._track(event.job)
-        tracked.job, tracked.event = event.job, event
-        if self._orphan(tracked):
-            self._spawn_ensure(tracked)
-        self._schedule(tracked)
+        if event.job.id in self._removed:
+            return
+        card = self._track(event.job)
+        card.job, card.view = event.job, status_view(event.job, event)
+        if event.kind is EventKind.FAILED and not card.told_failure:
+            card.told_failure = True
+            self.spawn(self._tell_failure(event.job, card.view), f"slack-failure-{event.job.id}")
+        if self._orphan(card):
+            self._spawn_ensure(card)
+        self._offer(card)
 
-    def _schedule(self, tracked: Tracked) -> None:
-        if tracked.ts is None or tracked.timer is not None:
-            return  # no message yet, or an update is due and will take the latest state
-        delay = max(0.0, tracked.last_sent + self.interval - time.monotonic())
-        tracked.timer = asyncio.create_task(self._flush_later(tracked, delay), name=f"slack-status-{tracked.job.id}")
+    def _offer(self, card: Card) -> None:
+        """Hand the card's newest state to its workspace's scheduler, unless it is what was sent."""
+        if card.ts is None or card.channel_id is None:
+            return  # no message yet: post_status posts the newest state
+        text, blocks, key = self._render(card)
+        final = card.view is not None and card.view.final
+        if key == card.offered:
+            if final:
+                self._cards.pop(card.job.id, None)  # its last word is on the card already
+            return
+        card.offered = key
+        update = Update(
+            job_id=card.job.id, channel=card.channel_id, ts=card.ts, text=text, blocks=blocks, final=final,
+            undelivered=card.job.error_code == "undelivered",
+        )  # fmt: skip
+        self.scheduler_for(card.job.origin.workspace_id).offer(card.job.id, update, final=final)
 
-    async def _flush_later(self, tracked: Tracked, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        tracked.timer = None
-        await self._render(tracked)
+    async def _send_update(self, key: object, update: Update) -> None:
+        """The scheduler's send: one chat.update. A 429 raises Throttled (the scheduler slows down)."""
+        if update.job_id in self._removed:
+            return
+        card = self._cards.get(update.job_id)
+        try:
+            # The metadata again: the message stays findable by job id whatever Slack keeps on edit.
+            await self.client.chat_update(
+                channel=update.channel, ts=update.ts, text=update.text, blocks=update.blocks, metadata=lookup.status_metadata(update.job_id)
+            )
+        except SlackApiError as exc:
+            if throttled(exc):
+                raise Throttled(retry_after(exc)) from exc
+            error = slack_error(exc)
+            if card is not None and error in ("invalid_blocks", "invalid_blocks_format") and any(b["type"] == "image" for b in update.blocks):
+                # The still is not usable yet (Slack still processing it): the card without it.
+                card.with_image = False
+                self._offer(card)
+                return
+            if update.final and card is not None and (error in TRANSIENT_CODES or exc.response.status_code >= 500):
+                card.final_attempts += 1
+                if card.final_attempts < FINAL_ATTEMPTS:
+                    raise Throttled(retry_after(exc)) from exc  # a job's last word is worth another try
+            # Deleted message, archived channel: the job goes on; /video jobs still shows it.
+            log.warning("status update failed for %s: %s", update.job_id, error)
+            if update.final and update.undelivered and card is not None:
+                await self._dm(card.job, f"*{esc(job_title(card.job))}*\n{esc(card.job.error_message or '')}")
+        if update.final and card is not None and card.offered is not None and card.view is not None and card.view.final:
+            self._cards.pop(update.job_id, None)
 
-    async def _render(self, tracked: Tracked) -> None:
-        async with tracked.lock:
-            event, job = tracked.event, tracked.job
-            blocks = status_blocks(job, event)
-            key = json.dumps(blocks)
-            if key != tracked.rendered and tracked.ts is not None:
-                tracked.last_sent = time.monotonic()
-                try:
-                    await self._update(tracked, blocks)
-                    tracked.rendered = key
-                except SlackApiError as exc:
-                    # Deleted message, archived channel: the job goes on; /video jobs still shows it.
-                    log.warning("status update failed for %s: %s", job.id, slack_error(exc))
-                    tracked.rendered = key
-                    if event is not None and event.kind.final and job.error_code == "undelivered":
-                        await self._tell_owner(job)  # the card cannot say why the file is missing
-            if event is not None and event.kind.final and tracked.timer is None and key == tracked.rendered:
-                self._jobs.pop(job.id, None)
+    async def _tell_failure(self, job: Job, view: StatusView) -> None:
+        """The whole failure note, to the owner alone: ephemeral in the channel, else in the app's DM."""
+        text = f"*{esc(job_title(job))}* failed.\n{esc(view.error or 'It failed.')}"
+        channel = job.origin.channel_id
+        if channel and _person(job.origin.user_id):
+            try:
+                await self.client.chat_postEphemeral(channel=channel, user=job.origin.user_id, text=text, thread_ts=job.origin.extra.get("thread_ts"))
+                return
+            except SlackApiError as exc:
+                log.info("job %s: no ephemeral failure note (%s); sending it as a DM", job.id, slack_error(exc))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("job %s: no ephemeral failure note (%r); sending it as a DM", job.id, exc)
+        await self._dm(job, text)
 
-    async def _tell_owner(self, job: Job) -> None:
-        """The undelivered note in the app's DM with the owner (a user id as channel: App Home's Messages tab)."""
-        if not job.origin.user_id.startswith(("U", "W")):
+    async def _dm(self, job: Job, text: str) -> None:
+        """A note in the app's DM with the owner (a user id as channel: App Home's Messages tab)."""
+        if not _person(job.origin.user_id):
             return
         try:
-            await self.client.chat_postMessage(channel=job.origin.user_id, text=f"*{job_title(job)}*\n{job.error_message}")
-        except SlackApiError as exc:
-            log.warning("could not tell %s about job %s: %s", job.origin.user_id, job.id, slack_error(exc))
-
-    async def _update(self, tracked: Tracked, blocks: list[dict[str, Any]]) -> None:
-        text = status_text(tracked.job, tracked.event)
-        # The metadata again: the message stays findable by job id whatever Slack keeps on edit.
-        metadata = lookup.status_metadata(tracked.job.id)
-        try:
-            await self.client.chat_update(channel=tracked.channel_id, ts=tracked.ts, text=text, blocks=blocks, metadata=metadata)
-        except SlackApiError as exc:
-            if slack_error(exc) not in ("invalid_blocks", "invalid_blocks_format") or not any(b["type"] == "image" for b in blocks):
-                raise
-            # The still is not usable yet (Slack still processing it): the card without it.
-            plain = status_blocks(tracked.job, tracked.event, with_image=False)
-            await self.client.chat_update(channel=tracked.channel_id, ts=tracked.ts, text=text, blocks=plain, metadata=metadata)
+            await self.client.chat_postMessage(channel=job.origin.user_id, text=text)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = slack_error(exc) if isinstance(exc, SlackApiError) else repr(exc)
+            log.warning("could not tell %s about job %s: %s", job.origin.user_id, job.id, error)
 
     async def flush(self) -> None:
-        """Send every pending update now (tests, shutdown)."""
-        for tracked in list(self._jobs.values()):
-            if tracked.timer is not None:
-                tracked.timer.cancel()
-                tracked.timer = None
-            if tracked.ts is not None:
-                await self._render(tracked)
+        """Wait until every offered card state was sent (tests, shutdown)."""
+        await self.pool.drain()
 
     async def close(self) -> None:
-        tasks: list[asyncio.Task[None]] = [t.timer for t in self._jobs.values() if t.timer is not None] + list(self._tasks)
-        for task in tasks:
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._jobs.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            # Final states go first: a stop within a job's last moment still shows how it ended.
+            await asyncio.wait_for(self.pool.drain(), CLOSE_FLUSH_SECONDS)
+        except TimeoutError:
+            log.info("stopping with status updates unsent; the cards show them when the jobs change again")
+        await self.pool.close()
+        self._cards.clear()
 
     # --- the result -------------------------------------------------------------------------
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
-        """Post the file (thread or channel) once, and a still for the status card; return ids to store.
+        """Post the result (thread or channel) once, and a still for the status card; return ids to store.
 
-        On a retried attempt (or with a result already recorded) the thread and the channel are
-        read first: a file marked with this job's id found there is adopted, not posted again.
-        Errors propagate as Slack's; the adapter turns them into DeliveryFailed.
+        What is posted is the core's choice (`prepare_upload`: the file, a re-encode that fits
+        Slack's limit, or a still and a note). On a retried attempt (or with a result already
+        recorded) the thread and the channel are read first: a post marked with this job's id
+        found there is adopted, not posted again. Errors propagate as Slack's; the adapter turns
+        them into DeliveryFailed.
         """
         if job.deleted_at:
             return None
         source = Path(job.output_path) if job.output_path else None
-        if source is None or not source.is_file():
+        if source is None or not await asyncio.to_thread(source.is_file):
             raise DeliveryFailed(f"The file of job {job.id} is missing on the bot's disk, so it was not posted.", transient=False)
         channel, status_ts = await self._where(job)
         if channel is None:
             raise DeliveryFailed(f"Job {job.id} has no Slack channel to post to.", transient=False)
-        name = lookup.file_name(job.id, source.suffix or ".mp4")
+        upload = await prepare_upload(job, self.limits.file_limit_bytes)
         again = job.delivery_attempt > 1 or bool(job.origin.result_message_id)
-        found = await self._posted_before(job, channel, status_ts, name) if again else None
+        found = await self._posted_before(job, channel, status_ts, upload.filename) if again else None
         if found is not None:
             file_id, result_ts = found
-            log.info("job %s: its file was already posted (%s in %s); not posting it again", job.id, file_id, result_ts)
+            log.info("job %s: its result was already posted (%s in %s); not posting it again", job.id, file_id, result_ts)
         else:
-            file_id, result_ts = await self._post_file(job, source, name, channel, status_ts if self.in_thread else None)
-        thumb_id = file_id if job.kind is JobKind.IMAGE else await self._still(job, again)
-        extra: dict[str, Any] = {"file_ids": [f for f in (file_id, thumb_id) if f], "thumb_file_id": thumb_id}
+            file_id, result_ts = await self._post_result(job, upload, channel, status_ts)
+        still = job.kind is JobKind.IMAGE or upload.is_still
+        thumb_id = file_id if still else await self._still(job, again)
+        extra: dict[str, Any] = {"file_ids": list(dict.fromkeys(f for f in (file_id, thumb_id) if f)), "thumb_file_id": thumb_id}
         updates: dict[str, Any] = {"origin_extra": {**job.origin.extra, **extra}}
         if result_ts:
             updates["result_message_id"] = result_ts
         return updates
 
-    async def _post_file(self, job: Job, source: Path, name: str, channel: str, thread_ts: str | None) -> tuple[str, str | None]:
+    def _result_thread(self, job: Job, status_ts: str | None) -> str | None:
+        thread = job.origin.extra.get("thread_ts")
+        return (thread or status_ts) if self.in_thread else thread
+
+    async def _post_result(self, job: Job, upload: Upload, channel: str, status_ts: str | None) -> tuple[str | None, str | None]:
         title = job_title(job)  # "… · job ID · …": with the name, the mark a retry looks for
-        mention = f"<@{job.origin.user_id}> " if job.origin.user_id.startswith(("U", "W")) else ""
-        upload = await self.client.files_upload_v2(
-            file=str(source), filename=name, title=title, channel=channel, thread_ts=thread_ts,
-            initial_comment=f"{mention}*{title}*\n> {short_prompt(job)}",
+        mention = f"<@{job.origin.user_id}> " if _person(job.origin.user_id) else ""
+        comment = f"{mention}*{esc(title)}*\n> {esc(short_prompt(job.prompt))}"
+        if upload.note:
+            comment += f"\n_{esc(upload.note)}_"
+        thread = self._result_thread(job, status_ts)
+        if upload.path is None:
+            # Nothing fits: the note alone, marked like a status message so a retry finds it.
+            posted = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread, text=comment, metadata=lookup.result_metadata(job.id), unfurl_links=False, unfurl_media=False
+            )
+            return None, str(posted["ts"])
+        file_id = await upload_file(
+            self.client, upload.path, filename=upload.filename or lookup.file_name(job.id, upload.path.suffix), title=title,
+            channel=channel, thread_ts=thread, initial_comment=comment,
         )  # fmt: skip
-        file_id = str(upload["file"]["id"])
         return file_id, await self._shared_ts(file_id, channel)
 
-    async def _posted_before(self, job: Job, channel: str, status_ts: str | None, name: str) -> tuple[str | None, str] | None:
-        """The file message an earlier attempt posted for this job: in the thread, else the channel."""
+    async def _posted_before(self, job: Job, channel: str, status_ts: str | None, name: str | None) -> tuple[str | None, str] | None:
+        """The result message an earlier attempt posted for this job: in the thread, else the channel."""
         me = await self.adapter.me()
+        thread = job.origin.extra.get("thread_ts") or status_ts
         try:
-            if status_ts:
+            if thread:
                 try:
-                    async for message in lookup.replies(self.client, channel, status_ts):
-                        file_id = await self._marked_file(message, job.id, name, me)
-                        if file_id:
-                            return file_id, str(message["ts"])
+                    async for message in lookup.replies(self.client, channel, thread):
+                        found = await self._result_in(message, job.id, name, me)
+                        if found is not None:
+                            return found
                 except SlackApiError as exc:
                     if slack_error(exc) != "thread_not_found":
                         raise
             # Top level: posted without a thread (no status message then, or threads off).
             async for message in lookup.history(self.client, channel, oldest=job.created_at - lookup.CLOCK_SKEW_SECONDS):
-                file_id = await self._marked_file(message, job.id, name, me)
-                if file_id:
-                    return file_id, str(message["ts"])
+                found = await self._result_in(message, job.id, name, me)
+                if found is not None:
+                    return found
         except SlackApiError as exc:
             if slack_error(exc) != "missing_scope":
                 raise
@@ -368,25 +444,27 @@ class StatusSurface:
                 return stored[0], job.origin.result_message_id
         return None
 
-    async def _marked_file(self, message: dict[str, Any], job_id: str, name: str, me: lookup.Me) -> str | None:
+    async def _result_in(self, message: dict[str, Any], job_id: str, name: str | None, me: lookup.Me) -> tuple[str | None, str] | None:
+        if lookup.status_job_id(message, me, event_type=lookup.RESULT_EVENT) == job_id:
+            return None, str(message["ts"])
         for file in await lookup.files_of(self.client, message, me):
-            if lookup.file_marks_job(file, job_id, name):
-                return str(file["id"])
+            if lookup.file_marks_job(file, job_id, name or ""):
+                return str(file["id"]), str(message["ts"])
         return None
 
     async def _where(self, job: Job) -> tuple[str | None, str | None]:
         """The channel and status message of a job, waiting briefly if the message is being posted."""
         if job.origin.status_message_id:
             return job.origin.channel_id, job.origin.status_message_id
-        tracked = self._track(job)
-        if self._orphan(tracked):
-            self._spawn_ensure(tracked)
+        card = self._track(job)
+        if self._orphan(card):
+            self._spawn_ensure(card)
         try:
-            await asyncio.wait_for(tracked.posted.wait(), STATUS_WAIT_SECONDS)
+            await asyncio.wait_for(card.posted.wait(), STATUS_WAIT_SECONDS)
         except TimeoutError:
             log.warning("job %s has no status message; posting its file in the channel", job.id)
             return job.origin.channel_id, None
-        return tracked.channel_id or job.origin.channel_id, tracked.ts
+        return card.channel_id or job.origin.channel_id, card.ts
 
     async def _still(self, job: Job, again: bool) -> str | None:
         """The still's Slack file: the one stored or (on a retry) already uploaded, else a new upload."""
@@ -414,15 +492,14 @@ class StatusSurface:
 
     async def _upload_still(self, job: Job) -> str | None:
         """The thumbnail as a Slack file the status card's image block can show (no public URL needed)."""
-        if not job.thumbnail_path or not Path(job.thumbnail_path).exists():
+        if not job.thumbnail_path or not await asyncio.to_thread(Path(job.thumbnail_path).exists):
             return None
         try:
             # Not shared into any channel: it exists only to be referenced by the image block.
-            upload = await self.client.files_upload_v2(
-                file=job.thumbnail_path, filename=lookup.file_name(job.id, ".jpg"), title=f"Still of job {job.id}",
+            return await upload_file(
+                self.client, Path(job.thumbnail_path), filename=lookup.file_name(job.id, ".jpg"), title=f"Still of job {job.id}",
                 alt_txt=f"Still from job {job.id}",
             )  # fmt: skip
-            return str(upload["file"]["id"])
         except SlackApiError as exc:
             log.warning("thumbnail upload failed for %s: %s", job.id, slack_error(exc))
             return None
@@ -445,13 +522,12 @@ class StatusSurface:
 
     async def remove(self, job: Job) -> None:
         """Take the job's files and status message out of Slack (after the core deleted the job)."""
-        tracked = self._jobs.pop(job.id, None)
-        if tracked is not None and tracked.timer is not None:
-            tracked.timer.cancel()
+        card = self._cards.pop(job.id, None)
+        self._removed.add(job.id)  # an update still queued for it is not sent
         for file_id in job.origin.extra.get("file_ids", []):
             await self._quietly(self.client.files_delete(file=file_id))
         channel = job.origin.channel_id
-        status_ts = job.origin.status_message_id or (tracked.ts if tracked else None)
+        status_ts = job.origin.status_message_id or (card.ts if card else None)
         if channel and status_ts:
             await self._quietly(self.client.chat_delete(channel=channel, ts=status_ts))
         if channel and job.origin.result_message_id and job.origin.result_message_id != status_ts:
@@ -465,3 +541,8 @@ class StatusSurface:
             error = slack_error(exc)
             if error not in ("file_not_found", "message_not_found", *expected):
                 log.warning("cleanup call failed: %s", error)
+
+
+def _person(user_id: str) -> bool:
+    """A Slack user id (not a test or CLI stand-in): only those can be mentioned or messaged."""
+    return user_id.startswith(("U", "W"))

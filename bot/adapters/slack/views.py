@@ -1,4 +1,8 @@
-"""Modal submissions: a remix with a new prompt, an extension with seconds and an optional prompt."""
+"""Modal submissions: a remix with a new prompt, an extension with seconds and an optional prompt.
+
+Both go to the core's `perform` (REMIX, EXTEND); only a form slip (seconds not a number)
+is answered on the field itself, keeping the modal open.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -6,22 +10,20 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.slack.blocks import EXTEND_MODAL, PROMPT_BLOCK, REMIX_MODAL, SECONDS_BLOCK, modal_value, read_metadata
-from bot.adapters.slack.flows import ephemeral_teller, start_job
+from bot.adapters.slack.flows import act, ephemeral_teller
+from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
-    service = adapter.app.service
-
     async def remix(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()  # closes the modal; the outcome shows in the channel (or ephemerally)
-        job_id, channel = read_metadata(view)
-        prompt = modal_value(view, PROMPT_BLOCK)
+        job_id, channel, thread = read_metadata(view)
         user = body["user"]
-        origin = adapter.origin_for(user.get("team_id"), channel, user["id"], user.get("username"))
-        await start_job(adapter, origin, lambda o: service.remix(job_id, prompt, o), ephemeral_teller(adapter, channel, user["id"]))
+        tell = ephemeral_teller(adapter, channel, user["id"], thread)
+        await act(adapter, Action.REMIX, job_id, user=user, channel=channel, tell=tell, prompt=modal_value(view, PROMPT_BLOCK), thread_ts=thread)
 
     async def extend(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         raw = modal_value(view, SECONDS_BLOCK)
@@ -30,14 +32,13 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
             await ack(response_action="errors", errors={SECONDS_BLOCK: "A whole number of seconds, for example 4."})
             return
         await ack()
-        job_id, channel = read_metadata(view)
-        prompt = modal_value(view, PROMPT_BLOCK) or None
-        seconds = int(raw) if raw else None
+        job_id, channel, thread = read_metadata(view)
         user = body["user"]
-        origin = adapter.origin_for(user.get("team_id"), channel, user["id"], user.get("username"))
-        await start_job(
-            adapter, origin, lambda o: service.extend(job_id, o, seconds=seconds, prompt=prompt), ephemeral_teller(adapter, channel, user["id"])
-        )
+        tell = ephemeral_teller(adapter, channel, user["id"], thread)
+        await act(
+            adapter, Action.EXTEND, job_id, user=user, channel=channel, tell=tell,
+            prompt=modal_value(view, PROMPT_BLOCK) or None, seconds=int(raw) if raw else None, thread_ts=thread,
+        )  # fmt: skip
 
     bolt.view(REMIX_MODAL)(remix)
     bolt.view(EXTEND_MODAL)(extend)

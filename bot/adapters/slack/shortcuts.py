@@ -1,0 +1,92 @@
+"""The message shortcut "Animate with videobot": a video from the image in a message.
+
+On one of the bot's own image results it is the core's Animate on that job. On anyone
+else's message with an image file, the file is downloaded with the bot token and handed
+to the core as an image-to-video request (the core checks the size and that it is an
+image), and the job runs in that message's thread.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.adapters.slack.blocks import ANIMATE_SHORTCUT, unesc
+from bot.adapters.slack.flows import Tell, act, respond_teller, show_job
+from bot.core.errors import user_message
+from bot.core.models import GenerateRequest
+from bot.core.views import Action
+from providers.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from bot.adapters.slack.app import SlackAdapter
+
+#: The prompt when the message has no text of its own.
+DEFAULT_PROMPT = "the scene comes to life with gentle, natural motion"
+CHUNK = 1 << 16
+
+
+def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+    async def animate(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        await on_animate(adapter, body, respond_teller(respond))
+
+    bolt.shortcut({"type": "message_action", "callback_id": ANIMATE_SHORTCUT})(animate)
+
+
+async def on_animate(adapter: SlackAdapter, body: dict[str, Any], tell: Tell) -> None:
+    message = body.get("message") or {}
+    channel, user = str(body["channel"]["id"]), body["user"]
+    ts = str(message.get("ts") or body.get("message_ts"))
+    thread = str(message.get("thread_ts") or ts)  # the new job's card goes in the message's thread
+    author = message.get("user")
+    job = await adapter.surface.job_for_message(channel, ts, str(author) if author else None)
+    if job is not None:
+        # One of the bot's results: the core says what Animate means for it (a video is refused with a hint).
+        await act(adapter, Action.ANIMATE, job.id, user=user, channel=channel, tell=tell, thread_ts=thread)
+        return
+    try:
+        file = await _image_file(adapter, message)
+        if file is None:
+            await tell("There is no image in this message. Use Animate with videobot on a message with a picture.")
+            return
+        data = await _download(adapter, file)
+        text = unesc(str(message.get("text") or "")).strip()
+        request = GenerateRequest(prompt=text or DEFAULT_PROMPT, image_bytes=data, image_name=str(file.get("name") or "image"))
+        origin = adapter.origin_for(user.get("team_id") or (body.get("team") or {}).get("id"), channel, str(user["id"]), user.get("username") or user.get("name"))
+        origin.extra["thread_ts"] = thread
+        job = await adapter.app.service.submit(request, origin)
+    except Exception as exc:
+        await tell(user_message(exc))
+        return
+    await show_job(adapter, job, tell)
+
+
+async def _image_file(adapter: SlackAdapter, message: dict[str, Any]) -> dict[str, Any] | None:
+    for file in message.get("files") or []:
+        if file.get("file_access") == "check_file_info" or "mimetype" not in file:
+            file = dict((await adapter.client.files_info(file=file["id"]))["file"])
+        if str(file.get("mimetype", "")).startswith("image/"):
+            return file
+    return None
+
+
+async def _download(adapter: SlackAdapter, file: dict[str, Any]) -> bytes:
+    """The file's bytes with the bot token, read no further than just past the core's image limit
+    (the core refuses it then, with the limit in its answer)."""
+    url = file.get("url_private_download") or file.get("url_private")
+    if not url:
+        raise InvalidRequest("Slack gave no address for this image. Try uploading it again.")
+    cap = int(adapter.app.service.settings.max_image_mb * 1_000_000) + 1
+    session = adapter.client.session
+    assert session is not None
+    async with session.get(str(url), headers={"Authorization": f"Bearer {adapter.client.token}"}) as response:
+        if response.status != 200 or response.content_type.startswith("text/html"):
+            # A login page instead of the file: the token may not read files here.
+            raise InvalidRequest("I could not download that image. Invite me to this channel, then try again.")
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(CHUNK):
+            data += chunk
+            if len(data) >= cap:
+                break
+    return bytes(data)
