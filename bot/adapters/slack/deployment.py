@@ -44,7 +44,8 @@ def deployment_help(service: JobService, *, upload_limit: int | None = None) -> 
         f"input images up to {settings.max_image_mb:g} MB",
     ]
     if upload_limit is not None:
-        limits.append(f"results over {mb(upload_limit)} are re-encoded to fit, else posted as a still")
+        size = f"{upload_limit / (1 << 30):.1f} GB" if upload_limit >= 1 << 30 else mb(upload_limit)
+        limits.append(f"results over {size} are re-encoded to fit, else posted as a still")
     lines.append("  limits: " + "; ".join(limits))
     budgets = []
     if settings.daily_budget_user_usd is not None:
