@@ -18,7 +18,13 @@ def test_manifest_matches_what_the_adapter_registers() -> None:
     assert _list_under(text, "bot") == ["commands", "chat:write", "files:write", "files:read", "channels:history", "groups:history", "reactions:read", "users:read"]
     assert _list_under(text, "bot_events") == ["reaction_added"]
     assert re.findall(r"- command: (\S+)", text) == ["/video", "/image"]
+    # The message shortcut: a message action whose callback id the adapter listens for.
+    shortcut = re.search(r"shortcuts:\n\s+- name: (.+)\n\s+type: (\S+)\n\s+callback_id: (\S+)", text)
+    assert shortcut and shortcut.groups() == ("Animate with videobot", "message", "vb_animate_message")
+    assert len(shortcut.group(1)) <= 24  # Slack's limit for a shortcut's name
     assert re.search(r"interactivity:\n\s+is_enabled: true", text)
     source = "\n".join(p.read_text() for p in MANIFEST.parent.glob("*.py"))
     assert 'bolt.command("/video")' in source and 'bolt.command("/image")' in source
     assert 'bolt.event("reaction_added")' in source
+    assert 'bolt.shortcut({"type": "message_action", "callback_id": ANIMATE_SHORTCUT})' in source
+    assert 'ANIMATE_SHORTCUT = "vb_animate_message"' in source

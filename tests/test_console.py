@@ -1,0 +1,63 @@
+"""The console adapter in process: the same commands as Slack and Discord, and the core's StatusView line.
+
+(`videobot run` with piped stdin and `</dev/null` is exercised as a real process in test_cli.py
+and test_crash_e2e.py.)
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import pytest
+
+from bot.adapters.console import ConsoleAdapter
+from bot.app import App
+from bot.core.views import status_view
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_console_speaks_every_command_and_prints_the_status_view_line(app: App) -> None:
+    out = io.StringIO()
+    console = ConsoleAdapter(app, stdin=io.StringIO(""), stdout=out)
+    app.runner.deliverers[console.platform] = console.deliver
+    await console.start()
+    await console.wait_closed()  # empty input: the reader is done; commands below are typed directly
+
+    async def say(line: str) -> str:
+        start = len(out.getvalue())
+        await console.handle_line(line)
+        return out.getvalue()[start:]
+
+    async def job_of(reply: str) -> str:
+        match = re.search(r"job ([a-z0-9]{8})", reply)
+        assert match, reply
+        done = await asyncio.wait_for(app.runner.wait(match.group(1)), 20)
+        await app.bus.drain()
+        return done.id
+
+    helped = await say("/help")
+    assert "/video PROMPT" in helped and "This bot offers:" in helped and "local (default)" in helped
+
+    parent = await job_of(await say('/video "a sign that says --stop-- here" --seconds 1 --size 128x72'))
+    stored = await app.service.get(parent)
+    assert stored.prompt == "a sign that says --stop-- here"
+    text = out.getvalue()
+    assert f"[{parent}] ⏳ Queued" in text and f"[{parent}] {status_view(stored).line}" in text and f"[{parent}] video: " in text
+
+    long_prompt = "the same sign at night with the rain running down it and a neon glow behind"
+    remix = await job_of(await say(f"/remix {parent} {long_prompt}"))
+    assert (await app.service.get(remix)).prompt == long_prompt
+    extend = await job_of(await say(f"/extend {parent} --seconds 1 the camera pulls back to show the whole street"))
+    assert (await app.service.get(extend)).params.seconds == 1
+    assert "Re-roll of" in await say(f"/reroll {parent}")
+    assert "Image · job" in await say("/image a red kite --size 128x128")
+    assert parent in await say("/jobs") and "--stop--" in await say(f"/job {parent}")
+    assert "$" in await say("/usage")
+    assert "nothing to cancel" in await say(f"/cancel {parent}")
+    assert "deleted" in await say(f"/delete {parent}")
+    assert "error: Unknown command /frobnicate" in await say("/frobnicate")
+    await app.runner.idle()
+    await app.bus.drain()
+    await console.stop()
