@@ -80,14 +80,14 @@ async def finished(bot: SlackBot, slack: SlackEmulator, text: str) -> tuple[Job,
     return job, ts
 
 
-@pytest.mark.parametrize("limit_mb", ["0.02", "0.0005"])
+@pytest.mark.parametrize("limit_mb", ["0.012", "0.0005"])
 async def test_over_the_slack_file_limit_the_core_decides_what_is_posted(
     settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch, limit_mb: str
 ) -> None:
     bot = await make_bot(slack, monkeypatch, SLACK_FILE_LIMIT_MB=limit_mb)
     limit = int(float(limit_mb) * 1_048_576)
     try:
-        job, ts = await finished(bot, slack, "a busy harbour full of boats --seconds 2 --size 640x360")
+        job, ts = await finished(bot, slack, "a busy harbour full of boats --seconds 3 --size 640x360 --seed 11")
         assert job.output_path and Path(job.output_path).stat().st_size > limit  # the original stays as it was
         [result] = [m for m in slack.thread(ts) if m["user"] == "U0BOT"]
         assert job.origin.result_message_id == result["ts"]

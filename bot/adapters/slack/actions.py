@@ -28,6 +28,9 @@ def _channel(body: dict[str, Any]) -> str:
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     async def button(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
+        adapter.later(pressed(body, respond), "slack-button")
+
+    async def pressed(body: dict[str, Any], respond: Any) -> None:
         pressed = body["actions"][0]
         action, job_id = ACTIONS_BY_ID[pressed["action_id"]], str(pressed["value"])
         tell, channel, thread = respond_teller(respond), _channel(body), reply_thread(body.get("message"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
+#: On stop, how long acked requests may still take to finish.
+WORK_GRACE_SECONDS = 2.0
 
 
 #: Calls that create something: sent twice they post twice, so a dropped connection is not retried blindly.
@@ -118,6 +121,9 @@ class SlackAdapter:
             signing_secret=settings.signing_secret.get_secret_value() if settings.signing_secret else "",
             # Socket Mode messages come over an authenticated WebSocket, unsigned.
             request_verification_enabled=not settings.socket_mode,
+            # A listener's return is the answer, sent at once (bolt does not poll for the ack); each
+            # listener acks and hands its work to `later`. So an ack never waits behind other requests' work.
+            process_before_response=True,
         )
         for module in LISTENERS:
             module.register(self.bolt, self)
@@ -130,6 +136,7 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = asyncio.Event()
         self._stopping = False
+        self._work: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Check the token, subscribe to progress, then serve (HTTP or Socket Mode)."""
@@ -177,6 +184,17 @@ class SlackAdapter:
             self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
         return self._me
 
+    def later(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A request's work, after its ack: run as a task the adapter owns (waited for briefly on stop)."""
+        task = asyncio.create_task(work, name=name)
+        self._work.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._work.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
     async def stop(self) -> None:
         """Stop serving. Pending card states get a moment to go out (final ones first); the next
         start picks the jobs up from the store."""
@@ -184,6 +202,12 @@ class SlackAdapter:
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
+        if self._work:
+            # Requests already acked: let them finish their store writes and answers, briefly.
+            _, late = await asyncio.wait(set(self._work), timeout=WORK_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self.surface.close()
         if self._socket is not None:
             await self._socket.close_async()

@@ -24,13 +24,14 @@ if TYPE_CHECKING:
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+    # Acked at once (Slack's 3 s): the answer goes out before the command touches the store.
     async def video(ack: Any, body: dict[str, Any], respond: Any) -> None:
-        await ack()  # Slack's 3 s: everything else happens after the answer
-        await run_text(adapter, body, "video", respond_teller(respond))
+        await ack()
+        adapter.later(run_text(adapter, body, "video", respond_teller(respond)), "slack-/video")
 
     async def image(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
-        await run_text(adapter, body, "image", respond_teller(respond))
+        adapter.later(run_text(adapter, body, "image", respond_teller(respond)), "slack-/image")
 
     bolt.command("/video")(video)
     bolt.command("/image")(image)

@@ -26,8 +26,9 @@ EMOJI = {"repeat": "🔁", "x": "❌", "clapper": "🎬"}
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
-    async def reaction_added(event: dict[str, Any]) -> None:
-        await on_reaction(adapter, event)
+    async def reaction_added(ack: Any, event: dict[str, Any]) -> None:
+        await ack()
+        adapter.later(on_reaction(adapter, event), "slack-reaction")
 
     bolt.event("reaction_added")(reaction_added)
 

@@ -29,7 +29,7 @@ CHUNK = 1 << 16
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     async def animate(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
-        await on_animate(adapter, body, respond_teller(respond))
+        adapter.later(on_animate(adapter, body, respond_teller(respond)), "slack-shortcut")
 
     bolt.shortcut({"type": "message_action", "callback_id": ANIMATE_SHORTCUT})(animate)
 

@@ -17,21 +17,33 @@ if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
 
+def _seconds_slip(view: dict[str, Any]) -> bool:
+    raw = modal_value(view, SECONDS_BLOCK)
+    return bool(raw) and not raw.isdigit()
+
+
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+    # The ack closes the modal (or keeps it open with a form slip); the work runs after it.
     async def remix(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        await ack()  # closes the modal; the outcome shows in the channel (or ephemerally)
+        await ack()
+        adapter.later(remixed(body, view), "slack-remix")
+
+    async def remixed(body: dict[str, Any], view: dict[str, Any]) -> None:
         job_id, channel, thread = read_metadata(view)
         user = body["user"]
         tell = ephemeral_teller(adapter, channel, user["id"], thread)
         await act(adapter, Action.REMIX, job_id, user=user, channel=channel, tell=tell, prompt=modal_value(view, PROMPT_BLOCK), thread_ts=thread)
 
     async def extend(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        raw = modal_value(view, SECONDS_BLOCK)
-        if raw and not raw.isdigit():
+        if _seconds_slip(view):
             # A form slip: shown on the field itself, the modal stays open.
             await ack(response_action="errors", errors={SECONDS_BLOCK: "A whole number of seconds, for example 4."})
             return
         await ack()
+        adapter.later(extended(body, view), "slack-extend")
+
+    async def extended(body: dict[str, Any], view: dict[str, Any]) -> None:
+        raw = modal_value(view, SECONDS_BLOCK)
         job_id, channel, thread = read_metadata(view)
         user = body["user"]
         tell = ephemeral_teller(adapter, channel, user["id"], thread)
