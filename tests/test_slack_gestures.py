@@ -86,6 +86,7 @@ async def target(bot: SlackBot, slack: SlackEmulator, kind: str) -> tuple[Job, s
     job = await job_of_message(bot.app, ts)
     if kind == "running":
         await slack.wait_for(lambda: "vb_cancel" in dict(buttons_of(slack.messages[ts])) and "🎬" in slack.text_of(ts))
+        job = await bot.app.service.get(job.id)
     else:
         job = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
         await slack.wait_for(lambda: "vb_reroll" in dict(buttons_of(slack.messages[ts])))
@@ -128,7 +129,7 @@ async def test_every_gesture_for_owner_other_and_admin(bot: SlackBot, slack: Sla
             note = (await slack.wait_for(lambda: refusals(slack, actor)[told:]))[0]
             assert "Only the person who asked" in note, where
             current = await bot.app.service.get(job.id)
-            assert current.deleted_at is None and current.status is job.status and ts in slack.messages, where
+            assert current.deleted_at is None and current.status is not JobStatus.CANCELLED and ts in slack.messages, where
         elif g.outcome == "cancelled":
             done = await asyncio.wait_for(bot.app.runner.wait(job.id), 10)
             assert done.status is JobStatus.CANCELLED, where

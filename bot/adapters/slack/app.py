@@ -14,7 +14,9 @@ import this module back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.parse
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -24,11 +26,13 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import actions, commands, events, shortcuts, views
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
+LISTEN_BACKLOG = 1024
 #: On stop, how long acked requests may still take to finish.
 WORK_GRACE_SECONDS = 2.0
 
@@ -103,6 +108,22 @@ class _NoClientTokenNotice(logging.Filter):
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_NoClientTokenNotice())
 
 
+#: Interactive payloads whose answer is more than an ack: answered by the listener through bolt.
+ANSWERED = frozenset({"view_submission", "block_suggestion"})
+
+
+def _answer_needed(content_type: str, body: str) -> bool:
+    if content_type == "application/json":
+        return '"url_verification"' in body  # Slack checking the events URL: the challenge goes back
+    if body.startswith("payload=") or "&payload=" in body:
+        try:
+            payload = json.loads(urllib.parse.parse_qs(body).get("payload", ["{}"])[0])
+        except ValueError:
+            return True  # let bolt say what is wrong with it
+        return payload.get("type") in ANSWERED
+    return False
+
+
 class SlackAdapter:
     platform = PLATFORM
 
@@ -125,6 +146,7 @@ class SlackAdapter:
             # listener acks and hands its work to `later`. So an ack never waits behind other requests' work.
             process_before_response=True,
         )
+        self._verifier = SignatureVerifier(settings.signing_secret.get_secret_value()) if settings.signing_secret else None
         for module in LISTENERS:
             module.register(self.bolt, self)
         self.surface = StatusSurface(self)
@@ -137,6 +159,9 @@ class SlackAdapter:
         self._closed = asyncio.Event()
         self._stopping = False
         self._work: set[asyncio.Task[None]] = set()
+        #: HTTP mode: requests acked, waiting for bolt's dispatch (see _handle).
+        self._inbox: asyncio.Queue[tuple[str, str, dict[str, str]]] = asyncio.Queue()
+        self._dispatcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Check the token, subscribe to progress, then serve (HTTP or Socket Mode)."""
@@ -155,19 +180,49 @@ class SlackAdapter:
             self._socket = AsyncSocketModeHandler(self.bolt, self.settings.app_token.get_secret_value(), web_client=self.client)
             await self._socket.connect_async()
             return
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="slack-dispatch")
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, self._handle)
         self._web = web.AppRunner(web_app, access_log=None)
         await self._web.setup()
-        site = web.TCPSite(self._web, self.settings.http_host, self.settings.http_port)
+        # A burst of commands opens many connections at once: room for them in the listen queue.
+        site = web.TCPSite(self._web, self.settings.http_host, self.settings.http_port, backlog=LISTEN_BACKLOG)
         await site.start()
         port = site._server.sockets[0].getsockname()[1] if site._server else self.settings.http_port  # type: ignore[union-attr]
         self.http_url = f"http://{self.settings.http_host}:{port}{EVENTS_PATH}"
         log.info("Slack requests at %s", self.http_url)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        response = await self.bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(response)
+        """HTTP mode: a signed request is acked at once and handed to bolt after the answer.
+
+        Slack needs only a 200 within 3 s for commands, buttons, shortcuts and events; bolt's
+        own dispatch (middleware, matching, kwargs) costs far more than checking the signature,
+        and 200 commands arriving together would each wait for all the others'. Requests whose
+        answer carries content (a modal's form errors, Slack's URL check) go through bolt first.
+        """
+        body = await request.text()
+        if self._verifier is None or not self._verifier.is_valid_request(body, request.headers):  # type: ignore[arg-type]
+            return web.json_response({"error": "invalid request"}, status=401)
+        if _answer_needed(request.content_type, body):
+            response = await self.bolt.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(response)
+        self._inbox.put_nowait((body, request.query_string, dict(request.headers)))  # parsed later, by bolt
+        return web.Response(status=200)
+
+    async def _dispatch_loop(self) -> None:
+        """Acked requests through bolt, one at a time, yielding between them: a burst's acks go out
+        first instead of waiting behind the dispatch (and the work) of every request before them."""
+        while True:
+            body, query, headers = await self._inbox.get()
+            try:
+                response = await self.bolt.async_dispatch(AsyncBoltRequest(body=body, query=query, headers=headers))
+                if response.status >= 400:
+                    log.warning("Slack request not handled (HTTP %s): %s", response.status, response.body[:200])
+            except Exception:
+                log.exception("Slack request failed in dispatch")
+            finally:
+                self._inbox.task_done()
+            await asyncio.sleep(0)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -202,19 +257,27 @@ class SlackAdapter:
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
-        if self._work:
-            # Requests already acked: let them finish their store writes and answers, briefly.
-            _, late = await asyncio.wait(set(self._work), timeout=WORK_GRACE_SECONDS)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        await self.surface.close()
+        # No new requests; those already acked are still handled (briefly), so none is lost.
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
         if self._web is not None:
             await self._web.cleanup()
             self._web = None
+        if self._dispatcher is not None:
+            try:
+                await asyncio.wait_for(self._inbox.join(), WORK_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("stopping with %d acked Slack requests not handled", self._inbox.qsize())
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+            self._dispatcher = None
+        if self._work:
+            _, late = await asyncio.wait(set(self._work), timeout=WORK_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self.surface.close()
         if self.client.session is not None and not self.client.session.closed:
             await self.client.session.close()
         self._closed.set()

@@ -2,10 +2,11 @@
 
 One status message per job (`chat.postMessage`), showing the core's `StatusView` and
 updated in place (`chat.update`). Updates go through ONE `RateScheduler` per workspace
-(Slack allows about 50 `chat.update` a minute per workspace for the whole app): each card
-offers its newest state, unsent older states are dropped, final states go first and are
-always sent, and a 429 slows the scheduler down (`Throttled`) instead of being retried
-blindly. A card whose rendered payload did not change is not sent at all.
+(Slack allows about 50 `chat.update` a minute per workspace for the whole app): a card that
+changed is offered once, its newest state is rendered when its turn comes (so a burst of
+progress events costs one render, not one per event), final states go first and are always
+sent, and a 429 slows the scheduler down (`Throttled`) instead of being retried blindly. A
+card whose rendered payload did not change since it was last sent is not sent at all.
 
 Events can arrive before the status message exists (the job is submitted first, so a
 refused job never touches the channel): the newest view is kept and posted, or offered
@@ -55,16 +56,19 @@ CLOSE_FLUSH_SECONDS = 3.0
 FINAL_ATTEMPTS = 3
 
 
-@dataclass
+@dataclass(eq=False)
 class Card:
     """One job's status message as this process knows it."""
 
     job: Job
-    view: StatusView | None = None
+    #: The newest event (None: render the stored row).
+    event: ProgressEvent | None = None
     channel_id: str | None = None
     ts: str | None = None
-    #: The payload last handed to the scheduler (or posted): an equal one is not sent again.
-    offered: str | None = None
+    #: The payload last sent (or posted): an equal one is not sent again.
+    sent: str | None = None
+    #: Offered to the scheduler and not taken yet: newer events need no new offer.
+    pending: bool = False
     #: False once Slack refused the still's image block (not processed yet): the card goes without it.
     with_image: bool = True
     final_attempts: int = 0
@@ -76,25 +80,12 @@ class Card:
     told_failure: bool = False
 
 
-@dataclass(frozen=True)
-class Update:
-    """One chat.update, as the scheduler holds it."""
-
-    job_id: str
-    channel: str
-    ts: str
-    text: str
-    blocks: list[Block]
-    final: bool
-    undelivered: bool
-
-
 class StatusSurface:
     def __init__(self, adapter: SlackAdapter) -> None:
         self.adapter = adapter
         self.limits = adapter.limits
         self.in_thread = adapter.settings.upload_in_thread
-        self.pool: SchedulerPool[Update] = SchedulerPool(self._scheduler)
+        self.pool: SchedulerPool[Card] = SchedulerPool(self._scheduler)
         self._cards: dict[str, Card] = {}
         self._removed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,20 +96,20 @@ class StatusSurface:
     def client(self) -> Any:
         return self.adapter.client
 
-    def _scheduler(self, workspace: object) -> RateScheduler[Update]:
+    def _scheduler(self, workspace: object) -> RateScheduler[Card]:
         return RateScheduler(
             self._send_update, rate=self.limits.update_budget, per=self.limits.update_window_seconds, name=f"slack-updates-{workspace}"
         )
 
-    def scheduler_for(self, workspace_id: str | None) -> RateScheduler[Update]:
+    def scheduler_for(self, workspace_id: str | None) -> RateScheduler[Card]:
         return self.pool.get(workspace_id or "")
 
     # --- the status message -----------------------------------------------------------------
 
-    def _render(self, card: Card) -> tuple[str, list[Block], str]:
-        view = card.view if card.view is not None else status_view(card.job)
+    def _render(self, card: Card) -> tuple[StatusView, str, list[Block], str]:
+        view = status_view(card.job, card.event)
         text, blocks = status_text(view), status_blocks(view, card.job, with_image=card.with_image)
-        return text, blocks, json.dumps([text, blocks], sort_keys=True)
+        return view, text, blocks, json.dumps([text, blocks], sort_keys=True)
 
     async def post_status(self, job: Job, *, adopt: bool = False) -> str:
         """Post the job's status message in its channel (once) and remember it in the store.
@@ -135,18 +126,23 @@ class StatusSurface:
             if ts is not None:
                 log.info("job %s: adopted its status message %s", job.id, ts)
             else:
-                channel, ts, card.offered = await self._post(card)
+                channel, ts, card.sent = await self._post(card)
             # In the store, so reactions find the job and a restarted bot keeps updating this message.
             # Until this write lands, a reaction finds the job through the message's metadata.
             await self.adapter.app.service.set_messages(job.id, status_message_id=ts)
             card.channel_id, card.ts = str(channel), ts
             card.posted.set()
-            self._offer(card)  # what changed while posting (or, adopted, the state now)
+            # What changed while posting (or, adopted, the state now); nothing when the post shows it.
+            view, _, _, rendered = self._render(card)
+            if rendered != card.sent:
+                self._offer(card)
+            elif view.final:
+                self._cards.pop(job.id, None)
         return ts
 
     async def _post(self, card: Card) -> tuple[str, str, str]:
         job = card.job
-        text, blocks, key = self._render(card)
+        _, text, blocks, key = self._render(card)
         post = {
             "channel": job.origin.channel_id, "text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False,
             "metadata": lookup.status_metadata(job.id), "thread_ts": job.origin.extra.get("thread_ts"),
@@ -260,60 +256,66 @@ class StatusSurface:
         if event.job.id in self._removed:
             return
         card = self._track(event.job)
-        card.job, card.view = event.job, status_view(event.job, event)
+        card.job, card.event = event.job, event
         if event.kind is EventKind.FAILED and not card.told_failure:
             card.told_failure = True
-            self.spawn(self._tell_failure(event.job, card.view), f"slack-failure-{event.job.id}")
+            self.spawn(self._tell_failure(event.job, status_view(event.job, event)), f"slack-failure-{event.job.id}")
         if self._orphan(card):
             self._spawn_ensure(card)
         self._offer(card)
 
     def _offer(self, card: Card) -> None:
-        """Hand the card's newest state to its workspace's scheduler, unless it is what was sent."""
+        """The card changed: have its workspace's scheduler send its newest state when its turn comes."""
         if card.ts is None or card.channel_id is None:
             return  # no message yet: post_status posts the newest state
-        text, blocks, key = self._render(card)
-        final = card.view is not None and card.view.final
-        if key == card.offered:
-            if final:
-                self._cards.pop(card.job.id, None)  # its last word is on the card already
-            return
-        card.offered = key
-        update = Update(
-            job_id=card.job.id, channel=card.channel_id, ts=card.ts, text=text, blocks=blocks, final=final,
-            undelivered=card.job.error_code == "undelivered",
-        )  # fmt: skip
-        self.scheduler_for(card.job.origin.workspace_id).offer(card.job.id, update, final=final)
+        final = card.event is not None and card.event.kind.final
+        if card.pending and not final:
+            return  # already waiting for its turn; it renders the newest state then
+        card.pending = True
+        self.scheduler_for(card.job.origin.workspace_id).offer(card.job.id, card, final=final)
 
-    async def _send_update(self, key: object, update: Update) -> None:
-        """The scheduler's send: one chat.update. A 429 raises Throttled (the scheduler slows down)."""
-        if update.job_id in self._removed:
+    async def _send_update(self, key: object, card: Card) -> None:
+        """The scheduler's send: the card's newest state in one chat.update (none if nothing changed).
+        A 429 raises Throttled: the scheduler puts the card back and slows down."""
+        card.pending = False
+        if card.job.id in self._removed or card.ts is None or card.channel_id is None:
             return
-        card = self._cards.get(update.job_id)
-        try:
-            # The metadata again: the message stays findable by job id whatever Slack keeps on edit.
-            await self.client.chat_update(
-                channel=update.channel, ts=update.ts, text=update.text, blocks=update.blocks, metadata=lookup.status_metadata(update.job_id)
-            )
-        except SlackApiError as exc:
-            if throttled(exc):
-                raise Throttled(retry_after(exc)) from exc
-            error = slack_error(exc)
-            if card is not None and error in ("invalid_blocks", "invalid_blocks_format") and any(b["type"] == "image" for b in update.blocks):
-                # The still is not usable yet (Slack still processing it): the card without it.
-                card.with_image = False
-                self._offer(card)
-                return
-            if update.final and card is not None and (error in TRANSIENT_CODES or exc.response.status_code >= 500):
-                card.final_attempts += 1
-                if card.final_attempts < FINAL_ATTEMPTS:
-                    raise Throttled(retry_after(exc)) from exc  # a job's last word is worth another try
-            # Deleted message, archived channel: the job goes on; /video jobs still shows it.
-            log.warning("status update failed for %s: %s", update.job_id, error)
-            if update.final and update.undelivered and card is not None:
-                await self._dm(card.job, f"*{esc(job_title(card.job))}*\n{esc(card.job.error_message or '')}")
-        if update.final and card is not None and card.offered is not None and card.view is not None and card.view.final:
-            self._cards.pop(update.job_id, None)
+        view, text, blocks, rendered = self._render(card)
+        if rendered != card.sent:
+            try:
+                # The metadata again: the message stays findable by job id whatever Slack keeps on edit.
+                await self.client.chat_update(
+                    channel=card.channel_id, ts=card.ts, text=text, blocks=blocks, metadata=lookup.status_metadata(card.job.id)
+                )
+                card.sent = rendered
+            except SlackApiError as exc:
+                if not await self._update_refused(card, view, exc, blocks):
+                    return  # offered again
+        if view.final:
+            self._cards.pop(card.job.id, None)  # its last word is on the card
+
+    async def _update_refused(self, card: Card, view: StatusView, exc: SlackApiError, blocks: list[Block]) -> bool:
+        """What a refused chat.update means; False when the card was offered again."""
+        if throttled(exc):
+            card.pending = True  # the scheduler keeps it
+            raise Throttled(retry_after(exc)) from exc
+        error = slack_error(exc)
+        if error in ("invalid_blocks", "invalid_blocks_format") and any(b["type"] == "image" for b in blocks):
+            # The still is not usable yet (Slack still processing it): the card without it.
+            card.with_image = False
+            self._offer(card)
+            return False
+        if view.final and (error in TRANSIENT_CODES or exc.response.status_code >= 500):
+            card.final_attempts += 1
+            if card.final_attempts < FINAL_ATTEMPTS:
+                card.pending = True
+                raise Throttled(retry_after(exc)) from exc  # a job's last word is worth another try
+        # Deleted message, archived channel: the job goes on; /video jobs still shows it.
+        log.warning("status update failed for %s: %s", card.job.id, error)
+        card.sent = None
+        if view.final and card.job.error_code == "undelivered":
+            await self._dm(card.job, f"*{esc(job_title(card.job))}*\n{esc(card.job.error_message or '')}")
+        return True
 
     async def _tell_failure(self, job: Job, view: StatusView) -> None:
         """The whole failure note, to the owner alone: ephemeral in the channel, else in the app's DM."""
