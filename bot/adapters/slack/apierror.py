@@ -1,8 +1,6 @@
 """Slack's error code from a failed Web API call, and what a failed delivery means for the job."""
 from __future__ import annotations
 
-import re
-
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 
@@ -47,7 +45,6 @@ _PERMANENT = {
 }
 _TRANSIENT_MESSAGE = "Slack is not answering right now; the file is posted as soon as it is back."
 STOPPED_MESSAGE = "The bot is stopping; the file is posted when it runs again."
-_UPLOAD_STATUS = re.compile(r"Failed to upload a file \(status: (\d+)")
 
 
 def delivery_failure(exc: BaseException, job_id: str) -> DeliveryFailed | None:
@@ -66,18 +63,16 @@ def delivery_failure(exc: BaseException, job_id: str) -> DeliveryFailed | None:
         needed = exc.response.data.get("needed") if isinstance(exc.response.data, dict) else None
         text = _PERMANENT.get(code, "Slack refused the file ({code}). Fix what it says, " + _REDELIVER)
         return DeliveryFailed(text.format(job=job_id, code=code, needed=f" ({needed})" if needed else ""), transient=False, detail=detail)
-    if isinstance(exc, (UploadFailed, SlackRequestError)):
-        # The POST of the bytes to the upload URL (step 2 of the upload).
-        if isinstance(exc, UploadFailed):
-            status = exc.status
-        else:  # files_upload_v2 reports the status only in its text
-            match = _UPLOAD_STATUS.search(str(exc))
-            status = int(match.group(1)) if match else 0
+    if isinstance(exc, UploadFailed):
+        # The POST of the bytes to the upload URL (step 2 of the upload, upload.py).
+        status = exc.status
         if status in (408, 429) or status >= 500:
             return DeliveryFailed(_TRANSIENT_MESSAGE, transient=True, detail=f"upload HTTP {status}")
         if status == 413:
             return DeliveryFailed(_PERMANENT["file_too_large"], transient=False, detail="upload HTTP 413")
         return DeliveryFailed(f"Slack refused the file. Check the bot's log, then run `videobot redeliver {job_id}`.", transient=False, detail=str(exc)[:200])
+    if isinstance(exc, SlackRequestError):  # the client refused to send the call (a bug here): needs a person
+        return DeliveryFailed(f"The file could not be sent to Slack. Check the bot's log, then run `videobot redeliver {job_id}`.", transient=False, detail=str(exc)[:200])
     if isinstance(exc, SlackClientError):
         return None
     if isinstance(exc, (aiohttp.ClientError, TimeoutError, OSError)):
