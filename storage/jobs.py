@@ -247,9 +247,16 @@ class JobStore:
             row = await cur.fetchone()
         return _from_row(row) if row else None
 
-    async def find_prefix(self, prefix: str, limit: int = 2) -> list[Job]:
+    async def find_prefix(
+        self, prefix: str, limit: int = 2, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False
+    ) -> list[Job]:
+        """Jobs whose id starts with `prefix`; `scoped`: only those of (platform, workspace_id)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return await self._select("WHERE id LIKE ? ESCAPE '\\' LIMIT ?", (escaped + "%", limit))
+        if not scoped:
+            return await self._select("WHERE id LIKE ? ESCAPE '\\' LIMIT ?", (escaped + "%", limit))
+        return await self._select(
+            "WHERE id LIKE ? ESCAPE '\\' AND platform = ? AND workspace_id IS ? LIMIT ?", (escaped + "%", platform, workspace_id, limit)
+        )
 
     async def list(
         self,
