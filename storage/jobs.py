@@ -14,6 +14,8 @@ import aiosqlite
 
 from storage.db import connect
 from storage.leases import HolderState, holder_state
+from storage.spend import SpendLimit
+from storage import spend
 from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.writer import GroupWriter
 
@@ -81,8 +83,14 @@ class JobStore:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def create(self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None) -> Job:
-        """Insert a new job (and its first event); with `lease_owner`, already leased to that runner."""
+    async def create(
+        self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
+        spend_limits: list[SpendLimit] | None = None,
+    ) -> Job:
+        """Insert a new job (and its first event); with `lease_owner`, already leased to that runner.
+
+        With `spend_limits`, the job's estimate is reserved against them in the same transaction
+        (raises OverBudget and writes nothing when it would pass one)."""
         row = _to_row(job)
         if lease_owner is not None:
             row["lease_owner"] = lease_owner
@@ -91,13 +99,18 @@ class JobStore:
         marks = ", ".join("?" for _ in row)
 
         def write(conn: sqlite3.Connection) -> None:
+            if spend_limits:
+                spend.check(conn, spend_limits, job.cost_estimate or 0.0)
             conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
             _event(conn, job.id, job.status, job.progress, None, job.created_at)
 
         await self._writer.run(write)
         return job.model_copy(update={"lease_owner": row.get("lease_owner"), "lease_until": row.get("lease_until")})
 
-    async def update(self, job_id: str, *, detail: str | None = None, fence: str | None = None, **fields: Any) -> Job:
+    async def update(
+        self, job_id: str, *, detail: str | None = None, fence: str | None = None,
+        spend_limits: list[SpendLimit] | None = None, **fields: Any,
+    ) -> Job:
         """Write fields; a status change also appends an event. Returns the job as stored.
 
         `fence`: the lease owner the write is conditional on (the runner's writes). A write
@@ -129,6 +142,9 @@ class JobStore:
         values = (*(v for _, v in sets), *args)
 
         def write(conn: sqlite3.Connection) -> Job:
+            if spend_limits and fields.get("cost_estimate") is not None:
+                # A new price for a running job (a fallback hop): the others' spend plus the new estimate.
+                spend.check(conn, spend_limits, float(fields["cost_estimate"]), excluding=job_id)
             cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", values)
             if cur.rowcount == 0:
                 _explain_refusal(conn, job_id, fence)

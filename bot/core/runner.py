@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
@@ -37,6 +38,7 @@ from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_comp
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore, LeaseLost
 from storage.leases import Holder, HolderState, holder_state
+from storage.spend import OverBudget, SpendLimit
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class Runner:
         self.lease_seconds = lease_seconds
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
+        #: The daily limits a job's spend is checked against (set by the app from the budgets).
+        self.spend_limits: Callable[[Job], list[SpendLimit]] = lambda job: []
         self.holder = Holder.current()
         self.owner = str(self.holder)
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
@@ -332,9 +336,9 @@ class Runner:
                     await self.store.release(self.owner, [job.id])
                 self._wake.set()
 
-    async def _write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+    async def _write(self, job: Job, *, detail: str | None = None, spend_limits: list[SpendLimit] | None = None, **fields: Any) -> Job:
         """Every runner write: only while this runner still holds the job's lease."""
-        return await self.store.update(job.id, fence=self.owner, detail=detail, **fields)
+        return await self.store.update(job.id, fence=self.owner, detail=detail, spend_limits=spend_limits, **fields)
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
@@ -465,6 +469,16 @@ class Runner:
         return None
 
     async def _take_fallback(self, job: Job, fallback: str, exc: Unavailable) -> Job:
+        # The hop goes through the spend gate: the new pipeline's price replaces the old one's
+        # (which billed nothing: it was unavailable), checked against the budgets in the same write.
+        estimate = estimate_job_cost(self.registry.get(fallback), video_request_for(job), job)
+        if estimate is not None and job.state.get("image_step_cost") and not self.registry.get(fallback).uses_image_step(video_request_for(job)):
+            estimate = round(estimate + job.state["image_step_cost"], 4)
+        try:
+            job = await self._write(job, cost_estimate=estimate if estimate is not None else job.cost_estimate,
+                                    spend_limits=self.spend_limits(job))  # fmt: skip
+        except OverBudget as over:
+            raise BudgetGuard.refusal(over) from exc
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
         moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}

@@ -3,7 +3,6 @@ return the job at once. Everything a user can do to a job goes through here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import secrets
@@ -22,6 +21,7 @@ from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore
+from storage.spend import OverBudget
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,6 @@ class JobService:
         self.budget = BudgetGuard(
             store, user_budget=settings.daily_budget_user_usd, workspace_budget=settings.daily_budget_workspace_usd
         )
-        # One budget check and insert at a time, so two quick jobs cannot both spend the last dollar.
-        self._budget_lock = asyncio.Lock()
 
     # --- new jobs ---------------------------------------------------------------------------
 
@@ -94,6 +92,7 @@ class JobService:
         if parent.kind in (JobKind.REMIX, JobKind.EXTEND):
             job.kind = parent.kind
         if kind is JobKind.IMAGE:
+            job.cost_estimate = self._image_estimate(job, pipeline)
             return await self._persist(job, pipeline)
         return await self._validate_and_persist(job, pipeline, None)
 
@@ -362,13 +361,11 @@ class JobService:
         parse_size(job.params.size)
         request = video_request_for(job)
         taker = self._validating_pipeline(pipeline, request)
-        job.cost_estimate = estimate_job_cost(taker, request, job)
-        await self._check_queue_limit(job.origin)
-        async with self._spend_lock():
-            await self.budget.check(job.origin, job.cost_estimate)
-            if image is not None and job.params.image_path:
-                await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
-            return await self._persist(job, pipeline)
+        job.cost_estimate = self._priced(estimate_job_cost(taker, request, job), job)
+        self._check_priced(job)
+        if image is not None and job.params.image_path:
+            await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
+        return await self._persist(job, pipeline)
 
     async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
         pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
@@ -377,12 +374,13 @@ class JobService:
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
         params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
         job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
+        job.cost_estimate = self._image_estimate(job, pipeline)
+        return await self._persist(job, pipeline)
+
+    def _image_estimate(self, job: Job, pipeline: Pipeline) -> float | None:
         assert pipeline.image is not None
-        job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
-        await self._check_queue_limit(origin)
-        async with self._spend_lock():
-            await self.budget.check(origin, job.cost_estimate)
-            return await self._persist(job, pipeline)
+        estimate = pipeline.image.estimate_cost(ImageRequest(prompt=job.prompt, size=job.params.size, model=job.params.model))
+        return self._priced(estimate, job)
 
     async def _check_queue_limit(self, origin: Origin) -> None:
         limit = self.settings.max_queued_per_user
@@ -391,15 +389,49 @@ class JobService:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
     async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
-        if self.runner is None:
-            return await self.store.create(job)  # stored only: whichever runner starts takes it
-        owner, seconds = self.runner.lease_for_new()
-        job = await self.store.create(job, lease_owner=owner, lease_seconds=seconds)
-        await self.runner.enqueue(job)
+        """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
+        a known price, the queue limit, and the estimate reserved against the daily budgets in
+        the same store transaction as the insert, so it holds across processes."""
+        self._check_priced(job)
+        await self._check_queue_limit(job.origin)
+        limits = self.budget.limits_for(job.origin)
+        lease: dict[str, object] = {}
+        if self.runner is not None:
+            owner, seconds = self.runner.lease_for_new()
+            lease = {"lease_owner": owner, "lease_seconds": seconds}
+        try:
+            job = await self.store.create(job, spend_limits=limits, **lease)  # type: ignore[arg-type]
+        except OverBudget as over:
+            raise self.budget.refusal(over) from None
+        if self.runner is not None:
+            await self.runner.enqueue(job)
         return job
 
-    def _spend_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
-        # Only a budget needs the check and the insert to be one step; without one, submissions
-        # must not queue behind each other's writes.
-        budgeted = self.budget.user_budget is not None or self.budget.workspace_budget is not None
-        return self._budget_lock if budgeted else contextlib.nullcontext()
+    def _check_priced(self, job: Job) -> None:
+        """A model without a price would count as free against every budget: refuse it."""
+        if job.cost_estimate is not None:
+            return
+        model = job.params.model or self._default_model(job)
+        if model in self.settings.free_set or job.pipeline in self.settings.free_set:
+            job.cost_estimate = 0.0
+            return
+        raise InvalidRequest(
+            f"The price of {model or job.pipeline} is not known, so it cannot be counted against budgets. "
+            f"An admin can set VIDEOBOT_PRICES={model or job.pipeline}=USD (per second, or per image), "
+            "or list it in VIDEOBOT_FREE_MODELS."
+        )
+
+    def _default_model(self, job: Job) -> str | None:
+        pipeline = self.registry.get(job.pipeline)
+        provider = pipeline.image if job.kind is JobKind.IMAGE else pipeline.video
+        return provider.default_model if provider is not None else None
+
+    def _priced(self, estimate: float | None, job: Job) -> float | None:
+        """The provider's estimate, else VIDEOBOT_PRICES for the model."""
+        if estimate is not None:
+            return estimate
+        model = job.params.model or self._default_model(job)
+        price = self.settings.price_map.get(model or "")
+        if price is None:
+            return None
+        return round(price * (1 if job.kind is JobKind.IMAGE else job.params.seconds), 4)
