@@ -322,6 +322,42 @@ class JobStore:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
 
+    # --- spends waiting for their owner's confirmation ---------------------------------------
+
+    async def put_pending(self, token: str, job: Job, *, expires_at: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO pending_spends (token, platform, user_id, job_json, estimate, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token, job.origin.platform, job.origin.user_id, job.model_dump_json(), job.cost_estimate or 0.0, time.time(), expires_at),
+            )
+
+        await self._writer.run(write)
+
+    async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
+        """Move a pending spend of this user out of `pending` (to `confirmed` or `cancelled`), once.
+        Returns its job and the state it was in (`pending`, `expired`, ..., `missing`, `not_owner`)."""
+
+        def write(conn: sqlite3.Connection) -> tuple[Job | None, str]:
+            row = conn.execute(
+                "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (token,)
+            ).fetchone()
+            if row is None or row["platform"] != platform:
+                return None, "missing"
+            job = Job.model_validate_json(row["job_json"])
+            if row["user_id"] != user_id:
+                return job, "not_owner"
+            state = row["state"]
+            if state == "pending" and row["expires_at"] < time.time():
+                conn.execute("UPDATE pending_spends SET state = 'expired' WHERE token = ?", (token,))
+                return job, "expired"
+            if state == "pending":
+                conn.execute("UPDATE pending_spends SET state = ? WHERE token = ?", (to, token))
+            return job, state
+
+        result: tuple[Job | None, str] = await self._writer.run(write)
+        return result
+
     async def media_to_expire(self, finished_before: float, limit: int = 500) -> list[Job]:
         """Finished jobs older than the retention window whose files are still on disk."""
         return await self._select(

@@ -63,6 +63,12 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "delete":
         job = await service.delete(command.job_id(), actor)
         return Reply(text=f"Job {job.id} deleted.", job=job)
+    if name == "confirm":
+        job = await service.confirm(command.job_id(), actor)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "decline":
+        await service.decline(command.job_id(), actor)
+        return Reply(text="Cancelled; nothing was spent.")
     if name == "usage":
         return Reply(text=(await service.usage(origin)).text())
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names

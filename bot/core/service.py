@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bot.config import CoreSettings
 from bot.core.budget import BudgetGuard, Usage, estimate_job_cost
-from bot.core.errors import JobNotFound, JobStateError, LimitReached, NotAllowed
+from bot.core.errors import JobNotFound, JobStateError, LimitReached, NeedsConfirmation, NotAllowed
+from bot.core.render import job_title
 from bot.core.events import EventBus
 from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner, video_request_for
@@ -22,6 +23,9 @@ from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore
 from storage.spend import OverBudget
+
+#: How long a request above the confirm threshold waits for its owner.
+CONFIRM_SECONDS = 600
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class JobService:
         self.settings = settings
         self._admins = {a.strip() for a in settings.admin_user_ids.split(",") if a.strip()}
         self._splits = settings.split_map
+        #: When each user last started a paid job, for the cooldown (per process).
+        self._last_paid: dict[tuple[str, str], float] = {}
         self.budget = BudgetGuard(
             store, user_budget=settings.daily_budget_user_usd, workspace_budget=settings.daily_budget_workspace_usd
         )
@@ -388,12 +394,17 @@ class JobService:
         if pending >= limit:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
-    async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
+    async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False) -> Job:
         """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
         a known price, the queue limit, and the estimate reserved against the daily budgets in
         the same store transaction as the insert, so it holds across processes."""
         self._check_priced(job)
         await self._check_queue_limit(job.origin)
+        if not confirmed and self._needs_confirmation(job):
+            token = secrets.token_hex(4)
+            await self.store.put_pending(token, job, expires_at=time.time() + CONFIRM_SECONDS)
+            raise NeedsConfirmation(token, job.cost_estimate or 0.0, job_title(job), CONFIRM_SECONDS)
+        self._check_cooldown(job)
         limits = self.budget.limits_for(job.origin)
         lease: dict[str, object] = {}
         if self.runner is not None:
@@ -403,9 +414,44 @@ class JobService:
             job = await self.store.create(job, spend_limits=limits, **lease)  # type: ignore[arg-type]
         except OverBudget as over:
             raise self.budget.refusal(over) from None
+        if (job.cost_estimate or 0.0) > 0:
+            self._last_paid[(job.origin.platform, job.origin.user_id)] = time.monotonic()
         if self.runner is not None:
             await self.runner.enqueue(job)
         return job
+
+    def _needs_confirmation(self, job: Job) -> bool:
+        threshold = self.settings.confirm_above_usd
+        return threshold is not None and job.origin.platform != "cli" and (job.cost_estimate or 0.0) > threshold
+
+    def _check_cooldown(self, job: Job) -> None:
+        wait = self.settings.cooldown_seconds
+        if wait <= 0 or (job.cost_estimate or 0.0) <= 0 or job.origin.platform == "cli":
+            return
+        last = self._last_paid.get((job.origin.platform, job.origin.user_id))
+        if last is not None and (left := wait - (time.monotonic() - last)) > 0:
+            raise LimitReached(f"Paid videos here are at least {wait:g} s apart; try again in {left:.0f} s.")
+
+    async def confirm(self, token: str, actor: Actor) -> Job:
+        """Start a request that waited for its owner's Confirm (re-checked: budgets may have moved)."""
+        job, state = await self._take_pending(token, actor, to="confirmed")
+        return await self._persist(job, self.registry.get(job.pipeline), confirmed=True)
+
+    async def decline(self, token: str, actor: Actor) -> Job:
+        job, _ = await self._take_pending(token, actor, to="cancelled")
+        return job
+
+    async def _take_pending(self, token: str, actor: Actor, *, to: str) -> tuple[Job, str]:
+        job, state = await self.store.take_pending(token.strip().lower(), to=to, platform=actor.platform or "cli", user_id=actor.user_id)
+        if job is None:
+            raise JobNotFound(token)
+        if state == "not_owner":
+            raise NotAllowed("Only the person who asked can confirm or cancel this.")
+        if state == "expired":
+            raise JobStateError(f"That offer expired after {CONFIRM_SECONDS // 60} minutes; nothing was spent. Ask again.")
+        if state != "pending":
+            raise JobStateError(f"That request was already {state}.")
+        return job, state
 
     def _check_priced(self, job: Job) -> None:
         """A model without a price would count as free against every budget: refuse it."""
