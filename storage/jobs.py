@@ -322,6 +322,35 @@ class JobStore:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
 
+    # --- settings changed in chat -------------------------------------------------------------
+
+    async def settings_rows(self, platform: str, workspace_id: str | None) -> list[tuple[str, str, str, Any]]:
+        """(scope, scope_id, key, value) of one tenant: its own, its channels' and its users'."""
+        async with self._conn.execute(
+            "SELECT scope, scope_id, key, value_json FROM settings WHERE platform = ? AND workspace_id = ?",
+            (platform, workspace_id or ""),
+        ) as cur:
+            return [(r["scope"], r["scope_id"], r["key"], json.loads(r["value_json"])) for r in await cur.fetchall()]
+
+    async def put_setting(
+        self, platform: str, workspace_id: str | None, scope: str, scope_id: str, key: str, value: Any, *, by: str
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute(
+                    "DELETE FROM settings WHERE platform = ? AND workspace_id = ? AND scope = ? AND scope_id = ? AND key = ?",
+                    (platform, workspace_id or "", scope, scope_id, key),
+                )
+                return
+            conn.execute(
+                "INSERT INTO settings (platform, workspace_id, scope, scope_id, key, value_json, updated_by, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace_id, scope, scope_id, key) "
+                "DO UPDATE SET value_json = excluded.value_json, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (platform, workspace_id or "", scope, scope_id, key, json.dumps(value), by, time.time()),
+            )
+
+        await self._writer.run(write)
+
     # --- spends waiting for their owner's confirmation ---------------------------------------
 
     async def put_pending(self, token: str, job: Job, *, expires_at: float) -> None:

@@ -25,6 +25,7 @@ _ALLOWED = {
 }
 COMMANDS = (
     "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "confirm", "decline",
+    "settings",
 )
 
 

@@ -33,7 +33,7 @@ from bot.core.scheduler import FairQueue
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
-from providers.moderation import Moderator
+from providers.moderation import BlocklistModerator, Moderator
 from providers.pipeline import Pipeline
 from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
@@ -361,7 +361,7 @@ class Runner:
         if job.status is JobStatus.QUEUED:
             job = await self._write(job, status=JobStatus.SUBMITTING, started_at=time.time())
             self._emit(EventKind.STARTED, job)
-        if self.moderator is not None and not job.state.get("moderated"):
+        if not job.state.get("moderated") and (self.moderator is not None or job.state.get("blocklist")):
             job = await self._moderate(job)
         if job.kind is JobKind.IMAGE:
             return await self._run_image_job(job, pipeline)
@@ -375,8 +375,14 @@ class Runner:
     async def _moderate(self, job: Job) -> Job:
         """Before any paid step: the prompt and any input image. A flagged job ends here, having
         cost nothing; a moderation outage refuses paid work (or lets it pass, per setting)."""
-        assert self.moderator is not None
         images = [Path(p) for p in (job.params.image_path, job.state.get("source_image")) if p and Path(p).exists()]
+        if job.state.get("blocklist"):
+            # The tenant's own words apply in every mode.
+            local = await BlocklistModerator(job.state["blocklist"]).check(job.prompt)
+            if local.flagged:
+                raise Flagged(local.categories, "tenant blocklist")
+        if self.moderator is None or job.state.get("moderation_mode") == "off":
+            return await self._write(job, state={**job.state, "moderated": "blocklist" if job.state.get("blocklist") else "off"})
         try:
             verdict = await self.moderator.check(job.prompt, images)
         except Unavailable as exc:
