@@ -29,8 +29,9 @@ class CoreSettings(BaseSettings):
     model_config = _section("VIDEOBOT_")
 
     data_dir: Path = Path("./data")
-    default_pipeline: str = "local"
-    default_image_pipeline: str = "local-image"
+    #: Empty: the best configured pipeline (`videobot pipelines` marks it).
+    default_pipeline: str = ""
+    default_image_pipeline: str = ""
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1000)
     max_running_per_user: int = Field(default=2, ge=1, le=100)
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)

@@ -46,6 +46,10 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     registry.register("local-image", local_image_pipeline)
     _register_openai(registry, settings)
     _register_runway(registry, settings)
+    # A paid provider the operator configured beats the offline renderer; direct text-to-video
+    # before chains (one paid step instead of two), local last as the always-there fallback.
+    registry.video_preference = ["runway", "sora", "gpt-image+runway", "flux+runway", "gpt-image+sora", "local"]
+    registry.image_preference = ["gpt-image", "local-image"]
     return registry
 
 

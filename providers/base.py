@@ -138,8 +138,21 @@ class VideoProvider(ABC):
     async def cancel(self, remote_id: str) -> None:
         """Cancel or delete the remote job; best effort."""
 
-    async def find_remote(self, client_ref: str) -> RemoteJob | None:
-        """After a crash between create and storing the id: the remote job tagged with our id, if the API can tell."""
+    #: True when `find_remote` returning None proves that no create was accepted (so the
+    #: runner may send it again without risking a second bill).
+    proves_absence: bool = False
+
+    async def find_remote(
+        self,
+        client_ref: str,
+        *,
+        request: VideoRequest | None = None,
+        sent_at: float | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RemoteJob | None:
+        """After a crash between create and storing the id: the remote job that create made, if
+        the API can tell. `sent_at` is when the create was sent (epoch seconds); `exclude` are
+        remote ids other jobs already own."""
         return None
 
     def error_for(self, job: RemoteJob) -> Exception:

@@ -26,6 +26,7 @@ from providers.errors import (
     NotConfigured,
     ProviderError,
     RemoteCancelled,
+    Unavailable,
     VideobotError,
 )
 from providers.media import crop_to_size, decode_image
@@ -222,6 +223,48 @@ class OpenAIVideoProvider(VideoProvider):
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    # --- after a crash ----------------------------------------------------------------------
+
+    #: How long after a create was sent a list that lacks it is taken as proof it never arrived.
+    #: The API creates synchronously: a request cut off by our crash was either made by then or never.
+    ABSENCE_GRACE_SECONDS = 10.0
+    proves_absence = True
+
+    async def find_remote(
+        self,
+        client_ref: str,
+        *,
+        request: VideoRequest | None = None,
+        sent_at: float | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RemoteJob | None:
+        """The protocol has no client reference, so match what it does return: the prompt, model,
+        size and seconds (or the remix source), created after the create was sent, and owned by
+        no other job. Exactly one match is adopted; two are refused as ambiguous."""
+        if request is None or sent_at is None:
+            raise Unavailable("Cannot look for the video without the request.", provider=self.name)
+        wait = sent_at + self.ABSENCE_GRACE_SECONDS - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        model = request.model or self.default_model
+
+        def matches(video: Video) -> bool:
+            if video.id in exclude or video.created_at < sent_at - 5 or (video.prompt or "") != request.prompt:
+                return False
+            if request.operation is Operation.REMIX and request.source_remote_id:
+                return video.remixed_from_video_id == request.source_remote_id
+            if request.operation is not Operation.GENERATE:
+                return True  # extend/edit keep the source's size; the prompt and time are the tag
+            return video.model == model and str(video.size) == request.size and str(video.seconds) == str(request.seconds)
+
+        found = [video for video in await self.list_remote(limit=100) if matches(video)]
+        if len(found) > 1:
+            raise Unavailable(
+                "More than one video matches the interrupted create.", provider=self.name,
+                detail=f"candidates {[v.id for v in found]} for {client_ref}",
+            )  # fmt: skip
+        return self._translate(found[0], None) if found else None
 
     # --- admin (videobot remote ...) ------------------------------------------------------
 

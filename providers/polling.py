@@ -59,6 +59,10 @@ async def retrying(
             return await call()
         except TransientError as exc:
             attempt += 1
+            if attempt >= limit and isinstance(exc, RateLimited):
+                # Still a refusal that made nothing: the caller may wait longer (a create's
+                # deadline is the job's), which an Unavailable would turn into a failure.
+                raise
             if attempt >= limit:
                 raise Unavailable(
                     "The provider is not answering; try again later.",

@@ -19,6 +19,17 @@ class PipelineRegistry:
     def __init__(self) -> None:
         self._factories: dict[str, PipelineFactory] = {}
         self._built: dict[str, Pipeline] = {}
+        #: Best first: the default is the first of these that is configured.
+        self.video_preference: list[str] = ["local"]
+        self.image_preference: list[str] = ["local-image"]
+
+    def best(self, *, image: bool) -> str:
+        """The pipeline a command that names none should use: the best one that is configured."""
+        names = self.image_preference if image else self.video_preference
+        for name in names:
+            if name in self._factories and self.get(name).configured:
+                return name
+        return names[-1]
 
     def register(self, name: str, factory: PipelineFactory) -> None:
         self._factories[name] = factory

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from typing import Any, TextIO
 
 from bot.app import App
@@ -38,7 +39,8 @@ class ConsoleAdapter:
         self.stdout.flush()
 
     async def start(self) -> None:
-        self.app.bus.subscribe(self._on_event, lambda e: e.job.origin.platform == PLATFORM)
+        # The CLI's jobs too: `videobot run` resumes them, and shows how they end.
+        self.app.bus.subscribe(self._on_event, lambda e: e.job.origin.platform in (PLATFORM, "cli"))
         self.say("videobot console. Type /help for commands.")
         self._reader = asyncio.create_task(self._read_loop())
 
@@ -69,16 +71,40 @@ class ConsoleAdapter:
             self._started.add(reply.job.id)
         self.say(reply.text)
 
+    def _start_reader_thread(self) -> asyncio.Queue[str]:
+        """Lines from stdin through a daemon thread: a stop never waits for a terminal that
+        has nothing to say (a worker thread blocked in readline would hold the exit)."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    line = self.stdin.readline()
+                except (OSError, ValueError):
+                    line = ""
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                except RuntimeError:
+                    return  # the loop is closed: the bot has stopped
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return lines
+
     async def _read_loop(self) -> None:
+        lines = self._start_reader_thread()
         while True:
-            line = await asyncio.to_thread(self.stdin.readline)
+            line = await lines.get()
             if not line:
                 break
             await self.handle_line(line)
-        # End of input: finish what was started here, then close.
+        # End of input: finish what was started here and every job this runner resumed, then close.
         pending = [self.app.runner.wait(job_id) for job_id in self._started]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.app.runner.idle()
         await self.app.bus.drain()
 
     async def _on_event(self, event: ProgressEvent) -> None:

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--image", type=Path, help="animate this image")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="also copy the MP4 here")
+    p.add_argument("--detach", action="store_true", help="only queue the job and print its id; `videobot run` makes it")
     p.set_defaults(handler=generate)
 
     p = sub.add_parser("remix", help="the same video again with a new prompt")
@@ -45,8 +46,11 @@ async def generate(args: argparse.Namespace, settings: Settings) -> int:
         prompt=args.prompt, pipeline=args.pipeline, model=args.model, seconds=args.seconds,
         size=args.size, image_path=args.image, seed=args.seed,
     )  # fmt: skip
-    async with cli_app(settings) as app:
+    async with cli_app(settings, run_jobs=not args.detach) as app:
         job = await app.service.submit(request, origin_with_out(args.out))
+        if args.detach:
+            print(job.id)
+            return 0
         return await follow(app, job)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bot.cli.common import CLI_ORIGIN, cli_app
+from bot.cli.common import CLI_ORIGIN, cli_app, follow
 from bot.config import Settings
 from bot.core.dispatch import describe_job
 from bot.core.models import Actor, JobStatus
@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job_id")
     p.set_defaults(handler=cancel)
+
+    p = sub.add_parser("redeliver", help="post a finished job's result again after its delivery failed")
+    p.add_argument("job_id")
+    p.set_defaults(handler=redeliver)
 
     p = sub.add_parser("pipelines", help="the pipelines this bot offers")
     p.set_defaults(handler=pipelines)
@@ -66,11 +70,23 @@ async def cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def redeliver(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings) as app:
+        job = await app.service.redeliver(args.job_id)
+        if job.origin.platform == CLI_ORIGIN.platform:
+            return await follow(app, job)
+    print(f"job {job.id}: queued for delivery to {job.origin.platform}; the running bot posts it (videobot run).")
+    return 0
+
+
 async def pipelines(args: argparse.Namespace, settings: Settings) -> int:
     async with cli_app(settings, run_jobs=False) as app:
+        defaults = {app.service.default_pipeline(image=False): "video", app.service.default_pipeline(image=True): "image"}
         for name in app.registry.names():
             pipeline = app.registry.get(name)
             caps = ", ".join(sorted(c.value for c in pipeline.capabilities))
             state = "" if pipeline.configured else "  (not configured)"
+            if name in defaults:
+                state += f"  (default for {defaults[name]})"
             print(f"{name:<20} {caps}{state}\n{'':<20} {pipeline.description}")
     return 0

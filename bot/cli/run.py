@@ -52,14 +52,20 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await app.runner.start(resume=True)
+        resumed = await app.runner.start(resume=True)
+        if resumed:
+            print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
         for adapter in adapters:
             await adapter.start()
-        closed = [asyncio.create_task(a.wait_closed()) for a in adapters]
+        closed = asyncio.gather(*(a.wait_closed() for a in adapters))
         stopper = asyncio.create_task(stop.wait())
         # Runs until a signal, or until every adapter is done (the console at end of input).
-        await asyncio.wait([stopper, asyncio.gather(*closed)], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[list-item]
-        stopper.cancel()
+        await asyncio.wait([stopper, closed], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopper, closed):
+            waiter.cancel()
+        await asyncio.gather(stopper, closed, return_exceptions=True)
+        if stop.is_set():
+            log.info("stopping: no new work; in-flight writes finish, jobs resume on the next start")
     finally:
         for adapter in adapters:
             await adapter.stop()

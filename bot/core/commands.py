@@ -5,6 +5,8 @@ options map onto the same models. Flags follow Midjourney's `--name value` style
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, Field
 
 from bot.core.models import GenerateRequest, JobKind
@@ -12,9 +14,11 @@ from providers.errors import InvalidRequest
 
 _INT_FLAGS = {"seconds", "seed"}
 _STR_FLAGS = {"size", "pipeline", "model"}
+#: Switches: `--audio` alone means on; `--audio=no` off.
+_BOOL_FLAGS = {"audio"}
 _ALIASES = {"s": "seconds", "duration": "seconds", "ar": "size", "p": "pipeline", "m": "model"}
 _ALLOWED = {
-    "video": _INT_FLAGS | _STR_FLAGS,
+    "video": _INT_FLAGS | _STR_FLAGS | _BOOL_FLAGS,
     "image": {"size", "pipeline", "model", "seed"},
     "extend": {"seconds"},
     "jobs": {"status", "limit"},
@@ -58,22 +62,61 @@ class Command(BaseModel):
             seconds=self.int_flag("seconds"),
             size=self.flags.get("size"),
             seed=self.int_flag("seed"),
+            audio=self.flags.get("audio", "no").lower() in ("yes", "true", "on", "1"),
         )
+
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»"}
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    #: Quoted text is always prompt text, never a flag or a sub-command.
+    quoted: bool = False
+
+
+def tokenize(text: str) -> list[Token]:
+    """Words split on whitespace; "double", 'single' and “curly” quotes (what phones type) group
+    words into one token, so a quoted prompt may contain `--`."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        close = _QUOTES.get(text[i])
+        # An apostrophe inside a word (it's) is not a quote; only one that opens a token is.
+        if close is not None:
+            end = text.find(close, i + 1)
+            if end == -1:
+                raise InvalidRequest(f"A quote ({text[i]}) is not closed. Close it, or leave the quotes out.")
+            tokens.append(Token(text[i + 1 : end], quoted=True))
+            i = end + 1
+            continue
+        start = i
+        while i < n and not text[i].isspace():
+            i += 1
+        tokens.append(Token(text[start:i]))
+    return tokens
 
 
 def parse_command(text: str, *, default: str | None = None) -> Command:
     """`/video a fox --seconds 8` → Command(name='video', words=['a','fox'], flags={'seconds':'8'}).
 
     `default` names the command when the text has no leading slash (Slack passes
-    `/video`'s text without it, and `/video help` means help).
+    `/video`'s text without it): a first word that names another command is that
+    command whatever follows (`/video remix k3f9x2m1 at night`); quote the prompt to
+    start it with such a word (`/video "cancel culture" documentary`).
     """
-    tokens = text.split()
-    if tokens and tokens[0].startswith("/"):
-        name = tokens.pop(0)[1:].lower()
+    tokens = tokenize(text)
+    first = tokens[0] if tokens else None
+    if first is not None and not first.quoted and first.text.startswith("/"):
+        name = tokens.pop(0).text[1:].lower()
     elif default is not None:
         name = default
-        if tokens and tokens[0].lower() in COMMANDS and tokens[0].lower() != default and len(tokens) <= 3:
-            name = tokens.pop(0).lower()  # `/video jobs`, `/video cancel ID`, `/video help`
+        if first is not None and not first.quoted and first.text.lower() in (*COMMANDS, "show") and first.text.lower() != default:
+            name = tokens.pop(0).text.lower()  # `/video jobs`, `/video cancel ID`, `/video remix ID a new prompt`
     else:
         raise InvalidRequest("Commands start with /, for example /video a red fox. Type /help.")
     if name == "show":
@@ -85,18 +128,22 @@ def parse_command(text: str, *, default: str | None = None) -> Command:
     allowed = _ALLOWED.get(name, set())
     i = 0
     while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("--") and len(token) > 2:
+        token = tokens[i].text
+        if not tokens[i].quoted and token.startswith("--") and len(token) > 2:
             key, _, inline = token[2:].partition("=")
             key = _ALIASES.get(key.lower(), key.lower())
             if key not in allowed:
                 options = ", ".join(f"--{f}" for f in sorted(allowed)) or "none"
                 raise InvalidRequest(f"/{name} has no option --{key}. Options: {options}.")
-            if inline:
+            if key in _BOOL_FLAGS:
+                value = inline or "yes"
+                if value.lower() not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+                    raise InvalidRequest(f"--{key} is a switch: --{key} turns it on, --{key}=no off.")
+            elif inline:
                 value = inline
             elif i + 1 < len(tokens):
                 i += 1
-                value = tokens[i]
+                value = tokens[i].text
             else:
                 raise InvalidRequest(f"--{key} needs a value, for example --{key} {_example(key)}.")
             flags[key] = _normalise(key, value)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from bot.core.commands import Command
 from bot.core.models import Actor, Job, JobStatus, Origin
-from bot.core.render import HELP, job_row, job_title
+from bot.core.render import HELP, INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
 
 
@@ -68,6 +68,8 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
 
 def describe_job(job: Job) -> str:
     lines = [job_title(job), f"prompt: {job.prompt}", f"status: {job.status.value} ({job.progress}%)"]
+    if interrupted(job):
+        lines[-1] += f", {INTERRUPTED}"
     if job.output_path:
         lines.append(f"file: {job.output_path}")
     if job.error_message:

@@ -1,7 +1,8 @@
 """Platform-neutral text for progress and results. Adapters wrap it in their own markup."""
 from __future__ import annotations
 
-from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
+from storage.leases import HolderState, holder_state
 
 BAR_WIDTH = 12
 
@@ -30,18 +31,20 @@ def status_line(event: ProgressEvent) -> str:
     """One line for the status message: what is happening, how far, for how long."""
     job = event.job
     elapsed = format_elapsed(job.elapsed if job.started_at else event.at - job.created_at)
+    eta = f" · ETA {format_elapsed(event.eta)}" if event.eta is not None and event.eta >= 1 else ""
     if event.kind is EventKind.QUEUED:
         where = f"#{event.position} in line" if event.position else "in line"
-        return f"⏳ Queued, {where}"
+        return f"⏳ Queued, {where}{eta}"
     if event.kind is EventKind.STARTED:
-        return f"🚀 Starting · {elapsed}"
+        return f"🚀 Starting · {elapsed}{eta}"
     if event.kind is EventKind.PROGRESS:
         note = f" · {event.message}" if event.message else ""
-        return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{note}"
+        return f"🎬 {progress_bar(event.progress)} {event.progress}% · {elapsed}{eta}{note}"
     if event.kind is EventKind.DELIVERING:
         return f"📦 {progress_bar(100)} 100% · delivering · {elapsed}"
     if event.kind is EventKind.COMPLETED:
-        return f"✅ Done in {format_elapsed(job.elapsed)}"
+        undelivered = f" · ⚠️ {job.error_message}" if job.error_code == "undelivered" and job.error_message else ""
+        return f"✅ Done in {format_elapsed(job.elapsed)}{undelivered}"
     if event.kind is EventKind.FAILED:
         return f"❌ {event.message or job.error_message or 'Failed.'}"
     return "🚫 Cancelled"
@@ -59,11 +62,28 @@ def job_title(job: Job) -> str:
     return f"{label}{parent} · job {job.id} · {describe_params(job)}"
 
 
+INTERRUPTED = "interrupted: resumes when the bot runs"
+
+
+def interrupted(job: Job) -> bool:
+    """An unfinished job that no live runner drives (its process died, or the bot is stopped)."""
+    if job.status.terminal:
+        return False
+    state = holder_state(job.lease_owner, job.lease_until)
+    return state in (None, HolderState.GONE, HolderState.EXPIRED)
+
+
+def status_label(job: Job) -> str:
+    status = job.status.value + (f" {job.progress}%" if job.status is JobStatus.RUNNING else "")
+    if job.status is JobStatus.COMPLETED and job.error_code == "undelivered":
+        return f"{status} (not posted: videobot redeliver {job.id})"
+    return f"{status} ({INTERRUPTED})" if interrupted(job) else status
+
+
 def job_row(job: Job) -> str:
     """One line per job for /jobs listings."""
     prompt = job.prompt if len(job.prompt) <= 48 else job.prompt[:47] + "…"
-    status = job.status.value + (f" {job.progress}%" if job.status.value == "running" else "")
-    return f"{job.id}  {status:<14} {job.kind.value:<9} {describe_params(job)}  “{prompt}”"
+    return f"{job.id}  {status_label(job):<14} {job.kind.value:<9} {describe_params(job)}  “{prompt}”"
 
 
 HELP = """Commands:

@@ -7,29 +7,36 @@ a job with a remote id is polled again, never created again; a job whose file is
 on disk is delivered, not generated again.
 
 Jobs are leased in the store, so two processes on one database never run the
-same job; a crashed process's jobs are taken over when its lease runs out.
+same job. A lease names its holder (host, pid, process start time): a holder on this
+host whose process is gone is taken over at once, one on another host when its lease
+runs out. Every write the runner makes is fenced on its lease: a runner that lost a
+job stops driving it without writing anything more, and a terminal state (set by
+anyone, e.g. `videobot cancel`) is never overwritten.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.core.errors import error_code, user_message
+import aiohttp
+
+from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
-from providers.errors import GenerationFailed, NotConfigured, Unavailable, VideobotError
+from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
 from providers.pipeline import Pipeline
-from providers.polling import PollPolicy, retrying, wait_for_completion
+from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
-from storage.jobs import JobStore
+from storage.jobs import AlreadyFinished, JobStore, LeaseLost
+from storage.leases import Holder, HolderState, holder_state
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,14 @@ _OPERATION = {
     JobKind.EXTEND: Operation.EXTEND,
 }
 
+#: What the status message says while a create waits out the provider's rate limit.
+RATE_LIMIT_NOTE = "waiting for the provider's rate limit"
+#: Delivery retries back off up to this many seconds between attempts...
+DELIVERY_BACKOFF_MAX = 300.0
+#: ...and give up (completed, undelivered; `videobot redeliver` later) after this long.
+DELIVERY_GIVE_UP_SECONDS = 6 * 3600.0
+_TRANSIENT_DELIVERY = (aiohttp.ClientError, OSError, TimeoutError, ConnectionError)
+
 
 class Runner:
     def __init__(
@@ -57,6 +72,7 @@ class Runner:
         max_running_per_user: int = 2,
         lease_seconds: float = 60.0,
         poll_policy: PollPolicy = PollPolicy(),
+        adopt_interval: float = 2.0,
     ) -> None:
         self.store = store
         self.media = media
@@ -64,13 +80,21 @@ class Runner:
         self.bus = bus
         self.poll_policy = poll_policy
         self.lease_seconds = lease_seconds
-        self.owner = f"runner-{secrets.token_hex(4)}"
+        #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
+        self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
+        self.holder = Holder.current()
+        self.owner = str(self.holder)
+        self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
         self.deliverers: dict[str, Deliverer] = {}
         self._queue = FairQueue(max_running, max_running_per_user)
+        self._max_running = max_running
+        self.eta = EtaBook()
         self._queued_jobs: dict[str, Job] = {}
         self._positions: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        #: Jobs whose lease another runner took: stop driving them, write nothing more.
+        self._lost: set[str] = set()
         self._done: dict[str, asyncio.Future[Job]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -83,18 +107,37 @@ class Runner:
     def platforms(self) -> set[str]:
         return set(self.deliverers)
 
-    async def start(self, *, resume: bool = True) -> None:
-        """Start dispatching; with `resume`, take over every unfinished job of our platforms."""
+    async def start(self, *, resume: bool = True) -> int:
+        """Start dispatching; with `resume`, take over every unfinished job of our platforms
+        that nobody alive holds. Returns how many jobs were resumed."""
         self._started = True
-        if resume:
-            await self._adopt_unfinished()
+        for done in await self.store.list(statuses=[JobStatus.COMPLETED], include_deleted=True, limit=500):
+            self.eta.observe(done)
+        resumed = await self._adopt_unfinished() if resume else 0
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="runner-dispatch"),
-            asyncio.create_task(self._lease_loop(resume), name="runner-lease"),
+            asyncio.create_task(self._lease_loop(), name="runner-lease"),
         ]
+        if resume:
+            self._loops.append(asyncio.create_task(self._adopt_loop(), name="runner-adopt"))
+        return resumed
+
+    def held(self) -> list[str]:
+        """The jobs this runner holds now: queued here or being driven."""
+        return [*self._tasks, *self._queued_jobs]
+
+    async def idle(self) -> None:
+        """Wait until this runner holds no job (what `videobot run` with closed stdin waits for)."""
+        while True:
+            pending = [self.wait(job_id) for job_id in self.held()]
+            if not pending:
+                return
+            await asyncio.wait(pending)
 
     async def stop(self) -> None:
         """Stop without touching job states: what was running is resumed by the next runner."""
+        if self._stopping:
+            return
         self._stopping = True
         for task in self._loops:
             task.cancel()
@@ -176,20 +219,41 @@ class Runner:
                 self._emit(EventKind.QUEUED, self._queued_jobs[job_id], position=position)
         self._positions = positions
 
-    async def _lease_loop(self, adopt: bool) -> None:
+    async def _lease_loop(self) -> None:
         interval = max(self.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
             try:
-                held = list(self._tasks) + list(self._queued_jobs)
-                await self.store.renew(self.owner, held, self.lease_seconds)
+                held = self.held()
+                still = await self.store.renew(self.owner, held, self.lease_seconds)
                 await self._notice_outside_cancels(held)
-                if adopt:
-                    await self._adopt_unfinished()
+                self._drop_lost([job_id for job_id in held if job_id not in still])
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("lease upkeep failed")
+
+    async def _adopt_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.adopt_interval)
+            try:
+                await self._adopt_unfinished()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("adopting unfinished jobs failed")
+
+    def _drop_lost(self, job_ids: list[str]) -> None:
+        """Leases that renewal found gone (taken over, or the job finished elsewhere)."""
+        for job_id in job_ids:
+            if self._queue.remove(job_id):
+                self._queued_jobs.pop(job_id, None)
+                self._publish_positions()
+                log.warning("job %s: lost its lease while queued; another runner has it", job_id)
+            elif (task := self._tasks.get(job_id)) is not None and job_id not in self._cancelling:
+                log.warning("job %s: lost its lease; stopping without further writes", job_id)
+                self._lost.add(job_id)
+                task.cancel()
 
     async def _notice_outside_cancels(self, held: list[str]) -> None:
         """Another process (the CLI's `cancel`) may mark a job cancelled in the store."""
@@ -203,33 +267,67 @@ class Runner:
                 self._cancelling.add(job.id)
                 task.cancel()
 
-    async def _adopt_unfinished(self) -> None:
+    async def _adopt_unfinished(self) -> int:
+        adopted = 0
+        now = time.time()
         for job in await self.store.unfinished(self.platforms):
-            if not self.owns(job.id):
-                await self.enqueue(job)
+            if self.owns(job.id) or job.lease_owner == self.owner:
+                continue
+            # Checked here first so that jobs a live runner holds cost no write at all.
+            if holder_state(job.lease_owner, job.lease_until, now=now) is HolderState.ALIVE:
+                continue
+            if await self.enqueue(job):
+                adopted += 1
+        return adopted
 
     # --- one job ----------------------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
+        lost = False
         try:
             job = await self._drive(job)
         except asyncio.CancelledError:
-            if job.id in self._cancelling:
+            if job.id in self._lost:
+                lost = True
+            elif job.id in self._cancelling:
                 current = await self.store.get(job.id) or job
-                await self._cancel_remote(current)
-                await self._finish_cancelled(current)
+                note = await self._cancel_remote(current, "cancelled")
+                await self._finish_cancelled(current, note)
             else:
                 return  # shutting down: the job stays resumable where it is
+        except LeaseLost as exc:
+            lost = True
+            log.warning("job %s: %s; stopping without further writes", job.id, exc)
+        except AlreadyFinished:
+            # Someone else ended it (`videobot cancel` from another process): stop its remote work too.
+            current = await self.store.get(job.id) or job
+            if current.status is JobStatus.CANCELLED:
+                await self._cancel_remote(current, "cancelled")
+            self._emit_final(current)
         except Exception as exc:  # every failure becomes a stored, explained job state
             current = await self.store.get(job.id) or job
-            await self._fail(current, exc)
+            try:
+                await self._fail(current, exc)
+            except (LeaseLost, AlreadyFinished) as stale:
+                log.warning("job %s: failure not recorded (%s)", job.id, stale)
         finally:
             self._cancelling.discard(job.id)
+            self._lost.discard(job.id)
             self._tasks.pop(job.id, None)
             self._queue.finish(job.id)
+            if lost:
+                # Another runner has it now: whoever waits here learns the outcome from the store later.
+                future = self._done.pop(job.id, None)
+                if future is not None and not future.done():
+                    future.cancel()
             if not self._stopping:
-                await self.store.release(self.owner, [job.id])
+                if not lost:
+                    await self.store.release(self.owner, [job.id])
                 self._wake.set()
+
+    async def _write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+        """Every runner write: only while this runner still holds the job's lease."""
+        return await self.store.update(job.id, fence=self.owner, detail=detail, **fields)
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
@@ -246,7 +344,7 @@ class Runner:
     async def _submit(self, job: Job) -> Job:
         pipeline = self.registry.get(job.pipeline)
         if job.status is JobStatus.QUEUED:
-            job = await self.store.update(job.id, status=JobStatus.SUBMITTING, started_at=time.time())
+            job = await self._write(job, status=JobStatus.SUBMITTING, started_at=time.time())
             self._emit(EventKind.STARTED, job)
         if job.kind is JobKind.IMAGE:
             return await self._run_image_job(job, pipeline)
@@ -274,20 +372,50 @@ class Runner:
         estimate = provider.estimate_cost(request)
         if estimate is not None and job.state.get("image_step_cost"):
             estimate = round(estimate + job.state["image_step_cost"], 4)
-        # Written before the create call: after a crash we know a create may have been sent.
-        job = await self.store.update(
-            job.id,
+        job = await self._write(
+            job,
             provider=provider.name,
             model=request.model or provider.default_model,
             cost_estimate=estimate if estimate is not None else job.cost_estimate,
-            state={**job.state, "submit_sent_to": provider.name},
         )
-        remote = await provider.submit(request)
-        return await self._accept_remote(job, remote)
+        attempt = 0
+        while True:
+            # Written before the create call: after a crash we know a create may have been sent, and when.
+            job = await self._write(job, state={**job.state, "submit_sent_to": provider.name, "submit_sent_at": time.time()})
+            try:
+                remote = await provider.submit(request)
+            except RateLimited as exc:
+                # A 429 on a create proves nothing was accepted: nothing billed, safe to send again.
+                attempt += 1
+                state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
+                job = await self._write(job, state=state, detail=f"rate limited by {provider.name}; will retry" if attempt == 1 else None)
+                await self._wait_out_rate_limit(job, exc, attempt)
+                continue
+            return await self._accept_remote(job, remote)
+
+    async def _wait_out_rate_limit(self, job: Job, exc: RateLimited, attempt: int) -> None:
+        """Wait as long as the provider asks (or back off), within the job's own deadline."""
+        delay = backoff_delay(attempt, self.poll_policy, exc.retry_after)
+        deadline = (job.started_at or job.created_at) + self.poll_policy.timeout
+        if time.time() + delay > deadline:
+            raise exc
+        log.info("job %s: rate limited (retry after %s), waiting %.1fs", job.id, exc.retry_after, delay)
+        self._emit(EventKind.PROGRESS, job, message=RATE_LIMIT_NOTE)
+        await asyncio.sleep(delay)
+
+    async def _rate_limited(self, job: Job, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A paid call that a 429 refused without doing anything: repeat it after the wait."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except RateLimited as exc:
+                attempt += 1
+                await self._wait_out_rate_limit(job, exc, attempt)
 
     async def _accept_remote(self, job: Job, remote: RemoteJob) -> Job:
-        job = await self.store.update(
-            job.id,
+        job = await self._write(
+            job,
             remote_id=remote.id,
             model=remote.model or job.model,
             status=JobStatus.RUNNING,
@@ -302,12 +430,20 @@ class Runner:
         """The process stopped between sending a create and storing its id."""
         assert pipeline.video is not None
         provider = pipeline.video
-        found = await provider.find_remote(job.id)
+        request = video_request_for(job)
+        sent_at = job.state.get("submit_sent_at")
+        exclude = frozenset(await self.store.remote_ids_since((sent_at or job.created_at) - 3600, excluding=job.id))
+        try:
+            found = await provider.find_remote(job.id, request=request, sent_at=sent_at, exclude=exclude)
+        except Unavailable as exc:
+            log.warning("job %s: could not settle the interrupted create: %s", job.id, exc.detail or exc)
+            raise _AmbiguousSubmit() from exc
         if found is not None:
+            log.info("job %s: adopted remote %s after an interrupted create", job.id, found.id)
             return await self._accept_remote(job, found)
-        if provider.estimate_cost(video_request_for(job)) == 0.0:
+        if provider.proves_absence or provider.estimate_cost(request) == 0.0:
             # Free to run again: send it again.
-            job = await self.store.update(job.id, state={k: v for k, v in job.state.items() if k != "submit_sent_to"})
+            job = await self._write(job, state={k: v for k, v in job.state.items() if k != "submit_sent_to"})
             return await self._submit_video(job, pipeline)
         raise _AmbiguousSubmit()
 
@@ -327,8 +463,8 @@ class Runner:
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
         chain = [*self.registry.get(job.pipeline).fallbacks, *job.state.get("fallback_chain", [])]
         chain = list(dict.fromkeys(n for n in chain if n not in tried and n != fallback))
-        job = await self.store.update(
-            job.id,
+        job = await self._write(
+            job,
             pipeline=fallback,
             state={**state, "pipelines_tried": tried, "fallbacks": moves, "fallback_chain": chain},
             detail=f"fallback {job.pipeline} -> {fallback}: {exc.code}",
@@ -342,17 +478,22 @@ class Runner:
         done = job.state.get("image_step_path")
         if done and Path(done).exists():
             return Path(done), job
+        final = self.media.image_path(job.id, "first_frame.png")
+        if final.exists():
+            # Made and paid for before a crash cut off the state write: reuse it, never pay twice.
+            state = {**job.state, "image_step_path": str(final)}
+            job = await self._write(job, state=state, detail="image step reused after restart")
+            return final, job
         width, height = request.dimensions
         image_request = ImageRequest(
             prompt=job.prompt, size=request.size, seed=job.params.seed, client_ref=job.id,
             quality=job.params.options.get("quality"),
         )  # fmt: skip
-        final = self.media.image_path(job.id, "first_frame.png")
         temp = self.media.temp_for(final)
-        result = await pipeline.image.generate(image_request, temp)
+        result = await self._rate_limited(job, lambda: pipeline.image.generate(image_request, temp))  # type: ignore[union-attr]
         self.media.commit(temp, final)
         state = {**job.state, "image_step_path": str(final), "image_step_cost": result.cost}
-        job = await self.store.update(job.id, state=state, detail=f"image step done by {pipeline.image.name}")
+        job = await self._write(job, state=state, detail=f"image step done by {pipeline.image.name}")
         return final, job
 
     async def _run_image_job(self, job: Job, pipeline: Pipeline) -> Job:
@@ -361,15 +502,21 @@ class Runner:
             prompt=job.prompt, size=job.params.size, model=job.params.model, seed=job.params.seed, client_ref=job.id,
             quality=job.params.options.get("quality"),
         )  # fmt: skip
-        job = await self.store.update(
-            job.id, provider=pipeline.image.name, model=request.model or pipeline.image.default_model
+        job = await self._write(
+            job, provider=pipeline.image.name, model=request.model or pipeline.image.default_model
         )
         final = self.media.image_path(job.id, "image.png")
+        if final.exists():
+            # Made before a crash cut off the state write: deliver it, do not pay again.
+            return await self._write(
+                job, status=JobStatus.DELIVERING, output_path=str(final), thumbnail_path=str(final), progress=100,
+                cost_actual=job.cost_estimate, detail="image reused after restart",
+            )  # fmt: skip
         temp = self.media.temp_for(final)
-        result = await pipeline.image.generate(request, temp)
+        result = await self._rate_limited(job, lambda: pipeline.image.generate(request, temp))  # type: ignore[union-attr]
         self.media.commit(temp, final)
-        job = await self.store.update(
-            job.id,
+        job = await self._write(
+            job,
             status=JobStatus.DELIVERING,
             output_path=str(final),
             thumbnail_path=str(final),
@@ -387,7 +534,7 @@ class Runner:
         async def on_update(remote: RemoteJob) -> None:
             if remote.progress != last["progress"] or remote.note != last["note"]:
                 last["progress"], last["note"] = remote.progress, remote.note
-                await self.store.set_progress(job.id, remote.progress)
+                await self.store.set_progress(job.id, remote.progress, fence=self.owner)
                 self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
 
         try:
@@ -409,7 +556,7 @@ class Runner:
             cost = round(remote.cost + (job.state.get("image_step_cost") or 0.0), 4)
         else:
             cost = job.cost_estimate
-        return await self.store.update(job.id, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
+        return await self._write(job, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
 
     async def _retry_remote(self, job: Job, exc: GenerationFailed) -> Job:
         """Once, for a failure the provider calls its own fault: the failed remote job is over,
@@ -418,8 +565,8 @@ class Runner:
         state["remote_retries"] = job.state.get("remote_retries", 0) + 1
         state["failed_remote_ids"] = [*job.state.get("failed_remote_ids", []), job.remote_id]
         log.warning("job %s: remote %s failed (%s), trying once more", job.id, job.remote_id, exc.remote_code)
-        job = await self.store.update(
-            job.id, status=JobStatus.SUBMITTING, remote_id=None, progress=0, state=state,
+        job = await self._write(
+            job, status=JobStatus.SUBMITTING, remote_id=None, progress=0, state=state,
             detail=f"retry after {exc.remote_code or exc.code} on {job.remote_id}",
         )  # fmt: skip
         self._emit(EventKind.PROGRESS, job, message="the provider failed; trying once more")
@@ -443,19 +590,52 @@ class Runner:
         forget = getattr(pipeline.video, "forget", None)
         if forget is not None:
             forget(job.remote_id)
-        return await self.store.update(
-            job.id, status=JobStatus.DELIVERING, output_path=str(final), thumbnail_path=str(thumb)
+        return await self._write(
+            job, status=JobStatus.DELIVERING, output_path=str(final), thumbnail_path=str(thumb)
         )
 
     async def _deliver(self, job: Job) -> Job:
+        """Post the result exactly once: each attempt is recorded before the adapter is called,
+        so after a crash the adapter knows to look for an earlier post before posting again.
+        Transient failures are retried with backoff while the job stays `delivering`; a
+        permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
         self._emit(EventKind.DELIVERING, job, progress=100)
         deliverer = self.deliverers.get(job.origin.platform)
-        if deliverer is not None:
-            updates = await deliverer(job) or {}
+        while deliverer is not None:
+            previous = job.state.get("delivery", {})
+            first_at = previous.get("first_at") or time.time()
+            attempt = int(previous.get("attempt", 0)) + 1
+            job = await self._write(job, state={**job.state, "delivery": {"attempt": attempt, "first_at": first_at}})
+            try:
+                updates = await deliverer(job) or {}
+            except Exception as exc:
+                failure = _as_delivery_failure(exc)
+                if not failure.transient or time.time() - first_at > DELIVERY_GIVE_UP_SECONDS:
+                    return await self._complete_undelivered(job, failure)
+                delay = backoff_delay(attempt, self.delivery_policy, failure.retry_after)
+                log.warning("job %s: delivery attempt %d failed (%s); retrying in %.1fs", job.id, attempt, failure.detail or failure, delay)
+                self._emit(EventKind.DELIVERING, job, progress=100, message="posting failed; retrying")
+                await asyncio.sleep(delay)
+                job = await self.store.get(job.id) or job
+                continue
             if updates:
-                job = await self.store.update(job.id, **updates)
-        job = await self.store.update(job.id, status=JobStatus.COMPLETED, progress=100, finished_at=time.time())
+                job = await self._write(job, **updates)
+            break
+        job = await self._write(job, status=JobStatus.COMPLETED, progress=100, finished_at=time.time())
+        self.eta.observe(job)
         self._emit(EventKind.COMPLETED, job, progress=100)
+        self._resolve(job)
+        return job
+
+    async def _complete_undelivered(self, job: Job, failure: DeliveryFailed) -> Job:
+        """Made and paid for, but it cannot be posted: keep everything, tell the owner how to get it."""
+        message = user_message(failure)
+        log.warning("job %s: result not delivered: %s (%s)", job.id, message, failure.detail)
+        job = await self._write(
+            job, status=JobStatus.COMPLETED, progress=100, finished_at=time.time(),
+            error_code=failure.code, error_message=message, detail=f"undelivered: {failure.detail or message}",
+        )  # fmt: skip
+        self._emit(EventKind.COMPLETED, job, progress=100, message=message)
         self._resolve(job)
         return job
 
@@ -471,33 +651,53 @@ class Runner:
         detail = getattr(exc, "detail", None)
         log_fn = log.warning if isinstance(exc, VideobotError) else log.exception
         log_fn("job %s failed: %s%s", job.id, exc, f" ({detail})" if detail else "", exc_info=not isinstance(exc, VideobotError))
-        job = await self.store.update(
-            job.id,
+        # Its remote job may still run (and bill): stop it, unless the provider already ended it.
+        if isinstance(exc, ProviderTimeout):
+            note = f"timed out; remote {job.remote_id} cancelled" if job.remote_id else None  # by the polling engine
+        elif isinstance(exc, GenerationFailed):
+            note = None  # the provider ended it
+        else:
+            note = await self._cancel_remote(job, "failed")
+        job = await self._write(
+            job,
             status=JobStatus.FAILED,
             error_code=getattr(exc, "code", None) if isinstance(exc, VideobotError) else error_code(exc),
             error_message=message,
             finished_at=time.time(),
+            detail=note,
         )
         self._emit(EventKind.FAILED, job, message=message)
         self._resolve(job)
 
-    async def _finish_cancelled(self, job: Job) -> None:
+    async def _finish_cancelled(self, job: Job, note: str | None = None) -> None:
         if not job.status.terminal:
-            job = await self.store.update(job.id, status=JobStatus.CANCELLED, finished_at=time.time())
+            job = await self._write(job, status=JobStatus.CANCELLED, finished_at=time.time(), detail=note)
         self._emit(EventKind.CANCELLED, job)
         self._resolve(job)
 
-    async def _cancel_remote(self, job: Job) -> None:
+    def _emit_final(self, job: Job) -> None:
+        kind = {JobStatus.COMPLETED: EventKind.COMPLETED, JobStatus.FAILED: EventKind.FAILED}.get(job.status, EventKind.CANCELLED)
+        self._emit(kind, job, message=job.error_message)
+        self._resolve(job)
+
+    async def _cancel_remote(self, job: Job, why: str) -> str | None:
+        """Stop the provider's work on a job that ends early; returns the note for the event log."""
         # CANCELLED here means another process marked it while the provider was still working.
         if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.CANCELLED):
-            return
+            return None
         pipeline = self.registry.get(job.pipeline)
         if pipeline.video is None:
-            return
+            return None
         try:
             await pipeline.video.cancel(job.remote_id)
-        except Exception:
+        except Exception as exc:
             log.warning("remote cancel failed for %s", job.id, exc_info=True)
+            note = f"job {why}; cancelling remote {job.remote_id} failed: {exc}"
+        else:
+            note = f"job {why}; remote {job.remote_id} cancelled at {pipeline.video.name}"
+        if job.status.terminal:
+            await self.store.add_event(job.id, note)
+        return note
 
     def _resolve(self, job: Job) -> None:
         future = self._done.get(job.id)
@@ -507,9 +707,12 @@ class Runner:
     # --- helpers ----------------------------------------------------------------------------
 
     def _emit(self, kind: EventKind, job: Job, *, position: int | None = None, progress: int | None = None, message: str | None = None) -> None:
+        eta = None
+        if kind in (EventKind.QUEUED, EventKind.STARTED, EventKind.PROGRESS):
+            eta = self.eta.remaining(job, now=time.time(), position=position, parallel=self._max_running)
         self.bus.publish(
             ProgressEvent(
-                kind=kind, job=job, position=position, message=message,
+                kind=kind, job=job, position=position, message=message, eta=eta,
                 progress=progress if progress is not None else job.progress,
             )  # fmt: skip
         )
@@ -517,6 +720,18 @@ class Runner:
 
 class _AmbiguousSubmit(Exception):
     pass
+
+
+def _as_delivery_failure(exc: Exception) -> DeliveryFailed:
+    if isinstance(exc, DeliveryFailed):
+        return exc
+    if isinstance(exc, _TRANSIENT_DELIVERY):
+        return DeliveryFailed("Posting the result failed; retrying.", transient=True, detail=repr(exc))
+    log.error("delivery raised an unexpected error", exc_info=exc)
+    return DeliveryFailed(
+        "The video is ready but could not be posted. An admin can post it again with `videobot redeliver`.",
+        transient=False, detail=repr(exc),
+    )  # fmt: skip
 
 
 def _user_key(job: Job) -> str:

@@ -20,7 +20,7 @@ from providers.errors import InvalidRequest, Unavailable
 from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
-from storage.jobs import JobStore
+from storage.jobs import AlreadyFinished, JobStore
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class JobService:
         prompt = self._check_prompt(request.prompt)
         if request.kind is JobKind.IMAGE:
             return await self._submit_image(request, prompt, origin)
-        pipeline_name, split = self._pick_pipeline(request.pipeline or self.settings.default_pipeline)
+        pipeline_name, split = self._pick_pipeline(request.pipeline or self.default_pipeline(image=False))
         pipeline = self.registry.get(pipeline_name)
         image = await self._load_image(request)
         params = GenerateParams(
@@ -72,6 +72,7 @@ class JobService:
             size=(request.size or pipeline.default_size).lower(),
             seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
             model=request.model,
+            options={"audio": True} if request.audio else {},
         )
         job = self._new_job(request.kind, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
         if split is not None:
@@ -123,8 +124,24 @@ class JobService:
             raise JobStateError(f"Job {job.id} is already {job.status.value}; nothing to cancel.")
         if self.runner is None or not await self.runner.cancel(job.id):
             # Held by another process (or none): mark it; its runner notices and stops it.
-            job = await self.store.update(job.id, status=JobStatus.CANCELLED, finished_at=time.time(), detail=f"cancelled by {actor.user_id}")
+            try:
+                await self.store.update(job.id, status=JobStatus.CANCELLED, finished_at=time.time(), detail=f"cancelled by {actor.user_id}")
+            except AlreadyFinished:
+                current = await self.get(job.id)
+                raise JobStateError(f"Job {job.id} is already {current.status.value}; nothing to cancel.") from None
         return await self.get(job.id)
+
+    async def redeliver(self, job_id: str) -> Job:
+        """Post a finished job's result again after a delivery that failed for good (operator)."""
+        job = await self.get(job_id)
+        if job.status is not JobStatus.COMPLETED or job.error_code != "undelivered":
+            raise JobStateError(f"Job {job.id} is {job.status.value} and was delivered; nothing to post again.")
+        if not job.output_path or not Path(job.output_path).exists():
+            raise JobStateError(f"Job {job.id}'s file is gone from disk; it cannot be posted again.")
+        job = await self.store.reopen_delivery(job.id, "redeliver requested")
+        if self.runner is not None and job.origin.platform in self.runner.platforms:
+            await self.runner.enqueue(job)
+        return job
 
     async def delete(self, job_id: str, actor: Actor) -> Job:
         """Cancel if still running, remove the files, keep the row (marked deleted) for history."""
@@ -172,6 +189,11 @@ class JobService:
 
     async def find_by_message(self, platform: str, message_id: str) -> Job | None:
         return await self.store.find_by_message(platform, message_id)
+
+    def default_pipeline(self, *, image: bool) -> str:
+        """The setting when it is set, else the best configured pipeline."""
+        setting = self.settings.default_image_pipeline if image else self.settings.default_pipeline
+        return setting.strip() or self.registry.best(image=image)
 
     def is_admin(self, user_id: str) -> bool:
         return user_id in self._admins
@@ -290,7 +312,7 @@ class JobService:
             return await self._persist(job, pipeline)
 
     async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
-        pipeline = self.registry.get(request.pipeline or self.settings.default_image_pipeline)
+        pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
         size = (request.size or pipeline.default_size).lower()
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))

@@ -2,8 +2,10 @@
 (/work/shared/specs/discord-rest-subset.json), so the REAL discord.py client runs against it.
 
 It records every REST call, keeps messages with their files (attachment bytes), answers
-429s on demand, expires interaction tokens, and plays the user's side: slash commands,
-button clicks, modal submits and reactions are dispatched over the gateway.
+429s and 5xx on demand (also "created, then the answer was lost"), deduplicates message
+creates by `nonce` + `enforce_nonce` as Discord documents it, deletes and locks channels,
+expires interaction tokens, and plays the user's side: slash commands, button clicks, modal
+submits and reactions are dispatched over the gateway.
 """
 from __future__ import annotations
 
@@ -39,6 +41,20 @@ class Call:
 
 
 @dataclass
+class Fault:
+    """The next `count` calls matching `method` and `pattern` are answered with `status`."""
+
+    method: str
+    pattern: re.Pattern[str]
+    count: int
+    status: int = 429
+    retry_after: float = 0.05
+    #: Do the call first (e.g. create the message), then answer with the error: the answer
+    #: was lost on the way back, the caller cannot tell whether it happened.
+    after: bool = False
+
+
+@dataclass
 class Interaction:
     id: str
     token: str
@@ -57,6 +73,9 @@ class Interaction:
 class DiscordEmulator:
     """Start with `await emu.start()`; `emu.api_base` and `emu.gateway_url` go into settings."""
 
+    #: Discord checks an enforced nonce for uniqueness "in the past few minutes".
+    NONCE_WINDOW = 5 * 60
+
     def __init__(self, *, attachment_size_limit: int = 10 * 1024 * 1024, token_ttl: float = 15 * 60) -> None:
         self.application_id = self.snowflake()
         self.bot_user_id = self.application_id
@@ -74,7 +93,15 @@ class DiscordEmulator:
         self.downloads: list[str] = []  # attachment ids fetched from the "CDN"
         self.identified = asyncio.Event()
         self.sessions = 0
-        self._fail: list[tuple[str, re.Pattern[str], int, float]] = []
+        self._fail: list[Fault] = []
+        #: (author id, nonce) → (message id, created at) for creates with enforce_nonce.
+        self.nonces: dict[tuple[str, str], tuple[str, float]] = {}
+        self.nonce_window = self.NONCE_WINDOW
+        self.deleted_channels: set[str] = set()
+        #: channel id → (status, code) for every bot-token call there (missing access/permissions).
+        self.locked_channels: dict[str, tuple[int, int]] = {}
+        #: channel ids whose history (GET messages) the bot may not read (no Read Message History).
+        self.history_forbidden: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -118,9 +145,25 @@ class DiscordEmulator:
 
     # --- test controls ----------------------------------------------------------------------
 
-    def fail_next(self, method: str, path_regex: str, *, count: int = 1, retry_after: float = 0.05) -> None:
-        """The next `count` matching calls get a 429 with `retry_after` (discord.py must retry)."""
-        self._fail.append((method.upper(), re.compile(path_regex), count, retry_after))
+    def fail_next(
+        self, method: str, path_regex: str, *, count: int = 1, retry_after: float = 0.05, status: int = 429, after: bool = False
+    ) -> None:
+        """The next `count` matching calls get `status`: a 429 with `retry_after` (discord.py
+        must wait and retry) or a 5xx. `after=True`: the call takes effect, then the error is
+        answered (the response was lost)."""
+        self._fail.append(Fault(method.upper(), re.compile(path_regex), count, status, retry_after, after))
+
+    def delete_channel(self, channel_id: str) -> None:
+        """The channel is gone: every call about it answers 404 Unknown Channel (10003)."""
+        self.deleted_channels.add(channel_id)
+
+    def lock_channel(self, channel_id: str, *, code: int = 50013) -> None:
+        """The bot lost access (50001) or permission (50013) there: bot-token calls get 403."""
+        self.locked_channels[channel_id] = (403, code)
+
+    def channel_messages(self, channel_id: str) -> list[dict[str, Any]]:
+        """Every message in a channel, oldest first (what a user scrolling it would see)."""
+        return sorted((m for m in self.messages.values() if m["channel_id"] == channel_id), key=lambda m: int(m["id"]))
 
     def calls_to(self, method: str, path_regex: str) -> list[Call]:
         pattern = re.compile(path_regex)
@@ -284,14 +327,13 @@ class DiscordEmulator:
         call = Call(request.method, path, body, files)
         self.calls.append(call)
         try:
-            for i, (method, pattern, count, retry_after) in enumerate(self._fail):
-                if method == request.method and pattern.search(path) and count > 0:
-                    self._fail[i] = (method, pattern, count - 1, retry_after)
-                    call.status = 429
-                    return self._json({"message": "You are being rate limited.", "retry_after": retry_after, "global": False}, 429, {
-                        "Via": "1.1 google", "Retry-After": str(retry_after), "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
-                        "X-RateLimit-Reset-After": str(retry_after), "X-RateLimit-Bucket": "emulated", "X-RateLimit-Scope": "user",
-                    })  # fmt: skip
+            fault = next((f for f in self._fail if f.method == request.method and f.pattern.search(path) and f.count > 0), None)
+            if fault is not None:
+                fault.count -= 1
+                if fault.after:
+                    self._route(request.method, path, body, files, request.query)
+                call.status = fault.status
+                return self._fault(fault)
             status, payload = self._route(request.method, path, body, files, request.query)
             call.status = status
             if status == 204:
@@ -300,6 +342,14 @@ class DiscordEmulator:
         finally:
             async with self._changed:
                 self._changed.notify_all()
+
+    def _fault(self, fault: Fault) -> web.Response:
+        if fault.status == 429:
+            return self._json({"message": "You are being rate limited.", "retry_after": fault.retry_after, "global": False}, 429, {
+                "Via": "1.1 google", "Retry-After": str(fault.retry_after), "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset-After": str(fault.retry_after), "X-RateLimit-Bucket": "emulated", "X-RateLimit-Scope": "user",
+            })  # fmt: skip
+        return self._json({"message": f"{fault.status}: Server Error", "code": 0}, fault.status)
 
     @staticmethod
     def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -342,13 +392,19 @@ class DiscordEmulator:
             user_id = body["recipient_id"]
             channel_id = self.dm_channels.setdefault(str(user_id), self.snowflake())
             return 200, {"id": channel_id, "type": 1, "recipients": [self.user_payload(str(user_id))], "last_message_id": None}
+        if m := re.match(r"/channels/(\d+)", path):
+            if m.group(1) in self.deleted_channels:
+                return 404, {"message": "Unknown Channel", "code": 10003}
+            if m.group(1) in self.locked_channels:
+                status, code = self.locked_channels[m.group(1)]
+                return status, {"message": "Missing Access" if code == 50001 else "Missing Permissions", "code": code}
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", path):
             from urllib.parse import unquote
 
             self.reactions.append((m.group(2), unquote(m.group(3))))
             return 204, None
         if m := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", path):
-            return self._channel_message(method, m.group(1), m.group(2), body, files)
+            return self._channel_message(method, m.group(1), m.group(2), body, files, query)
         if m := re.fullmatch(r"/channels/(\d+)", path):
             if m.group(1) == self.channel_id:
                 return 200, self._channel()
@@ -392,6 +448,8 @@ class DiscordEmulator:
         interaction = self._token(token)
         if interaction is None:
             return 401, {"message": "Invalid Webhook Token", "code": 50027}
+        if interaction.channel_id in self.deleted_channels:
+            return 404, {"message": "Unknown Channel", "code": 10003}
         if message_id is None:
             if method != "POST":
                 return 405, {"message": "405: Method Not Allowed", "code": 0}
@@ -419,14 +477,14 @@ class DiscordEmulator:
             return 204, None
         return 405, {"message": "405: Method Not Allowed", "code": 0}
 
-    def _channel_message(self, method: str, channel_id: str, message_id: str | None, body: Any, files: dict[str, Any]) -> tuple[int, Any]:
+    def _channel_message(self, method: str, channel_id: str, message_id: str | None, body: Any, files: dict[str, Any], query: Any) -> tuple[int, Any]:
         if message_id is None:
             if method != "POST":
-                return 200, [m for m in self.messages.values() if m["channel_id"] == channel_id]
+                return self._list_messages(channel_id, query)
             status = self._check_size(files, limit=10 * 1024 * 1024)
             if status:
                 return status
-            return 200, self._new_message(channel_id, body or {}, files)
+            return self._create_message(channel_id, body or {}, files)
         message = self.messages.get(message_id)
         if message is None or message["channel_id"] != channel_id:
             return 404, {"message": "Unknown Message", "code": 10008}
@@ -442,6 +500,42 @@ class DiscordEmulator:
             self.messages.pop(message_id, None)
             return 204, None
         return 405, {"message": "405: Method Not Allowed", "code": 0}
+
+    def _create_message(self, channel_id: str, body: dict[str, Any], files: dict[str, Any]) -> tuple[int, Any]:
+        """Create Message. With `nonce` and `enforce_nonce: true`, a nonce the same author used in
+        the past few minutes returns that message and creates nothing (a deleted one: 404)."""
+        nonce = body.get("nonce")
+        key = (self.bot_user_id, str(nonce)) if nonce is not None and body.get("enforce_nonce") else None
+        if key is not None and key in self.nonces:
+            message_id, created = self.nonces[key]
+            if time.time() - created <= self.nonce_window:
+                if message_id not in self.messages:
+                    return 404, {"message": "Unknown Message", "code": 10008}
+                return 200, {**self.messages[message_id], "nonce": str(nonce)}
+        message = self._new_message(channel_id, body, files)
+        if key is not None:
+            self.nonces[key] = (message["id"], time.time())
+        # The nonce comes back in the create response only; fetched messages do not carry it.
+        return 200, ({**message, "nonce": str(nonce)} if nonce is not None else message)
+
+    def _list_messages(self, channel_id: str, query: Any) -> tuple[int, Any]:
+        """Get Channel Messages: newest first; `before`, `after` or `around` a message id; `limit` 1-100."""
+        if channel_id in self.history_forbidden:
+            return 403, {"message": "Missing Access", "code": 50001}
+        limit = max(1, min(100, int(query.get("limit", 50))))
+        found = self.channel_messages(channel_id)
+        if "after" in query:
+            found = [m for m in found if int(m["id"]) > int(query["after"])][:limit]
+        elif "before" in query:
+            found = [m for m in found if int(m["id"]) < int(query["before"])][-limit:]
+        elif "around" in query:
+            pivot = int(query["around"])
+            older = [m for m in found if int(m["id"]) <= pivot][-((limit + 1) // 2):]
+            newer = [m for m in found if int(m["id"]) > pivot][: limit // 2]
+            found = older + newer
+        else:
+            found = found[-limit:]
+        return 200, list(reversed(found))
 
     def _check_size(self, files: dict[str, Any], *, limit: int | None = None) -> tuple[int, Any] | None:
         cap = limit if limit is not None else self.attachment_size_limit

@@ -87,7 +87,7 @@ class ScriptedProvider(VideoProvider):
         if remote_id in self.server.jobs:
             self.server.jobs[remote_id]["status"] = RemoteStatus.CANCELLED
 
-    async def find_remote(self, client_ref: str) -> RemoteJob | None:
+    async def find_remote(self, client_ref: str, **_: object) -> RemoteJob | None:
         if not self.findable:
             return None
         for remote_id, job in self.server.jobs.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import discord
@@ -64,11 +65,16 @@ class DiscordAdapter:
         self.client = VideoBotClient(self)
         self._subscription: Subscription | None = None
         self._connection: asyncio.Task[None] | None = None
+        #: Jobs created before this are "adopted": an earlier process may have posted for them.
+        self.started_at = time.time()
+        #: Set by stop(): deliveries then fail as transient (the runner retries after a restart).
+        self.stopped = False
 
     async def start(self) -> None:
         """Log in, connect the gateway and return once events are being received."""
         token = self.settings.token
         assert token is not None, "DISCORD_TOKEN is not set"
+        self.stopped = False
         apply_endpoints(self.settings)
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
         await self.client.login(token.get_secret_value())
@@ -86,6 +92,7 @@ class DiscordAdapter:
 
     async def stop(self) -> None:
         """Disconnect. Pending edits are dropped; the next start resumes through the bot token."""
+        self.stopped = True
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
@@ -116,6 +123,12 @@ class DiscordAdapter:
                 "filesize_limit": interaction.filesize_limit,
             },
         )
+
+    @property
+    def bot_user_id(self) -> int:
+        """The bot's user id (known after login): the author of everything it posts."""
+        user = self.client.user
+        return user.id if user is not None else int(self.client.application_id or 0)
 
     def upload_limit(self, guild_id: str | None) -> int:
         """The cap for bot-token uploads: the guild's (boosts raise it), else Discord's default."""

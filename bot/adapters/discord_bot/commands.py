@@ -34,7 +34,7 @@ def _pipelines(adapter: DiscordAdapter, capability: Capability) -> list[Pipeline
 
 
 def _chosen(adapter: DiscordAdapter, interaction: discord.Interaction, *, image: bool = False) -> Pipeline | None:
-    name = getattr(interaction.namespace, "pipeline", None) or (None if image else adapter.app.settings.core.default_pipeline)
+    name = getattr(interaction.namespace, "pipeline", None) or adapter.app.service.default_pipeline(image=image)
     registry = adapter.app.registry
     if name and name in registry:
         try:

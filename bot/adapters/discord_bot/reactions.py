@@ -1,7 +1,9 @@
 """Reactions on a job's messages: 🔁 re-roll, ❌ cancel or delete (owner only), ✉️ file by DM.
 
 Raw events, so it works on messages the client never cached (e.g. after a restart);
-the job is found through the store by message id.
+the job is found through the store by message id, or, for a message the bot posted whose id
+is not stored yet (the moment between a post and the write of its id), by the job id the
+message carries (its buttons, its file name, its text).
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.core.errors import user_message
+from bot.adapters.discord_bot import marks
+from bot.adapters.discord_bot.surface import STATUS_REPLY_TO
+from bot.core.errors import JobNotFound, user_message
 from bot.core.models import Actor, Job, Origin
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ async def on_raw_reaction_add(adapter: DiscordAdapter, payload: discord.RawReact
     emoji = payload.emoji.name or ""
     if payload.emoji.id is not None or emoji not in HANDLED:
         return
-    job = await adapter.app.service.find_by_message(adapter.platform, str(payload.message_id))
+    job = await find_job(adapter, payload)
     if job is None:
         return
     user_id = str(payload.user_id)
@@ -45,22 +49,50 @@ async def on_raw_reaction_add(adapter: DiscordAdapter, payload: discord.RawReact
         await _dm_text(adapter, user_id, user_message(exc))
 
 
+async def find_job(adapter: DiscordAdapter, payload: discord.RawReactionActionEvent) -> Job | None:
+    """The job behind the reacted message: by stored message id, else by the job id in it."""
+    service = adapter.app.service
+    job = await service.find_by_message(adapter.platform, str(payload.message_id))
+    if job is not None:
+        return job
+    author = payload.message_author_id
+    if author is not None and author != adapter.bot_user_id:
+        return None  # not ours: no fetch for reactions on users' messages
+    try:
+        channel = adapter.client.get_partial_messageable(payload.channel_id)
+        message = await channel.fetch_message(payload.message_id)
+    except discord.HTTPException:
+        return None
+    job_id = marks.job_id_of(message) if message.author.id == adapter.bot_user_id else None
+    if job_id is None:
+        return None
+    try:
+        job = await service.get(job_id)
+    except JobNotFound:
+        return None
+    same_place = job.origin.platform == adapter.platform and job.origin.channel_id == str(payload.channel_id)
+    return job if same_place else None
+
+
 async def _reroll(adapter: DiscordAdapter, job: Job, payload: discord.RawReactionActionEvent) -> None:
+    # The child's status message is posted after the child exists, so the intent to post it
+    # (and what it answers) is stored with the child first: if this process dies before the
+    # post or before its id is written, whichever process drives the child posts it (once,
+    # by nonce and by a look at the channel), instead of the child running with no status.
     origin = Origin(
         platform=adapter.platform,
         workspace_id=str(payload.guild_id) if payload.guild_id else None,
         channel_id=str(payload.channel_id),
         user_id=str(payload.user_id),
         user_name=payload.member.display_name if payload.member else None,
+        extra={STATUS_REPLY_TO: str(payload.message_id)},
     )
     child = await adapter.app.service.reroll(job.id, origin)
-    # The status message comes after the job: events meanwhile are kept and rendered once it exists.
-    channel = adapter.client.get_partial_messageable(payload.channel_id)
-    reference = channel.get_partial_message(payload.message_id).to_reference(fail_if_not_exists=False)
-    message = await channel.send(f"⏳ Re-roll of {job.id} for <@{payload.user_id}>…", reference=reference,
-                                 allowed_mentions=discord.AllowedMentions.none())  # fmt: skip
-    child = await adapter.app.service.set_messages(child.id, status_message_id=str(message.id))
-    adapter.surface.attach(child, payload.channel_id, message.id)
+    try:
+        await adapter.surface.ensure_status(child)
+    except discord.HTTPException:
+        # The re-roll runs anyway; its result is posted (or its failure reported) at the end.
+        log.warning("could not post the status message of re-roll %s", child.id, exc_info=True)
 
 
 async def _cancel_or_delete(adapter: DiscordAdapter, job: Job, payload: discord.RawReactionActionEvent) -> None:

@@ -1,0 +1,116 @@
+"""The job as stored: what the store reads and writes, below both the core and the store.
+
+`storage/` never imports `bot/`; the core re-exports these from `bot.core.models`.
+"""
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobKind(StrEnum):
+    GENERATE = "generate"
+    VARIATION = "variation"  # re-roll: same prompt, new seed
+    REMIX = "remix"
+    EXTEND = "extend"
+    IMAGE = "image"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DELIVERING = "delivering"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        return not self.terminal and self is not JobStatus.QUEUED
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Origin(BaseModel):
+    """Where a job came from and where its messages are, in the platform's own ids."""
+
+    platform: str = "cli"  # cli | console | slack | discord
+    workspace_id: str | None = None  # Slack team / Discord guild
+    channel_id: str | None = None
+    user_id: str = "local"
+    user_name: str | None = None
+    #: The message that shows progress (Slack ts / Discord message id).
+    status_message_id: str | None = None
+    #: The message that carries the result file, when it is not the status message.
+    result_message_id: str | None = None
+    #: Platform extras the adapter needs later (thread ts, interaction token and expiry, ...).
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerateParams(BaseModel):
+    """What the user asked for, after defaults were filled in."""
+
+    seconds: int
+    size: str
+    seed: int
+    model: str | None = None
+    image_path: str | None = None
+    #: Free-form per-pipeline options (quality, ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Job(BaseModel):
+    id: str
+    parent_id: str | None = None
+    kind: JobKind
+    origin: Origin
+    prompt: str
+    params: GenerateParams
+    pipeline: str
+    provider: str | None = None
+    model: str | None = None
+    remote_id: str | None = None
+    status: JobStatus
+    progress: int = 0
+    cost_estimate: float | None = None
+    cost_actual: float | None = None
+    output_path: str | None = None
+    thumbnail_path: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    #: Pipeline checkpoints (image step output, fallbacks taken, ...), so a resume skips done work.
+    state: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    deleted_at: float | None = None
+    #: Which runner drives the job (`storage.leases.Holder` as text) and until when.
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def delivery_attempt(self) -> int:
+        """Which delivery attempt this is (1 = first). The runner records each attempt before it
+        calls the adapter, so an attempt > 1 means an earlier one may have posted already and
+        the adapter must look for that post before posting again."""
+        return int(self.state.get("delivery", {}).get("attempt", 1))
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished_at or time.time()
+        return max(0.0, end - (self.started_at or self.created_at))
