@@ -107,6 +107,8 @@ class JobVerdict:
         return not self.ambiguous and (self.status != "completed" or self.files == 0)
 
     def problems(self) -> list[str]:
+        if self.status not in ENDING_SHOWN:
+            return [f"never ended: still {self.status}"]
         out = []
         if self.ambiguous:
             if self.files:
