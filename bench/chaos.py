@@ -12,7 +12,7 @@ to the first poll of a resumed job (for `local`, to its first database write).
 
 Run: `make chaos` or `.venv/bin/python -m bench.chaos [--kills 20] [--seed 1] [--pipelines sora,runway]`.
 Prints tables; not a test (tests/test_crash_chaos.py is the short version that asserts).
-Exits 1 when any job was duplicated or lost.
+Exits 1 when any promise was broken (a duplicate, a loss, a status card not showing the ending...).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ async def main(argv: list[str] | None = None) -> int:
         times = f"{pct(resumed, 0.5):.2f} / {max(resumed):.2f}" if resumed else "-"
         print(f"{r.config.pipeline:<18} {len(r.kills):>5} {len(r.verdicts):>5} {r.duplicates:>5} {r.losses:>6} {r.ambiguous:>5} {times:>21}")
     print(f"total wall time {time.monotonic() - started:.0f} s")
-    return 1 if any(r.duplicates or r.losses for r in results) else 0
+    return 1 if any(r.failures() for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ class ChaosConfig:
     max_delay: float = 0.2
     #: How long to wait for a target state before sending another wave.
     state_timeout: float = 10.0
-    #: Every job that was past the queue when the bot was killed must be picked up again this soon.
-    resume_timeout: float = 15.0
+    #: Every job that was past the queue when the bot was killed must be picked up again this soon
+    #: (an interrupted sora create is looked for only after the provider's 10 s grace: allow for it).
+    resume_timeout: float = 20.0
     #: Stop at the first restart that misses resume_timeout (tests) or measure on (benchmarks).
     stop_on_stall: bool = True
     finish_timeout: float = 60.0
@@ -87,6 +88,8 @@ class ChaosResult:
     lost_commands: list[str]
     unfinished: list[str]
     log_errors: list[str]
+    #: Where each start of the bot wrote its log.
+    log_dir: Path
 
     @property
     def duplicates(self) -> int:
@@ -282,7 +285,6 @@ class Chaos:
                 return
             await asyncio.sleep(0.01)
 
-
     # --- the whole run ----------------------------------------------------------------------
 
     async def run(self) -> ChaosResult:
@@ -314,7 +316,7 @@ class Chaos:
         return ChaosResult(
             config=self.config, kills=self.kills, verdicts=verdicts, elapsed=time.monotonic() - started,
             graceful_stop=graceful, lost_commands=self.lost_commands, unfinished=unfinished,
-            log_errors=self.bot.grep_logs("Traceback", " ERROR "),
+            log_errors=self.bot.grep_logs("Traceback", " ERROR "), log_dir=self.bot.work_dir,
         )  # fmt: skip
 
     async def finish(self) -> list[str]:
@@ -350,4 +352,5 @@ def summary(result: ChaosResult) -> str:
     if result.log_errors:
         lines.append("errors in the bot's logs:")
         lines += result.log_errors[:15]
+    lines.append(f"logs of every start: {result.log_dir}")
     return "\n".join(lines)

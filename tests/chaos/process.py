@@ -49,6 +49,8 @@ class BotProcess:
         self.name = name
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Stopped by us (kill or terminate), as opposed to exiting on its own.
+        self.stopped = False
         #: time.monotonic() and time.time() of the latest start.
         self.started_at = 0.0
         self.started_wall = 0.0
@@ -64,6 +66,7 @@ class BotProcess:
 
     def start(self) -> None:
         assert not self.alive, "already running"
+        self.stopped = False
         self.starts += 1
         log = self.work_dir / f"{self.name}-{self.starts:03d}.log"
         self.logs.append(log)
@@ -96,6 +99,7 @@ class BotProcess:
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed, like a power cut for this process."""
         assert self.proc is not None
+        self.stopped = True
         if self.alive:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
@@ -104,6 +108,7 @@ class BotProcess:
         """SIGTERM and wait; False (and SIGKILL) when it did not stop in time."""
         if self.proc is None or not self.alive:
             return True
+        self.stopped = True
         os.kill(self.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while self.alive:
@@ -117,7 +122,8 @@ class BotProcess:
         return None if self.proc is None else self.proc.poll()
 
     def check_alive(self) -> None:
-        if self.proc is not None and not self.alive:
+        """Raise if the process exited without being told to (a crash is a finding, not noise)."""
+        if self.proc is not None and not self.stopped and not self.alive:
             raise BotDied(f"{self.name} exited with {self.returncode()} on its own:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40, every: bool = False) -> str:

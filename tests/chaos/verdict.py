@@ -85,6 +85,8 @@ class JobVerdict:
     done_shown: bool
     #: Failed with the documented "not sent again" note after a kill inside its create window.
     ambiguous: bool = False
+    #: The last line of each status card of the job, as a user sees it now.
+    shown_lines: list[str] = field(default_factory=list)
     event_problems: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -125,7 +127,7 @@ class JobVerdict:
         if self.status_messages != 1:
             out.append(f"{self.status_messages} status messages (expected exactly 1)")
         if not self.done_shown:
-            out.append(f"status message does not show the ending ({ENDING_SHOWN.get(self.status, self.status)!r})")
+            out.append(f"status message does not show the ending ({ENDING_SHOWN.get(self.status, self.status)!r}): {self.shown_lines}")
         out += [f"event log moves back: {p}" for p in self.event_problems]
         return out
 
@@ -161,10 +163,17 @@ def judge(
             status_messages=len(statuses),
             done_shown=ending_shown(world, row, shown),
             ambiguous=ambiguous,
+            shown_lines=[_status_line(world, ts) for ts in statuses],
             event_problems=backward_moves(events),
             events=[e.status + (f"({e.detail})" if e.detail else "") for e in events],
         ))  # fmt: skip
     return verdicts
+
+
+def _status_line(world: World, ts: str) -> str:
+    text = world.slack.messages[ts].get("text", "") or world.slack.text_of(ts)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:120] if lines else ""
 
 
 def ending_shown(world: World, row: JobRow, shown: list[str]) -> bool:
