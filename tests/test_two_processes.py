@@ -33,22 +33,25 @@ TAKEOVER_SECONDS = 10.0
 FINISH_SECONDS = 45.0
 
 
-def explain(db: DbView, *procs: BotProcess) -> str:
-    """The jobs and what the processes logged, for a failure message."""
-    rows = [f"  {r.id} {r.status} remote={r.remote_id} status_message={r.status_message_id} {r.error_message or ''}" for r in db.jobs()]
+def explain(db: DbView, world: World, *procs: BotProcess) -> str:
+    """The jobs, what users were told privately and what the processes logged, for a failure message."""
+    jobs = db.jobs()
+    rows = [f"  {r.id} {r.status} remote={r.remote_id} status_message={r.status_message_id} {r.error_message or ''}" for r in jobs]
+    told = [f"  {r.get('text', '')[:160]}" for r in world.slack.responses]
     logged = [line for proc in procs for line in proc.grep_logs(" ERROR ", " WARNING ", "Error:")]
-    return "\n".join(["jobs:", *rows, "logged:", *logged[:30]])
+    return "\n".join([f"{len(jobs)} of {2 * JOBS_EACH} jobs recorded:", *rows, "told privately:", *told, "logged:", *logged[:30]])
 
 
-async def wait_until(check, timeout: float, what: str, db: DbView, *procs: BotProcess) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(check, timeout: float, what: str, db: DbView, world: World, *procs: BotProcess) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
         for proc in procs:
             proc.check_alive()
         failed = [r for r in db.jobs() if r.status == "failed"]
-        if failed or time.monotonic() > deadline:
-            why = f"{len(failed)} jobs failed" if failed else f"timed out after {timeout}s"
-            raise AssertionError(f"{why} waiting for {what}\n{explain(db, *procs)}")
+        # Every /video here starts a job; a private answer means one was refused.
+        if failed or world.slack.responses or time.monotonic() > deadline:
+            why = f"{len(failed)} jobs failed" if failed else "a command was refused" if world.slack.responses else f"timed out after {timeout}s"
+            raise AssertionError(f"{why} waiting for {what}\n{explain(db, world, *procs)}")
         await asyncio.sleep(0.02)
 
 
@@ -83,7 +86,7 @@ async def test_two_runners_share_a_data_dir_and_the_survivor_finishes_the_dead_o
                 rows = db.jobs()
                 return len(rows) == 2 * JOBS_EACH and all(r.status == "running" and r.remote_id and r.status_message_id for r in rows)
 
-            await wait_until(all_running, 40, "all 20 jobs running remotely with their status messages stored", db, a, b)
+            await wait_until(all_running, 40, "all 20 jobs running remotely with their status messages stored", db, world, a, b)
             rows = db.jobs()
             creates = world.creates()
             assert len(creates) == 2 * JOBS_EACH, f"{len(creates)} creates for {2 * JOBS_EACH} jobs while both processes run"
@@ -97,9 +100,9 @@ async def test_two_runners_share_a_data_dir_and_the_survivor_finishes_the_dead_o
                 polls = world.polls()
                 return all(first_poll_after(polls, remote, killed_at) is not None for remote in a_jobs.values())
 
-            await wait_until(a_jobs_polled, TAKEOVER_SECONDS, f"B to poll A's {len(a_jobs)} jobs after A was killed", db, a, b)
-            await wait_until(lambda: all(r.terminal for r in db.jobs()), FINISH_SECONDS, "B to finish all 20 jobs", db, a, b)
-            await wait_until(lambda: settled(world, db.jobs()), 15, "Slack to show every ending", db, a, b)
+            await wait_until(a_jobs_polled, TAKEOVER_SECONDS, f"B to poll A's {len(a_jobs)} jobs after A was killed", db, world, a, b)
+            await wait_until(lambda: all(r.terminal for r in db.jobs()), FINISH_SECONDS, "B to finish all 20 jobs", db, world, a, b)
+            await wait_until(lambda: settled(world, db.jobs()), 15, "Slack to show every ending", db, world, a, b)
             assert await b.terminate(), "B did not stop on SIGTERM"
         finally:
             for proc in (a, b):
