@@ -53,4 +53,5 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         poll_policy=PollPolicy(timeout=core.job_timeout_minutes * 60),
     )
     service = JobService(store, media, registry, bus, runner, core)
+    runner.spend_limits = lambda job: service.budget.limits_for(job.origin)
     return App(settings, store, media, registry, bus, runner, service)

@@ -41,6 +41,8 @@ class CoreSettings(BaseSettings):
     job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
     lease_seconds: float = Field(default=60, ge=1, le=3600)
+    #: Remove media files of jobs finished this many days ago (rows stay, marked expired); empty: keep forever.
+    retention_days: float | None = Field(default=None, gt=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     #: Comma-separated user ids (any platform) allowed to delete others' jobs.
     admin_user_ids: str = ""
@@ -50,10 +52,15 @@ class CoreSettings(BaseSettings):
     #: `NAME:PIPELINE=WEIGHT,PIPELINE=WEIGHT;...`: NAME is usable as a pipeline; each job picks one arm.
     ab_splits: str = ""
     #: Spending limits in USD per UTC day, per user and per workspace (Slack team / Discord guild); empty: none.
+    #: `MODEL=USD,...`: prices for models a provider has no price for: USD per second of video,
+    #: or per image for image models. A model with no price at all is refused (budgets could not hold).
+    prices: str = ""
+    #: Comma-separated models (or pipelines) the operator runs at no cost, e.g. a self-hosted one.
+    free_models: str = ""
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -69,6 +76,20 @@ class CoreSettings(BaseSettings):
     def _check_splits(cls, value: str) -> str:
         parse_splits(value)
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: str) -> str:
+        parse_prices(value)
+        return value
+
+    @property
+    def price_map(self) -> dict[str, float]:
+        return parse_prices(self.prices)
+
+    @property
+    def free_set(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.free_models.split(",") if m.strip())
 
     @property
     def fallback_map(self) -> dict[str, tuple[str, ...]]:
@@ -279,3 +300,20 @@ def _describe(exc: ValidationError) -> str:
 
 def load_settings() -> Settings:
     return Settings().check()
+
+
+def parse_prices(value: str) -> dict[str, float]:
+    """`sora-2-pro=0.5, my-model=0.02` -> {'sora-2-pro': 0.5, 'my-model': 0.02}."""
+    prices: dict[str, float] = {}
+    for item in (p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        model, sep, price = item.partition("=")
+        try:
+            prices[model.strip()] = float(price)
+        except ValueError:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50") from None
+        if not sep or not model.strip() or prices[model.strip()] < 0:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50")
+    return prices
+

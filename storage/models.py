@@ -95,6 +95,8 @@ class Job(BaseModel):
     finished_at: float | None = None
     updated_at: float | None = None
     deleted_at: float | None = None
+    #: When retention removed the job's files (the row and its history stay).
+    media_expired_at: float | None = None
     #: Which runner drives the job (`storage.leases.Holder` as text) and until when.
     lease_owner: str | None = None
     lease_until: float | None = None

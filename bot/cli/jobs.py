@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from bot.cli.common import CLI_ORIGIN, cli_app, follow
 from bot.config import Settings
 from bot.core.dispatch import describe_job
 from bot.core.models import Actor, JobStatus
 from bot.core.render import job_row
+from bot.core.retention import expire_media
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("redeliver", help="post a finished job's result again after its delivery failed")
     p.add_argument("job_id")
     p.set_defaults(handler=redeliver)
+
+    p = sub.add_parser("gc", help="remove the media files of jobs older than VIDEOBOT_RETENTION_DAYS (rows are kept)")
+    p.add_argument("--days", type=float, help="override VIDEOBOT_RETENTION_DAYS for this run")
+    p.set_defaults(handler=gc)
 
     p = sub.add_parser("pipelines", help="the pipelines this bot offers")
     p.set_defaults(handler=pipelines)
@@ -76,6 +82,17 @@ async def redeliver(args: argparse.Namespace, settings: Settings) -> int:
         if job.origin.platform == CLI_ORIGIN.platform:
             return await follow(app, job)
     print(f"job {job.id}: queued for delivery to {job.origin.platform}; the running bot posts it (videobot run).")
+    return 0
+
+
+async def gc(args: argparse.Namespace, settings: Settings) -> int:
+    days = args.days if args.days is not None else settings.core.retention_days
+    if not days or days <= 0:
+        print("videobot: retention is off; set VIDEOBOT_RETENTION_DAYS or pass --days N.", file=sys.stderr)
+        return 2
+    async with cli_app(settings, run_jobs=False) as app:
+        count = await expire_media(app.store, app.media, days)
+    print(f"removed the files of {count} job{'s' if count != 1 else ''} finished more than {days:g} days ago")
     return 0
 
 

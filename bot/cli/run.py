@@ -10,6 +10,7 @@ from bot.adapters.base import ChatAdapter
 from bot.app import App, open_app
 from bot.cli.common import deliver_to_out
 from bot.config import Settings
+from bot.core.retention import sweep_forever
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         app.runner.deliverers[adapter.platform] = adapter.deliver
     app.runner.deliverers.setdefault("cli", deliver_to_out)
     stop = asyncio.Event()
+    sweeper: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -57,6 +59,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
         for adapter in adapters:
             await adapter.start()
+        if app.settings.core.retention_days:
+            sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         closed = asyncio.gather(*(a.wait_closed() for a in adapters))
         stopper = asyncio.create_task(stop.wait())
         # Runs until a signal, or until every adapter is done (the console at end of input).
@@ -67,6 +71,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if stop.is_set():
             log.info("stopping: no new work; in-flight writes finish, jobs resume on the next start")
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         for adapter in adapters:
             await adapter.stop()
         await app.close()

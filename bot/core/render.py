@@ -75,6 +75,8 @@ def interrupted(job: Job) -> bool:
 
 def status_label(job: Job) -> str:
     status = job.status.value + (f" {job.progress}%" if job.status is JobStatus.RUNNING else "")
+    if job.media_expired_at is not None:
+        return f"{status} (file removed)"
     if job.status is JobStatus.COMPLETED and job.error_code == "undelivered":
         return f"{status} (not posted: videobot redeliver {job.id})"
     return f"{status} ({INTERRUPTED})" if interrupted(job) else status

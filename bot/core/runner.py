@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
@@ -37,6 +38,7 @@ from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_comp
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore, LeaseLost
 from storage.leases import Holder, HolderState, holder_state
+from storage.spend import OverBudget, SpendLimit
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ _OPERATION = {
     JobKind.EXTEND: Operation.EXTEND,
 }
 
+#: Progress ticks are written to the job row at most this often (events carry every tick).
+PROGRESS_WRITE_INTERVAL = 2.0
 #: What the status message says while a create waits out the provider's rate limit.
 RATE_LIMIT_NOTE = "waiting for the provider's rate limit"
 #: Delivery retries back off up to this many seconds between attempts...
@@ -82,6 +86,8 @@ class Runner:
         self.lease_seconds = lease_seconds
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
+        #: The daily limits a job's spend is checked against (set by the app from the budgets).
+        self.spend_limits: Callable[[Job], list[SpendLimit]] = lambda job: []
         self.holder = Holder.current()
         self.owner = str(self.holder)
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
@@ -156,7 +162,8 @@ class Runner:
         """Claim the job and queue it; False if another runner owns it."""
         if job.id in self._tasks or self._queue.is_queued(job.id):
             return True
-        if not await self.store.claim(job.id, self.owner, self.lease_seconds):
+        # A job created already leased to us (see `lease_for_new`) needs no claim.
+        if job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
             return False
         self._done.setdefault(job.id, asyncio.get_running_loop().create_future())
         if job.status is JobStatus.QUEUED:
@@ -169,6 +176,10 @@ class Runner:
             self._spawn(job)
         self._wake.set()
         return True
+
+    def lease_for_new(self) -> tuple[str, float]:
+        """The lease a new job is created with, in the same write as its row (no claim round trip)."""
+        return self.owner, self.lease_seconds
 
     def wait(self, job_id: str) -> asyncio.Future[Job]:
         return self._done.setdefault(job_id, asyncio.get_running_loop().create_future())
@@ -325,9 +336,9 @@ class Runner:
                     await self.store.release(self.owner, [job.id])
                 self._wake.set()
 
-    async def _write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+    async def _write(self, job: Job, *, detail: str | None = None, spend_limits: list[SpendLimit] | None = None, **fields: Any) -> Job:
         """Every runner write: only while this runner still holds the job's lease."""
-        return await self.store.update(job.id, fence=self.owner, detail=detail, **fields)
+        return await self.store.update(job.id, fence=self.owner, detail=detail, spend_limits=spend_limits, **fields)
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
@@ -458,6 +469,16 @@ class Runner:
         return None
 
     async def _take_fallback(self, job: Job, fallback: str, exc: Unavailable) -> Job:
+        # The hop goes through the spend gate: the new pipeline's price replaces the old one's
+        # (which billed nothing: it was unavailable), checked against the budgets in the same write.
+        estimate = estimate_job_cost(self.registry.get(fallback), video_request_for(job), job)
+        if estimate is not None and job.state.get("image_step_cost") and not self.registry.get(fallback).uses_image_step(video_request_for(job)):
+            estimate = round(estimate + job.state["image_step_cost"], 4)
+        try:
+            job = await self._write(job, cost_estimate=estimate if estimate is not None else job.cost_estimate,
+                                    spend_limits=self.spend_limits(job))  # fmt: skip
+        except OverBudget as over:
+            raise BudgetGuard.refusal(over) from exc
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
         moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
@@ -491,7 +512,7 @@ class Runner:
         )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(image_request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         state = {**job.state, "image_step_path": str(final), "image_step_cost": result.cost}
         job = await self._write(job, state=state, detail=f"image step done by {pipeline.image.name}")
         return final, job
@@ -514,7 +535,7 @@ class Runner:
             )  # fmt: skip
         temp = self.media.temp_for(final)
         result = await self._rate_limited(job, lambda: pipeline.image.generate(request, temp))  # type: ignore[union-attr]
-        self.media.commit(temp, final)
+        await asyncio.to_thread(self.media.commit, temp, final)
         job = await self._write(
             job,
             status=JobStatus.DELIVERING,
@@ -529,12 +550,17 @@ class Runner:
     async def _wait_remote(self, job: Job) -> Job:
         pipeline = self.registry.get(job.pipeline)
         assert pipeline.video is not None and job.remote_id is not None
-        last = {"progress": job.progress, "note": None}
+        last: dict[str, Any] = {"progress": job.progress, "note": None, "stored_at": float("-inf")}
 
         async def on_update(remote: RemoteJob) -> None:
             if remote.progress != last["progress"] or remote.note != last["note"]:
                 last["progress"], last["note"] = remote.progress, remote.note
-                await self.store.set_progress(job.id, remote.progress, fence=self.owner)
+                # Progress is shown from events; the row only needs it now and then (listings, and
+                # the lease check every write carries), so a thousand busy jobs do not flood the writer.
+                now = time.monotonic()
+                if now - last["stored_at"] >= PROGRESS_WRITE_INTERVAL:
+                    last["stored_at"] = now
+                    await self.store.set_progress(job.id, remote.progress, fence=self.owner)
                 self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
 
         try:
@@ -580,13 +606,13 @@ class Runner:
             temp = self.media.temp_for(final)
             await retrying(lambda: pipeline.video.download(job.remote_id, temp), policy=self.poll_policy, what="download")  # type: ignore[union-attr]
             await asyncio.to_thread(probe_video, temp)  # raises OutputInvalid for a broken file
-            self.media.commit(temp, final)
+            await asyncio.to_thread(self.media.commit, temp, final)
         thumb = self.media.thumbnail_path(job.id)
         if not thumb.exists():
             temp = self.media.temp_for(thumb)
             if not await pipeline.video.download_thumbnail(job.remote_id, temp):
                 await asyncio.to_thread(write_thumbnail, final, temp)
-            self.media.commit(temp, thumb)
+            await asyncio.to_thread(self.media.commit, temp, thumb)
         forget = getattr(pipeline.video, "forget", None)
         if forget is not None:
             forget(job.remote_id)
@@ -757,4 +783,5 @@ def video_request_for(job: Job) -> VideoRequest:
         source_video=Path(source) if source else None,
         source_remote_id=job.state.get("source_remote_id"),
         client_ref=job.id,
+        audio=bool(params.options.get("audio")),
     )

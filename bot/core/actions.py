@@ -1,0 +1,70 @@
+"""What every button and reaction means, once, for every platform.
+
+Adapters map their inputs (a Slack action id, a Discord custom id, an emoji) to an
+`Action` and call `perform`; the result says what to tell the user and whether a
+new job started whose progress the adapter should show.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from bot.core.models import Actor, Job, Origin
+from bot.core.render import job_title
+from bot.core.service import JobService
+from bot.core.views import Action
+
+#: Reactions every platform understands (the emoji as the platform reports it).
+REACTIONS = {"🔁": Action.REROLL, "❌": Action.CANCEL, "✉️": Action.DM, "✉": Action.DM, "🎬": Action.ANIMATE}
+
+
+class Outcome(BaseModel):
+    text: str
+    #: The job acted on, or the new job an action started.
+    job: Job
+    started: bool = False
+    #: For DM: the file to send privately.
+    file_path: str | None = None
+
+
+def reaction_action(emoji: str) -> Action | None:
+    return REACTIONS.get(emoji)
+
+
+async def perform(
+    service: JobService,
+    action: Action,
+    job_id: str,
+    *,
+    actor: Actor,
+    origin: Origin,
+    prompt: str | None = None,
+    seconds: int | None = None,
+) -> Outcome:
+    """Do what `action` means on `job_id` for `actor`; new jobs are created with `origin`.
+
+    ❌ and the Cancel button mean "stop it" while a job runs and "remove it" once it is
+    finished, so one gesture always does the sensible thing.
+    """
+    if action is Action.CANCEL:
+        job = await service.get_for(job_id, origin)
+        if job.terminal:
+            job = await service.delete(job_id, actor)
+            return Outcome(text=f"Job {job.id} deleted.", job=job)
+        job = await service.cancel(job_id, actor)
+        return Outcome(text=f"Job {job.id} is {job.status.value}.", job=job)
+    if action is Action.DELETE:
+        job = await service.delete(job_id, actor)
+        return Outcome(text=f"Job {job.id} deleted.", job=job)
+    if action is Action.REROLL:
+        job = await service.reroll(job_id, origin)
+    elif action is Action.REMIX:
+        job = await service.remix(job_id, prompt or "", origin)
+    elif action is Action.EXTEND:
+        job = await service.extend(job_id, origin, seconds=seconds, prompt=prompt or None)
+    elif action is Action.ANIMATE:
+        job = await service.animate(job_id, origin, prompt=prompt or None, seconds=seconds)
+    else:  # DM
+        job = await service.get_for(job_id, origin)
+        path = await service.file_for(job_id, origin)
+        return Outcome(text=f"Here is job {job.id}.", job=job, file_path=path)
+    return Outcome(text=f"Queued {job_title(job)}", job=job, started=True)

@@ -1,0 +1,146 @@
+"""What a job's status message says, as a platform-neutral view.
+
+The core decides the content (title, bar, percent, place in line, ETA, elapsed, the
+result or error, and which buttons this state offers); an adapter only renders a
+`StatusView` into its platform's payload. Two views that compare equal render the
+same, so adapters skip sends when the view did not change.
+"""
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
+from bot.core.render import format_elapsed, job_title, progress_bar, status_line
+
+MAX_PROMPT_SHOWN = 300
+
+
+class Action(StrEnum):
+    """Everything a button or reaction can ask of a job; `bot.core.actions` says what each does."""
+
+    CANCEL = "cancel"
+    REROLL = "reroll"
+    REMIX = "remix"
+    EXTEND = "extend"
+    DELETE = "delete"
+    ANIMATE = "animate"  # an image result, made into a video with the same prompt
+    DM = "dm"  # the file, sent privately
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DELETED = "deleted"
+
+
+class StatusView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    title: str
+    prompt: str
+    phase: Phase
+    #: The one status line every platform shows (emoji, bar, percent, elapsed, ETA, note).
+    line: str
+    percent: int | None = None
+    bar: str | None = None
+    position: int | None = None
+    eta: str | None = None
+    elapsed: str | None = None
+    #: Failure text or the undelivered note; shown publicly in short, privately in full.
+    error: str | None = None
+    #: Buttons this state offers, in display order.
+    actions: tuple[Action, ...] = ()
+    #: Whether this is the last state of the job (always sent, never coalesced away).
+    final: bool = False
+    #: A still of the result for platforms that show one on the card.
+    thumbnail_path: str | None = None
+
+
+_PHASES = {
+    EventKind.QUEUED: Phase.QUEUED,
+    EventKind.STARTED: Phase.RUNNING,
+    EventKind.PROGRESS: Phase.RUNNING,
+    EventKind.DELIVERING: Phase.DELIVERING,
+    EventKind.COMPLETED: Phase.DONE,
+    EventKind.FAILED: Phase.FAILED,
+    EventKind.CANCELLED: Phase.CANCELLED,
+}
+_STATUS_PHASES = {
+    JobStatus.QUEUED: Phase.QUEUED,
+    JobStatus.DELIVERING: Phase.DELIVERING,
+    JobStatus.COMPLETED: Phase.DONE,
+    JobStatus.FAILED: Phase.FAILED,
+    JobStatus.CANCELLED: Phase.CANCELLED,
+}
+
+
+def actions_for(job: Job, phase: Phase) -> tuple[Action, ...]:
+    """The buttons under a job's message in this phase (their permission checks are the service's)."""
+    if phase in (Phase.QUEUED, Phase.RUNNING):
+        return (Action.CANCEL,)
+    if phase is Phase.DONE and job.media_expired_at is None:
+        if job.kind is JobKind.IMAGE:
+            return (Action.ANIMATE, Action.REROLL, Action.DELETE)
+        return (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE)
+    if phase is Phase.FAILED:
+        return (Action.REROLL,)
+    return ()
+
+
+def short_prompt(prompt: str, limit: int = MAX_PROMPT_SHOWN) -> str:
+    return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+
+
+def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
+    """The view of a job: from its latest event when there is one, else from the stored row."""
+    if job.deleted_at is not None:
+        return StatusView(
+            job_id=job.id, title=job_title(job), prompt=short_prompt(job.prompt), phase=Phase.DELETED,
+            line="🗑️ Deleted", final=True,
+        )  # fmt: skip
+    if event is None:
+        event = _event_from_row(job)
+    phase = _PHASES[event.kind]
+    running = phase is Phase.RUNNING or phase is Phase.DELIVERING
+    error = None
+    if phase is Phase.FAILED:
+        error = event.message or job.error_message or "Failed."
+    elif phase is Phase.DONE and job.error_code == "undelivered":
+        error = job.error_message
+    return StatusView(
+        job_id=job.id,
+        title=job_title(job),
+        prompt=short_prompt(job.prompt),
+        phase=phase,
+        line=status_line(event),
+        percent=event.progress if running else (100 if phase is Phase.DONE else None),
+        bar=progress_bar(event.progress) if running else None,
+        position=event.position if phase is Phase.QUEUED else None,
+        eta=format_elapsed(event.eta) if event.eta is not None and event.eta >= 1 and not event.kind.final else None,
+        elapsed=format_elapsed(job.elapsed) if job.started_at else None,
+        error=error,
+        actions=actions_for(job, phase),
+        final=event.kind.final,
+        thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
+    )
+
+
+def _event_from_row(job: Job) -> ProgressEvent:
+    phase = _STATUS_PHASES.get(job.status, Phase.RUNNING)
+    kind = {
+        Phase.QUEUED: EventKind.QUEUED,
+        Phase.RUNNING: EventKind.PROGRESS,
+        Phase.DELIVERING: EventKind.DELIVERING,
+        Phase.DONE: EventKind.COMPLETED,
+        Phase.FAILED: EventKind.FAILED,
+        Phase.CANCELLED: EventKind.CANCELLED,
+    }[phase]
+    return ProgressEvent(kind=kind, job=job, progress=job.progress, message=job.error_message, at=time.time())
