@@ -128,7 +128,7 @@ class TimedRunway(RunwayServer):
 
 
 class SlowSlack(SlackEmulator):
-    """The Slack emulator with slow file uploads: the bytes, then the share into the channel."""
+    """The Slack emulator with slow posts (status messages, file shares) and slow file uploads."""
 
     latency: Latency = Latency()
     _SLOW = {"files.completeUploadExternal": "post", "chat.postMessage": "post"}
