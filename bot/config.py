@@ -52,10 +52,29 @@ class CoreSettings(BaseSettings):
     #: `NAME:PIPELINE=WEIGHT,PIPELINE=WEIGHT;...`: NAME is usable as a pipeline; each job picks one arm.
     ab_splits: str = ""
     #: Spending limits in USD per UTC day, per user and per workspace (Slack team / Discord guild); empty: none.
+    #: `MODEL=USD,...`: prices for models a provider has no price for: USD per second of video,
+    #: or per image for image models. A model with no price at all is refused (budgets could not hold).
+    prices: str = ""
+    #: Comma-separated models (or pipelines) the operator runs at no cost, e.g. a self-hosted one.
+    free_models: str = ""
+    #: Jobs estimated above this (USD) wait for their owner's Confirm before anything is queued or
+    #: reserved (chat and console; the CLI is the operator's and never asks). Empty: never ask.
+    confirm_above_usd: float | None = Field(default=1.0, ge=0)
+    #: Seconds a paid command must wait after the same user's previous one; 0: no cooldown.
+    cooldown_seconds: float = Field(default=0, ge=0)
+    #: Prompt and image checks before anything is spent: auto (OpenAI's moderation endpoint when
+    #: an OpenAI key is set, else the blocklist), openai, blocklist, or off.
+    moderation: str = Field(default="auto", pattern=r"(?i)^(auto|openai|blocklist|off)$")
+    #: When the moderation service is down: closed (refuse), open (go on), or auto (closed for
+    #: paid jobs, open for free ones such as the local renderer).
+    moderation_on_outage: str = Field(default="auto", pattern=r"(?i)^(auto|closed|open)$")
+    #: Comma-separated words or phrases refused in every moderation mode.
+    blocklist: str = ""
+    moderation_model: str = "omni-moderation-latest"
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -71,6 +90,20 @@ class CoreSettings(BaseSettings):
     def _check_splits(cls, value: str) -> str:
         parse_splits(value)
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: str) -> str:
+        parse_prices(value)
+        return value
+
+    @property
+    def price_map(self) -> dict[str, float]:
+        return parse_prices(self.prices)
+
+    @property
+    def free_set(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.free_models.split(",") if m.strip())
 
     @property
     def fallback_map(self) -> dict[str, tuple[str, ...]]:
@@ -281,3 +314,20 @@ def _describe(exc: ValidationError) -> str:
 
 def load_settings() -> Settings:
     return Settings().check()
+
+
+def parse_prices(value: str) -> dict[str, float]:
+    """`sora-2-pro=0.5, my-model=0.02` -> {'sora-2-pro': 0.5, 'my-model': 0.02}."""
+    prices: dict[str, float] = {}
+    for item in (p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        model, sep, price = item.partition("=")
+        try:
+            prices[model.strip()] = float(price)
+        except ValueError:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50") from None
+        if not sep or not model.strip() or prices[model.strip()] < 0:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50")
+    return prices
+

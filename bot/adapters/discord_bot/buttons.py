@@ -68,9 +68,10 @@ class DeleteButton(_JobButton, template=r"vb:delete:" + JOB_ID):
     style = discord.ButtonStyle.danger
 
     async def action(self, interaction: discord.Interaction) -> None:
-        # The owner, bot admins (service) and members who may manage messages here.
+        # The owner, bot admins (service) and members who may manage this guild.
         perms = interaction.permissions
-        actor = Actor(user_id=str(interaction.user.id), is_admin=bool(perms and perms.manage_messages))
+        admin = bool(perms and (perms.manage_guild or perms.administrator or perms.manage_messages))
+        actor = Actor.of(adapter_of(interaction).origin_for(interaction), is_admin=admin)
         job = await adapter_of(interaction).app.service.delete(self.job_id, actor)
         await interaction.response.edit_message(
             content=f"🗑️ Job {job.id} was deleted by {interaction.user.mention}.", attachments=[], view=None

@@ -143,7 +143,7 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     @tree.command(name="job", description="One job in full")
     @app_commands.describe(id="The job id (from /jobs)")
     async def job(interaction: discord.Interaction, id: str) -> None:
-        found = await service.get(id)
+        found = await service.get_for(id, adapter.origin_for(interaction))
         lines = [f"**{job_title(found)}**", f"> {found.prompt[:500]}", f"status: {found.status.value} ({found.progress}%)"]
         if found.error_message:
             lines.append(f"error: {found.error_message}")

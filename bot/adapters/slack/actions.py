@@ -40,7 +40,8 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
             return
         # trigger_id lives 3 s: open the modal first (one store read for the prompt it shows), validate on submit.
         try:
-            job = await adapter.app.service.get(job_id)
+            user = body["user"]
+            job = await adapter.app.service.get_for(job_id, adapter.origin_for(user.get("team_id"), channel, user["id"], None))
             await adapter.client.views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
         except Exception as exc:
             await tell(user_message(exc))

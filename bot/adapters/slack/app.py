@@ -305,15 +305,16 @@ class SlackAdapter:
     def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None) -> Origin:
         return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name)
 
-    async def actor(self, user_id: str, *, check_workspace_admin: bool = False) -> Actor:
-        """The user, marked admin if the bot's settings or (when it matters) Slack say so."""
+    async def actor(self, user_id: str, *, team_id: str | None, check_workspace_admin: bool = False) -> Actor:
+        """The user in their workspace, marked admin there if the bot's settings or (when it matters) Slack say so."""
+        base = Actor(user_id=user_id, platform=PLATFORM, workspace_id=team_id)
         if self.app.service.is_admin(user_id):
-            return Actor(user_id=user_id, is_admin=True)
+            return base.model_copy(update={"is_admin": True})
         if not check_workspace_admin:
-            return Actor(user_id=user_id)
+            return base
         try:
             user = (await self.client.users_info(user=user_id))["user"]
         except SlackApiError as exc:
             log.warning("users.info failed for %s: %s", user_id, slack_error(exc))
-            return Actor(user_id=user_id)
-        return Actor(user_id=user_id, is_admin=bool(user.get("is_admin") or user.get("is_owner")))
+            return base
+        return base.model_copy(update={"is_admin": bool(user.get("is_admin") or user.get("is_owner"))})

@@ -160,15 +160,9 @@ def modal_value(view: dict[str, Any], block_id: str) -> str:
     return (value or "").strip()
 
 
-_TOP_LEVEL = ("/video", "/image")
+_SUBCOMMAND = re.compile(r"(?<![\w/])/(?!video\b|image\b)([a-z]+)")
 
 
 def slack_commands(help_text: str) -> str:
     """The core's command list as typed in Slack: every command but /video and /image goes after /video."""
-    lines = []
-    for line in help_text.splitlines():
-        stripped = line.lstrip()
-        if stripped.startswith("/") and not stripped.startswith(_TOP_LEVEL):
-            line = line.replace(stripped, "/video " + stripped[1:], 1)
-        lines.append(line)
-    return "\n".join(lines)
+    return _SUBCOMMAND.sub(r"/video \1", help_text)

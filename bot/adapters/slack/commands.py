@@ -71,9 +71,17 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
     await tell(reply.text)
 
 
+#: Commands where being a workspace admin changes the answer (users.info is asked only for these).
+_ADMIN_MATTERS = ("usage", "settings")
+
+
 async def _actor(adapter: SlackAdapter, command: Command, origin: Origin) -> Actor:
-    """Who is asking: for cancel/delete of someone else's job, whether Slack calls them a workspace admin."""
+    """Who is asking, in their workspace: whether Slack calls them an admin is asked only where it
+    matters (cancel/delete of someone else's job, usage, settings)."""
+    team_id = origin.workspace_id
+    if command.name in _ADMIN_MATTERS:
+        return await adapter.actor(origin.user_id, team_id=team_id, check_workspace_admin=True)
     if command.name not in ("cancel", "delete") or not command.words:
-        return await adapter.actor(origin.user_id)
-    job = await adapter.app.service.get(command.job_id())
-    return await adapter.actor(origin.user_id, check_workspace_admin=job.origin.user_id != origin.user_id)
+        return await adapter.actor(origin.user_id, team_id=team_id)
+    job = await adapter.app.service.get_for(command.job_id(), origin)
+    return await adapter.actor(origin.user_id, team_id=team_id, check_workspace_admin=job.origin.user_id != origin.user_id)

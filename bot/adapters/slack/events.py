@@ -26,14 +26,14 @@ EMOJI = {"repeat": "🔁", "x": "❌", "clapper": "🎬"}
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
-    async def reaction_added(ack: Any, event: dict[str, Any]) -> None:
+    async def reaction_added(ack: Any, body: dict[str, Any], event: dict[str, Any]) -> None:
         await ack()
-        adapter.later(on_reaction(adapter, event), "slack-reaction")
+        adapter.later(on_reaction(adapter, event, body.get("team_id")), "slack-reaction")
 
     bolt.event("reaction_added")(reaction_added)
 
 
-async def on_reaction(adapter: SlackAdapter, event: dict[str, Any]) -> None:
+async def on_reaction(adapter: SlackAdapter, event: dict[str, Any], team_id: str | None) -> None:
     item = event.get("item") or {}
     name = str(event.get("reaction", "")).split("::")[0]  # skin tones arrive as name::skin-tone-N
     action = reaction_action(EMOJI.get(name, ""))
@@ -46,4 +46,4 @@ async def on_reaction(adapter: SlackAdapter, event: dict[str, Any]) -> None:
         return
     thread = job.origin.extra.get("thread_ts")
     tell = ephemeral_teller(adapter, channel, user_id, thread)
-    await act(adapter, action, job.id, user={"id": user_id, "team_id": job.origin.workspace_id}, channel=channel, tell=tell, thread_ts=thread)
+    await act(adapter, action, job.id, user={"id": user_id, "team_id": team_id}, channel=channel, tell=tell, thread_ts=thread)

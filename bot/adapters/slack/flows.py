@@ -109,15 +109,15 @@ async def act(
 ) -> None:
     """A button, reaction or modal: the core's `perform` decides; this shows the outcome in Slack."""
     service = adapter.app.service
-    user_id = str(user["id"])
+    user_id, team_id = str(user["id"]), user.get("team_id")
+    origin = adapter.origin_for(team_id, channel, user_id, user.get("username") or user.get("name"))
+    if thread_ts:
+        origin.extra["thread_ts"] = thread_ts
     try:
-        job = await service.get(job_id)
+        job = await service.get_for(job_id, origin)  # in the asker's workspace only
         # Only an owner check needs to know whether someone else is a workspace admin.
         checks_owner = action in (Action.CANCEL, Action.DELETE) and user_id != job.origin.user_id
-        actor = await adapter.actor(user_id, check_workspace_admin=checks_owner)
-        origin = adapter.origin_for(user.get("team_id") or job.origin.workspace_id, channel, user_id, user.get("username") or user.get("name"))
-        if thread_ts:
-            origin.extra["thread_ts"] = thread_ts
+        actor = await adapter.actor(user_id, team_id=team_id, check_workspace_admin=checks_owner)
         outcome = await perform(service, action, job.id, actor=actor, origin=origin, prompt=prompt, seconds=seconds)
     except Exception as exc:
         await tell(user_message(exc))
