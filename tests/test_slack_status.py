@@ -142,3 +142,46 @@ async def test_a_failure_after_the_start_is_short_in_public_and_whole_to_the_own
     finally:
         server.release.set()
         await bot.close()
+
+
+async def test_an_ending_not_yet_on_the_card_at_a_stop_is_shown_by_the_next_start(
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.adapters.slack.surface as surface
+
+    monkeypatch.setattr(surface, "CLOSE_FLUSH_SECONDS", 0.1)  # the stop does not wait for the next slot
+    # One update per 30 s: the first progress goes out, the ending has to wait for a slot.
+    slack_env(monkeypatch, slack, SLACK_UPDATE_BUDGET="1", SLACK_UPDATE_WINDOW_SECONDS="30")
+    first = await start_slack_bot()
+    try:
+        await slack.slash(first.url, "/video", "a quick one --seconds 1 --size 128x72")
+        [ts] = await slack.wait_for(lambda: cards(slack))
+        job = await job_of_message(first.app, ts)
+        done = await asyncio.wait_for(first.app.runner.wait(job.id), 20)
+        assert done.status is JobStatus.COMPLETED
+        await first.app.bus.drain()
+    finally:
+        await first.close()
+    assert "✅ Done" not in slack.text_of(ts)  # the process stopped before the card's turn came
+
+    slack_env(monkeypatch, slack)
+    second = await start_slack_bot()
+    try:
+        await slack.wait_for(lambda: "✅ Done" in slack.text_of(ts) and "vb_reroll" in dict(buttons_of(slack.messages[ts])))
+        marked = await job_of_message(second.app, ts)
+        deadline = time.monotonic() + 5
+        while marked.origin.extra.get("card_shown") != done.finished_at:
+            assert time.monotonic() < deadline, marked.origin.extra
+            await asyncio.sleep(0.02)
+            marked = await second.app.service.get(job.id)
+    finally:
+        await second.close()
+
+    updates = len(slack.calls_to("chat.update"))
+    third = await start_slack_bot()  # noted as shown: nothing to make good
+    try:
+        await asyncio.wait_for(third.adapter.surface.reconciled.wait(), 5)
+        await third.adapter.surface.flush()
+        assert len(slack.calls_to("chat.update")) == updates
+    finally:
+        await third.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_erro
 from bot.adapters.slack.blocks import Block, esc, status_blocks, status_text
 from bot.adapters.slack.upload import upload_file
 from bot.core.errors import DeliveryFailed, JobNotFound
-from bot.core.models import EventKind, Job, JobKind, ProgressEvent
+from bot.core.models import TERMINAL, EventKind, Job, JobKind, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
 from bot.core.render import job_title
 from bot.core.uploads import Upload, prepare_upload
@@ -54,6 +55,12 @@ SHARE_LOOKUP_PAUSE = 0.25
 CLOSE_FLUSH_SECONDS = 3.0
 #: A final state that Slack failed to take (5xx) is offered again this many times.
 FINAL_ATTEMPTS = 3
+#: Marks in the job's origin extras that its card shows its ending (the job's finished_at then):
+#: a stop or crash between a job's end and that update is made good by the next start.
+CARD_SHOWN = "card_shown"
+#: How far back a start looks for finished jobs whose card may not show the ending.
+RECONCILE_FINISHED_SECONDS = 3600.0
+RECONCILE_FINISHED_LIMIT = 200
 
 
 @dataclass(eq=False)
@@ -91,6 +98,8 @@ class StatusSurface:
         self._tasks: set[asyncio.Task[None]] = set()
         #: When the adapter started serving: older jobs without a status message are adopted.
         self.started_at: float | None = None
+        #: Set once the start's reconcile has looked at every job (and offered what it found).
+        self.reconciled = asyncio.Event()
 
     @property
     def client(self) -> Any:
@@ -137,7 +146,7 @@ class StatusSurface:
             if rendered != card.sent:
                 self._offer(card)
             elif view.final:
-                self._cards.pop(job.id, None)
+                self._shown(card)
         return ts
 
     async def _post(self, card: Card) -> tuple[str, str, str]:
@@ -184,14 +193,39 @@ class StatusSurface:
             log.warning("job %s: no status message after the restart: %s", job.id, error)
 
     async def reconcile(self) -> None:
-        """At start: every unfinished Slack job without a stored status message gets one (found or new)."""
-        for job in await self.adapter.app.store.unfinished([self.adapter.platform]):
-            if job.origin.status_message_id:
-                continue
-            card = self._track(job)
-            if self._orphan(card):
-                card.ensuring = True
-                await self.ensure_status(job)
+        """At start: every unfinished Slack job without a stored status message gets one (found or
+        new), and every recently finished job whose card may not show its ending yet is updated."""
+        try:
+            store = self.adapter.app.store
+            for job in await store.unfinished([self.adapter.platform]):
+                if job.origin.status_message_id:
+                    continue
+                card = self._track(job)
+                if self._orphan(card):
+                    card.ensuring = True
+                    await self.ensure_status(job)
+            since = time.time() - RECONCILE_FINISHED_SECONDS
+            for job in await store.list(platform=self.adapter.platform, statuses=list(TERMINAL), limit=RECONCILE_FINISHED_LIMIT):
+                if not job.origin.status_message_id or job.finished_at is None or job.finished_at < since:
+                    continue
+                if job.origin.extra.get(CARD_SHOWN) == job.finished_at or job.id in self._cards:
+                    continue
+                self._offer(self._track(job))  # its ending, rendered from the stored row
+        finally:
+            self.reconciled.set()
+
+    def _shown(self, card: Card) -> None:
+        """The card shows the job's ending: forget it, and note it in the store for the next start."""
+        self._cards.pop(card.job.id, None)
+        job = card.job
+        if job.finished_at is not None and job.origin.extra.get(CARD_SHOWN) != job.finished_at:
+            self.spawn(self._note_shown(job.id, job.finished_at), f"slack-shown-{job.id}")
+
+    async def _note_shown(self, job_id: str, finished_at: float) -> None:
+        try:
+            await self.adapter.app.service.set_messages(job_id, extra={CARD_SHOWN: finished_at})
+        except Exception:
+            log.warning("job %s: could not note that its card shows the ending", job_id, exc_info=True)
 
     def _orphan(self, card: Card) -> bool:
         """A job from before this process started, with no status message known: it needs ensure_status."""
@@ -291,8 +325,10 @@ class StatusSurface:
             except SlackApiError as exc:
                 if not await self._update_refused(card, view, exc, blocks):
                     return  # offered again
-        if view.final:
-            self._cards.pop(card.job.id, None)  # its last word is on the card
+        if view.final and rendered == card.sent:
+            self._shown(card)  # its last word is on the card
+        elif view.final:
+            self._cards.pop(card.job.id, None)  # the card is gone or refused: the next start tries again
 
     async def _update_refused(self, card: Card, view: StatusView, exc: SlackApiError, blocks: list[Block]) -> bool:
         """What a refused chat.update means; False when the card was offered again."""
@@ -346,14 +382,16 @@ class StatusSurface:
         await self.pool.drain()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             # Final states go first: a stop within a job's last moment still shows how it ended.
             await asyncio.wait_for(self.pool.drain(), CLOSE_FLUSH_SECONDS)
         except TimeoutError:
-            log.info("stopping with status updates unsent; the cards show them when the jobs change again")
+            log.info("stopping with status updates unsent; the next start shows the endings")
+        if self._tasks:  # notes to owners, marks in the store: short; adoptions are cut off
+            _, late = await asyncio.wait(set(self._tasks), timeout=1.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self.pool.close()
         self._cards.clear()
 
