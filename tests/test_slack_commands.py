@@ -61,8 +61,8 @@ async def test_every_sub_command_means_what_it_says_whatever_follows_it(bot: Sla
     remix, _ = await started(bot, slack, f"remix {parent.id} {long_prompt}", done=False)
     assert (remix.kind, remix.parent_id, remix.prompt) == (JobKind.REMIX, parent.id, long_prompt)
 
-    extend, _ = await started(bot, slack, f"extend {parent.id} --seconds 1 the boat drifts away past the reeds as the sun sets", done=False)
-    assert (extend.kind, extend.parent_id, extend.params.seconds) == (JobKind.EXTEND, parent.id, 1)
+    extend, _ = await started(bot, slack, f"extend {parent.id} --seconds 4 the boat drifts away past the reeds as the sun sets", done=False)
+    assert (extend.kind, extend.parent_id, extend.params.seconds) == (JobKind.EXTEND, parent.id, 4)
     assert extend.prompt == "the boat drifts away past the reeds as the sun sets"
 
     reroll, _ = await started(bot, slack, f"reroll {parent.id}", user="U0BOB", done=False)
