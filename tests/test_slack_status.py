@@ -13,7 +13,7 @@ from bot.app import App
 from bot.core.models import GenerateParams, Job, JobKind, JobStatus, Origin
 from providers.polling import PollPolicy
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
-from tests.fakes.slack_api import TEAM_ID, SlackBot, SlackEmulator, buttons_of, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import TEAM_ID, SlackEmulator, buttons_of, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 FAST = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01)

@@ -173,7 +173,8 @@ class SlackAdapter:
         self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
         self.surface.started_at = time.time()
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
-        # Jobs from before this start whose status message never reached the store: adopt or post.
+        # Jobs from before this start: a status message that never reached the store is adopted or
+        # posted, and a finished job whose card may not show its ending yet is updated.
         self.surface.spawn(self.surface.reconcile(), "slack-reconcile")
         if self.settings.socket_mode:
             assert self.settings.app_token is not None
