@@ -37,6 +37,9 @@ class CoreSettings(BaseSettings):
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)
     max_prompt_chars: int = Field(default=1000, ge=10, le=32_000)
     max_image_mb: float = Field(default=20, gt=0, le=200)
+    #: Stories (`videobot story`, `/story`): total seconds and scenes at most.
+    story_max_seconds: int = Field(default=60, ge=1, le=3600)
+    story_max_scenes: int = Field(default=12, ge=2, le=50)
     #: Overall limit for one remote job, in minutes.
     job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
@@ -132,6 +135,8 @@ class OpenAISettings(BaseSettings):
     video_base_url: str | None = None
     video_model: str = "sora-2"
     image_model: str = "gpt-image-2"
+    #: Plans a story's scenes from a premise (structured JSON output).
+    text_model: str = "gpt-5-mini"
     #: Per HTTP request (a download's limit is per chunk read, not for the whole file).
     request_timeout_seconds: float = Field(default=60, gt=0, le=600)
     #: USD per second of video, by model id; a model not listed has no estimate.

@@ -30,6 +30,7 @@ from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
+from bot.core.stories import StoryDriver
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
@@ -350,7 +351,10 @@ class Runner:
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
-            if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+            if job.kind is JobKind.STORY and job.status is not JobStatus.DELIVERING:
+                # A story's scenes are child jobs; the driver runs them in order and joins them.
+                job = await StoryDriver(self).drive(job)
+            elif job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
                 job = await self._submit(job)
             elif job.status is JobStatus.RUNNING:
                 job = await self._wait_remote(job)
@@ -664,7 +668,8 @@ class Runner:
         Transient failures are retried with backoff while the job stays `delivering`; a
         permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
         self._emit(EventKind.DELIVERING, job, progress=100)
-        deliverer = self.deliverers.get(job.origin.platform)
+        # A story's scene is posted as part of its story, never on its own.
+        deliverer = None if job.state.get("story_scene") else self.deliverers.get(job.origin.platform)
         while deliverer is not None:
             previous = job.state.get("delivery", {})
             first_at = previous.get("first_at") or time.time()
