@@ -97,6 +97,7 @@ def job_row(job: Job) -> str:
 HELP = """Commands:
   /video PROMPT [--seconds N] [--size WxH] [--pipeline NAME] [--model ID] [--seed N]
   /image PROMPT [--size WxH] [--pipeline NAME]
+  /story SCENE | SCENE | ...  or  /story PREMISE --scenes N   one video of several scenes [--seconds N per scene] [--transition cut|fade]
   /jobs                      your recent jobs
   /job JOB_ID                one job in full
   /remix JOB_ID PROMPT       the same video again with a new prompt
