@@ -254,3 +254,64 @@ async def test_a_failed_scene_is_retried_once_then_the_story_fails_keeping_finis
 
 async def _scene_done(app: App, story: Job, k: int) -> bool:
     return any(s.state["story_scene"] == k and s.status is JobStatus.COMPLETED for s in await scenes_of(app, story))
+
+
+# --- on the Runway emulator ---------------------------------------------------------------------
+
+
+async def test_runway_scenes_after_the_first_are_image_to_video_from_the_last_frame(
+    settings: Any, runway_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+    import io
+
+    from bot.app import open_app
+    from providers.polling import PollPolicy
+    from tests.fakes.runway_server import SECRET
+
+    for key, value in {"RUNWAYML_API_SECRET": SECRET, "RUNWAYML_BASE_URL": runway_server.base_url,
+                       "RUNWAYML_POLL_SECONDS": "0.01", "RUNWAYML_RETRY_BACKOFF_SECONDS": "0.01"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    app = await open_app(load_settings())
+    app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
+
+    async def nowhere(job: Job) -> None:
+        return None
+
+    app.runner.deliverers["cli"] = nowhere
+    await app.runner.start()
+    try:
+        story = await submit_story(app.service, StoryRequest(script="a harbour at dawn | boats leave | gulls follow", pipeline="runway", seconds=2), CLI, planner=OFFLINE)
+        assert story.cost_estimate and story.cost_estimate > 0
+        done = await asyncio.wait_for(app.runner.wait(story.id), 40)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        creates = runway_server.creates()
+        assert [c.path for c in creates] == ["/v1/text_to_video", "/v1/image_to_video", "/v1/image_to_video"]
+        scenes = await scenes_of(app, story)
+        for k in (1, 2):
+            header, _, payload = creates[k].json["promptImage"].partition(",")
+            assert header.startswith("data:image/")
+            sent = Image.open(io.BytesIO(base64.b64decode(payload)))
+            assert diff(sent, last_frame(Path(scenes[k - 1].output_path))) < 8  # type: ignore[arg-type]
+        assert done.cost_actual == pytest.approx(sum(s.cost_actual or 0 for s in scenes))
+        spent = await app.service.usage(CLI)
+        assert spent.user_spent == pytest.approx(done.cost_actual)
+    finally:
+        await app.close()
+
+
+async def test_console_story_command_queues_a_story_and_shows_its_plan(app: App) -> None:
+    from bot.core.commands import parse_command
+    from bot.core.dispatch import run_command
+
+    command = parse_command("/story a fox wakes | the fox runs --seconds 1 --size 320x180 --transition fade")
+    assert command.name == "story" and command.flags["transition"] == "fade"
+    reply = await run_command(app.service, command, Origin(platform="cli", user_id="local"))
+    assert reply.started and reply.job is not None and reply.job.kind is JobKind.STORY
+    assert "scene 1: a fox wakes" in reply.text and "scene 2: the fox runs" in reply.text
+    done = await asyncio.wait_for(app.runner.wait(reply.job.id), 30)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert_video(done.output_path, width=320, height=180, seconds=1.5)  # type: ignore[arg-type]  (a 0.5 s crossfade)
+    # Other commands parse as before; `/video story ...` on Slack is the story command.
+    assert parse_command("/video a story about a fox").name == "video"
+    assert parse_command("story a | b", default="video").name == "story"
