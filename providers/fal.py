@@ -225,6 +225,15 @@ def size_to_ratio(width: int, height: int) -> str:
     return f"{width // g}:{height // g}"
 
 
+def _nearest_ratio(width: int, height: int, choices: tuple[str, ...]) -> str | None:
+    """The allowed ratio a size has, within rounding (854x480 is 16:9)."""
+    for choice in choices:
+        w, h = (int(v) for v in choice.split(":"))
+        if abs(width / height - w / h) <= 0.01 * (w / h):
+            return choice
+    return None
+
+
 def _short_side(label: str) -> int:
     m = re.match(r"\d+", label)
     return int(m.group(0)) if m else 0
@@ -379,6 +388,7 @@ class FalVideoProvider(VideoProvider):
         out: dict[str, Any] = {}
         aspect = family.aspect_ratio
         if aspect is not None:
+            ratio = _nearest_ratio(width, height, aspect.choices) or ratio
             if ratio not in aspect.choices:
                 shorts = [_short_side(r) for r in family.resolution.choices] if family.resolution else [720]
                 pick = short if short in shorts else shorts[0]
