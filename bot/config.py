@@ -245,7 +245,8 @@ class DiscordSettings(BaseSettings):
 class FalSettings(BaseSettings):
     """fal's queue API (pipelines `fal`, `gpt-image+fal`, `flux+fal`)."""
 
-    model_config = _section("FAL_")
+    # `FAL_PRICES=` copied from .env.example means "the table's prices", not an empty JSON value.
+    model_config = SettingsConfigDict(**_section("FAL_"), env_ignore_empty=True)
 
     key: SecretStr | None = None
     #: Any base that speaks fal's queue protocol (a gateway, or plain HTTP on loopback).

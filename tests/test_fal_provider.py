@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -309,3 +310,23 @@ def test_a_bad_table_row_is_named(tmp_path: Path) -> None:
     path.write_text(json.dumps(table))
     with pytest.raises(ValueError, match=r"row 'Veo 3.1 text to video': 'aspect_ratio.choices' must be W:H ratios"):
         load_table(path)
+
+
+def test_settings_name_what_is_wrong(settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.config import load_settings
+    from bot.core.errors import ConfigError
+
+    for key in [k for k in os.environ if k.startswith("FAL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FAL_PRICES", '{"fal-ai/my/endpoint": 0.5}')
+    fal = load_settings().fal
+    assert fal.prices == {"fal-ai/my/endpoint": 0.5} and fal.queue_url == "https://queue.fal.run"
+    provider = FalVideoProvider(key="k", work_dir=tmp_path, prices=fal.prices)
+    assert provider.prices[KLING_T2V] == 0.07 and provider.prices["fal-ai/my/endpoint"] == 0.5  # over the table's
+    (tmp_path / "t.json").write_text('{"families": [{"family": "x", "match": ["a/b"]}]}')
+    monkeypatch.setenv("FAL_ENDPOINTS_FILE", str(tmp_path / "t.json"))
+    with pytest.raises(ConfigError, match=r"FAL_ENDPOINTS_FILE=.*row 'x': 'duration'"):
+        load_settings()
+    monkeypatch.delenv("FAL_ENDPOINTS_FILE")
+    monkeypatch.setenv("FAL_QUEUE_URL", "http://127.0.0.1:9/")
+    assert load_settings().fal.queue_url == "http://127.0.0.1:9"
