@@ -520,6 +520,7 @@ class FalVideoProvider(VideoProvider):
             return RemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=progress, model=endpoint,
                              poll_after=self._poll_seconds)  # fmt: skip
         if status in ("CANCELED", "CANCELLED"):
+            self.forget(remote_id)
             return RemoteJob(id=remote_id, status=RemoteStatus.CANCELLED, model=endpoint)
         if status in ("FAILED", "ERROR"):
             return self._failed(remote_id, _Failure(500, body.get("error_type"), str(body.get("error") or "fal could not generate this video.")))
@@ -534,6 +535,7 @@ class FalVideoProvider(VideoProvider):
         if response.status_code >= 400:
             failure = _failure(response)
             if "cancel" in (failure.code or "").lower() or "cancel" in failure.message.lower():
+                self.forget(remote_id)
                 return RemoteJob(id=remote_id, status=RemoteStatus.CANCELLED, model=endpoint)
             return self._failed(remote_id, failure)
         try:
@@ -552,7 +554,8 @@ class FalVideoProvider(VideoProvider):
         return RemoteJob(id=remote_id, status=RemoteStatus.FAILED, error_code=failure.code, error_message=failure.message)
 
     def error_for(self, job: RemoteJob) -> Exception:
-        failure = self._failures.pop(job.id, None) or _Failure(500 if job.error_code else 200, job.error_code, job.error_message or "")
+        failure = self._failures.get(job.id) or _Failure(500 if job.error_code else 200, job.error_code, job.error_message or "")
+        self.forget(job.id)  # the request is over; a retry is a new request
         return failure.error(self.name)
 
     async def _get(
