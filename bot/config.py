@@ -22,7 +22,7 @@ from providers.pricing import (
 )
 
 if TYPE_CHECKING:
-    from providers.fal import EndpointTable
+    from providers.fal_endpoints import EndpointTable
 
 
 def _section(prefix: str) -> SettingsConfigDict:
@@ -309,7 +309,7 @@ class FalSettings(BaseSettings):
 
 
 def _fal_table(path: Path | None = None) -> EndpointTable:
-    from providers.fal import load_table  # the provider module is only needed once fal is used
+    from providers.fal_endpoints import load_table
 
     return load_table(path)
 

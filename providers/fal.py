@@ -16,7 +16,7 @@ connections and 429 (up to 10 times), which for a paid create could bill twice.
 
 What each model takes is data, not code: `providers/fal_endpoints.json` has one row per
 endpoint family (its parameter names, allowed values, durations and the image parameter),
-and an endpoint no row matches is refused before anything is sent.
+read by `providers.fal_endpoints`; an endpoint no row matches is refused before anything is sent.
 
 After a crash between sending a create and storing its id there is nothing to look the
 request up by: fal assigns the request id, the queue API has no client reference or
@@ -30,11 +30,8 @@ import base64
 import io
 import json
 import logging
-import math
 import re
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +40,7 @@ import httpx
 from PIL import Image
 
 from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
+from providers.fal_endpoints import TABLE_PATH, EndpointTable, Family, default_seconds, default_size, load_table, span
 from providers.errors import (
     ContentExpired,
     ContentPolicyRejected,
@@ -63,7 +61,6 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_VIDEO_MODEL = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
 DEFAULT_I2V_MODEL = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
-TABLE_PATH = Path(__file__).with_name("fal_endpoints.json")
 #: Data URIs above this are refused by some fal apps; a JPEG at video-frame size is far smaller.
 MAX_DATA_URI_BYTES = 8 * 1024 * 1024
 #: fal's own prefixes of an endpoint id that are not the app's owner (see fal-client's AppId).
@@ -72,193 +69,6 @@ _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)+$")
 _PERCENT_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 _STEPS_RE = re.compile(r"\b(\d{1,5})\s*/\s*(\d{1,5})\b")
 _POLICY_TYPES = {"content_policy_violation", "content_moderated", "nsfw_content_detected"}
-
-
-# --- the endpoint table ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Duration:
-    """How seconds reach a family: a choice, formatted (`"5"`, `"8s"`, 6), or a frame count."""
-
-    param: str | None
-    choices: tuple[int, ...]
-    format: str | None = None
-    frames_per_second: int | None = None
-    extra_frames: int = 0
-    fps_param: str | None = None
-
-    def arguments(self, seconds: int) -> dict[str, Any]:
-        if self.param is None:
-            return {}
-        if self.frames_per_second:
-            out: dict[str, Any] = {self.param: seconds * self.frames_per_second + self.extra_frames}
-            if self.fps_param:
-                out[self.fps_param] = self.frames_per_second
-            return out
-        return {self.param: self.format.format(seconds) if self.format else seconds}
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A parameter with allowed values; `param` None: fixed by the model (checked, not sent)."""
-
-    param: str | None
-    choices: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    match: tuple[str, ...]
-    duration: Duration
-    #: The input image's parameter; None for a text-to-video family.
-    image: str | None = None
-    aspect_ratio: Choice | None = None
-    resolution: Choice | None = None
-    negative_prompt: str | None = None
-    seed: str | None = None
-    audio: str | None = None
-    prompt_param: str = "prompt"
-    prompt_max: int = 2000
-    fixed: dict[str, Any] = field(default_factory=dict)
-    #: Dotted path of the video URL in the result JSON.
-    output: str = "video.url"
-
-    def matches(self, endpoint: str) -> bool:
-        return any(fnmatchcase(endpoint, pattern) for pattern in self.match)
-
-
-@dataclass(frozen=True)
-class EndpointTable:
-    path: Path
-    families: tuple[Family, ...]
-    prices: dict[str, float]
-
-    def family(self, endpoint: str) -> Family | None:
-        return next((f for f in self.families if f.matches(endpoint)), None)
-
-    def refusal(self, endpoint: str) -> InvalidRequest:
-        return InvalidRequest(
-            f"The fal endpoint '{endpoint}' is not in the fal endpoint table ({self.path}), so its inputs "
-            "are not known. An admin can add a row for its family there (or in FAL_ENDPOINTS_FILE)."
-        )
-
-
-def load_table(path: Path | str | None = None) -> EndpointTable:
-    """The table at `path` (the shipped one by default); a bad file is a ValueError naming the row."""
-    return _load_table(Path(path) if path else TABLE_PATH)
-
-
-@lru_cache(maxsize=8)
-def _load_table(path: Path) -> EndpointTable:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the fal endpoint table {path}: {exc}") from None
-    rows = data.get("families") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not rows:
-        raise ValueError(f"the fal endpoint table {path} has no 'families' list")
-    families = []
-    for index, row in enumerate(rows):
-        try:
-            families.append(_family(row))
-        except (KeyError, TypeError, ValueError) as exc:
-            name = row.get("family", f"#{index + 1}") if isinstance(row, dict) else f"#{index + 1}"
-            raise ValueError(f"fal endpoint table {path}, row '{name}': {exc}") from None
-    prices = data.get("prices", {})
-    if not isinstance(prices, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in prices.values()):
-        raise ValueError(f"fal endpoint table {path}: 'prices' must map endpoint ids to USD per second")
-    return EndpointTable(path=path, families=tuple(families), prices={str(k): float(v) for k, v in prices.items()})
-
-
-def _family(row: dict[str, Any]) -> Family:
-    match = row["match"]
-    if isinstance(match, str):
-        match = [match]
-    if not match or not all(isinstance(m, str) and m for m in match):
-        raise ValueError("'match' must be one or more endpoint id globs")
-    spec = row["duration"]
-    choices = tuple(int(c) for c in spec["choices"])
-    if not choices or min(choices) < 1:
-        raise ValueError("'duration.choices' must list whole seconds")
-    duration = Duration(
-        param=spec.get("param"), choices=choices, format=spec.get("format"),
-        frames_per_second=spec.get("frames_per_second"), extra_frames=int(spec.get("extra_frames", 0)),
-        fps_param=spec.get("fps_param"),
-    )  # fmt: skip
-    return Family(
-        name=str(row["family"]),
-        match=tuple(match),
-        duration=duration,
-        image=row.get("image"),
-        aspect_ratio=_choice(row.get("aspect_ratio"), "aspect_ratio"),
-        resolution=_choice(row.get("resolution"), "resolution"),
-        negative_prompt=row.get("negative_prompt"),
-        seed=row.get("seed"),
-        audio=row.get("audio"),
-        prompt_param=row.get("prompt_param", "prompt"),
-        prompt_max=int(row.get("prompt_max", 2000)),
-        fixed=dict(row.get("fixed", {})),
-        output=row.get("output", "video.url"),
-    )
-
-
-def _choice(spec: dict[str, Any] | None, what: str) -> Choice | None:
-    if spec is None:
-        return None
-    choices = tuple(str(c) for c in spec["choices"])
-    if not choices:
-        raise ValueError(f"'{what}.choices' is empty")
-    if what == "aspect_ratio" and not all(re.fullmatch(r"\d+:\d+", c) for c in choices):
-        raise ValueError(f"'{what}.choices' must be W:H ratios")
-    if what == "resolution" and not all(re.match(r"\d+", c) for c in choices):
-        raise ValueError(f"'{what}.choices' must start with the short side in pixels (720p)")
-    return Choice(param=spec.get("param"), choices=choices)
-
-
-# --- sizes ------------------------------------------------------------------------------------
-
-
-def size_to_ratio(width: int, height: int) -> str:
-    g = math.gcd(width, height)
-    return f"{width // g}:{height // g}"
-
-
-def _nearest_ratio(width: int, height: int, choices: tuple[str, ...]) -> str | None:
-    """The allowed ratio a size has, within rounding (854x480 is 16:9)."""
-    for choice in choices:
-        w, h = (int(v) for v in choice.split(":"))
-        if abs(width / height - w / h) <= 0.01 * (w / h):
-            return choice
-    return None
-
-
-def _short_side(label: str) -> int:
-    m = re.match(r"\d+", label)
-    return int(m.group(0)) if m else 0
-
-
-def _size_for(ratio: str, short: int) -> str:
-    w, h = (int(v) for v in ratio.split(":"))
-    if w >= h:
-        return f"{_even(short * w / h)}x{short}"
-    return f"{short}x{_even(short * h / w)}"
-
-
-def _even(value: float) -> int:
-    return int(round(value / 2) * 2)
-
-
-def _listing(values: list[str]) -> str:
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + f" or {values[-1]}"
-
-
-def _span(values: tuple[int, ...]) -> str:
-    ordered = sorted(values)
-    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{ordered[0]} to {ordered[-1]}"
-    return _listing([str(v) for v in ordered])
 
 
 # --- the provider -----------------------------------------------------------------------------
@@ -327,8 +137,8 @@ class FalVideoProvider(VideoProvider):
         # The pipeline's own defaults come from the endpoint it mostly runs.
         self.default_model = video_model if default_mode == "text" else i2v_model
         family = self.table.family(self.default_model)
-        self.default_seconds = _default_seconds(family)
-        self.default_size = _default_size(family)
+        self.default_seconds = default_seconds(family)
+        self.default_size = default_size(family)
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -378,46 +188,15 @@ class FalVideoProvider(VideoProvider):
         if len(request.prompt) > family.prompt_max:
             raise InvalidRequest(f"fal's {endpoint} takes prompts of up to {family.prompt_max} characters.")
         if request.seconds not in family.duration.choices:
-            raise InvalidRequest(f"fal's {endpoint} makes clips of {_span(family.duration.choices)} seconds.")
-        self._size_arguments(endpoint, family, request.size)
-
-    def _size_arguments(self, endpoint: str, family: Family, size: str) -> dict[str, Any]:
-        """The aspect ratio and resolution parameters for a WIDTHxHEIGHT, or why it cannot be made."""
-        width, height = parse_size(size)
-        ratio, short = size_to_ratio(width, height), min(width, height)
-        out: dict[str, Any] = {}
-        aspect = family.aspect_ratio
-        if aspect is not None:
-            ratio = _nearest_ratio(width, height, aspect.choices) or ratio
-            if ratio not in aspect.choices:
-                shorts = [_short_side(r) for r in family.resolution.choices] if family.resolution else [720]
-                pick = short if short in shorts else shorts[0]
-                sizes = [_size_for(r, pick) for r in aspect.choices]
-                raise InvalidRequest(f"fal's {endpoint} makes {_listing(list(aspect.choices))} videos: ask for a size such as {_listing(sizes)}.")
-            if aspect.param:
-                out[aspect.param] = ratio
-        resolution = family.resolution
-        if resolution is not None:
-            label = next((r for r in resolution.choices if _short_side(r) == short), None)
-            if label is None:
-                sizes = [_size_for(ratio, _short_side(r)) for r in resolution.choices]
-                raise InvalidRequest(f"fal's {endpoint} makes {_listing(list(resolution.choices))} videos: ask for a size such as {_listing(sizes)}.")
-            if resolution.param:
-                out[resolution.param] = label
-        return out
-
-    def _resolution_label(self, family: Family, size: str) -> str | None:
-        if family.resolution is None:
-            return None
-        short = min(parse_size(size))
-        return next((r for r in family.resolution.choices if _short_side(r) == short), None)
+            raise InvalidRequest(f"fal's {endpoint} makes clips of {span(family.duration.choices)} seconds.")
+        family.size_arguments(endpoint, *parse_size(request.size))
 
     def estimate_cost(self, request: VideoRequest) -> float | None:
         endpoint = self.model_for(request)
         family = self.table.family(endpoint)
         if family is None:
             return None
-        rate = self.price_per_second(endpoint, resolution=self._resolution_label(family, request.size),
+        rate = self.price_per_second(endpoint, resolution=family.resolution_for(*parse_size(request.size)),
                                      audio=bool(request.audio and family.audio))  # fmt: skip
         return None if rate is None else round(rate * request.seconds, 4)
 
@@ -440,7 +219,7 @@ class FalVideoProvider(VideoProvider):
         args: dict[str, Any] = dict(family.fixed)
         args[family.prompt_param] = request.prompt
         args.update(family.duration.arguments(request.seconds))
-        args.update(self._size_arguments(endpoint, family, request.size))
+        args.update(family.size_arguments(endpoint, *parse_size(request.size)))
         negative = getattr(request, "negative_prompt", None) or self.negative_prompt
         if family.negative_prompt and negative:
             args[family.negative_prompt] = negative
@@ -670,23 +449,6 @@ class FalVideoProvider(VideoProvider):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _default_seconds(family: Family | None) -> int:
-    if family is None:
-        return 5
-    return min(family.duration.choices, key=lambda s: (abs(s - 5), s))
-
-
-def _default_size(family: Family | None) -> str:
-    """1280x720 when the family makes it, else its smallest resolution in its first ratio."""
-    if family is None:
-        return "1280x720"
-    ratio = "16:9"
-    if family.aspect_ratio is not None and ratio not in family.aspect_ratio.choices:
-        ratio = family.aspect_ratio.choices[0]
-    shorts = sorted(_short_side(r) for r in family.resolution.choices) if family.resolution else [720]
-    return _size_for(ratio, 720 if 720 in shorts else shorts[0])
-
-
 def _app_id(endpoint: str) -> str:
     """`owner/alias` (with a namespace prefix): status and results live there, not under the subpath."""
     parts = endpoint.split("/")
@@ -798,4 +560,4 @@ def _ambiguous(provider: str, detail: str) -> ProviderError:
     )
 
 
-__all__ = ["FalVideoProvider", "EndpointTable", "Family", "load_table", "DEFAULT_QUEUE_URL"]
+__all__ = ["FalVideoProvider", "EndpointTable", "Family", "load_table", "TABLE_PATH", "DEFAULT_QUEUE_URL"]
