@@ -40,7 +40,6 @@ import httpx
 from PIL import Image
 
 from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
-from providers.fal_endpoints import TABLE_PATH, EndpointTable, Family, default_seconds, default_size, load_table, span
 from providers.errors import (
     ContentExpired,
     ContentPolicyRejected,
@@ -53,6 +52,7 @@ from providers.errors import (
     RateLimited,
     TransientError,
 )
+from providers.fal_endpoints import TABLE_PATH, EndpointTable, Family, default_seconds, default_size, load_table, span
 from providers.media import crop_to_size, decode_image
 from providers.polling import PollPolicy, retrying
 
