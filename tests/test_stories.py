@@ -315,3 +315,40 @@ async def test_console_story_command_queues_a_story_and_shows_its_plan(app: App)
     # Other commands parse as before; `/video story ...` on Slack is the story command.
     assert parse_command("/video a story about a fox").name == "video"
     assert parse_command("story a | b", default="video").name == "story"
+
+
+# --- on the OpenAI Videos emulator -----------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_openai_videos_scenes_after_the_first_extend_the_previous_scene(
+    settings: Any, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.app import open_app
+    from providers.polling import PollPolicy
+
+    monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("VIDEOBOT_MODERATION", "off")
+    app = await open_app(load_settings())
+    app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.2)
+
+    async def nowhere(job: Job) -> None:
+        return None
+
+    app.runner.deliverers["cli"] = nowhere
+    await app.runner.start()
+    try:
+        story = await submit_story(app.service, StoryRequest(script="a glacier calves | the wave rolls | the sea calms", pipeline="sora", seconds=4, size="1280x720"), CLI, planner=OFFLINE)
+        assert story.state["continuity"] == "extend"
+        assert story.cost_estimate == pytest.approx(3 * 4 * 0.10)
+        done = await asyncio.wait_for(app.runner.wait(story.id), 40)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        assert [c.op for c in openai_server.creates] == ["create", "extend", "extend"]
+        scenes = await scenes_of(app, story)
+        for k in (1, 2):
+            assert openai_server.creates[k].fields["video"] == {"id": scenes[k - 1].remote_id}
+        assert_video(done.output_path, width=128, height=72, seconds=12)  # type: ignore[arg-type]  (the emulator renders at 1/10)
+        assert (await app.service.usage(CLI)).user_spent == pytest.approx(done.cost_actual)
+    finally:
+        await app.close()

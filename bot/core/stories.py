@@ -32,7 +32,9 @@ from bot.core.models import EventKind, GenerateParams, GenerateRequest, Job, Job
 from bot.core.story_plan import StoryPlan, StoryPlanner
 from providers.base import Capability, Operation, VideoRequest, parse_size
 from providers.errors import InvalidRequest, VideobotError
-from providers.media import concat_many, first_frame, last_frame, probe_video
+from providers.media import concat_many, iter_frames, last_frame, probe_video
+from providers.openai_videos import OpenAIVideoProvider
+from providers.pipeline import Pipeline
 from storage.jobs import AlreadyFinished
 from storage.leases import HolderState, holder_state
 
@@ -65,17 +67,22 @@ class StoryRequest(BaseModel):
     image_name: str | None = None
 
 
-def continuity(pipeline_caps: frozenset[Capability]) -> str:
-    """How scene k > 1 continues scene k-1: from its last frame where the pipeline animates
-    an image, else only through the shared look in the prompt."""
-    return "last_frame" if Capability.IMAGE_TO_VIDEO in pipeline_caps else "prompt"
+def continuity(pipeline: Pipeline) -> str:
+    """How scene k > 1 continues scene k-1: "extend" on the OpenAI Videos protocol (its
+    extension continues the motion of the source video and returns source + new seconds),
+    "last_frame" where the pipeline animates an image (scene k-1's last frame is scene k's
+    first), else "prompt" (only the shared look holds the scenes together)."""
+    caps = pipeline.capabilities
+    if isinstance(pipeline.video, OpenAIVideoProvider) and Capability.EXTEND in caps:
+        return "extend"
+    return "last_frame" if Capability.IMAGE_TO_VIDEO in caps else "prompt"
 
 
-def scene_request(story: Job, plan: StoryPlan, k: int, start_image: Path | None) -> VideoRequest:
+def scene_request(story: Job, plan: StoryPlan, k: int, start_image: Path | None, *, extend_from: str | None = None) -> VideoRequest:
     p = story.params
     return VideoRequest(
-        operation=Operation.GENERATE, prompt=plan.prompt(k), seconds=p.seconds, size=p.size, model=p.model,
-        seed=(p.seed + k) % 2**31, input_image=start_image,
+        operation=Operation.EXTEND if extend_from else Operation.GENERATE, prompt=plan.prompt(k), seconds=p.seconds,
+        size=p.size, model=p.model, seed=(p.seed + k) % 2**31, input_image=start_image, source_remote_id=extend_from,
     )  # fmt: skip
 
 
@@ -115,7 +122,7 @@ async def submit_story(service: JobService, request: StoryRequest, origin: Origi
                              params, pipeline.name, parent_id=None)  # fmt: skip
     if image is not None:
         params.image_path = str(service.media.image_path(story.id, "input.png"))
-    how = continuity(pipeline.capabilities)
+    how = continuity(pipeline)
     story.state = {"plan": plan.model_dump(), "transition": request.transition, "continuity": how}
     if split is not None:
         story.state["ab"] = split
@@ -123,7 +130,7 @@ async def submit_story(service: JobService, request: StoryRequest, origin: Origi
     total = 0.0
     for k in range(1, n + 1):
         start = Path(params.image_path) if k == 1 and params.image_path else (Path("start.png") if k > 1 and how == "last_frame" else None)
-        req = scene_request(story, plan, k, start)
+        req = scene_request(story, plan, k, start, extend_from="(scene before)" if k > 1 and how == "extend" else None)
         if k == 1:
             taker = service._validating_pipeline(pipeline, req)
         scene = story.model_copy(update={"kind": JobKind.GENERATE, "prompt": req.prompt})
@@ -210,14 +217,18 @@ class StoryDriver:
             start = Path(story.params.image_path) if story.params.image_path else None
         elif story.state.get("continuity") == "last_frame" and previous is not None and previous.output_path:
             start = await self._start_frame(story, k, Path(previous.output_path))
-        request = scene_request(story, plan, k, start)
+        extend = story.state.get("continuity") == "extend" and previous is not None and previous.remote_id is not None
+        request = scene_request(story, plan, k, start, extend_from=previous.remote_id if extend and previous else None)
         origin = story.origin.model_copy(update={"status_message_id": None, "result_message_id": None})
         state: dict[str, object] = {"story_scene": k, "story_attempt": attempt}
+        if extend and previous is not None:
+            # The provider continues scene k-1's own video: its answer is scenes 1..k in one file.
+            state.update(source_remote_id=previous.remote_id, source_video=previous.output_path, source_provider=previous.provider)
         for key in ("moderation_mode", "blocklist"):
             if key in story.state:
                 state[key] = story.state[key]
         scene = Job(
-            id=_new_id(), parent_id=story.id, kind=JobKind.GENERATE, origin=origin, prompt=request.prompt,
+            id=_new_id(), parent_id=story.id, kind=JobKind.EXTEND if extend else JobKind.GENERATE, origin=origin, prompt=request.prompt,
             params=GenerateParams(seconds=request.seconds, size=request.size, seed=request.seed or 0, model=request.model,
                                   image_path=str(start) if start else None),
             pipeline=story.pipeline, status=JobStatus.QUEUED, created_at=time.time(),
@@ -296,17 +307,27 @@ class StoryDriver:
         if len(parts) != len(scenes):
             raise StoryFailed("A finished scene's file is missing; the story cannot be joined.")
         final = r.media.video_path(story.id)
+        # Extended scenes each hold the story so far: the last one is the whole story.
+        extended = story.state.get("continuity") == "extend" and all(s.kind is JobKind.EXTEND for s in scenes[1:])
         if not final.exists():
-            temp = r.media.temp_for(final)
-            fps = round((await asyncio.to_thread(probe_video, parts[0])).fps) or 24
-            transition = story.state.get("transition", "cut")
-            await asyncio.to_thread(concat_many, parts, temp, fps=fps, size=parse_size(story.params.size), transition=transition)
-            await asyncio.to_thread(probe_video, temp)
-            await asyncio.to_thread(r.media.commit, temp, final)
+            if extended:
+                await asyncio.to_thread(r.media.copy_in, parts[-1], final)
+            else:
+                temp = r.media.temp_for(final)
+                fps = round((await asyncio.to_thread(probe_video, parts[0])).fps) or 24
+                transition = story.state.get("transition", "cut")
+                await asyncio.to_thread(concat_many, parts, temp, fps=fps, size=parse_size(story.params.size), transition=transition)
+                await asyncio.to_thread(probe_video, temp)
+                await asyncio.to_thread(r.media.commit, temp, final)
         board = r.media.image_path(story.id, "storyboard.jpg")
         if not board.exists():
             temp = r.media.temp_for(board)
-            await asyncio.to_thread(write_storyboard, parts, temp)
+            if extended:
+                lengths = [await asyncio.to_thread(lambda p=p: probe_video(p).duration) for p in parts]
+                starts = [0.0, *lengths[:-1]]  # scene k starts where scene k-1's file ended
+            else:
+                starts = [0.0] * len(parts)
+            await asyncio.to_thread(write_storyboard, [(final, starts[i]) if extended else (p, 0.0) for i, p in enumerate(parts)], temp)
             await asyncio.to_thread(r.media.commit, temp, board)
         return await r._write(
             story, status=JobStatus.DELIVERING, progress=100, output_path=str(final), thumbnail_path=str(board),
@@ -331,9 +352,23 @@ def _new_id() -> str:
     return new_job_id()
 
 
-def write_storyboard(parts: list[Path], dest: Path, *, tile_width: int = 320, columns: int = 4) -> Path:
-    """A contact sheet: each scene's first frame, numbered, in reading order (JPEG)."""
-    frames = [first_frame(p).convert("RGB") for p in parts]
+def frame_at(path: Path, seconds: float) -> Image.Image:
+    """The first frame at or after `seconds` (the last frame when the video is shorter)."""
+    fps = probe_video(path).fps or 24
+    wanted = round(seconds * fps)
+    image = None
+    for i, image in enumerate(iter_frames(path)):
+        if i >= wanted:
+            break
+    if image is None:
+        raise StoryFailed("A scene's video has no frames.")
+    return image
+
+
+def write_storyboard(scenes: list[tuple[Path, float]], dest: Path, *, tile_width: int = 320, columns: int = 4) -> Path:
+    """A contact sheet of each scene's first frame (a video and the second it starts at),
+    numbered, in reading order (JPEG)."""
+    frames = [frame_at(p, at).convert("RGB") for p, at in scenes]
     w0, h0 = frames[0].size
     tile_h = max(1, round(tile_width * h0 / w0))
     cols = min(columns, len(frames))
