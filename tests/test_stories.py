@@ -224,6 +224,8 @@ async def test_cancel_stops_the_remaining_scenes(settings: Any) -> None:
         server.release.set()
         await asyncio.sleep(0)
         assert len(server.creates) == 1 and len(await scenes_of(app, story)) == 1
+        # The reservation of the scenes never made is released: nothing was billed.
+        assert (await app.service.usage(CLI)).user_spent == 0.0
     finally:
         await app.close()
 
@@ -248,6 +250,9 @@ async def test_a_failed_scene_is_retried_once_then_the_story_fails_keeping_finis
             (1, JobStatus.COMPLETED), (2, JobStatus.FAILED), (2, JobStatus.FAILED),
         ]  # fmt: skip
         assert Path(scenes[0].output_path).exists()  # type: ignore[arg-type]
+        # The story now counts what was billed (scene 1), not its whole reservation.
+        assert done.cost_actual == pytest.approx(0.25)
+        assert (await app.service.usage(CLI)).user_spent == pytest.approx(0.25)
     finally:
         await app.close()
 
@@ -352,3 +357,44 @@ async def test_openai_videos_scenes_after_the_first_extend_the_previous_scene(
         assert (await app.service.usage(CLI)).user_spent == pytest.approx(done.cost_actual)
     finally:
         await app.close()
+
+
+# --- a real kill -9 ---------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_story_then_run_finishes_it_with_one_job_per_scene(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.test_crash_e2e import _env, _wait_db
+
+    env = _env(tmp_path)
+    env.pop("VIDEOBOT_LOCAL_FPS")  # 24 fps: renders long enough to be killed in the middle
+    db = tmp_path / "data" / "videobot.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "story", "a lake at dawn | mist rises | a heron lands", "--seconds", "3", "--size", "640x360", "--pipeline", "local"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_db(db, "SELECT 1 FROM jobs WHERE json_extract(state_json, '$.story_scene') = 2 AND status = 'running'")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    with sqlite3.connect(db) as conn:
+        story_id, status, path = conn.execute("SELECT id, status, output_path FROM jobs WHERE kind = 'story'").fetchone()
+        scenes = conn.execute(
+            "SELECT json_extract(state_json, '$.story_scene'), status FROM jobs WHERE parent_id = ? ORDER BY created_at", (story_id,)
+        ).fetchall()
+        scene2 = conn.execute("SELECT id FROM jobs WHERE parent_id = ? AND json_extract(state_json, '$.story_scene') = 2", (story_id,)).fetchone()[0]
+        submits = conn.execute("SELECT COUNT(*) FROM job_events WHERE job_id = ? AND status = 'running' AND detail LIKE 'remote %'", (scene2,)).fetchone()[0]
+    assert status == "completed", resumed.stdout + resumed.stderr
+    assert scenes == [(1, "completed"), (2, "completed"), (3, "completed")], "one job per scene, none made again"
+    assert submits == 1, "scene 2 was polled again after the restart, not created again"
+    assert_video(path, width=640, height=360, seconds=9)
