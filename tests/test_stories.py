@@ -398,3 +398,16 @@ def test_kill_9_mid_story_then_run_finishes_it_with_one_job_per_scene(tmp_path: 
     assert scenes == [(1, "completed"), (2, "completed"), (3, "completed")], "one job per scene, none made again"
     assert submits == 1, "scene 2 was polled again after the restart, not created again"
     assert_video(path, width=640, height=360, seconds=9)
+
+
+async def test_scene_one_starts_from_the_users_image(app: App, tmp_path: Path) -> None:
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (320, 180), (30, 140, 220)).save(picture)
+    story = await submit_story(app.service, StoryRequest(script="the sky clears | a plane crosses", pipeline="local", seconds=1, size="320x180", image_path=picture), CLI, planner=OFFLINE)
+    done = await asyncio.wait_for(app.runner.wait(story.id), 30)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    scene1 = (await scenes_of(app, story))[0]
+    assert scene1.params.image_path == story.params.image_path
+    # The renderer draws its moving shapes over the image: the picture's colour still fills the frame.
+    r, g, b = ImageStat.Stat(first_frame(Path(scene1.output_path)).convert("RGB")).mean  # type: ignore[arg-type]
+    assert b > r + 100 and abs(r - 30) < 40 and abs(b - 220) < 40, (r, g, b)

@@ -265,9 +265,9 @@ class StoryDriver:
                 raise StoryFailed(f"Scene {k} of {n} disappeared from the store.")
             if current.terminal:
                 return current
-            if not r.owns(current.id):
+            if not r.owns(current.id) and self._must_take_over():
                 state = holder_state(current.lease_owner, current.lease_until)
-                if current.lease_owner == r.owner or (state is not HolderState.ALIVE and not self._adopts()):
+                if current.lease_owner == r.owner or state is not HolderState.ALIVE:
                     if current.lease_owner == r.owner or await r.store.claim(current.id, r.owner, r.lease_seconds):
                         await r.enqueue(current.model_copy(update={"lease_owner": r.owner}))
             percent = min(99, ((k - 1) * 100 + current.progress) // n)
@@ -278,8 +278,13 @@ class StoryDriver:
                         message=f"scene {k} of {n}: {current.status.value}")  # fmt: skip
             await asyncio.wait([r.wait(current.id)], timeout=WATCH_INTERVAL)
 
-    def _adopts(self) -> bool:
-        return any(t.get_name() == "runner-adopt" and not t.done() for t in self.runner._loops)
+    def _must_take_over(self) -> bool:
+        """Whether this driver takes over a scene nobody drives. A runner that resumes jobs
+        (`videobot run`) adopts orphaned scenes itself; two enqueuers of one job could drive it
+        twice, so the driver only steps in on a runner without that loop (a one-shot command),
+        and never while the runner's start-up adoption is still going on."""
+        r = self.runner
+        return r._ready.is_set() and not any(t.get_name() == "runner-adopt" and not t.done() for t in r._loops)
 
     async def _stop_scenes(self, story: Job) -> None:
         """The story was cancelled: the scene in progress stops too, and no further one starts."""
