@@ -138,7 +138,7 @@ class ComfyUIJobs:
         """One POST /prompt. Refusals that queued nothing (connection refused, 429, 503) are tried
         again; an answer lost after sending is settled by looking the id up, never by re-sending."""
         self.client.listen()
-        self.client.watch(prompt_id)
+        self.client.watch(prompt_id, ours=True)
         body = {
             "prompt": graph,
             "prompt_id": prompt_id,
@@ -163,7 +163,7 @@ class ComfyUIJobs:
             # An older server makes its own ids; the job is still found again by REF_KEY.
             log.warning("ComfyUI at %s ignores a client's prompt_id (update it); using %s", self.client.base_url, remote_id)
             self.client.forget(prompt_id)
-            self.client.watch(remote_id)
+            self.client.watch(remote_id, ours=True)
         return ComfyUIRemoteJob(id=remote_id, status=RemoteStatus.QUEUED, model=model, note=QUEUED_NOTE, poll_after=self.poll_seconds)
 
     async def _post_prompt(self, body: dict[str, Any]) -> tuple[int, Any]:
@@ -244,10 +244,10 @@ class ComfyUIJobs:
         self.client.listen()
         state = self.client.states.get(remote_id)
         if state is None:
-            # Adopted after a restart, or queued by another process: the socket knows nothing yet.
+            # Adopted after a restart, or queued by another process: its progress goes to the
+            # client id that queued it, so for this one HTTP is the only source.
             state = self.client.watch(remote_id)
-            state.fresh = False
-        if state.fresh and self.client.connected and state.phase == "running":
+        if state.ours and state.fresh and self.client.connected and state.phase == "running":
             return ComfyUIRemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=min(state.progress, 99),
                                     poll_after=self.poll_seconds)  # fmt: skip
         found = await self.lookup(remote_id)
@@ -265,8 +265,10 @@ class ComfyUIJobs:
             )  # fmt: skip
         if found.status is RemoteStatus.IN_PROGRESS:
             found.progress = min(state.progress, 99)
-            # What HTTP said is current: trust the socket again from here if it is up.
-            state.phase, state.fresh = "running", self.client.connected
+            if not state.terminal:
+                # HTTP is current: from here the socket's news is complete again, if it is up
+                # (news that came meanwhile, even a success, is newer than this and stays).
+                state.phase, state.fresh = "running", self.client.connected
         return found
 
     def from_history(self, prompt_id: str, entry: dict[str, Any]) -> ComfyUIRemoteJob:

@@ -47,6 +47,8 @@ class PromptState:
     error: dict[str, Any] | None = None
     #: False once the socket dropped after this was written: messages may have been missed.
     fresh: bool = True
+    #: Queued with our client id: only then does the socket get its progress at all.
+    ours: bool = False
     touched: float = field(default_factory=time.monotonic)
 
     @property
@@ -179,7 +181,6 @@ class ComfyUIClient:
         """Fold one message into the prompt's state."""
         state = self.states[prompt_id]
         state.touched = time.monotonic()
-        state.fresh = self.connected or state.fresh
         if state.terminal:
             return
         if kind == "execution_start":
@@ -204,12 +205,12 @@ class ComfyUIClient:
         elif kind == "execution_interrupted":
             state.phase, state.ended_ms, state.error = INTERRUPTED, _ms(data), data
 
-    def watch(self, prompt_id: str) -> PromptState:
-        """Start keeping the websocket's news about a prompt (before it is queued: events can
-        arrive before the POST's answer does)."""
+    def watch(self, prompt_id: str, *, ours: bool = False) -> PromptState:
+        """Start keeping the websocket's news about a prompt; `ours` when we queue it with our
+        client id (before it is queued: events can arrive before the POST's answer does)."""
         state = self.states.get(prompt_id)
         if state is None:
-            state = self.states[prompt_id] = PromptState(fresh=self.connected)
+            state = self.states[prompt_id] = PromptState(fresh=self.connected and ours, ours=ours)
             self._prune()
         return state
 

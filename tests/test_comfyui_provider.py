@@ -140,7 +140,8 @@ async def test_a_running_prompt_is_polled_from_the_websocket_without_http(
     comfyui_server.hold_at_step = 3
     remote = await video.submit(request())
     expected = 2 + int(93 * 2 / 6)  # sampler step 2 of 6
-    await until(lambda: video.client.states[remote.id].progress == expected)
+    await until(lambda: video.client.states[remote.id].progress == expected and video.client.connected)
+    await video.poll(remote.id)  # confirms over HTTP once: the socket may have connected after the queueing
     reads = len(comfyui_server.requests)
     for _ in range(5):
         job = await video.poll(remote.id)
