@@ -4,10 +4,11 @@ Speaks ComfyUI's wire protocol: `POST /prompt` (a client's own `prompt_id` honou
 with `node_errors`), one worker running the queue one prompt at a time, `GET /queue`,
 `POST /queue` (delete, clear), `POST /interrupt` (optionally naming a prompt), `GET /history`
 and `/history/{id}`, `POST /history` (delete, clear), `POST /upload/image`, `GET /view`,
-`POST /api/jobs/{id}/cancel` (newer servers; `legacy=True` answers 404 like older ones), and
-the websocket `/ws?clientId=` with `status`, `execution_start`, `execution_cached`, `executing`,
-`progress`, `executed`, `execution_success`, `execution_error` and `execution_interrupted`,
-sent to the client id that queued the prompt (everyone when it gave none), as ComfyUI does.
+`POST /api/jobs/{id}/cancel` (newer servers, `{"cancelled": bool}`; `legacy=True` answers 404
+like older ones), and the websocket `/ws?clientId=` with `status`, `execution_start`,
+`execution_cached`, `executing`, `progress`, `executed`, `execution_success`, `execution_error`
+and `execution_interrupted`, sent to the client id that queued the prompt (everyone when it
+gave none), as ComfyUI does.
 
 It knows the node classes of the workflows videobot ships (and a few more) with their required
 inputs, and executes a graph by walking it: the sampler reports progress step by step, a
@@ -256,9 +257,7 @@ class ComfyUIServer:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
-        old = self.sockets.pop(sid, None)
-        if old is not None:
-            await old.close()
+        self.sockets.pop(sid, None)  # a second socket with the same id replaces the first
         self.sockets[sid] = ws
         try:
             await ws.send_json({"type": "status", "data": {"status": self._queue_info(), "sid": sid}})
@@ -324,12 +323,12 @@ class ComfyUIServer:
         prompt_id = request.match_info["id"]
         if self.running is not None and self.running.prompt_id == prompt_id:
             self._interrupt = True
-            return web.json_response({"id": prompt_id, "status": "cancelled"})
+            return web.json_response({"cancelled": True})
         if any(i.prompt_id == prompt_id for i in self.pending):
             self.pending = [i for i in self.pending if i.prompt_id != prompt_id]
             await self._status()
-            return web.json_response({"id": prompt_id, "status": "cancelled"})
-        return web.json_response({"error": "job not found or already finished"}, status=404)
+            return web.json_response({"cancelled": True})
+        return web.json_response({"cancelled": False})
 
     async def _get_history(self, request: web.Request) -> web.Response:
         items = list(self.history.items())
