@@ -57,10 +57,24 @@ class CoreSettings(BaseSettings):
     prices: str = ""
     #: Comma-separated models (or pipelines) the operator runs at no cost, e.g. a self-hosted one.
     free_models: str = ""
+    #: Jobs estimated above this (USD) wait for their owner's Confirm before anything is queued or
+    #: reserved (chat and console; the CLI is the operator's and never asks). Empty: never ask.
+    confirm_above_usd: float | None = Field(default=1.0, ge=0)
+    #: Seconds a paid command must wait after the same user's previous one; 0: no cooldown.
+    cooldown_seconds: float = Field(default=0, ge=0)
+    #: Prompt and image checks before anything is spent: auto (OpenAI's moderation endpoint when
+    #: an OpenAI key is set, else the blocklist), openai, blocklist, or off.
+    moderation: str = Field(default="auto", pattern=r"(?i)^(auto|openai|blocklist|off)$")
+    #: When the moderation service is down: closed (refuse), open (go on), or auto (closed for
+    #: paid jobs, open for free ones such as the local renderer).
+    moderation_on_outage: str = Field(default="auto", pattern=r"(?i)^(auto|closed|open)$")
+    #: Comma-separated words or phrases refused in every moderation mode.
+    blocklist: str = ""
+    moderation_model: str = "omni-moderation-latest"
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -322,6 +322,71 @@ class JobStore:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
 
+    # --- settings changed in chat -------------------------------------------------------------
+
+    async def settings_rows(self, platform: str, workspace_id: str | None) -> list[tuple[str, str, str, Any]]:
+        """(scope, scope_id, key, value) of one tenant: its own, its channels' and its users'."""
+        async with self._conn.execute(
+            "SELECT scope, scope_id, key, value_json FROM settings WHERE platform = ? AND workspace_id = ?",
+            (platform, workspace_id or ""),
+        ) as cur:
+            return [(r["scope"], r["scope_id"], r["key"], json.loads(r["value_json"])) for r in await cur.fetchall()]
+
+    async def put_setting(
+        self, platform: str, workspace_id: str | None, scope: str, scope_id: str, key: str, value: Any, *, by: str
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute(
+                    "DELETE FROM settings WHERE platform = ? AND workspace_id = ? AND scope = ? AND scope_id = ? AND key = ?",
+                    (platform, workspace_id or "", scope, scope_id, key),
+                )
+                return
+            conn.execute(
+                "INSERT INTO settings (platform, workspace_id, scope, scope_id, key, value_json, updated_by, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace_id, scope, scope_id, key) "
+                "DO UPDATE SET value_json = excluded.value_json, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (platform, workspace_id or "", scope, scope_id, key, json.dumps(value), by, time.time()),
+            )
+
+        await self._writer.run(write)
+
+    # --- spends waiting for their owner's confirmation ---------------------------------------
+
+    async def put_pending(self, token: str, job: Job, *, expires_at: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO pending_spends (token, platform, user_id, job_json, estimate, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token, job.origin.platform, job.origin.user_id, job.model_dump_json(), job.cost_estimate or 0.0, time.time(), expires_at),
+            )
+
+        await self._writer.run(write)
+
+    async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
+        """Move a pending spend of this user out of `pending` (to `confirmed` or `cancelled`), once.
+        Returns its job and the state it was in (`pending`, `expired`, ..., `missing`, `not_owner`)."""
+
+        def write(conn: sqlite3.Connection) -> tuple[Job | None, str]:
+            row = conn.execute(
+                "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (token,)
+            ).fetchone()
+            if row is None or row["platform"] != platform:
+                return None, "missing"
+            job = Job.model_validate_json(row["job_json"])
+            if row["user_id"] != user_id:
+                return job, "not_owner"
+            state = row["state"]
+            if state == "pending" and row["expires_at"] < time.time():
+                conn.execute("UPDATE pending_spends SET state = 'expired' WHERE token = ?", (token,))
+                return job, "expired"
+            if state == "pending":
+                conn.execute("UPDATE pending_spends SET state = ? WHERE token = ?", (to, token))
+            return job, state
+
+        result: tuple[Job | None, str] = await self._writer.run(write)
+        return result
+
     async def media_to_expire(self, finished_before: float, limit: int = 500) -> list[Job]:
         """Finished jobs older than the retention window whose files are still on disk."""
         return await self._select(

@@ -104,6 +104,7 @@ async def test_an_unpriced_model_is_refused_until_priced_or_marked_free(
     finally:
         await app.close()
     monkeypatch.setenv("VIDEOBOT_PRICES", "sora-2-pro-2025-10-06=0.50")
+    monkeypatch.setenv("VIDEOBOT_CONFIRM_ABOVE_USD", "")
     app = await open_app(load_settings())
     try:
         job = await app.service.submit(request, ALICE)

@@ -133,14 +133,19 @@ class BudgetGuard:
         self.user_budget = user_budget
         self.workspace_budget = workspace_budget
 
-    def limits_for(self, origin: Origin) -> list[SpendLimit]:
-        """The daily limits a job of `origin` is reserved against, in the store's own transaction."""
+    def limits_for(
+        self, origin: Origin, *, user_budget: float | None = None, workspace_budget: float | None = None, overridden: bool = False
+    ) -> list[SpendLimit]:
+        """The daily limits a job of `origin` is reserved against, in the store's own transaction.
+        `overridden`: the given budgets (a tenant's settings) replace the environment's."""
+        user = user_budget if overridden else self.user_budget
+        workspace = workspace_budget if overridden else self.workspace_budget
         since = day_start()
         limits: list[SpendLimit] = []
-        if self.user_budget is not None:
-            limits.append(SpendLimit(origin.platform, self.user_budget, since, "your", user_id=origin.user_id))
-        if self.workspace_budget is not None and origin.workspace_id:
-            limits.append(SpendLimit(origin.platform, self.workspace_budget, since, "this workspace's", workspace_id=origin.workspace_id))
+        if user is not None:
+            limits.append(SpendLimit(origin.platform, user, since, "your", user_id=origin.user_id))
+        if workspace is not None and origin.workspace_id:
+            limits.append(SpendLimit(origin.platform, workspace, since, "this workspace's", workspace_id=origin.workspace_id))
         return limits
 
     @staticmethod

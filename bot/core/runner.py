@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.errors import DeliveryFailed, Flagged, ModerationUnavailable, error_code, user_message
 from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
@@ -33,6 +33,7 @@ from bot.core.scheduler import FairQueue
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
+from providers.moderation import BlocklistModerator, Moderator
 from providers.pipeline import Pipeline
 from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
@@ -88,6 +89,9 @@ class Runner:
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
         #: The daily limits a job's spend is checked against (set by the app from the budgets).
         self.spend_limits: Callable[[Job], list[SpendLimit]] = lambda job: []
+        #: Checks prompts and images before any paid step; None: no moderation.
+        self.moderator: Moderator | None = None
+        self.moderation_on_outage = "auto"
         self.holder = Holder.current()
         self.owner = str(self.holder)
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
@@ -357,6 +361,8 @@ class Runner:
         if job.status is JobStatus.QUEUED:
             job = await self._write(job, status=JobStatus.SUBMITTING, started_at=time.time())
             self._emit(EventKind.STARTED, job)
+        if not job.state.get("moderated") and (self.moderator is not None or job.state.get("blocklist")):
+            job = await self._moderate(job)
         if job.kind is JobKind.IMAGE:
             return await self._run_image_job(job, pipeline)
         try:
@@ -365,6 +371,34 @@ class Runner:
             if (fallback := self._next_fallback(job, pipeline)) is None:
                 raise
             return await self._take_fallback(job, fallback, exc)
+
+    async def _moderate(self, job: Job) -> Job:
+        """Before any paid step: the prompt and any input image. A flagged job ends here, having
+        cost nothing; a moderation outage refuses paid work (or lets it pass, per setting)."""
+        images = [Path(p) for p in (job.params.image_path, job.state.get("source_image")) if p and Path(p).exists()]
+        if job.state.get("blocklist"):
+            # The tenant's own words apply in every mode.
+            local = await BlocklistModerator(job.state["blocklist"]).check(job.prompt)
+            if local.flagged:
+                raise Flagged(local.categories, "tenant blocklist")
+        if self.moderator is None or job.state.get("moderation_mode") == "off":
+            return await self._write(job, state={**job.state, "moderated": "blocklist" if job.state.get("blocklist") else "off"})
+        try:
+            verdict = await self.moderator.check(job.prompt, images)
+        except Unavailable as exc:
+            free = (job.cost_estimate or 0.0) == 0.0
+            open_ = self.moderation_on_outage == "open" or (self.moderation_on_outage == "auto" and free)
+            if not open_:
+                raise ModerationUnavailable(
+                    "The safety check is not answering, so nothing was sent or spent. Try again in a few minutes.",
+                    detail=exc.detail or str(exc),
+                ) from exc
+            log.warning("job %s: moderation unavailable, going on (free job or fail-open): %s", job.id, exc.detail or exc)
+            return await self._write(job, state={**job.state, "moderated": "skipped"}, detail="moderation unavailable; went on")
+        if verdict.flagged:
+            raise Flagged(verdict.categories, verdict.source)
+        # Recorded in the job's state (no history line: a pass is the normal case).
+        return await self._write(job, state={**job.state, "moderated": verdict.source})
 
     async def _submit_video(self, job: Job, pipeline: Pipeline) -> Job:
         assert pipeline.video is not None
@@ -682,6 +716,8 @@ class Runner:
             note = f"timed out; remote {job.remote_id} cancelled" if job.remote_id else None  # by the polling engine
         elif isinstance(exc, GenerationFailed):
             note = None  # the provider ended it
+        elif isinstance(exc, Flagged):
+            note = f"rejected by moderation before any paid step: {exc.detail}"
         else:
             note = await self._cancel_remote(job, "failed")
         job = await self._write(
