@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,9 @@ from providers.pricing import (
     RUNWAY_CREDITS_PER_SECOND,
     RUNWAY_UNKNOWN_CREDITS_PER_SECOND,
 )
+
+if TYPE_CHECKING:
+    from providers.fal_endpoints import EndpointTable
 
 
 def _section(prefix: str) -> SettingsConfigDict:
@@ -252,6 +256,64 @@ class DiscordSettings(BaseSettings):
         return [int(g) for g in self.guild_ids.replace(" ", "").split(",") if g]
 
 
+class FalSettings(BaseSettings):
+    """fal's queue API (pipelines `fal`, `gpt-image+fal`, `flux+fal`)."""
+
+    # `FAL_PRICES=` copied from .env.example means "the table's prices", not an empty JSON value.
+    model_config = SettingsConfigDict(**_section("FAL_"), env_ignore_empty=True)
+
+    key: SecretStr | None = None
+    #: Any base that speaks fal's queue protocol (a gateway, or plain HTTP on loopback).
+    queue_url: str = "https://queue.fal.run"
+    #: Text-to-video endpoint id; image-to-video (and the chained pipelines) use i2v_model.
+    video_model: str = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
+    i2v_model: str = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
+    #: USD per second by endpoint id (`ID@720p`, `ID+audio` for one resolution or with sound),
+    #: over the endpoint table's own prices.
+    prices: dict[str, float] = Field(default_factory=lambda: dict(_fal_table().prices))
+    #: A copy of providers/fal_endpoints.json with more endpoint families; empty: the shipped table.
+    endpoints_file: Path | None = None
+    #: Sent as the negative prompt to the endpoints that take one; empty: none.
+    negative_prompt: str = ""
+    #: Seconds between status reads.
+    poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: First backoff step when fal refuses a submit with 503.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("key", "endpoints_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://queue.fal.run")
+        return value.rstrip("/")
+
+    @field_validator("endpoints_file")
+    @classmethod
+    def _check_table(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _fal_table(value)  # a bad row stops start-up with the file and the row named
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return value
+
+
+def _fal_table(path: Path | None = None) -> EndpointTable:
+    from providers.fal_endpoints import load_table
+
+    return load_table(path)
+
+
 class ComfyUISettings(BaseSettings):
     """A self-hosted ComfyUI server (`comfyui`, `comfyui-image`, `comfyui-image+comfyui`)."""
 
@@ -327,6 +389,10 @@ class Settings:
         return FluxSettings()
 
     @cached_property
+    def fal(self) -> FalSettings:
+        return FalSettings()
+
+    @cached_property
     def slack(self) -> SlackSettings:
         return SlackSettings()
 
@@ -340,7 +406,7 @@ class Settings:
 
     def check(self) -> Settings:
         """Read every section now so a bad value fails at start-up, not mid-job."""
-        for name in ("core", "local", "openai", "runway", "flux", "slack", "discord"):
+        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord", "comfyui"):
             try:
                 getattr(self, name)
             except ValidationError as exc:
@@ -354,8 +420,10 @@ _SECTION_PREFIX = {
     "OpenAISettings": "OPENAI_",
     "RunwaySettings": "RUNWAYML_",
     "FluxSettings": "BFL_",
+    "FalSettings": "FAL_",
     "SlackSettings": "SLACK_",
     "DiscordSettings": "DISCORD_",
+    "ComfyUISettings": "COMFYUI_",
 }
 
 

@@ -107,6 +107,7 @@ class Runner:
         self._lost: set[str] = set()
         self._done: dict[str, asyncio.Future[Job]] = {}
         self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -130,6 +131,7 @@ class Runner:
         ]
         if resume:
             self._loops.append(asyncio.create_task(self._adopt_loop(), name="runner-adopt"))
+        self._ready.set()
         return resumed
 
     def held(self) -> list[str]:
@@ -137,7 +139,9 @@ class Runner:
         return [*self._tasks, *self._queued_jobs]
 
     async def idle(self) -> None:
-        """Wait until this runner holds no job (what `videobot run` with closed stdin waits for)."""
+        """Wait until this runner has started (and resumed what it may) and holds no job
+        (what `videobot run` with closed stdin waits for)."""
+        await self._ready.wait()
         while True:
             pending = [self.wait(job_id) for job_id in self.held()]
             if not pending:
