@@ -22,6 +22,7 @@ from bot.core.models import Actor, GenerateRequest, Job, JobKind, JobStatus, Ori
 from providers.comfyui import ComfyUIVideoProvider, prompt_ids
 from providers.polling import PollPolicy
 from tests.fakes.comfyui_server import ComfyUIServer, comfyui_server, load_shipped  # noqa: F401 (fixture)
+from tests.fakes.openai_server import OpenAIEmulator
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.timeout(90)
@@ -132,6 +133,19 @@ async def test_a_comfyui_still_animated_by_comfyui(make_app: AppFactory, comfyui
     assert "cinematic composition" in image_post.json["prompt"]["6"]["inputs"]["text"]  # written for video
     assert video_post.json["prompt"]["6"]["inputs"]["text"] == "a lighthouse at dusk"
     assert comfyui_server.calls("POST", "/upload/image")
+    assert_video(job.output_path, width=128, height=70, seconds=2)  # type: ignore[arg-type]
+
+
+async def test_any_image_source_chains_into_comfyui(
+    make_app: AppFactory, comfyui_server: ComfyUIServer, openai_server: OpenAIEmulator
+) -> None:
+    app = await make_app(OPENAI_API_KEY=openai_server.api_key, OPENAI_BASE_URL=openai_server.base_url)
+    job = await run(app, GenerateRequest(prompt="a fox in snow", pipeline="gpt-image+comfyui", seconds=2, size="1280x704"))
+    assert job.status is JobStatus.COMPLETED, job.error_message
+    assert len(openai_server.calls("image")) == 1
+    (upload,) = comfyui_server.calls("POST", "/upload/image")
+    (post,) = comfyui_server.prompt_posts()
+    assert post.json["prompt"]["56"]["inputs"]["image"] == upload.json["name"]
     assert_video(job.output_path, width=128, height=70, seconds=2)  # type: ignore[arg-type]
 
 
