@@ -59,12 +59,14 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     _register_runway(registry, settings)
     _register_flux(registry, settings)
     _register_comfyui(registry, settings)
-    # A paid provider the operator configured beats the offline renderer; direct text-to-video
-    # before chains (one paid step instead of two), local last as the always-there fallback.
+    # A provider the operator configured beats the offline renderer; direct text-to-video
+    # before chains (one paid step instead of two); the operator's own ComfyUI GPU before the
+    # always-there local renderer.
     registry.video_preference = [
-        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal", "local",
+        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
+        "comfyui", "local",
     ]  # fmt: skip
-    registry.image_preference = ["gpt-image", "local-image"]
+    registry.image_preference = ["gpt-image", "comfyui-image", "local-image"]
     return registry
 
 
