@@ -624,7 +624,9 @@ class Runner:
             cost = round(remote.cost + (job.state.get("image_step_cost") or 0.0), 4)
         else:
             cost = job.cost_estimate
-        return await self._write(job, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
+        gpu = getattr(remote, "gpu_seconds", None)  # self-hosted providers report the GPU time they used
+        state = {**job.state, "gpu_seconds": round(float(gpu), 3)} if gpu is not None else job.state
+        return await self._write(job, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost, state=state)
 
     async def _retry_remote(self, job: Job, exc: GenerationFailed) -> Job:
         """Once, for a failure the provider calls its own fault: the failed remote job is over,
