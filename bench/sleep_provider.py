@@ -27,6 +27,9 @@ class SleepProvider(VideoProvider):
     def validate(self, request: VideoRequest) -> None:
         return None
 
+    def estimate_cost(self, request: VideoRequest) -> float | None:
+        return 0.0  # priced (free): the spend gate refuses a model without a price
+
     async def submit(self, request: VideoRequest) -> RemoteJob:
         remote_id = secrets.token_hex(6)
         self.started[remote_id] = time.monotonic()

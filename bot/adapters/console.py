@@ -115,6 +115,8 @@ class ConsoleAdapter:
 
     async def _on_event(self, event: ProgressEvent) -> None:
         job = event.job
+        if job.state.get("story_scene"):
+            return  # a story's scene: its story's own line says "scene k of n"
         view = status_view(job, event)
         # Progress in 25 % steps keeps a terminal readable; every other state is shown.
         key = f"{event.kind.value}:{(view.percent or 0) // 25}" if view.phase is Phase.RUNNING else view.phase.value

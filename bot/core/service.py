@@ -98,6 +98,8 @@ class JobService:
     async def reroll(self, job_id: str, origin: Origin) -> Job:
         """Same prompt and settings, a new seed: a variation of the job."""
         parent = await self.get_for(job_id, origin)
+        if parent.kind is JobKind.STORY:
+            raise JobStateError(f"Job {parent.id} is a story; tell it again with /story and its script to re-roll it.")
         await self._check_may_reuse(parent, origin, "re-roll")
         params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
         pipeline = self.registry.get(parent.pipeline)

@@ -198,7 +198,7 @@ class StatusSurface:
         try:
             store = self.adapter.app.store
             for job in await store.unfinished([self.adapter.platform]):
-                if job.origin.status_message_id:
+                if job.origin.status_message_id or _scene(job):
                     continue
                 card = self._track(job)
                 if self._orphan(card):
@@ -287,7 +287,7 @@ class StatusSurface:
         return card
 
     async def on_event(self, event: ProgressEvent) -> None:
-        if event.job.id in self._removed:
+        if event.job.id in self._removed or _scene(event.job):
             return
         card = self._track(event.job)
         card.job, card.event = event.job, event
@@ -581,6 +581,11 @@ class StatusSurface:
             error = slack_error(exc)
             if error not in ("file_not_found", "message_not_found", *expected):
                 log.warning("cleanup call failed: %s", error)
+
+
+def _scene(job: Job) -> bool:
+    """A story's scene: shown and posted as part of its story (the story's card), never on its own."""
+    return bool(job.state.get("story_scene"))
 
 
 def _person(user_id: str) -> bool:
