@@ -21,7 +21,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1420070400000
+# Permission bits the emulator uses.
+VIEW_CHANNEL, SEND_MESSAGES, ADD_REACTIONS, ATTACH_FILES, READ_MESSAGE_HISTORY = 0x400, 0x800, 0x40, 0x8000, 0x10000
+MANAGE_MESSAGES = 0x2000
+#: What the bot may do in the test channel unless a test says otherwise.
+BOT_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES | READ_MESSAGE_HISTORY
 API_PREFIX = "/api/v10"
+EPHEMERAL = 64
 # Exactly this: discord.py's json_or_text checks the header for equality.
 JSON = "application/json"
 
@@ -82,6 +88,10 @@ class DiscordEmulator:
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
         self.attachment_size_limit = attachment_size_limit
+        #: Upload cap of bot-token posts (the guild's: 10 MiB without boosts).
+        self.channel_size_limit = 10 * 1024 * 1024
+        #: `app_permissions` in interactions: what the bot may do in the channel.
+        self.app_permissions = BOT_PERMISSIONS
         self.token_ttl = token_ttl
         self.calls: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
@@ -193,7 +203,7 @@ class DiscordEmulator:
         """The user runs `/name` with `options`; attachment options name a key of `attachments`."""
         opts = []
         for key, value in (options or {}).items():
-            kind = 11 if attachments and key in attachments else (4 if isinstance(value, int) else 3)
+            kind = 11 if attachments and key in attachments else 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             opts.append({"name": key, "type": kind, "value": value})
         data: dict[str, Any] = {"id": self.snowflake(), "name": name, "type": 1, "options": opts}
         if attachments:
@@ -301,7 +311,7 @@ class DiscordEmulator:
             "id": interaction_id, "application_id": self.application_id, "type": kind, "data": data, "token": token,
             "version": 1, "guild_id": self.guild_id, "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
             "channel_id": self.channel_id, "channel": self._channel(), "member": self.member_payload(user_id, permissions=permissions),
-            "app_permissions": str(0x800 | 0x8000 | 0x40), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "app_permissions": str(self.app_permissions), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "authorizing_integration_owners": {"0": self.guild_id}, "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }  # fmt: skip
@@ -481,7 +491,7 @@ class DiscordEmulator:
         if message_id is None:
             if method != "POST":
                 return self._list_messages(channel_id, query)
-            status = self._check_size(files, limit=10 * 1024 * 1024)
+            status = self._check_size(files, limit=self.channel_size_limit)
             if status:
                 return status
             return self._create_message(channel_id, body or {}, files)
@@ -491,7 +501,7 @@ class DiscordEmulator:
         if method == "GET":
             return 200, message
         if method == "PATCH":
-            status = self._check_size(files, limit=10 * 1024 * 1024)
+            status = self._check_size(files, limit=self.channel_size_limit)
             if status:
                 return status
             self._apply_edit(message, body or {}, files)
@@ -523,7 +533,7 @@ class DiscordEmulator:
         if channel_id in self.history_forbidden:
             return 403, {"message": "Missing Access", "code": 50001}
         limit = max(1, min(100, int(query.get("limit", 50))))
-        found = self.channel_messages(channel_id)
+        found = [m for m in self.channel_messages(channel_id) if not m["flags"] & EPHEMERAL]  # only their user sees those
         if "after" in query:
             found = [m for m in found if int(m["id"]) > int(query["after"])][:limit]
         elif "before" in query:
@@ -550,8 +560,11 @@ class DiscordEmulator:
             "id": message_id, "channel_id": channel_id, "author": self.user_payload(self.bot_user_id, bot=True),
             "content": "", "timestamp": iso(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
             "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
-            "flags": 128 if loading else 0, "components": [],
+            "flags": (128 if loading else 0) | (int(data.get("flags") or 0) & EPHEMERAL), "components": [],
         }  # fmt: skip
+        reference = data.get("message_reference")
+        if reference:
+            message["message_reference"] = {"message_id": str(reference["message_id"]), "channel_id": channel_id}
         if channel_id == self.channel_id:
             message["guild_id"] = self.guild_id
         if webhook:
@@ -602,7 +615,8 @@ def discord_env(monkeypatch: Any, emu: DiscordEmulator, **overrides: str) -> Non
         "DISCORD_API_BASE_URL": emu.api_base,
         "DISCORD_GATEWAY_URL": emu.gateway_url,
         "DISCORD_GUILD_IDS": emu.guild_id,
-        "DISCORD_EDIT_INTERVAL_SECONDS": "0.05",
+        # 5 status edits per 0.25 s per channel and per interaction: Discord's rule, 20 times quicker.
+        "DISCORD_STATUS_EDIT_WINDOW_SECONDS": "0.25",
         "DISCORD_GUILD_READY_TIMEOUT": "0.2",
         **overrides,
     }
@@ -624,6 +638,18 @@ async def start_bot(*, register: Any = None) -> DiscordBot:
     await app.runner.start(resume=True)
     await adapter.start()
     return DiscordBot(app, adapter)
+
+
+async def job_of(bot: DiscordBot, interaction: Interaction, timeout: float = 10.0) -> Any:
+    """The job whose status message is this interaction's response (once the bot stored it)."""
+    await asyncio.wait_for(interaction.answered.wait(), timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await bot.app.service.find_by_message("discord", interaction.original_id or "")
+        if job is not None:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no job for the status message of interaction {interaction.id}")
 
 
 def reset_discord_endpoints() -> None:
@@ -657,6 +683,27 @@ def followup_with_file(emu: DiscordEmulator, token: str) -> dict[str, Any] | Non
         if message and message["attachments"]:
             return message
     return None
+
+
+def result_post(emu: DiscordEmulator, job_id: str) -> dict[str, Any] | None:
+    """The job's result as a user sees it: the post carrying its file (or, when no file could be
+    attached, its result buttons), whether the bot token or the interaction posted it."""
+    for message in emu.channel_messages(emu.channel_id):
+        files = {a["filename"].rsplit(".", 1)[0] for a in message["attachments"]}
+        buttons = {c.get("custom_id", "") for row in message["components"] for c in row.get("components", [])}
+        if job_id in files or any(b.startswith("vb:") and b.endswith(f":{job_id}") for b in buttons):
+            return message
+    return None
+
+
+def ephemerals(emu: DiscordEmulator, token: str) -> list[dict[str, Any]]:
+    """Ephemeral follow-ups of an interaction (only its user sees them)."""
+    return [m for m in (emu.messages.get(i) for i in emu.interactions[token].followups) if m and m["flags"] & EPHEMERAL]
+
+
+def buttons_of(message: dict[str, Any]) -> list[str]:
+    """The custom ids of a message's buttons, in order."""
+    return [c["custom_id"] for row in message["components"] for c in row.get("components", [])]
 
 
 def channel_posts(emu: DiscordEmulator, channel_id: str, *, with_file: bool = False) -> list[dict[str, Any]]:
