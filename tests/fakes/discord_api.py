@@ -210,8 +210,11 @@ class DiscordEmulator:
             data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
         return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions)
 
-    async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001") -> Interaction:
-        data = {"id": self.snowflake(), "name": name, "type": 1, "options": [{"name": option, "type": 3, "value": value, "focused": True}]}
+    async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001", others: dict[str, Any] | None = None) -> Interaction:
+        """The user types `value` into `option` (other options already filled: `others`)."""
+        options = [{"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in (others or {}).items()]
+        options.append({"name": option, "type": 3, "value": value, "focused": True})
+        data = {"id": self.snowflake(), "name": name, "type": 1, "options": options}
         return await self._dispatch_interaction(4, data, user_id=user_id)
 
     async def click(self, message_id: str, custom_id: str, *, user_id: str = "1001", permissions: int = 0) -> Interaction:
