@@ -18,7 +18,7 @@ from discord import app_commands
 from bot.adapters.discord_bot import buttons, commands, reactions
 from bot.adapters.discord_bot.delivery import Delivery
 from bot.adapters.discord_bot.endpoints import apply_endpoints
-from bot.adapters.discord_bot.flows import PLATFORM
+from bot.adapters.discord_bot.flows import PLATFORM, AcksFirst
 from bot.adapters.discord_bot.surface import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
@@ -70,6 +70,7 @@ class DiscordAdapter:
         self.app = app
         self.settings = app.settings.discord
         self.ready = asyncio.Event()
+        self.acks = AcksFirst()
         self.surface = StatusBoard(self)
         self.delivery = Delivery(self)
         self.client = VideoBotClient(self)

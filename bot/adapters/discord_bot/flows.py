@@ -6,6 +6,8 @@ adapter module (its type is for the checker only).
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +37,36 @@ STATUS_REPLY_TO = "status_reply_to"
 STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
 
 StartJob = Callable[[Origin], Awaitable[Job]]
+
+
+class AcksFirst:
+    """Answering Discord comes before work: while interactions wait for their defer, the work
+    that can wait (submitting new jobs, status edits) waits, briefly. Under a burst of commands
+    every one of them is acknowledged before the first submission takes the loop."""
+
+    #: Work never waits longer than this for acks (a steady stream of commands cannot starve it).
+    MAX_WAIT = 0.5
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    def enter(self) -> None:
+        self.pending += 1
+        self._clear.clear()
+
+    def leave(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.pending = 0
+            self._clear.set()
+
+    async def wait(self) -> None:
+        if self._clear.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._clear.wait(), self.MAX_WAIT)
 
 
 def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
@@ -132,11 +164,16 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
     rendered (and found again after a restart) without a second write.
     """
     adapter = adapter_of(interaction)
-    callback = await interaction.response.defer(thinking=True)
+    adapter.acks.enter()
+    try:
+        callback = await interaction.response.defer(thinking=True)
+    finally:
+        adapter.acks.leave()
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
     adapter.surface.register_interaction(message_id, interaction)
+    await adapter.acks.wait()
     try:
         job = await start(interaction_origin(interaction, status_message_id=message_id))
     except Exception as exc:

@@ -213,6 +213,7 @@ class StatusBoard:
                 return  # a newer state of this message went out another way (the token switch)
             try:
                 await self.adapter.ready.wait()
+                await self.adapter.acks.wait()
                 sent = await self._edit(shown, edit)
             except discord.RateLimited as exc:  # a wait longer than discord.py agreed to sit out
                 raise Throttled(exc.retry_after) from exc
