@@ -56,6 +56,9 @@ class VideoRequest(BaseModel):
     source_video: Path | None = None
     #: Our job id. Providers may tag remote jobs with it to find them after an ambiguous crash.
     client_ref: str = ""
+    #: Ask for a soundtrack (the local provider synthesises one). Providers that always
+    #: make sound, or never can, ignore it.
+    audio: bool = False
 
     @property
     def dimensions(self) -> tuple[int, int]:

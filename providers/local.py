@@ -160,6 +160,7 @@ class LocalVideoProvider(VideoProvider):
                 max_image_bytes=self.max_image_bytes,
                 on_progress=on_progress,
                 cancel=render.cancel,
+                audio=request.audio,
             )
             part.replace(final)
 

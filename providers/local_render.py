@@ -4,6 +4,7 @@ Pure blocking code (Pillow + PyAV); the provider runs it in a worker thread.
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import math
 import random
@@ -15,7 +16,16 @@ from pathlib import Path
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from providers.media import Mp4Writer, concat_videos, crop_to_size, last_frame, load_image, probe_video
+from providers.media import (
+    AudioSpec,
+    Mp4Writer,
+    concat_videos,
+    crop_to_size,
+    iter_frames,
+    last_frame,
+    load_image,
+    probe_video,
+)
 
 ProgressFn = Callable[[int], None]
 
@@ -51,6 +61,63 @@ def _gradient(width: int, height: int, top: tuple[int, int, int], bottom: tuple[
 
 def _font(height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=max(10, height // 18))
+
+
+#: The soundtrack's format: a synth needs no more, and the pure-Python samples stay cheap.
+SOUND = AudioSpec(rate=24_000, layout="mono", bitrate=48_000)
+_TABLE = 4096
+_SINE = [math.sin(math.tau * i / _TABLE) for i in range(_TABLE)]
+_SCALES = ((0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10))  # major, natural minor
+_PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 4), (5, 3, 0, 4), (0, 5, 1, 4))
+_PATTERNS = ((0, 1, 2, 1), (0, 2, 1, 3), (0, 1, 2, 3), (3, 2, 1, 0))
+
+
+class Soundtrack:
+    """A deterministic endless piece for a prompt and seed: a soft pad chord per bar and a
+    plucked arpeggio note on each beat. Sample n depends on n alone, so an extension
+    renders the bars that follow the source clip's.
+
+    Pure Python (table lookups), about 50 ms per second of sound at 24 kHz.
+    """
+
+    def __init__(self, prompt: str, seed: int | None, rate: int = SOUND.rate) -> None:
+        # Its own stream of numbers: adding sound must not change the picture.
+        rng = random.Random(stable_seed(prompt, seed) ^ 0x50_07_7D)
+        self.rate = rate
+        root = 110.0 * 2 ** (rng.randrange(12) / 12)  # A2 up to G#3
+        scale = rng.choice(_SCALES)
+        pattern = rng.choice(_PATTERNS)
+        self.beat = int(rate * rng.choice((0.25, 0.3, 0.375, 0.5)))  # samples per beat
+        self.bar = self.beat * 4
+        self.chords: list[tuple[list[int], list[int]]] = []
+        for degree in rng.choice(_PROGRESSIONS):
+            steps = [scale[(degree + j) % 7] + 12 * ((degree + j) // 7) for j in (0, 2, 4)]
+            freqs = [root * 2 ** (step / 12) for step in steps]
+            arpeggio = [freqs[0] * 2, freqs[1] * 2, freqs[2] * 2, freqs[0] * 4]
+            # Phase increments in table steps per sample: the loop below only adds and looks up.
+            self.chords.append(
+                ([round(f * _TABLE * 65536 / rate) for f in freqs],
+                 [round(arpeggio[i] * _TABLE * 65536 / rate) for i in pattern])
+            )  # fmt: skip
+        attack = max(1, rate // 500)
+        self.pluck = [min(1.0, i / attack) * math.exp(-4.0 * i / self.beat) for i in range(self.beat)]
+        ramp = max(1, rate // 100)  # 10 ms in and out of each bar's chord: no clicks at changes
+        self.swell = [min(1.0, i / ramp, (self.bar - i) / ramp) for i in range(self.bar)]
+
+    def render(self, start: int, count: int) -> bytes:
+        """Samples [start, start + count) as signed 16-bit mono PCM."""
+        out = array.array("h", bytes(2 * count))
+        sine, chords, pluck, swell = _SINE, self.chords, self.pluck, self.swell
+        beat, bar, mask = self.beat, self.bar, _TABLE * 65536 - 1
+        for i in range(count):
+            n = start + i
+            pad, notes = chords[(n // bar) % len(chords)]
+            pos = n % beat
+            voice = (sine[(n * pad[0] & mask) >> 16] + sine[(n * pad[1] & mask) >> 16] + sine[(n * pad[2] & mask) >> 16])
+            note = notes[(n // beat) % 4]
+            value = 0.12 * voice * swell[n % bar] + 0.3 * pluck[pos] * sine[(n * note & mask) >> 16]
+            out[i] = int(value * 26000)
+        return out.tobytes()
 
 
 class _Scene:
@@ -119,16 +186,23 @@ def render_clip(
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     progress_span: tuple[int, int] = (0, 100),
+    soundtrack: Soundtrack | None = None,
+    sound_from: int = 0,
 ) -> None:
+    """Render the clip; with `soundtrack`, its samples from `sound_from` on are the sound."""
     scene = _Scene(prompt, width, height, seed, base_image)
     total = seconds * fps
     lo, hi = progress_span
     last_reported = -1
-    with Mp4Writer(dest, width, height, fps=fps) as writer:
+    with Mp4Writer(dest, width, height, fps=fps, audio=SOUND if soundtrack else None) as writer:
         for i in range(total):
             if cancel is not None and cancel.is_set():
                 raise RenderCancelled()
             writer.write(scene.frame(i / fps, i / max(total - 1, 1)))
+            if soundtrack is not None and writer.audio is not None:
+                # Sound in step with each frame keeps the MP4 interleaved as it is written.
+                begin, end = writer.audio_index(i), writer.audio_index(i + 1)
+                writer.audio.write_pcm(soundtrack.render(sound_from + begin, end - begin))
             pct = lo + (hi - lo) * (i + 1) // total
             if on_progress is not None and pct != last_reported:
                 last_reported = pct
@@ -149,17 +223,21 @@ def render_request(
     max_image_bytes: int,
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    audio: bool = False,
 ) -> None:
+    """Render one request. With `audio` the clip gets a generated soundtrack; remix and
+    extend also get one when their source has sound, so sound is never lost on the way."""
     width, height = size
+    source = probe_video(source_video) if source_video is not None else None
+    soundtrack = Soundtrack(prompt, seed) if audio or (source is not None and source.audio is not None) else None
     if operation == "extend":
-        assert source_video is not None
-        info = probe_video(source_video)
+        assert source_video is not None and source is not None
         segment = dest.with_name(dest.name + ".segment.mp4")
         try:
             render_clip(
-                segment, prompt=prompt, seconds=seconds, width=info.width, height=info.height, fps=fps,
+                segment, prompt=prompt, seconds=seconds, width=source.width, height=source.height, fps=fps,
                 seed=seed, base_image=last_frame(source_video), on_progress=on_progress, cancel=cancel,
-                progress_span=(0, 95),
+                progress_span=(0, 95), soundtrack=soundtrack, sound_from=round(source.duration * SOUND.rate),
             )  # fmt: skip
             concat_videos(source_video, segment, dest, fps=fps)
         finally:
@@ -175,13 +253,11 @@ def render_request(
         base = load_image(input_image, max_bytes=max_image_bytes)
     render_clip(
         dest, prompt=prompt, seconds=seconds, width=width, height=height, fps=fps, seed=seed,
-        base_image=base, on_progress=on_progress, cancel=cancel,
+        base_image=base, on_progress=on_progress, cancel=cancel, soundtrack=soundtrack,
     )  # fmt: skip
 
 
 def _middle_frame(path: Path) -> Image.Image:
-    from providers.media import iter_frames
-
     frames = probe_video(path).frames or 1
     for i, image in enumerate(iter_frames(path)):
         if i >= frames // 2:

@@ -2,19 +2,20 @@
 in one transaction, so the history and the row never disagree."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from storage.db import connect
 from storage.leases import HolderState, holder_state
 from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
-from storage.db import connect
+from storage.writer import GroupWriter
 
 _ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
 _PLAIN_COLUMNS = (
@@ -47,63 +48,54 @@ class AlreadyFinished(StaleWrite):
 
 
 class JobStore:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    """Reads on an aiosqlite connection; every write through one group-committing writer
+    (`storage.writer`), each write one synchronous function run in a single thread hop."""
+
+    def __init__(self, conn: aiosqlite.Connection, writer: GroupWriter) -> None:
         self._conn = conn
-        # aiosqlite serialises statements, not transactions: keep each BEGIN..COMMIT whole.
-        self._tx = asyncio.Lock()
-        #: Shielded transactions still running: close() lets them finish first.
-        self._inflight: set[asyncio.Future[None]] = set()
+        self._writer = writer
         self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> JobStore:
-        return cls(await connect(path))
+        conn = await connect(path)  # migrates
+        writer = GroupWriter(path)
+        try:
+            await writer.open()
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, writer)
 
     async def close(self) -> None:
-        """Let writes that are under way commit, then close. Safe to call twice."""
+        """Let writes that are queued or under way commit, then close. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await self._writer.close()
         await self._conn.close()
+
+    @property
+    def writer(self) -> GroupWriter:
+        return self._writer
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None) -> Job:
+        """Insert a new job (and its first event); with `lease_owner`, already leased to that runner."""
         row = _to_row(job)
+        if lease_owner is not None:
+            row["lease_owner"] = lease_owner
+            row["lease_until"] = time.time() + (lease_seconds or 60.0)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
 
-        async def write() -> None:
-            await self._conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
-            await self._event(job.id, job.status, job.progress, None, job.created_at)
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
+            _event(conn, job.id, job.status, job.progress, None, job.created_at)
 
-        await self._transaction(write)
-        return job
-
-    async def _transaction(self, body: Callable[[], Awaitable[None]]) -> None:
-        """Run `body` in one transaction that a cancelled caller cannot cut in half.
-
-        Shielded: when the runner is stopped mid-write, the write still commits (or
-        rolls back) whole, and the caller sees its cancellation, not a SQLite error.
-        """
-
-        async def run() -> None:
-            async with self._tx:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    await body()
-                    await self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        await self._conn.execute("ROLLBACK")
-                    raise
-
-        future = asyncio.ensure_future(run())
-        self._inflight.add(future)
-        future.add_done_callback(self._inflight.discard)
-        await asyncio.shield(future)
+        await self._writer.run(write)
+        return job.model_copy(update={"lease_owner": row.get("lease_owner"), "lease_until": row.get("lease_until")})
 
     async def update(self, job_id: str, *, detail: str | None = None, fence: str | None = None, **fields: Any) -> Job:
         """Write fields; a status change also appends an event. Returns the job as stored.
@@ -134,126 +126,119 @@ class JobStore:
         if status is not None or fence is not None:
             where += f" AND status NOT IN ({_marks(TERMINAL)})"
             args.extend(s.value for s in TERMINAL)
+        values = (*(v for _, v in sets), *args)
 
-        async def write() -> None:
-            cur = await self._conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", (*(v for _, v in sets), *args))
+        def write(conn: sqlite3.Connection) -> Job:
+            cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", values)
             if cur.rowcount == 0:
-                await self._explain_refusal(job_id, fence)
+                _explain_refusal(conn, job_id, fence)
+            stored = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if status is not None or detail is not None:
-                async with self._conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)) as c:
-                    row = await c.fetchone()
-                await self._event(job_id, JobStatus(row["status"]), row["progress"], detail, now)
+                _event(conn, job_id, JobStatus(stored["status"]), stored["progress"], detail, now)
+            return _from_row(stored)
 
-        await self._transaction(write)
-        job = await self.get(job_id)
-        assert job is not None
-        return job
+        result: Job = await self._writer.run(write)
+        return result
 
     async def add_event(self, job_id: str, detail: str) -> None:
         """A line in the job's history that changes nothing else (a note after the end)."""
 
-        async def write() -> None:
-            async with self._conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)) as c:
-                row = await c.fetchone()
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is not None:
-                await self._event(job_id, JobStatus(row["status"]), row["progress"], detail, time.time())
+                _event(conn, job_id, JobStatus(row["status"]), row["progress"], detail, time.time())
 
-        await self._transaction(write)
-
-    async def _explain_refusal(self, job_id: str, fence: str | None) -> None:
-        async with self._conn.execute("SELECT status, lease_owner FROM jobs WHERE id = ?", (job_id,)) as c:
-            row = await c.fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        if JobStatus(row["status"]) in TERMINAL:
-            raise AlreadyFinished(job_id, f"already {row['status']}")
-        raise LeaseLost(job_id, f"lease now held by {row['lease_owner']}, not {fence}")
+        await self._writer.run(write)
 
     async def set_progress(self, job_id: str, progress: int, *, fence: str | None = None) -> None:
-        # Progress ticks are not history: no event row, no transaction of their own.
+        # Progress ticks are not history: no event row.
         sql = "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?"
         args: list[Any] = [progress, time.time(), job_id]
         if fence is not None:
             sql += f" AND lease_owner = ? AND status NOT IN ({_marks(TERMINAL)})"
             args += [fence, *(s.value for s in TERMINAL)]
-        cur = await self._conn.execute(sql, args)
-        if cur.rowcount == 0:
-            await self._explain_refusal(job_id, fence)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql, args).rowcount == 0:
+                _explain_refusal(conn, job_id, fence)
+
+        await self._writer.run(write)
 
     async def reopen_delivery(self, job_id: str, detail: str) -> Job:
         """A completed job whose result could not be posted goes back to `delivering`
         (`videobot redeliver`); the only move out of a terminal state there is."""
 
-        async def write() -> None:
-            cur = await self._conn.execute(
+        def write(conn: sqlite3.Connection) -> Job:
+            cur = conn.execute(
                 "UPDATE jobs SET status = ?, error_code = NULL, error_message = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE id = ? AND status = ? AND error_code = 'undelivered' AND output_path IS NOT NULL",
                 (JobStatus.DELIVERING.value, time.time(), job_id, JobStatus.COMPLETED.value),
             )
             if cur.rowcount == 0:
                 raise AlreadyFinished(job_id, "not a completed job waiting for delivery")
-            await self._event(job_id, JobStatus.DELIVERING, 100, detail, time.time())
+            _event(conn, job_id, JobStatus.DELIVERING, 100, detail, time.time())
+            return _from_row(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-        await self._transaction(write)
-        job = await self.get(job_id)
-        assert job is not None
-        return job
-
-    async def _event(self, job_id: str, status: JobStatus, progress: int | None, detail: str | None, at: float) -> None:
-        await self._conn.execute(
-            "INSERT INTO job_events (job_id, at, status, progress, detail) VALUES (?, ?, ?, ?, ?)",
-            (job_id, at, status.value, progress, detail),
-        )
+        result: Job = await self._writer.run(write)
+        return result
 
     # --- leases: one runner owns a job at a time, across processes -------------------------
 
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> bool:
         """Take the job's lease if it is free, ours, expired, or held by a process that is gone."""
-        async with self._conn.execute(
-            "SELECT status, lease_owner, lease_until FROM jobs WHERE id = ?", (job_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None or JobStatus(row["status"]) in TERMINAL:
-            return False
-        current = row["lease_owner"]
-        state = holder_state(current, row["lease_until"])
-        if current is not None and current != owner and state is HolderState.ALIVE:
-            return False
-        # Compare-and-set on the holder we judged, so two runners cannot both take it.
-        cur = await self._conn.execute(
-            "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ? AND lease_owner IS ? "
-            f"AND status NOT IN ({_marks(TERMINAL)})",
-            (owner, time.time() + lease_seconds, job_id, current, *(s.value for s in TERMINAL)),
-        )
-        if cur.rowcount == 1 and current is not None and current != owner:
-            log.info("job %s: took over the lease from %s (%s)", job_id, current, state)
-        return cur.rowcount == 1
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # Read and set in one transaction: two runners cannot both take it.
+            row = conn.execute("SELECT status, lease_owner, lease_until FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobStatus(row["status"]) in TERMINAL:
+                return False
+            current = row["lease_owner"]
+            state = holder_state(current, row["lease_until"])
+            if current is not None and current != owner and state is HolderState.ALIVE:
+                return False
+            conn.execute("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, time.time() + lease_seconds, job_id))
+            if current is not None and current != owner:
+                log.info("job %s: took over the lease from %s (%s)", job_id, current, state)
+            return True
+
+        taken: bool = await self._writer.run(write)
+        return taken
 
     async def renew(self, owner: str, job_ids: Sequence[str], lease_seconds: float) -> set[str]:
         """Extend our leases; returns the ids we still hold (a missing one was lost or finished)."""
         if not job_ids:
             return set()
-        held: set[str] = set()
-        for chunk in _chunks(list(job_ids), 500):
-            await self._conn.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND id IN ({_marks(chunk)})",
-                (time.time() + lease_seconds, owner, *chunk),
-            )
-            async with self._conn.execute(
-                f"SELECT id FROM jobs WHERE lease_owner = ? AND id IN ({_marks(chunk)})", (owner, *chunk)
-            ) as cur:
-                held.update(row[0] for row in await cur.fetchall())
-        return held
+        ids = list(job_ids)
+
+        def write(conn: sqlite3.Connection) -> set[str]:
+            held: set[str] = set()
+            for chunk in _chunks(ids, 500):
+                conn.execute(
+                    f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND id IN ({_marks(chunk)})",
+                    (time.time() + lease_seconds, owner, *chunk),
+                )
+                rows = conn.execute(f"SELECT id FROM jobs WHERE lease_owner = ? AND id IN ({_marks(chunk)})", (owner, *chunk))
+                held.update(row[0] for row in rows)
+            return held
+
+        result: set[str] = await self._writer.run(write)
+        return result
 
     async def release(self, owner: str, job_ids: Sequence[str] | None = None) -> None:
-        if job_ids is None:
-            await self._conn.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,))
+        ids = None if job_ids is None else list(job_ids)
+        if ids == []:
             return
-        if job_ids:
-            await self._conn.execute(
-                f"UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND id IN ({_marks(job_ids)})",
-                (owner, *job_ids),
-            )
+
+        def write(conn: sqlite3.Connection) -> None:
+            if ids is None:
+                conn.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,))
+            else:
+                conn.execute(
+                    f"UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND id IN ({_marks(ids)})",
+                    (owner, *ids),
+                )
+
+        await self._writer.run(write)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -262,9 +247,16 @@ class JobStore:
             row = await cur.fetchone()
         return _from_row(row) if row else None
 
-    async def find_prefix(self, prefix: str, limit: int = 2) -> list[Job]:
+    async def find_prefix(
+        self, prefix: str, limit: int = 2, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False
+    ) -> list[Job]:
+        """Jobs whose id starts with `prefix`; `scoped`: only those of (platform, workspace_id)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return await self._select("WHERE id LIKE ? ESCAPE '\\' LIMIT ?", (escaped + "%", limit))
+        if not scoped:
+            return await self._select("WHERE id LIKE ? ESCAPE '\\' LIMIT ?", (escaped + "%", limit))
+        return await self._select(
+            "WHERE id LIKE ? ESCAPE '\\' AND platform = ? AND workspace_id IS ? LIMIT ?", (escaped + "%", platform, workspace_id, limit)
+        )
 
     async def list(
         self,
@@ -368,6 +360,22 @@ class JobStore:
             return [_from_row(row) for row in await cur.fetchall()]
 
 
+def _event(conn: sqlite3.Connection, job_id: str, status: JobStatus, progress: int | None, detail: str | None, at: float) -> None:
+    conn.execute(
+        "INSERT INTO job_events (job_id, at, status, progress, detail) VALUES (?, ?, ?, ?, ?)",
+        (job_id, at, status.value, progress, detail),
+    )
+
+
+def _explain_refusal(conn: sqlite3.Connection, job_id: str, fence: str | None) -> None:
+    row = conn.execute("SELECT status, lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise KeyError(job_id)
+    if JobStatus(row["status"]) in TERMINAL:
+        raise AlreadyFinished(job_id, f"already {row['status']}")
+    raise LeaseLost(job_id, f"lease now held by {row['lease_owner']}, not {fence}")
+
+
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -390,7 +398,7 @@ def _to_row(job: Job) -> dict[str, Any]:
     return row
 
 
-def _from_row(row: aiosqlite.Row) -> Job:
+def _from_row(row: sqlite3.Row) -> Job:
     data = dict(row)
     origin_blob = json.loads(data.pop("origin_json") or "{}")
     origin = Origin(

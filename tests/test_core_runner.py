@@ -145,7 +145,7 @@ async def test_cancel_needs_owner_or_admin(app: App) -> None:
     job = await app.service.submit(req("mine"), user("owner"))
     with pytest.raises(Exception, match="Only the person who asked"):
         await app.service.cancel(job.id, Actor(user_id="stranger"))
-    assert (await app.service.cancel(job.id, Actor(user_id="mod", is_admin=True))).status is JobStatus.CANCELLED
+    assert (await app.service.cancel(job.id, Actor(user_id="mod", platform="cli"))).status is JobStatus.CANCELLED
 
 
 async def test_restart_mid_job_completes_exactly_once(settings: Any) -> None:
@@ -271,7 +271,7 @@ async def test_cancel_from_another_process_stops_the_running_job(settings: Any, 
             if (await bot.store.get(job.id)).remote_id:  # type: ignore[union-attr]
                 break
             await asyncio.sleep(0.01)
-        await cli.service.cancel(job.id, Actor(user_id="ops", is_admin=True))
+        await cli.service.cancel(job.id, Actor(user_id="ops", platform="cli"))
         done = await asyncio.wait_for(bot.runner.wait(job.id), 5)
         await bot.bus.drain()
         assert done.status is JobStatus.CANCELLED

@@ -132,7 +132,8 @@ async def test_a_live_holder_and_an_unexpired_remote_holder_are_left_alone(setti
 # --- fenced writes --------------------------------------------------------------------------------
 
 
-async def test_a_runner_that_lost_its_lease_stops_writing(settings: Any) -> None:
+async def test_a_runner_that_lost_its_lease_stops_writing(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOBOT_LEASE_SECONDS", "1.5")  # renewals every 0.5 s notice the loss
     server = ScriptedServer()
     server.release.clear()
     first = await make_app(server)
@@ -145,7 +146,6 @@ async def test_a_runner_that_lost_its_lease_stops_writing(settings: Any) -> None
         with pytest.raises(LeaseLost):
             await first.store.update(job.id, fence=first.runner.owner, progress=55)
         # The first runner notices at its next write or renewal, and lets go without a word more.
-        first.runner.lease_seconds = 0.3
         await until(lambda: _async(not first.runner.owns(job.id)), what="first runner to drop the job")
         events_before = await first.store.events(job.id)
         assert await second.runner.enqueue(await first.store.get(job.id))  # type: ignore[arg-type]
@@ -171,7 +171,8 @@ async def test_a_terminal_state_is_never_overwritten(app: App) -> None:
     assert (await app.store.get(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
 
 
-async def test_a_cancel_from_another_process_stops_the_remote_job(settings: Any) -> None:
+async def test_a_cancel_from_another_process_stops_the_remote_job(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOBOT_LEASE_SECONDS", "1.5")
     server = ScriptedServer()
     server.release.clear()
     app = await make_app(server)
@@ -181,7 +182,6 @@ async def test_a_cancel_from_another_process_stops_the_remote_job(settings: Any)
         running = await until(lambda: _status(app, job.id, JobStatus.RUNNING), what="running")
         cli.service.runner = None
         await cli.service.cancel(job.id, Actor(user_id="u"))
-        app.runner.lease_seconds = 0.3
         await until(lambda: _async(running.remote_id in server.cancels), what="remote cancel")
         final = await app.store.get(job.id)
         assert final is not None and final.status is JobStatus.CANCELLED

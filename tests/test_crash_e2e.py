@@ -288,18 +288,22 @@ def test_sigterm_under_load_stops_cleanly_and_loses_nothing(tmp_path: Path) -> N
     env = _env(tmp_path, VIDEOBOT_MAX_CONCURRENT_JOBS="3", VIDEOBOT_MAX_RUNNING_PER_USER="3")
     env.pop("VIDEOBOT_LOCAL_FPS")
     db = tmp_path / "data" / "videobot.sqlite3"
+    # Files, not pipes: nobody reads the output while the bot runs, and a full pipe would stall it.
+    out_file, err_file = (tmp_path / "out.log").open("w+"), (tmp_path / "err.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=out_file, stderr=err_file, text=True,
     )  # fmt: skip
     try:
         assert proc.stdin is not None
         for i in range(6):
             proc.stdin.write(f"/video a stopped take {i} --seconds 4 --size 640x360\n")
         proc.stdin.flush()
+        _wait_db(db, "SELECT 1 WHERE (SELECT COUNT(*) FROM jobs) = 6")  # every command answered
         _wait_db(db, "SELECT 1 FROM jobs WHERE status = 'running' GROUP BY status HAVING COUNT(*) >= 2")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        err = (tmp_path / "err.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

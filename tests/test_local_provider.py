@@ -13,7 +13,7 @@ from providers.base import Operation, RemoteStatus, VideoRequest
 from providers.local import LocalVideoProvider
 from providers.media import first_frame, probe_video
 from providers.polling import PollPolicy, wait_for_completion
-from tests.helpers import assert_video
+from tests.helpers import assert_audio, assert_no_audio, assert_video, decode_audio
 
 FAST = PollPolicy(interval=0.01, min_interval=0.01)
 
@@ -101,3 +101,55 @@ async def test_poll_after_restart_renders_again(tmp_path: Path) -> None:
     assert done.status is RemoteStatus.COMPLETED
     await second.download(remote.id, tmp_path / "v.mp4")
     assert_video(tmp_path / "v.mp4", width=128, height=72, seconds=1)
+
+
+def _audio_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            digest.update(bytes(frame.planes[0]))
+    return digest.hexdigest()
+
+
+async def test_audio_adds_a_seeded_soundtrack_as_long_as_the_clip(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    base = VideoRequest(prompt="a kite over the sea", seconds=2, size="128x72", seed=4, audio=True)
+    await _render(provider, base, tmp_path / "a.mp4")
+    await _render(provider, base, tmp_path / "b.mp4")
+    await _render(provider, base.model_copy(update={"seed": 5}), tmp_path / "c.mp4")
+    await _render(provider, base.model_copy(update={"audio": False}), tmp_path / "quiet.mp4")
+    assert_video(tmp_path / "a.mp4", width=128, height=72, seconds=2)
+    sound = assert_audio(tmp_path / "a.mp4", seconds=2, rate=24_000)
+    assert sound.channels == 1 and min(sound.level_between(0, 1.9)) > 0.02, sound.levels
+    assert _audio_digest(tmp_path / "a.mp4") == _audio_digest(tmp_path / "b.mp4")
+    assert _audio_digest(tmp_path / "a.mp4") != _audio_digest(tmp_path / "c.mp4")
+    # The sound does not change the picture, and without `audio` there is no track at all.
+    assert _frame_digest(tmp_path / "a.mp4") == _frame_digest(tmp_path / "quiet.mp4")
+    assert_no_audio(tmp_path / "quiet.mp4")
+
+
+async def test_extend_and_remix_keep_the_sound_of_their_source(tmp_path: Path) -> None:
+    provider = LocalVideoProvider(tmp_path / "work", fps=12)
+    src = tmp_path / "src.mp4"
+    await _render(provider, VideoRequest(prompt="a kite", seconds=2, size="128x72", seed=5, audio=True), src)
+    # Not asked again: the source's sound is reason enough.
+    extend = VideoRequest(operation=Operation.EXTEND, prompt="a kite", seconds=1, size="128x72", seed=5, source_video=src)
+    await _render(provider, extend, tmp_path / "long.mp4")
+    assert_video(tmp_path / "long.mp4", width=128, height=72, seconds=3)
+    sound = assert_audio(tmp_path / "long.mp4", seconds=3, rate=24_000)
+    assert min(sound.level_between(0, 2.9)) > 0.02, sound.levels
+    # The first two seconds are the source's own sound, untouched by the join.
+    before = decode_audio(src)
+    assert before is not None
+    assert all(abs(a - b) < 0.02 for a, b in zip(before.level_between(0, 1.9), sound.level_between(0, 1.9)))
+
+    remix = VideoRequest(operation=Operation.REMIX, prompt="a kite at night", seconds=1, size="128x72", seed=5, source_video=src)
+    await _render(provider, remix, tmp_path / "remix.mp4")
+    assert min(assert_audio(tmp_path / "remix.mp4", seconds=1).level_between(0, 0.9)) > 0.02
+
+    # A silent source extended with `audio`: silence for the source, sound for the new second.
+    await _render(provider, VideoRequest(prompt="a moth", seconds=1, size="128x72", seed=2), tmp_path / "quiet.mp4")
+    loud_end = extend.model_copy(update={"source_video": tmp_path / "quiet.mp4", "audio": True})
+    await _render(provider, loud_end, tmp_path / "mixed.mp4")
+    mixed = assert_audio(tmp_path / "mixed.mp4", seconds=2, rate=24_000)
+    assert max(mixed.level_between(0, 0.9)) < 0.005 and min(mixed.level_between(1.1, 1.9)) > 0.02, mixed.levels

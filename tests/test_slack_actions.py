@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.core.models import Job, JobKind, JobStatus
-from tests.fakes.slack_api import SlackBot, SlackEmulator, buttons_of, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import SlackBot, SlackEmulator, buttons_of, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,13 +30,7 @@ def status_messages(slack: SlackEmulator) -> list[str]:
 async def finished(bot: SlackBot, slack: SlackEmulator, before: int) -> tuple[Job, str]:
     """The job of the next new status message, once done and its card shows the buttons."""
     ts = (await slack.wait_for(lambda: status_messages(slack)[before:], timeout=10))[0]
-    job: Job | None = None
-    for _ in range(200):
-        job = await bot.app.service.find_by_message("slack", ts)
-        if job is not None:
-            break
-        await asyncio.sleep(0.02)
-    assert job is not None
+    job = await job_of_message(bot.app, ts)
     job = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
     await slack.wait_for(lambda: buttons_of(slack.messages[ts]), timeout=5)
     return job, ts
@@ -110,7 +104,7 @@ async def test_reactions_reroll_cancel_and_delete_and_others_are_ignored(bot: Sl
 
     # Reactions elsewhere: nothing at all happens.
     calls = len(slack.calls)
-    other = slack._m_chat_postMessage({"channel": slack.channel_id, "text": "lunch?"})["ts"]
+    other = slack.user_message("lunch?")  # a person's message
     await slack.react(bot.url, other, "repeat")
     await slack.react(bot.url, ts, "thumbsup")
     await asyncio.sleep(0.3)
@@ -130,13 +124,7 @@ async def test_x_on_a_running_job_cancels_it(bot: SlackBot, slack: SlackEmulator
     before = len(status_messages(slack))
     await slack.slash(bot.url, "/video", "a long slow sunrise --seconds 20 --size 640x360")
     ts = (await slack.wait_for(lambda: status_messages(slack)[before:]))[0]
-    job: Job | None = None
-    for _ in range(100):
-        job = await bot.app.service.find_by_message("slack", ts)
-        if job:
-            break
-        await asyncio.sleep(0.02)
-    assert job is not None
+    job = await job_of_message(bot.app, ts)
     await slack.react(bot.url, ts, "x")
     done = await asyncio.wait_for(bot.app.runner.wait(job.id), 10)
     assert done.status is JobStatus.CANCELLED

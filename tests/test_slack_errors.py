@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.core.models import JobStatus
-from tests.fakes.slack_api import SlackBot, SlackEmulator, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import SlackBot, SlackEmulator, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,8 +62,7 @@ async def test_help_jobs_and_cancel_answer_ephemerally(bot: SlackBot, slack: Sla
     slack.responses.clear()
     await slack.slash(bot.url, "/video", "a slow tide --seconds 20 --size 640x360", user_id="U0ERIN")
     ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
-    job = await bot.app.service.find_by_message("slack", ts)
-    assert job is not None
+    job = await job_of_message(bot.app, ts)  # the store write follows the post: wait for it
     await slack.slash(bot.url, "/video", "jobs", user_id="U0ERIN")
     assert job.id in (await answers(slack, "U0ERIN"))[0]["text"]
     slack.responses.clear()
@@ -84,8 +83,7 @@ async def test_a_channel_the_bot_is_not_in_gets_an_invite_hint_and_the_job_is_ca
 async def test_image_command_posts_the_picture_in_the_thread(bot: SlackBot, slack: SlackEmulator) -> None:
     await slack.slash(bot.url, "/image", "a lighthouse at dusk --size 256x256")
     ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
-    job = await bot.app.service.find_by_message("slack", ts)
-    assert job is not None
+    job = await job_of_message(bot.app, ts)  # the store write follows the post: wait for it
 
     done = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
     assert done.status is JobStatus.COMPLETED

@@ -15,7 +15,7 @@ def _list_under(text: str, key: str) -> list[str]:
 
 def test_manifest_matches_what_the_adapter_registers() -> None:
     text = MANIFEST.read_text()
-    assert _list_under(text, "bot") == ["commands", "chat:write", "files:write", "files:read", "reactions:read", "users:read"]
+    assert _list_under(text, "bot") == ["commands", "chat:write", "files:write", "files:read", "channels:history", "groups:history", "reactions:read", "users:read"]
     assert _list_under(text, "bot_events") == ["reaction_added"]
     assert re.findall(r"- command: (\S+)", text) == ["/video", "/image"]
     assert re.search(r"interactivity:\n\s+is_enabled: true", text)

@@ -11,7 +11,7 @@ from bot.app import App
 from bot.core.models import JobStatus
 from providers.polling import PollPolicy
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
-from tests.fakes.slack_api import SlackEmulator, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import SlackEmulator, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,8 +36,7 @@ async def test_a_restart_mid_job_keeps_updating_the_same_status_message(
     await slack.slash(first.url, "/video", "survives a restart --seconds 1 --size 128x72 --pipeline scripted")
     ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
     await slack.wait_for(lambda: "▱" in slack.text_of(ts) or "▰" in slack.text_of(ts))  # progress shown before the restart
-    job = await first.app.service.find_by_message("slack", ts)
-    assert job is not None
+    job = await job_of_message(first.app, ts)
     await first.close()  # the process goes away mid-job
     updates_before = len(slack.calls_to("chat.update"))
 

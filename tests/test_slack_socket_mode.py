@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.core.models import JobStatus
-from tests.fakes.slack_api import APP_TOKEN, SlackEmulator, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import APP_TOKEN, SlackEmulator, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,8 +25,7 @@ async def test_socket_mode_acks_the_envelope_and_runs_the_job(settings: Any, sla
         await slack.wait_for(lambda: envelope in slack.socket_acks, timeout=3)
         assert time.monotonic() - sent < 3
         ts = await slack.wait_for(lambda: next(iter(slack.messages), None))
-        job = await bot.app.service.find_by_message("slack", ts)
-        assert job is not None
+        job = await job_of_message(bot.app, ts)
         done = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
         assert done.status is JobStatus.COMPLETED
         await slack.wait_for(lambda: [m for m in slack.thread(ts) if m.get("files")])

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.core.models import JobStatus
-from tests.fakes.slack_api import SlackBot, SlackEmulator, buttons_of, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from tests.fakes.slack_api import SlackBot, SlackEmulator, buttons_of, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,14 +27,9 @@ async def bot(settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPat
 
 async def status_job(bot: SlackBot, slack: SlackEmulator) -> Any:
     """The job behind the newest status message the bot posted."""
-    post = await slack.wait_for(lambda: [c for c in slack.calls_to("chat.postMessage") if c.status == 200])
+    await slack.wait_for(lambda: [c for c in slack.calls_to("chat.postMessage") if c.status == 200])
     ts = next(ts for ts, m in reversed(slack.messages.items()) if "thread_ts" not in m and not m.get("files"))
-    for _ in range(100):
-        job = await bot.app.service.find_by_message("slack", ts)
-        if job is not None:
-            return job, ts
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no job for status message {ts} ({post})")
+    return await job_of_message(bot.app, ts), ts
 
 
 async def test_video_acks_at_once_shows_progress_and_uploads_a_playable_mp4_in_the_thread(

@@ -129,3 +129,21 @@ async def test_one_meaning_per_action(app: App) -> None:
     # ❌ on a finished job removes it.
     removed = await perform(app.service, Action.CANCEL, video.id, actor=Actor(user_id="other"), origin=owner)
     assert removed.job.deleted_at is not None
+
+
+async def test_audio_asked_in_chat_survives_to_the_upload(app: App) -> None:
+    from bot.core.commands import parse_command
+    from bot.core.dispatch import run_command
+    from tests.helpers import assert_audio, assert_no_audio
+
+    reply = await run_command(app.service, parse_command("/video a choir in a cathedral --audio --seconds 2 --size 320x180"), Origin(platform="cli", user_id="u"))
+    assert reply.job is not None
+    job = await asyncio.wait_for(app.runner.wait(reply.job.id), 30)
+    assert job.status is JobStatus.COMPLETED
+    assert_audio(job.output_path or "", seconds=2)
+    fitted = await prepare_upload(job, int(Path(job.output_path or "").stat().st_size * 0.7))
+    assert fitted.path is not None and fitted.note and "Re-encoded" in fitted.note
+    assert_audio(fitted.path, seconds=2, tolerance=0.2)
+    silent = await app.service.submit(GenerateRequest(prompt="a silent film", seconds=1, size="320x180"), Origin(platform="cli", user_id="u"))
+    silent = await asyncio.wait_for(app.runner.wait(silent.id), 30)
+    assert_no_audio(silent.output_path or "")

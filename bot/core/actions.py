@@ -46,7 +46,7 @@ async def perform(
     finished, so one gesture always does the sensible thing.
     """
     if action is Action.CANCEL:
-        job = await service.get(job_id)
+        job = await service.get_for(job_id, origin)
         if job.terminal:
             job = await service.delete(job_id, actor)
             return Outcome(text=f"Job {job.id} deleted.", job=job)
@@ -64,7 +64,7 @@ async def perform(
     elif action is Action.ANIMATE:
         job = await service.animate(job_id, origin, prompt=prompt or None, seconds=seconds)
     else:  # DM
-        job = await service.get(job_id)
-        path = await service.file_for(job_id)
+        job = await service.get_for(job_id, origin)
+        path = await service.file_for(job_id, origin)
         return Outcome(text=f"Here is job {job.id}.", job=job, file_path=path)
     return Outcome(text=f"Queued {job_title(job)}", job=job, started=True)

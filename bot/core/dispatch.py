@@ -22,7 +22,9 @@ class Reply(BaseModel):
 
 
 async def run_command(service: JobService, command: Command, origin: Origin, actor: Actor | None = None) -> Reply:
-    actor = actor or Actor(user_id=origin.user_id)
+    actor = actor or Actor.of(origin)
+    if actor.platform is None:
+        actor = actor.model_copy(update={"platform": origin.platform, "workspace_id": origin.workspace_id})
     name = command.name
     if name == "help":
         return Reply(text=HELP)
@@ -42,7 +44,7 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
             return Reply(text="You have no jobs yet. Try /video a teal coupe crossing a desert at noon")
         return Reply(text="\n".join(job_row(j) for j in jobs))
     if name == "job":
-        job = await service.get(command.job_id())
+        job = await service.get_for(command.job_id(), origin)
         return Reply(text=describe_job(job), job=job)
     if name == "remix":
         job_id = command.job_id()

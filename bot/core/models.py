@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 
 __all__ = [
-    "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind", "JobStatus", "Origin",
-    "ProgressEvent",
+    "OPERATOR_PLATFORMS", "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind",
+    "JobStatus", "Origin", "ProgressEvent", "Tenant",
 ]
 
 
@@ -64,8 +64,52 @@ class ProgressEvent(BaseModel):
     at: float = Field(default_factory=time.time)
 
 
+#: Platforms whose user is the operator at the machine: they see and may do everything.
+OPERATOR_PLATFORMS = frozenset({"cli", "console"})
+
+
+class Tenant(BaseModel):
+    """A Slack workspace or Discord guild on one platform: the boundary nobody's job crosses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    workspace_id: str | None = None
+
+    @classmethod
+    def of(cls, origin: Origin) -> Tenant | None:
+        """The caller's tenant; None for the operator (CLI, console), who sees every tenant."""
+        if origin.platform in OPERATOR_PLATFORMS:
+            return None
+        return cls(platform=origin.platform, workspace_id=origin.workspace_id)
+
+    def holds(self, job: Job) -> bool:
+        return job.origin.platform == self.platform and job.origin.workspace_id == self.workspace_id
+
+
 class Actor(BaseModel):
-    """Who asks for an action on a job (cancel, delete...)."""
+    """Who asks for an action on a job (cancel, delete...), and in which tenant.
+
+    `is_admin` means an admin of that tenant (Discord: Manage Server or Administrator in the
+    guild; Slack: workspace admin or owner, or VIDEOBOT_ADMIN_USER_IDS) and counts only there.
+    An actor built without a platform is judged by ownership alone (never as an admin).
+    """
 
     user_id: str
     is_admin: bool = False
+    platform: str | None = None
+    workspace_id: str | None = None
+
+    @classmethod
+    def of(cls, origin: Origin, *, is_admin: bool = False) -> Actor:
+        return cls(user_id=origin.user_id, is_admin=is_admin, platform=origin.platform, workspace_id=origin.workspace_id)
+
+    @property
+    def operator(self) -> bool:
+        return self.platform in OPERATOR_PLATFORMS
+
+    @property
+    def tenant(self) -> Tenant | None:
+        if self.platform is None or self.operator:
+            return None
+        return Tenant(platform=self.platform, workspace_id=self.workspace_id)

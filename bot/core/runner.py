@@ -51,6 +51,8 @@ _OPERATION = {
     JobKind.EXTEND: Operation.EXTEND,
 }
 
+#: Progress ticks are written to the job row at most this often (events carry every tick).
+PROGRESS_WRITE_INTERVAL = 2.0
 #: What the status message says while a create waits out the provider's rate limit.
 RATE_LIMIT_NOTE = "waiting for the provider's rate limit"
 #: Delivery retries back off up to this many seconds between attempts...
@@ -156,7 +158,8 @@ class Runner:
         """Claim the job and queue it; False if another runner owns it."""
         if job.id in self._tasks or self._queue.is_queued(job.id):
             return True
-        if not await self.store.claim(job.id, self.owner, self.lease_seconds):
+        # A job created already leased to us (see `lease_for_new`) needs no claim.
+        if job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
             return False
         self._done.setdefault(job.id, asyncio.get_running_loop().create_future())
         if job.status is JobStatus.QUEUED:
@@ -169,6 +172,10 @@ class Runner:
             self._spawn(job)
         self._wake.set()
         return True
+
+    def lease_for_new(self) -> tuple[str, float]:
+        """The lease a new job is created with, in the same write as its row (no claim round trip)."""
+        return self.owner, self.lease_seconds
 
     def wait(self, job_id: str) -> asyncio.Future[Job]:
         return self._done.setdefault(job_id, asyncio.get_running_loop().create_future())
@@ -529,12 +536,17 @@ class Runner:
     async def _wait_remote(self, job: Job) -> Job:
         pipeline = self.registry.get(job.pipeline)
         assert pipeline.video is not None and job.remote_id is not None
-        last = {"progress": job.progress, "note": None}
+        last: dict[str, Any] = {"progress": job.progress, "note": None, "stored_at": float("-inf")}
 
         async def on_update(remote: RemoteJob) -> None:
             if remote.progress != last["progress"] or remote.note != last["note"]:
                 last["progress"], last["note"] = remote.progress, remote.note
-                await self.store.set_progress(job.id, remote.progress, fence=self.owner)
+                # Progress is shown from events; the row only needs it now and then (listings, and
+                # the lease check every write carries), so a thousand busy jobs do not flood the writer.
+                now = time.monotonic()
+                if now - last["stored_at"] >= PROGRESS_WRITE_INTERVAL:
+                    last["stored_at"] = now
+                    await self.store.set_progress(job.id, remote.progress, fence=self.owner)
                 self._emit(EventKind.PROGRESS, job, progress=remote.progress, message=remote.note)
 
         try:
@@ -757,4 +769,5 @@ def video_request_for(job: Job) -> VideoRequest:
         source_video=Path(source) if source else None,
         source_remote_id=job.state.get("source_remote_id"),
         client_ref=job.id,
+        audio=bool(params.options.get("audio")),
     )

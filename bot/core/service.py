@@ -3,6 +3,7 @@ return the job at once. Everything a user can do to a job goes through here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import secrets
@@ -13,7 +14,7 @@ from bot.config import CoreSettings
 from bot.core.budget import BudgetGuard, Usage, estimate_job_cost
 from bot.core.errors import JobNotFound, JobStateError, LimitReached, NotAllowed
 from bot.core.events import EventBus
-from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, TERMINAL
+from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner, video_request_for
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
@@ -83,7 +84,8 @@ class JobService:
 
     async def reroll(self, job_id: str, origin: Origin) -> Job:
         """Same prompt and settings, a new seed: a variation of the job."""
-        parent = await self.get(job_id)
+        parent = await self.get_for(job_id, origin)
+        self._check_may_reuse(parent, origin, "re-roll")
         params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
         pipeline = self.registry.get(parent.pipeline)
         kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
@@ -97,18 +99,19 @@ class JobService:
 
     async def animate(self, job_id: str, origin: Origin, *, prompt: str | None = None, seconds: int | None = None) -> Job:
         """An image result made into a video: the image as the first frame, the same prompt."""
-        parent = await self.get(job_id)
+        parent = await self.get_for(job_id, origin)
+        self._check_may_reuse(parent, origin, "animate")
         if parent.kind is not JobKind.IMAGE:
             raise JobStateError(f"Job {parent.id} is a video; Animate makes a video from an image. Try Extend.")
-        path = await self.file_for(parent.id)
+        path = await self.file_for(parent.id, origin)
         request = GenerateRequest(
             prompt=prompt or parent.prompt, image_path=Path(path), seconds=seconds, parent_id=parent.id,
         )  # fmt: skip
         return await self.submit(request, origin)
 
-    async def file_for(self, job_id: str) -> str:
-        """The finished file of a job, or a clear reason why there is none."""
-        job = await self.get(job_id)
+    async def file_for(self, job_id: str, origin: Origin | None = None) -> str:
+        """The finished file of a job (looked up in the caller's tenant), or why there is none."""
+        job = await self.get(job_id, tenant=Tenant.of(origin) if origin else None)
         if job.media_expired_at is not None:
             raise JobStateError(f"Job {job.id}'s file was removed (files are kept {self._retention()}).")
         if job.deleted_at is not None:
@@ -118,7 +121,7 @@ class JobService:
         return job.output_path
 
     async def remix(self, job_id: str, prompt: str, origin: Origin) -> Job:
-        parent = await self._finished_video(job_id, "remix")
+        parent = await self._finished_video(job_id, "remix", origin)
         prompt = self._check_prompt(prompt)
         pipeline = self.registry.get(parent.pipeline)
         params = parent.params.model_copy(update={"image_path": None})
@@ -127,7 +130,7 @@ class JobService:
         return await self._validate_and_persist(job, pipeline, None)
 
     async def extend(self, job_id: str, origin: Origin, *, seconds: int | None = None, prompt: str | None = None) -> Job:
-        parent = await self._finished_video(job_id, "extend")
+        parent = await self._finished_video(job_id, "extend", origin)
         text = self._check_prompt(prompt) if prompt else parent.prompt
         pipeline = self.registry.get(parent.pipeline)
         params = parent.params.model_copy(
@@ -140,7 +143,7 @@ class JobService:
     # --- actions on jobs --------------------------------------------------------------------
 
     async def cancel(self, job_id: str, actor: Actor) -> Job:
-        job = await self.get(job_id)
+        job = await self.get(job_id, tenant=actor.tenant)
         self._check_owner(job, actor, "cancel")
         if job.terminal:
             raise JobStateError(f"Job {job.id} is already {job.status.value}; nothing to cancel.")
@@ -167,7 +170,7 @@ class JobService:
 
     async def delete(self, job_id: str, actor: Actor) -> Job:
         """Cancel if still running, remove the files, keep the row (marked deleted) for history."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, tenant=actor.tenant)
         self._check_owner(job, actor, "delete")
         if not job.terminal:
             job = await self.cancel(job.id, actor)
@@ -189,17 +192,28 @@ class JobService:
 
     # --- reads ------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
-        """By id, or by an unambiguous prefix of one (ids get typed by hand)."""
+    async def get(self, job_id: str, *, tenant: Tenant | None = None) -> Job:
+        """By id, or by a prefix unique within the caller's tenant (ids get typed by hand).
+
+        With a `tenant` (every lookup from chat), another tenant's job does not exist: the
+        answer is "no such job", never its prompt or paths. None is the operator's view.
+        """
         key = job_id.strip().lower()
         job = await self.store.get(key)
-        if job is not None:
+        if job is not None and (tenant is None or tenant.holds(job)):
             return job
         if len(key) >= 4:
-            found = await self.store.find_prefix(key)
+            found = await self.store.find_prefix(
+                key, platform=tenant.platform if tenant else None, workspace_id=tenant.workspace_id if tenant else None,
+                scoped=tenant is not None,
+            )  # fmt: skip
             if len(found) == 1:
                 return found[0]
         raise JobNotFound(job_id)
+
+    async def get_for(self, job_id: str, origin: Origin) -> Job:
+        """A lookup on behalf of whoever sent `origin` (scoped to their tenant)."""
+        return await self.get(job_id, tenant=Tenant.of(origin))
 
     async def list_jobs(self, *, origin: Origin | None = None, status: JobStatus | None = None, limit: int = 20) -> list[Job]:
         return await self.store.list(
@@ -243,11 +257,28 @@ class JobService:
         return text
 
     def _check_owner(self, job: Job, actor: Actor, verb: str) -> None:
-        if actor.user_id != job.origin.user_id and not actor.is_admin and not self.is_admin(actor.user_id):
-            raise NotAllowed(f"Only the person who asked for job {job.id} (or an admin) can {verb} it.")
+        """The owner, the operator, or an admin of the job's own tenant; nobody else."""
+        if actor.operator:
+            return
+        same_platform = actor.platform is None or actor.platform == job.origin.platform
+        if same_platform and actor.user_id == job.origin.user_id:
+            return
+        tenant = actor.tenant
+        if tenant is not None and tenant.holds(job) and (actor.is_admin or self.is_admin(actor.user_id)):
+            return
+        raise NotAllowed(f"Only the person who asked for job {job.id} (or an admin here) can {verb} it.")
 
-    async def _finished_video(self, job_id: str, verb: str) -> Job:
-        parent = await self.get(job_id)
+    def _check_may_reuse(self, parent: Job, origin: Origin, verb: str) -> None:
+        """Re-roll, remix, extend or animate of someone else's job: the new job is the asker's
+        own (they pay), and by default only where the original was posted."""
+        if Tenant.of(origin) is None or origin.user_id == parent.origin.user_id or self.is_admin(origin.user_id):
+            return
+        if origin.channel_id != parent.origin.channel_id:
+            raise NotAllowed(f"You can {verb} someone else's job only in the channel where it was made.")
+
+    async def _finished_video(self, job_id: str, verb: str, origin: Origin) -> Job:
+        parent = await self.get_for(job_id, origin)
+        self._check_may_reuse(parent, origin, verb)
         if parent.media_expired_at is not None:
             raise JobStateError(f"Job {parent.id}'s file was removed (files are kept {self._retention()}). Make a new one with /video.")
         if parent.kind is JobKind.IMAGE:
@@ -333,7 +364,7 @@ class JobService:
         taker = self._validating_pipeline(pipeline, request)
         job.cost_estimate = estimate_job_cost(taker, request, job)
         await self._check_queue_limit(job.origin)
-        async with self._budget_lock:
+        async with self._spend_lock():
             await self.budget.check(job.origin, job.cost_estimate)
             if image is not None and job.params.image_path:
                 await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
@@ -349,7 +380,7 @@ class JobService:
         assert pipeline.image is not None
         job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
         await self._check_queue_limit(origin)
-        async with self._budget_lock:
+        async with self._spend_lock():
             await self.budget.check(origin, job.cost_estimate)
             return await self._persist(job, pipeline)
 
@@ -360,7 +391,15 @@ class JobService:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
     async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
-        await self.store.create(job)
-        if self.runner is not None:
-            await self.runner.enqueue(job)
+        if self.runner is None:
+            return await self.store.create(job)  # stored only: whichever runner starts takes it
+        owner, seconds = self.runner.lease_for_new()
+        job = await self.store.create(job, lease_owner=owner, lease_seconds=seconds)
+        await self.runner.enqueue(job)
         return job
+
+    def _spend_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
+        # Only a budget needs the check and the insert to be one step; without one, submissions
+        # must not queue behind each other's writes.
+        budgeted = self.budget.user_budget is not None or self.budget.workspace_budget is not None
+        return self._budget_lock if budgeted else contextlib.nullcontext()

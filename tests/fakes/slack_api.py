@@ -2,21 +2,26 @@
 
 `SlackEmulator` is an aiohttp server on 127.0.0.1 (port 0) that answers what the real
 slack_sdk `AsyncWebClient` sends (form, query or JSON arguments; Bearer token), records
-every call, keeps messages and uploaded files (the bytes, through the upload URL that
-files.getUploadURLExternal hands out, served by this same server), and can answer the
-next call of a method with a 429 + Retry-After. It also plays Slack's side towards the
+every call, keeps messages (with their metadata) and uploaded files (the bytes, through the
+upload URL that files.getUploadURLExternal hands out, served by this same server), reads
+them back like Slack (conversations.history / replies with files in Slack's shape, paged by
+cursor; files.list), and plays faults: the next call of a method answered 429 / 5xx, a
+call carried out but its answer dropped or held back, a deleted or archived channel. It also plays Slack's side towards the
 bot: slash commands, block actions, view submissions and events, signed with the v0
 HMAC exactly as Slack signs them, sent over real HTTP to the bot's /slack/events.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import mimetypes
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -66,13 +71,19 @@ class SlackEmulator:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Channels the bot is not a member of (chat.postMessage answers not_in_channel).
     outside: set[str] = field(default_factory=set)
+    #: Deleted channels (every call naming one answers channel_not_found) and archived ones.
+    deleted: set[str] = field(default_factory=set)
+    archived: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
         self.base = ""
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
-        self._faults: list[tuple[str, int, str]] = []
+        self._faults: list[tuple[str, int, str, bool]] = []
+        #: Calls carried out whose answer is then dropped (connection closed) or held back.
+        self._drops: list[str] = []
+        self._holds: list[tuple[str, asyncio.Event]] = []
         self._changed = asyncio.Event()
         #: Used by `send` when set; otherwise one session per request.
         self.session: aiohttp.ClientSession | None = None
@@ -96,6 +107,8 @@ class SlackEmulator:
         self.base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        for _, release in self._holds:
+            release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -108,9 +121,28 @@ class SlackEmulator:
 
     # --- test controls ----------------------------------------------------------------------
 
-    def fail_next(self, method: str, status: int = 429, retry_after: str = "0") -> None:
-        """The next call of `method` gets `status` (429: with Retry-After)."""
-        self._faults.append((method, status, retry_after))
+    def fail_next(self, method: str, status: int = 429, retry_after: str = "0", *, after: bool = False) -> None:
+        """The next call of `method` gets `status` (429: with Retry-After); "upload": the raw upload of bytes.
+
+        `after`: the call is carried out first, then answered with the error (Slack did it, said it failed).
+        """
+        self._faults.append((method, status, retry_after, after))
+
+    def drop_next(self, method: str) -> None:
+        """Carry out the next call of `method`, then close the connection without answering."""
+        self._drops.append(method)
+
+    def hold_next(self, method: str) -> asyncio.Event:
+        """Carry out the next call of `method` but answer only once the returned event is set."""
+        release = asyncio.Event()
+        self._holds.append((method, release))
+        return release
+
+    def user_message(self, text: str, *, user: str = "U0ALICE", channel: str | None = None) -> str:
+        """A message typed by a person (not the bot); returns its ts."""
+        ts = self._next_ts()
+        self.messages[ts] = {"type": "message", "ts": ts, "channel": channel or self.channel_id, "user": user, "text": text}
+        return ts
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -142,9 +174,12 @@ class SlackEmulator:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await _arguments(request)
-        for i, (name, status, retry_after) in enumerate(self._faults):
+        for i, (name, status, retry_after, after) in enumerate(self._faults):
             if name == method:
                 del self._faults[i]
+                handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+                if after and handler is not None:
+                    handler(args)
                 self._record(method, args, status)
                 headers = {"Retry-After": retry_after} if status == 429 else {}
                 return web.json_response({"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}, status=status, headers=headers)
@@ -156,8 +191,18 @@ class SlackEmulator:
         if handler is None:
             self._record(method, args, 200)
             return web.json_response({"ok": False, "error": "unknown_method"})
-        result = handler(args)
+        channel = args.get("channel") or args.get("channel_id")
+        result = {"ok": False, "error": "channel_not_found"} if channel in self.deleted else handler(args)
         self._record(method, args, 200)
+        if method in self._drops:
+            self._drops.remove(method)
+            assert request.transport is not None
+            request.transport.close()  # done, but the caller never hears of it
+            return web.Response(status=200)
+        hold = next((h for h in self._holds if h[0] == method), None)
+        if hold is not None:
+            self._holds.remove(hold)
+            await hold[1].wait()
         return web.json_response(result)
 
     def _record(self, method: str, args: dict[str, Any], status: int) -> None:
@@ -202,21 +247,34 @@ class SlackEmulator:
             "api_app_id": APP_ID, "response_url": self.response_url(f"cmd-{user_id}"), "trigger_id": f"trig.{next(self._ids)}",
         }  # fmt: skip
 
+    def dm_channel(self, user_id: str) -> str:
+        """The app's DM with a user (App Home's Messages tab), where a post to the user id lands."""
+        return "D" + user_id[1:]
+
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        if channel[0] in "UW":
+            channel = args["channel"] = self.dm_channel(channel)
         if channel in self.outside:
             return {"ok": False, "error": "not_in_channel"}
+        if channel in self.archived:
+            return {"ok": False, "error": "is_archived"}
         if not args.get("text") and not args.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        metadata = _metadata(args.get("metadata"))
+        if metadata is False:
+            return {"ok": False, "error": "invalid_metadata_format"}
         ts = self._next_ts()
-        message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID,
+        message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID,
                    "text": args.get("text", ""), "blocks": _blocks(args.get("blocks"))}  # fmt: skip
         if args.get("thread_ts"):
             message["thread_ts"] = args["thread_ts"]
+        if metadata:
+            message["metadata"] = metadata
         self.messages[ts] = message
-        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+        return {"ok": True, "channel": channel, "ts": ts, "message": self._shown(message, metadata=True)}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self.messages.get(args.get("ts", ""))
@@ -227,6 +285,11 @@ class SlackEmulator:
             file_id = (block.get("slack_file") or {}).get("id")
             if block.get("type") == "image" and file_id not in self.files:
                 return {"ok": False, "error": "invalid_blocks"}
+        metadata = _metadata(args.get("metadata"))
+        if metadata is False:
+            return {"ok": False, "error": "invalid_metadata_format"}
+        if metadata:
+            message["metadata"] = metadata  # without the argument Slack keeps what the message had
         message.update(text=args.get("text", ""), blocks=blocks, edited=True)
         return {"ok": True, "channel": message["channel"], "ts": message["ts"], "text": message["text"]}
 
@@ -261,11 +324,108 @@ class SlackEmulator:
         message.setdefault("reactions", []).append(args.get("name"))
         return {"ok": True}
 
+    # Reading back: Slack's arguments (channel, ts, latest, oldest, inclusive, limit, cursor,
+    # include_all_metadata) and answer shape; cursors are opaque "next_ts:" strings like Slack's.
+
+    def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel", "")
+        if channel in self.outside:
+            return {"ok": False, "error": "not_in_channel"}
+        window = _Window.of(args, default_limit=100, max_limit=999)
+        if window is None:
+            return {"ok": False, "error": "invalid_arguments"}
+        top = [m for m in self.messages.values() if m["channel"] == channel and m.get("thread_ts", m["ts"]) == m["ts"]]
+        top.sort(key=lambda m: Decimal(m["ts"]), reverse=True)  # newest first
+        if window.cursor is not None:
+            top = [m for m in top if Decimal(m["ts"]) <= window.cursor]
+        chosen = [m for m in top if window.holds(m["ts"])]
+        page, rest = chosen[: window.limit], chosen[window.limit :]
+        answer: dict[str, Any] = {"ok": True, "messages": [self._shown(m, metadata=window.metadata) for m in page],
+                                  "has_more": bool(rest), "pin_count": 0, "channel_actions_ts": None, "channel_actions_count": 0}  # fmt: skip
+        answer["response_metadata"] = {"next_cursor": _cursor(rest[0]["ts"]) if rest else ""}
+        return answer
+
     def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
-        ts = args.get("ts", "")
-        if ts not in self.messages:
+        channel, ts = args.get("channel", ""), args.get("ts", "")
+        if not ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        if channel in self.outside:
+            return {"ok": False, "error": "not_in_channel"}
+        message = self.messages.get(ts)
+        if message is None or message["channel"] != channel:
             return {"ok": False, "error": "thread_not_found"}
-        return {"ok": True, "messages": [self.messages[ts], *self.thread(ts)], "has_more": False}
+        parent = self.messages.get(message.get("thread_ts", ts))  # a reply's ts names its thread
+        if parent is None:
+            return {"ok": False, "error": "thread_not_found"}
+        window = _Window.of(args, default_limit=1000, max_limit=1000)
+        if window is None:
+            return {"ok": False, "error": "invalid_arguments"}
+        replies = sorted(self.thread(parent["ts"]), key=lambda m: Decimal(m["ts"]))  # oldest first, after the parent
+        if window.cursor is not None:
+            replies = [m for m in replies if Decimal(m["ts"]) >= window.cursor]
+        chosen = ([parent] if window.cursor is None else []) + [m for m in replies if window.holds(m["ts"])]
+        page, rest = chosen[: window.limit], chosen[window.limit :]
+        answer: dict[str, Any] = {"ok": True, "messages": [self._shown(m, metadata=window.metadata) for m in page], "has_more": bool(rest)}
+        answer["response_metadata"] = {"next_cursor": _cursor(rest[0]["ts"]) if rest else ""}
+        return answer
+
+    def _shown(self, message: dict[str, Any], *, metadata: bool) -> dict[str, Any]:
+        """A stored message as Slack's read methods show it: file objects, thread fields, metadata on request."""
+        shown = {k: v for k, v in message.items() if k not in ("channel", "metadata", "files")}
+        if message.get("files"):
+            shown["files"] = [self._file_object(self.files[f]) for f in message["files"] if f in self.files]
+            shown["upload"] = True
+            shown["display_as_bot"] = False
+        if metadata and message.get("metadata"):
+            shown["metadata"] = message["metadata"]
+        replies = self.thread(message["ts"]) if "thread_ts" not in message or message["thread_ts"] == message["ts"] else []
+        if replies:
+            shown.update(thread_ts=message["ts"], reply_count=len(replies), reply_users=sorted({r["user"] for r in replies}),
+                         reply_users_count=len({r["user"] for r in replies}), latest_reply=max((r["ts"] for r in replies), key=Decimal))  # fmt: skip
+        return shown
+
+    def _file_object(self, file: dict[str, Any]) -> dict[str, Any]:
+        """A file as Slack describes it in messages, files.info and files.list."""
+        name = file.get("name") or file["id"]
+        mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+        url = f"{self.base}/files-pri/{TEAM_ID}-{file['id']}/{urllib.parse.quote(name)}"
+        shares = file.get("shares") or {}
+        return {
+            "id": file["id"], "created": file["created"], "timestamp": file["created"], "name": name,
+            "title": file.get("title") or name, "mimetype": mimetype, "filetype": filetype,
+            "pretty_type": filetype.upper(), "user": file.get("user", BOT_USER_ID), "user_team": TEAM_ID,
+            "editable": False, "size": file.get("length", 0), "mode": "hosted", "is_external": False,
+            "external_type": "", "is_public": bool(shares.get("public")), "public_url_shared": False,
+            "display_as_bot": False, "username": "", "url_private": url, "url_private_download": url + "?download=1",
+            "permalink": f"https://videobot-test.slack.com/files/{BOT_USER_ID}/{file['id']}/{urllib.parse.quote(name)}",
+            "is_starred": False, "has_rich_preview": False, "file_access": "visible", "alt_txt": file.get("alt_txt"),
+            "shares": shares, "channels": sorted(shares.get("public", {})), "groups": sorted(shares.get("private", {})), "ims": [],
+        }  # fmt: skip
+
+    def _m_files_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """files.list: completed files, newest first, filtered by user, channel, ts_from/ts_to and types."""
+        try:
+            ts_from, ts_to = float(args.get("ts_from") or 0), float(args.get("ts_to") or "inf")
+            count, page = int(args.get("count") or 100), int(args.get("page") or 1)
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        types = set(str(args.get("types") or "all").split(","))
+        chosen = []
+        for file in sorted(self.files.values(), key=lambda f: f["created"], reverse=True):
+            shown = self._file_object(file)
+            if not file["completed"] or not ts_from <= file["created"] <= ts_to:
+                continue
+            if args.get("user") and shown["user"] != args["user"]:
+                continue
+            if args.get("channel") and args["channel"] not in shown["channels"] + shown["groups"]:
+                continue
+            if "all" not in types and not ("images" in types and shown["mimetype"].startswith("image/")) and shown["filetype"] not in types:
+                continue
+            chosen.append(shown)
+        pages = max(1, -(-len(chosen) // count))
+        return {"ok": True, "files": chosen[(page - 1) * count : page * count],
+                "paging": {"count": count, "total": len(chosen), "page": page, "pages": pages}}  # fmt: skip
 
     def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -273,8 +433,8 @@ class SlackEmulator:
         except ValueError:
             return {"ok": False, "error": "invalid_arguments"}
         file_id = f"F{next(self._ids):07d}"
-        self.files[file_id] = {"id": file_id, "name": args.get("filename"), "length": length, "data": None,
-                               "completed": False, "shares": {}}  # fmt: skip
+        self.files[file_id] = {"id": file_id, "name": args.get("filename"), "length": length, "data": None, "completed": False,
+                               "shares": {}, "created": int(time.time()), "user": BOT_USER_ID, "alt_txt": args.get("alt_txt")}  # fmt: skip
         return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
 
     def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -291,8 +451,10 @@ class SlackEmulator:
         if channel:
             if channel in self.outside:
                 return {"ok": False, "error": "not_in_channel"}
+            if channel in self.archived:
+                return {"ok": False, "error": "is_archived"}
             ts = self._next_ts()
-            message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID,
+            message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID,
                        "text": args.get("initial_comment", ""), "files": [f["id"] for f in done], "blocks": []}  # fmt: skip
             if args.get("thread_ts"):
                 message["thread_ts"] = args["thread_ts"]
@@ -306,7 +468,7 @@ class SlackEmulator:
         file = self.files.get(args.get("file", ""))
         if file is None:
             return {"ok": False, "error": "file_not_found"}
-        return {"ok": True, "file": {k: v for k, v in file.items() if k != "data"}}
+        return {"ok": True, "file": self._file_object(file)}
 
     def _m_files_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         file = self.files.pop(args.get("file", ""), None)
@@ -323,6 +485,11 @@ class SlackEmulator:
     async def _upload(self, request: web.Request) -> web.Response:
         file = self.files.get(request.match_info["file_id"])
         data = await request.read()
+        fault = next((f for f in self._faults if f[0] == "upload"), None)
+        if fault is not None:  # fail_next("upload", 500): the raw upload of the bytes fails
+            self._faults.remove(fault)
+            self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, fault[1])
+            return web.Response(status=fault[1], text="upload failed")
         self._record("upload", {"file_id": request.match_info["file_id"], "bytes": len(data)}, 200 if file else 404)
         if file is None:
             return web.Response(status=404, text="no such upload")
@@ -405,6 +572,62 @@ async def _arguments(request: web.Request) -> dict[str, Any]:
     return args
 
 
+def _metadata(value: Any) -> dict[str, Any] | None | bool:
+    """chat.postMessage / chat.update `metadata`: {event_type, event_payload}; False when malformed."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) or not isinstance(value.get("event_payload"), dict):
+        return False
+    return {"event_type": value["event_type"], "event_payload": value["event_payload"]}
+
+
+def _cursor(ts: str) -> str:
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+@dataclass
+class _Window:
+    """The latest / oldest / inclusive / limit / cursor arguments of the conversation read methods."""
+
+    latest: Decimal | None
+    oldest: Decimal
+    inclusive: bool
+    limit: int
+    cursor: Decimal | None
+    metadata: bool
+
+    @classmethod
+    def of(cls, args: dict[str, Any], *, default_limit: int, max_limit: int) -> _Window | None:
+        try:
+            latest = Decimal(str(args["latest"])) if args.get("latest") not in (None, "") else None
+            oldest = Decimal(str(args.get("oldest") or "0"))
+            limit = min(max(int(args.get("limit") or default_limit), 1), max_limit)
+            cursor = None
+            if args.get("cursor"):
+                prefix, _, ts = base64.b64decode(str(args["cursor"])).decode().partition(":")
+                if prefix != "next_ts":
+                    return None
+                cursor = Decimal(ts)
+        except (ValueError, InvalidOperation, UnicodeDecodeError):
+            return None
+        return cls(latest, oldest, _truthy(args.get("inclusive")), limit, cursor, _truthy(args.get("include_all_metadata")))
+
+    def holds(self, ts: str) -> bool:
+        value = Decimal(ts)
+        if self.inclusive:
+            return value >= self.oldest and (self.latest is None or value <= self.latest)
+        return value > self.oldest and (self.latest is None or value < self.latest)
+
+
 def _blocks(blocks: Any) -> list[dict[str, Any]]:
     if isinstance(blocks, str):
         blocks = json.loads(blocks)
@@ -468,6 +691,18 @@ async def start_slack_bot(*, register: Any = None) -> SlackBot:
     await app.runner.start(resume=True)
     await adapter.start()
     return SlackBot(app, adapter)
+
+
+async def job_of_message(app: Any, ts: str, timeout: float = 10) -> Any:
+    """The job the store finds for a message ts, waiting for the store write (never for luck)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await app.service.find_by_message("slack", ts)
+        if job is not None:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no job found for message {ts} after {timeout}s")
+        await asyncio.sleep(0.02)
 
 
 # --- fixtures (import them into a test module to use them) ---------------------------------

@@ -125,13 +125,15 @@ def reaction_origin(payload: discord.RawReactionActionEvent) -> Origin:
     )  # fmt: skip
 
 
-def actor_for(user_id: int, permissions: discord.Permissions | None) -> Actor:
-    """Members who may manage messages in the channel act as admins here (the service adds its own list)."""
-    return Actor(user_id=str(user_id), is_admin=bool(permissions is not None and permissions.manage_messages))
+def actor_for(origin: Origin, permissions: discord.Permissions | None) -> Actor:
+    """Who acts, in their guild. Members who may manage the server or its messages are admins of
+    this guild (the service adds VIDEOBOT_ADMIN_USER_IDS, and judges admins only at home)."""
+    admin = permissions is not None and (permissions.administrator or permissions.manage_guild or permissions.manage_messages)
+    return Actor.of(origin, is_admin=bool(admin))
 
 
 def interaction_actor(interaction: discord.Interaction) -> Actor:
-    return actor_for(interaction.user.id, interaction.permissions)
+    return actor_for(interaction_origin(interaction), interaction.permissions)
 
 
 # --- answers ------------------------------------------------------------------------------

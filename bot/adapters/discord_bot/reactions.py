@@ -42,9 +42,10 @@ async def on_reaction(adapter: DiscordAdapter, payload: discord.RawReactionActio
     job = await find_job(adapter, payload)
     if job is None:
         return
+    origin = reaction_origin(payload)
     try:
-        actor = actor_for(payload.user_id, _permissions(adapter, payload))
-        outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=reaction_origin(payload))
+        actor = actor_for(origin, _permissions(adapter, payload))
+        outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=origin)
         await after_reaction(adapter, outcome, payload.user_id)
     except Exception as exc:
         # No interaction to answer ephemerally: the reacting user gets the reason privately.
@@ -78,7 +79,7 @@ async def find_job(adapter: DiscordAdapter, payload: discord.RawReactionActionEv
     if job_id is None:
         return None
     try:
-        job = await service.get(job_id)
+        job = await service.get_for(job_id, reaction_origin(payload))
     except JobNotFound:
         return None
     same_place = job.origin.platform == adapter.platform and job.origin.channel_id == str(payload.channel_id)

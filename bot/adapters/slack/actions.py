@@ -8,6 +8,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.adapters.slack.blocks import DELETE, EXTEND, REMIX, REROLL, extend_modal, remix_modal
 from bot.adapters.slack.flows import respond_teller, start_job
 from bot.core.errors import user_message
+from bot.core.models import Tenant
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
@@ -42,8 +43,9 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     async def delete(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
         try:
-            job = await service.get(_job_id(body))
-            actor = await adapter.actor(body["user"]["id"], check_workspace_admin=body["user"]["id"] != job.origin.user_id)
+            team_id = (body.get("team") or {}).get("id") or body["user"].get("team_id")
+            job = await service.get(_job_id(body), tenant=Tenant(platform=adapter.platform, workspace_id=team_id))
+            actor = await adapter.actor(body["user"]["id"], team_id=team_id, check_workspace_admin=body["user"]["id"] != job.origin.user_id)
             deleted = await service.delete(job.id, actor)
             await adapter.surface.remove(deleted)
         except Exception as exc:

@@ -41,7 +41,7 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
             await tell(SLACK_HELP)
             return
         owner_only = command.name in ("cancel", "delete")
-        actor = await adapter.actor(origin.user_id, check_workspace_admin=owner_only)
+        actor = await adapter.actor(origin.user_id, team_id=origin.workspace_id, check_workspace_admin=owner_only)
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
         await tell(user_message(exc))

@@ -1,7 +1,9 @@
 """Reactions on a job's status or result message: 🔁 (`repeat`) re-rolls, ❌ (`x`) cancels or deletes.
 
 The job is found through the store by message ts, so this works for messages from before
-a restart; reactions anywhere else are none of the bot's business and are ignored silently.
+a restart, and, in the moment before a new message's ts is stored, through the job id the
+message itself carries (status metadata, file title). Reactions anywhere else are none of
+the bot's business and are ignored silently.
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ async def on_reaction(adapter: SlackAdapter, event: dict[str, Any]) -> None:
     if item.get("type") != "message" or reaction not in (REROLL, CANCEL):
         return
     service = adapter.app.service
-    job = await service.find_by_message(adapter.platform, str(item.get("ts")))
-    if job is None or (job.origin.channel_id and job.origin.channel_id != item.get("channel")):
-        return
     user_id, channel = str(event["user"]), str(item["channel"])
+    author = event.get("item_user")
+    job = await adapter.surface.job_for_message(channel, str(item.get("ts")), str(author) if author else None)
+    if job is None or (job.origin.channel_id and job.origin.channel_id != channel):
+        return
     tell = ephemeral_teller(adapter, channel, user_id)
     if reaction == REROLL:
         origin = adapter.origin_for(job.origin.workspace_id, channel, user_id, None)

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack.apierror import slack_error
@@ -75,3 +76,13 @@ async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
         except JobStateError:
             pass
         await tell(_POST_REFUSALS.get(error, f"Slack refused my message ({error}), so job {job.id} was cancelled. Try again later."))
+    except Exception as exc:
+        if adapter.closed:
+            # Stopped mid-post: the message may be up; the next start finds it by its metadata.
+            log.info("job %s: stopped while posting its status message; the next start adopts or posts it", job.id)
+            return
+        if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+            raise
+        # Slack did not answer (twice): the job goes on; its file is posted in the channel when done.
+        log.warning("job %s: status message not posted: %r", job.id, exc)
+        await tell(f"Slack is not answering, so job {job.id} shows no progress here; its result is posted here when done.")
