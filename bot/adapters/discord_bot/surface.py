@@ -138,7 +138,10 @@ class StatusBoard:
         shown = self._status_of(job)
         if shown.message_id is None:
             shown.latest = view
-            if needs_status(job) and time.monotonic() - self._status_failed.get(job.id, float("-inf")) > STATUS_RETRY_SECONDS:
+            if not needs_status(job):
+                if view.final:
+                    self._shown.pop(shown.key, None)  # no status message to show it on (no channel)
+            elif time.monotonic() - self._status_failed.get(job.id, float("-inf")) > STATUS_RETRY_SECONDS:
                 # Its status message is due but not known here (e.g. adopted after a restart).
                 self._spawn(self._ensure_status_quietly(job))
         else:
@@ -162,9 +165,8 @@ class StatusBoard:
     def show_deleted(self, job: Job, *, skip: int | None = None) -> None:
         """A deleted job: its status message and its result post say so (the result loses its file)."""
         view = status_view(job)
-        status = self._status_of(job)
-        if status.message_id is not None and status.message_id != skip:
-            self._offer(status, view)
+        if job.origin.status_message_id and job.origin.channel_id and int(job.origin.status_message_id) != skip:
+            self._offer(self._status_of(job), view)
         result_id = job.origin.result_message_id
         if result_id and job.origin.channel_id and int(result_id) != skip:
             result = self._shown.get(f"r:{job.id}") or self._shown.setdefault(
