@@ -150,7 +150,8 @@ class StatusBoard:
             self._noted[job.id] = None
             while len(self._noted) > NOTED_MEMORY:
                 self._noted.popitem(last=False)
-            self._spawn(self._note_owner(job, view))
+            # The interaction is taken now: once the final edit is out, it is forgotten.
+            self._spawn(self._note_owner(job, view, self.live_interaction(job, shown.message_id)))
 
     async def announce(self, job: Job) -> None:
         """The one path to a new job's status message: a command's or click's is its deferred
@@ -291,11 +292,9 @@ class StatusBoard:
 
     # --- private notes ----------------------------------------------------------------------
 
-    async def _note_owner(self, job: Job, view: StatusView) -> None:
+    async def _note_owner(self, job: Job, view: StatusView, interaction: discord.Interaction | None) -> None:
         """The full failure, privately: an ephemeral follow-up while the token lives, else a DM."""
         text = failure_note(view)
-        message_id = int(job.origin.status_message_id) if job.origin.status_message_id else None
-        interaction = self.live_interaction(job, message_id)
         if interaction is not None and str(interaction.user.id) == job.origin.user_id:
             try:
                 await interaction.followup.send(text, ephemeral=True)
