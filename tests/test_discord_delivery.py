@@ -16,7 +16,6 @@ from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
     DiscordBot,
     DiscordEmulator,
-    channel_posts,
     discord_env,
     emu,
     start_bot,

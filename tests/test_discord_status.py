@@ -18,7 +18,6 @@ from bot.config import load_settings
 from bot.core.models import GenerateParams, Job, JobKind, JobStatus, Origin, ProgressEvent
 from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
-    DiscordBot,
     DiscordEmulator,
     buttons_of,
     channel_posts,

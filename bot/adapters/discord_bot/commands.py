@@ -14,7 +14,7 @@ from discord import app_commands
 from bot.adapters.discord_bot.flows import adapter_of, interaction_actor, interaction_origin, reply, reply_error, start_job
 from bot.adapters.discord_bot.shims import ASPECT_RATIOS, deployment_help, normalise_size
 from bot.core.commands import Command
-from bot.core.dispatch import run_command
+from bot.core.dispatch import Reply, run_command
 from bot.core.models import Job, JobStatus, Origin
 from providers.base import Capability
 from providers.errors import InvalidRequest
@@ -147,11 +147,13 @@ def _code(text: str) -> str:
 def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
     service = adapter.app.service
 
-    async def run(interaction: discord.Interaction, cmd: Command) -> str:
-        reply_ = await run_command(service, cmd, interaction_origin(interaction), interaction_actor(interaction))
-        return reply_.text
+    async def run(interaction: discord.Interaction, cmd: Command) -> Reply:
+        """A command that answers with text (the core's words)."""
+        return await run_command(service, cmd, interaction_origin(interaction), interaction_actor(interaction))
 
     async def start(interaction: discord.Interaction, cmd: Command) -> None:
+        """A command that starts a job: deferred, its response becomes the job's status message."""
+
         async def submit(origin: Origin) -> Job:
             answer = await run_command(service, cmd, origin, interaction_actor(interaction))
             assert answer.job is not None
@@ -215,14 +217,14 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     @app_commands.describe(status="Only jobs in this state", limit="How many (10 unless you say)")
     @app_commands.choices(status=STATUSES)
     async def jobs(interaction: discord.Interaction, status: str | None = None, limit: app_commands.Range[int, 1, 25] | None = None) -> None:
-        text = await run(interaction, command("jobs", status=status, limit=limit))
+        text = (await run(interaction, command("jobs", status=status, limit=limit))).text
         await reply(interaction, text if text.startswith("You have no jobs") else _code(text))
 
     @tree.command(name="job", description="One job in full")
     @app_commands.describe(id="The job id (from /jobs)")
     @app_commands.autocomplete(id=job_ids)
     async def job(interaction: discord.Interaction, id: str) -> None:
-        answer = await run_command(service, command("job", id), interaction_origin(interaction), interaction_actor(interaction))
+        answer = await run(interaction, command("job", id))
         text = answer.text
         found = answer.job
         if found is not None and found.origin.platform == "discord" and found.origin.result_message_id and found.origin.channel_id:
@@ -254,20 +256,20 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     @app_commands.describe(id="The job id (from /jobs)")
     @app_commands.autocomplete(id=job_ids)
     async def cancel(interaction: discord.Interaction, id: str) -> None:
-        await reply(interaction, await run(interaction, command("cancel", id)))
+        await reply(interaction, (await run(interaction, command("cancel", id))).text)
 
     @tree.command(name="delete", description="Remove one of your jobs and its files")
     @app_commands.describe(id="The job id (from /jobs)")
     @app_commands.autocomplete(id=job_ids)
     async def delete(interaction: discord.Interaction, id: str) -> None:
-        answer = await run_command(service, command("delete", id), interaction_origin(interaction), interaction_actor(interaction))
+        answer = await run(interaction, command("delete", id))
         if answer.job is not None and answer.job.origin.platform == "discord":
             adapter.surface.show_deleted(answer.job)
         await reply(interaction, answer.text)
 
     @tree.command(name="usage", description="What you spent today, and your budget")
     async def usage(interaction: discord.Interaction) -> None:
-        await reply(interaction, await run(interaction, command("usage")))
+        await reply(interaction, (await run(interaction, command("usage"))).text)
 
     @tree.command(name="help", description="What this bot can do here: commands, pipelines, limits")
     async def help_cmd(interaction: discord.Interaction) -> None:
