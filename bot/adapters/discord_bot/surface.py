@@ -228,7 +228,7 @@ class StatusBoard:
                     return
                 # Deleted message, lost access: the job goes on; /job still shows it.
                 log.warning("status edit of %s failed: %s %s", shown.job.id, exc.status, exc.text)
-                await self._edit_failed(shown, edit)
+                self._edit_failed(shown, edit)
                 return
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._passing_failure(shown, edit, exc)
@@ -274,13 +274,14 @@ class StatusBoard:
         shown.failures = 0
         shown.offered = None  # so an identical next state is not skipped
 
-    async def _edit_failed(self, shown: Shown, edit: Edit) -> None:
+    def _edit_failed(self, shown: Shown, edit: Edit) -> None:
         shown.offered = None
         if edit.final:
             self._forget(shown)
             if shown.job.error_code == "undelivered" and edit.phase is Phase.DONE:
-                # The channel is gone or closed to the bot: the owner hears it privately.
-                await self.tell(shown.job.origin.user_id, edit.content)
+                # The channel is gone or closed to the bot: the owner hears it privately
+                # (in the background: the channel's budget is not held up by a DM).
+                self._spawn(self.tell(shown.job.origin.user_id, edit.content))
 
     def _forget(self, shown: Shown) -> None:
         """The job's last state is out: drop what was kept for its message (and its webhook budget)."""
