@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= a teal coupe crossing a desert at noon
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
+
+# The real `videobot run` killed with SIGKILL 20 times per pipeline (bench/chaos.py).
+chaos: $(VENV)/.installed-test
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

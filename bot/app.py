@@ -8,6 +8,7 @@ from bot.config import Settings
 from bot.core.events import EventBus
 from bot.core.runner import Runner
 from bot.core.service import JobService
+from bot.moderation import build_moderator
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
@@ -27,6 +28,8 @@ class App:
 
     async def close(self) -> None:
         await self.runner.stop()
+        if self.runner.moderator is not None:
+            await self.runner.moderator.aclose()
         await self.bus.close()
         await self.registry.aclose()
         await self.store.close()
@@ -52,5 +55,8 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         lease_seconds=core.lease_seconds,
         poll_policy=PollPolicy(timeout=core.job_timeout_minutes * 60),
     )
+    runner.moderator = build_moderator(settings)
+    runner.moderation_on_outage = core.moderation_on_outage.lower()
     service = JobService(store, media, registry, bus, runner, core)
+    runner.spend_limits = lambda job: service.budget.limits_for(job.origin)
     return App(settings, store, media, registry, bus, runner, service)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,9 @@ from providers.pricing import (
     RUNWAY_CREDITS_PER_SECOND,
     RUNWAY_UNKNOWN_CREDITS_PER_SECOND,
 )
+
+if TYPE_CHECKING:
+    from providers.fal_endpoints import EndpointTable
 
 
 def _section(prefix: str) -> SettingsConfigDict:
@@ -52,10 +56,29 @@ class CoreSettings(BaseSettings):
     #: `NAME:PIPELINE=WEIGHT,PIPELINE=WEIGHT;...`: NAME is usable as a pipeline; each job picks one arm.
     ab_splits: str = ""
     #: Spending limits in USD per UTC day, per user and per workspace (Slack team / Discord guild); empty: none.
+    #: `MODEL=USD,...`: prices for models a provider has no price for: USD per second of video,
+    #: or per image for image models. A model with no price at all is refused (budgets could not hold).
+    prices: str = ""
+    #: Comma-separated models (or pipelines) the operator runs at no cost, e.g. a self-hosted one.
+    free_models: str = ""
+    #: Jobs estimated above this (USD) wait for their owner's Confirm before anything is queued or
+    #: reserved (chat and console; the CLI is the operator's and never asks). Empty: never ask.
+    confirm_above_usd: float | None = Field(default=1.0, ge=0)
+    #: Seconds a paid command must wait after the same user's previous one; 0: no cooldown.
+    cooldown_seconds: float = Field(default=0, ge=0)
+    #: Prompt and image checks before anything is spent: auto (OpenAI's moderation endpoint when
+    #: an OpenAI key is set, else the blocklist), openai, blocklist, or off.
+    moderation: str = Field(default="auto", pattern=r"(?i)^(auto|openai|blocklist|off)$")
+    #: When the moderation service is down: closed (refuse), open (go on), or auto (closed for
+    #: paid jobs, open for free ones such as the local renderer).
+    moderation_on_outage: str = Field(default="auto", pattern=r"(?i)^(auto|closed|open)$")
+    #: Comma-separated words or phrases refused in every moderation mode.
+    blocklist: str = ""
+    moderation_model: str = "omni-moderation-latest"
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -71,6 +94,20 @@ class CoreSettings(BaseSettings):
     def _check_splits(cls, value: str) -> str:
         parse_splits(value)
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: str) -> str:
+        parse_prices(value)
+        return value
+
+    @property
+    def price_map(self) -> dict[str, float]:
+        return parse_prices(self.prices)
+
+    @property
+    def free_set(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.free_models.split(",") if m.strip())
 
     @property
     def fallback_map(self) -> dict[str, tuple[str, ...]]:
@@ -219,6 +256,64 @@ class DiscordSettings(BaseSettings):
         return [int(g) for g in self.guild_ids.replace(" ", "").split(",") if g]
 
 
+class FalSettings(BaseSettings):
+    """fal's queue API (pipelines `fal`, `gpt-image+fal`, `flux+fal`)."""
+
+    # `FAL_PRICES=` copied from .env.example means "the table's prices", not an empty JSON value.
+    model_config = SettingsConfigDict(**_section("FAL_"), env_ignore_empty=True)
+
+    key: SecretStr | None = None
+    #: Any base that speaks fal's queue protocol (a gateway, or plain HTTP on loopback).
+    queue_url: str = "https://queue.fal.run"
+    #: Text-to-video endpoint id; image-to-video (and the chained pipelines) use i2v_model.
+    video_model: str = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
+    i2v_model: str = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
+    #: USD per second by endpoint id (`ID@720p`, `ID+audio` for one resolution or with sound),
+    #: over the endpoint table's own prices.
+    prices: dict[str, float] = Field(default_factory=lambda: dict(_fal_table().prices))
+    #: A copy of providers/fal_endpoints.json with more endpoint families; empty: the shipped table.
+    endpoints_file: Path | None = None
+    #: Sent as the negative prompt to the endpoints that take one; empty: none.
+    negative_prompt: str = ""
+    #: Seconds between status reads.
+    poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: First backoff step when fal refuses a submit with 503.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("key", "endpoints_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://queue.fal.run")
+        return value.rstrip("/")
+
+    @field_validator("endpoints_file")
+    @classmethod
+    def _check_table(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _fal_table(value)  # a bad row stops start-up with the file and the row named
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return value
+
+
+def _fal_table(path: Path | None = None) -> EndpointTable:
+    from providers.fal_endpoints import load_table
+
+    return load_table(path)
+
+
 class Settings:
     """All sections, each read from the environment when first used."""
 
@@ -243,6 +338,10 @@ class Settings:
         return FluxSettings()
 
     @cached_property
+    def fal(self) -> FalSettings:
+        return FalSettings()
+
+    @cached_property
     def slack(self) -> SlackSettings:
         return SlackSettings()
 
@@ -252,7 +351,7 @@ class Settings:
 
     def check(self) -> Settings:
         """Read every section now so a bad value fails at start-up, not mid-job."""
-        for name in ("core", "local", "openai", "runway", "flux", "slack", "discord"):
+        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord"):
             try:
                 getattr(self, name)
             except ValidationError as exc:
@@ -266,6 +365,7 @@ _SECTION_PREFIX = {
     "OpenAISettings": "OPENAI_",
     "RunwaySettings": "RUNWAYML_",
     "FluxSettings": "BFL_",
+    "FalSettings": "FAL_",
     "SlackSettings": "SLACK_",
     "DiscordSettings": "DISCORD_",
 }
@@ -281,3 +381,20 @@ def _describe(exc: ValidationError) -> str:
 
 def load_settings() -> Settings:
     return Settings().check()
+
+
+def parse_prices(value: str) -> dict[str, float]:
+    """`sora-2-pro=0.5, my-model=0.02` -> {'sora-2-pro': 0.5, 'my-model': 0.02}."""
+    prices: dict[str, float] = {}
+    for item in (p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        model, sep, price = item.partition("=")
+        try:
+            prices[model.strip()] = float(price)
+        except ValueError:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50") from None
+        if not sep or not model.strip() or prices[model.strip()] < 0:
+            raise ValueError(f"VIDEOBOT_PRICES: '{item}' is not MODEL=USD, for example sora-2-pro=0.50")
+    return prices
+

@@ -1,13 +1,23 @@
 """Which pipelines this bot offers, built from the settings.
 
-Each integration adds its names here; a pipeline whose keys are missing is still
-listed (so users learn it exists) but refuses jobs with "not configured".
+Each integration adds its names here, and declares its image sources and image-to-video
+targets: the registry makes every `IMAGE+VIDEO` chain of them. A pipeline whose keys are
+missing is still listed (so users learn it exists) but refuses jobs with "not configured".
 """
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from bot.config import Settings
 from providers.pipeline import Pipeline
-from providers.registry import PipelineFactory, PipelineRegistry, local_image_pipeline, local_pipeline
+from providers.registry import (
+    ImageSource,
+    PipelineFactory,
+    PipelineRegistry,
+    VideoTarget,
+    local_image_pipeline,
+    local_pipeline,
+)
 
 
 class _ConfiguredRegistry(PipelineRegistry):
@@ -44,25 +54,60 @@ def build_registry(settings: Settings) -> PipelineRegistry:
         ),
     )
     registry.register("local-image", local_image_pipeline)
+    _register_fal(registry, settings)
     _register_openai(registry, settings)
     _register_runway(registry, settings)
+    _register_flux(registry, settings)
     # A paid provider the operator configured beats the offline renderer; direct text-to-video
     # before chains (one paid step instead of two), local last as the always-there fallback.
-    registry.video_preference = ["runway", "sora", "gpt-image+runway", "flux+runway", "gpt-image+sora", "local"]
+    registry.video_preference = [
+        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal", "local",
+    ]  # fmt: skip
     registry.image_preference = ["gpt-image", "local-image"]
     return registry
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    """An empty line in .env (KEY=) means unset."""
+    return (value.get_secret_value() if value else None) or None
+
+
+def _register_fal(registry: PipelineRegistry, settings: Settings) -> None:
+    """`fal`, and fal as an image-to-video target (`gpt-image+fal`, `flux+fal`, ...)."""
+    from providers.fal import FalVideoProvider, load_table
+    from providers.polling import PollPolicy
+
+    fl, core = settings.fal, settings.core
+    key = _secret(fl.key)
+    no_fal = "" if key else "FAL_KEY is not set"
+
+    def fal(default_mode: str) -> FalVideoProvider:
+        return FalVideoProvider(
+            key=key, work_dir=core.data_dir / "fal-provider", queue_url=fl.queue_url, video_model=fl.video_model,
+            i2v_model=fl.i2v_model, prices=fl.prices, table=load_table(fl.endpoints_file), negative_prompt=fl.negative_prompt,
+            default_mode=default_mode, poll_seconds=fl.poll_seconds, timeout=fl.request_timeout_seconds,
+            policy=PollPolicy(backoff_base=fl.retry_backoff_seconds, backoff_max=max(fl.retry_backoff_seconds * 30, 0.05)),
+        )  # fmt: skip
+
+    registry.register("fal", lambda: Pipeline(
+        name="fal", video=fal("text"), configured=not no_fal, not_configured_reason=no_fal,
+        description=f"fal queue: text to video ({fl.video_model}), image to video ({fl.i2v_model}).",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="fal", provider=lambda: fal("image"), not_configured=no_fal,
+        describe=f"{{still}}, written for video and cropped to the ratio, animated by fal {fl.i2v_model}.",
+    ))  # fmt: skip
+
+
 def _register_openai(registry: PipelineRegistry, settings: Settings) -> None:
-    """`sora`, `gpt-image+sora` and `gpt-image`: listed even without keys, refusing jobs until set."""
+    """`sora`, `gpt-image`, and the chain parts `gpt-image` (a source) and `sora` (a target):
+    listed even without keys, refusing jobs until set."""
     from providers.openai_images import OpenAIImageProvider
     from providers.openai_videos import OpenAIVideoProvider
-    from providers.pipeline import Pipeline
 
     oa, core = settings.openai, settings.core
-    # An empty line in .env (OPENAI_API_KEY=) means unset.
-    key = (oa.api_key.get_secret_value() if oa.api_key else "") or None
-    video_key = (oa.video_api_key.get_secret_value() if oa.video_api_key else "") or key
+    key = _secret(oa.api_key)
+    video_key = _secret(oa.video_api_key) or key
     base_url = oa.base_url or None
     video_base_url = oa.video_base_url or base_url
     retired = frozenset(m.strip() for m in oa.image_retired_models.split(",") if m.strip())
@@ -86,34 +131,32 @@ def _register_openai(registry: PipelineRegistry, settings: Settings) -> None:
         name="sora", video=videos(), configured=not no_video, not_configured_reason=no_video,
         description=f"OpenAI Videos protocol ({oa.video_model}): text or image to video, remix, extend.",
     ))  # fmt: skip
-    registry.register("gpt-image+sora", lambda: Pipeline(
-        name="gpt-image+sora", video=videos(), image=images(snap_size=True),
-        configured=not (no_video or no_image), not_configured_reason=no_video or no_image,
-        description=f"A {oa.image_model} still as the first frame of a {oa.video_model} video.",
-    ))  # fmt: skip
     registry.register("gpt-image", lambda: Pipeline(
         name="gpt-image", video=None, image=images(snap_size=False), configured=not no_image,
         not_configured_reason=no_image, description=f"OpenAI {oa.image_model} stills.",
     ))  # fmt: skip
+    # As a first frame the still is cropped to the video's size afterwards: sizes snap to what it makes.
+    registry.add_image_source(ImageSource(
+        name="gpt-image", provider=lambda: images(snap_size=True), not_configured=no_image, still=f"A {oa.image_model} still",
+    ))  # fmt: skip
+    # The Videos protocol fits the reference image itself: the still goes as it is made.
+    registry.add_video_target(VideoTarget(
+        name="sora", provider=videos, not_configured=no_video, first_frame=lambda image: image,
+        describe=f"{{still}} as the first frame of a {oa.video_model} video.",
+    ))  # fmt: skip
 
 
 def _register_runway(registry: PipelineRegistry, settings: Settings) -> None:
-    """`runway`, `gpt-image+runway` (the seeds' DALL-E → Runway path) and `flux+runway`."""
-    from providers.flux import FluxImageProvider
-    from providers.openai_images import OpenAIImageProvider
+    """`runway`, and Runway as the target of the seeds' DALL-E → Runway path (`gpt-image+runway`)."""
     from providers.polling import PollPolicy
-    from providers.prompting import FirstFrameImages
     from providers.runway import RunwayVideoProvider
 
-    rw, fx, oa, core = settings.runway, settings.flux, settings.openai, settings.core
-    # An empty value (copied from .env.example) means "not set".
-    secret = (rw.api_secret.get_secret_value() if rw.api_secret else None) or None
-    bfl_key = (fx.api_key.get_secret_value() if fx.api_key else None) or None
-    openai_key = (oa.api_key.get_secret_value() if oa.api_key else None) or None
+    rw, core = settings.runway, settings.core
+    secret = _secret(rw.api_secret)
     shared: list[RunwayVideoProvider] = []
 
     def runway() -> RunwayVideoProvider:
-        # One client for the three pipelines: one connection pool, one output-URL cache.
+        # One client for every Runway pipeline: one connection pool, one output-URL cache.
         if not shared:
             shared.append(RunwayVideoProvider(
                 api_secret=secret, base_url=rw.base_url, work_dir=core.data_dir / "runway-provider",
@@ -126,31 +169,31 @@ def _register_runway(registry: PipelineRegistry, settings: Settings) -> None:
             ))  # fmt: skip
         return shared[0]
 
-    def gpt_image() -> FirstFrameImages:
-        return FirstFrameImages(OpenAIImageProvider(
-            api_key=openai_key, base_url=oa.base_url, model=oa.image_model, quality=oa.image_quality,
-            timeout=max(oa.request_timeout_seconds, 120), token_prices=oa.image_token_prices,
-            retired_models=frozenset(m.strip() for m in oa.image_retired_models.split(",") if m.strip()), snap_size=True,
-        ))  # fmt: skip
-
-    def flux() -> FirstFrameImages:
-        return FirstFrameImages(FluxImageProvider(
-            api_key=bfl_key, base_url=fx.base_url, model=fx.model, prices=fx.prices, poll_seconds=fx.poll_seconds,
-            timeout_seconds=fx.timeout_seconds, request_timeout=fx.request_timeout_seconds, retry_backoff=fx.retry_backoff_seconds,
-        ))  # fmt: skip
-
     no_runway = "" if secret else "RUNWAYML_API_SECRET is not set"
-    no_openai = no_runway or ("" if openai_key else "OPENAI_API_KEY is not set")
-    no_flux = no_runway or ("" if bfl_key else "BFL_API_KEY is not set")
     registry.register("runway", lambda: Pipeline(
         name="runway", video=runway(), configured=not no_runway, not_configured_reason=no_runway,
         description=f"Runway: text to video ({rw.text_model}), image to video ({rw.image_model}), remix, extend.",
     ))  # fmt: skip
-    registry.register("gpt-image+runway", lambda: Pipeline(
-        name="gpt-image+runway", video=runway(), image=gpt_image(), configured=not no_openai, not_configured_reason=no_openai,
-        description=f"A {oa.image_model} still, written for video and cropped to the ratio, animated by Runway {rw.image_model}.",
+    registry.add_video_target(VideoTarget(
+        name="runway", provider=runway, not_configured=no_runway,
+        describe=f"{{still}}, written for video and cropped to the ratio, animated by Runway {rw.image_model}.",
     ))  # fmt: skip
-    registry.register("flux+runway", lambda: Pipeline(
-        name="flux+runway", video=runway(), image=flux(), configured=not no_flux, not_configured_reason=no_flux,
-        description=f"A Flux ({fx.model}) still, written for video and cropped to the ratio, animated by Runway {rw.image_model}.",
+
+
+def _register_flux(registry: PipelineRegistry, settings: Settings) -> None:
+    """Flux as an image source (`flux+runway`, `flux+fal`, ...)."""
+    from providers.flux import FluxImageProvider
+
+    fx = settings.flux
+    bfl_key = _secret(fx.api_key)
+
+    def flux() -> FluxImageProvider:
+        return FluxImageProvider(
+            api_key=bfl_key, base_url=fx.base_url, model=fx.model, prices=fx.prices, poll_seconds=fx.poll_seconds,
+            timeout_seconds=fx.timeout_seconds, request_timeout=fx.request_timeout_seconds, retry_backoff=fx.retry_backoff_seconds,
+        )  # fmt: skip
+
+    registry.add_image_source(ImageSource(
+        name="flux", provider=flux, not_configured="" if bfl_key else "BFL_API_KEY is not set",
+        still=f"A Flux ({fx.model}) still",
     ))  # fmt: skip

@@ -244,9 +244,6 @@ class OpenAIVideoProvider(VideoProvider):
         no other job. Exactly one match is adopted; two are refused as ambiguous."""
         if request is None or sent_at is None:
             raise Unavailable("Cannot look for the video without the request.", provider=self.name)
-        wait = sent_at + self.ABSENCE_GRACE_SECONDS - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
         model = request.model or self.default_model
 
         def matches(video: Video) -> bool:
@@ -259,6 +256,11 @@ class OpenAIVideoProvider(VideoProvider):
             return video.model == model and str(video.size) == request.size and str(video.seconds) == str(request.seconds)
 
         found = [video for video in await self.list_remote(limit=100) if matches(video)]
+        wait = sent_at + self.ABSENCE_GRACE_SECONDS - time.time()
+        if not found and wait > 0:
+            # A miss is proof only once a create cut off by the crash would have been made: look again then.
+            await asyncio.sleep(wait)
+            found = [video for video in await self.list_remote(limit=100) if matches(video)]
         if len(found) > 1:
             raise Unavailable(
                 "More than one video matches the interrupted create.", provider=self.name,

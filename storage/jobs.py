@@ -14,6 +14,8 @@ import aiosqlite
 
 from storage.db import connect
 from storage.leases import HolderState, holder_state
+from storage.spend import SpendLimit
+from storage import spend
 from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.writer import GroupWriter
 
@@ -81,8 +83,14 @@ class JobStore:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def create(self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None) -> Job:
-        """Insert a new job (and its first event); with `lease_owner`, already leased to that runner."""
+    async def create(
+        self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
+        spend_limits: list[SpendLimit] | None = None,
+    ) -> Job:
+        """Insert a new job (and its first event); with `lease_owner`, already leased to that runner.
+
+        With `spend_limits`, the job's estimate is reserved against them in the same transaction
+        (raises OverBudget and writes nothing when it would pass one)."""
         row = _to_row(job)
         if lease_owner is not None:
             row["lease_owner"] = lease_owner
@@ -91,13 +99,18 @@ class JobStore:
         marks = ", ".join("?" for _ in row)
 
         def write(conn: sqlite3.Connection) -> None:
+            if spend_limits:
+                spend.check(conn, spend_limits, job.cost_estimate or 0.0)
             conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
             _event(conn, job.id, job.status, job.progress, None, job.created_at)
 
         await self._writer.run(write)
         return job.model_copy(update={"lease_owner": row.get("lease_owner"), "lease_until": row.get("lease_until")})
 
-    async def update(self, job_id: str, *, detail: str | None = None, fence: str | None = None, **fields: Any) -> Job:
+    async def update(
+        self, job_id: str, *, detail: str | None = None, fence: str | None = None,
+        spend_limits: list[SpendLimit] | None = None, **fields: Any,
+    ) -> Job:
         """Write fields; a status change also appends an event. Returns the job as stored.
 
         `fence`: the lease owner the write is conditional on (the runner's writes). A write
@@ -129,6 +142,9 @@ class JobStore:
         values = (*(v for _, v in sets), *args)
 
         def write(conn: sqlite3.Connection) -> Job:
+            if spend_limits and fields.get("cost_estimate") is not None:
+                # A new price for a running job (a fallback hop): the others' spend plus the new estimate.
+                spend.check(conn, spend_limits, float(fields["cost_estimate"]), excluding=job_id)
             cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", values)
             if cur.rowcount == 0:
                 _explain_refusal(conn, job_id, fence)
@@ -305,6 +321,71 @@ class JobStore:
         if not job_ids:
             return []
         return await self._select(f"WHERE status = ? AND id IN ({_marks(job_ids)})", (status.value, *job_ids))
+
+    # --- settings changed in chat -------------------------------------------------------------
+
+    async def settings_rows(self, platform: str, workspace_id: str | None) -> list[tuple[str, str, str, Any]]:
+        """(scope, scope_id, key, value) of one tenant: its own, its channels' and its users'."""
+        async with self._conn.execute(
+            "SELECT scope, scope_id, key, value_json FROM settings WHERE platform = ? AND workspace_id = ?",
+            (platform, workspace_id or ""),
+        ) as cur:
+            return [(r["scope"], r["scope_id"], r["key"], json.loads(r["value_json"])) for r in await cur.fetchall()]
+
+    async def put_setting(
+        self, platform: str, workspace_id: str | None, scope: str, scope_id: str, key: str, value: Any, *, by: str
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute(
+                    "DELETE FROM settings WHERE platform = ? AND workspace_id = ? AND scope = ? AND scope_id = ? AND key = ?",
+                    (platform, workspace_id or "", scope, scope_id, key),
+                )
+                return
+            conn.execute(
+                "INSERT INTO settings (platform, workspace_id, scope, scope_id, key, value_json, updated_by, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace_id, scope, scope_id, key) "
+                "DO UPDATE SET value_json = excluded.value_json, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (platform, workspace_id or "", scope, scope_id, key, json.dumps(value), by, time.time()),
+            )
+
+        await self._writer.run(write)
+
+    # --- spends waiting for their owner's confirmation ---------------------------------------
+
+    async def put_pending(self, token: str, job: Job, *, expires_at: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO pending_spends (token, platform, user_id, job_json, estimate, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token, job.origin.platform, job.origin.user_id, job.model_dump_json(), job.cost_estimate or 0.0, time.time(), expires_at),
+            )
+
+        await self._writer.run(write)
+
+    async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
+        """Move a pending spend of this user out of `pending` (to `confirmed` or `cancelled`), once.
+        Returns its job and the state it was in (`pending`, `expired`, ..., `missing`, `not_owner`)."""
+
+        def write(conn: sqlite3.Connection) -> tuple[Job | None, str]:
+            row = conn.execute(
+                "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (token,)
+            ).fetchone()
+            if row is None or row["platform"] != platform:
+                return None, "missing"
+            job = Job.model_validate_json(row["job_json"])
+            if row["user_id"] != user_id:
+                return job, "not_owner"
+            state = row["state"]
+            if state == "pending" and row["expires_at"] < time.time():
+                conn.execute("UPDATE pending_spends SET state = 'expired' WHERE token = ?", (token,))
+                return job, "expired"
+            if state == "pending":
+                conn.execute("UPDATE pending_spends SET state = ? WHERE token = ?", (to, token))
+            return job, state
+
+        result: tuple[Job | None, str] = await self._writer.run(write)
+        return result
 
     async def media_to_expire(self, finished_before: float, limit: int = 500) -> list[Job]:
         """Finished jobs older than the retention window whose files are still on disk."""

@@ -54,11 +54,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     try:
+        # Adapters first: a resumed job that ends at once (an interrupted create that cannot be
+        # settled) must find its platform listening, or its status message would never show the end.
+        for adapter in adapters:
+            await adapter.start()
         resumed = await app.runner.start(resume=True)
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
-        for adapter in adapters:
-            await adapter.start()
         if app.settings.core.retention_days:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         closed = asyncio.gather(*(a.wait_closed() for a in adapters))

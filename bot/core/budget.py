@@ -18,16 +18,10 @@ from bot.core.models import Job, JobKind, Origin
 from providers.base import ImageRequest, VideoRequest
 from providers.pipeline import Pipeline
 from storage.jobs import JobStore
+from storage.spend import COST_SQL, OverBudget, SpendLimit
 
-# What one job row counts for today, in SQL (see the module docstring).
-_COST_SQL = """
-CASE
-  WHEN status IN ('failed', 'cancelled')
-    THEN COALESCE(cost_actual, json_extract(state_json, '$.image_step_cost'), 0)
-  WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)
-  ELSE COALESCE(cost_estimate, 0)
-END
-"""
+# What one job row counts for today, in SQL (see storage/spend.py, where the gate uses it too).
+_COST_SQL = COST_SQL
 
 
 def day_start(now: float | None = None) -> float:
@@ -138,6 +132,29 @@ class BudgetGuard:
         self.ledger = Ledger(store)
         self.user_budget = user_budget
         self.workspace_budget = workspace_budget
+
+    def limits_for(
+        self, origin: Origin, *, user_budget: float | None = None, workspace_budget: float | None = None, overridden: bool = False
+    ) -> list[SpendLimit]:
+        """The daily limits a job of `origin` is reserved against, in the store's own transaction.
+        `overridden`: the given budgets (a tenant's settings) replace the environment's."""
+        user = user_budget if overridden else self.user_budget
+        workspace = workspace_budget if overridden else self.workspace_budget
+        since = day_start()
+        limits: list[SpendLimit] = []
+        if user is not None:
+            limits.append(SpendLimit(origin.platform, user, since, "your", user_id=origin.user_id))
+        if workspace is not None and origin.workspace_id:
+            limits.append(SpendLimit(origin.platform, workspace, since, "this workspace's", workspace_id=origin.workspace_id))
+        return limits
+
+    @staticmethod
+    def refusal(over: OverBudget) -> BudgetExceeded:
+        left = max(over.limit.limit - over.spent, 0.0)
+        return BudgetExceeded(
+            f"This job costs about ${over.cost:.2f}; you have ${left:.2f} left of {over.limit.whose} ${over.limit.limit:.2f} daily budget. "
+            "It resets at midnight UTC; a shorter clip or another --pipeline may fit."
+        )
 
     async def check(self, origin: Origin, estimate: float | None) -> None:
         cost = estimate or 0.0

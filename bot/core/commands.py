@@ -23,7 +23,10 @@ _ALLOWED = {
     "extend": {"seconds"},
     "jobs": {"status", "limit"},
 }
-COMMANDS = ("video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help")
+COMMANDS = (
+    "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "confirm", "decline",
+    "settings",
+)
 
 
 class Command(BaseModel):

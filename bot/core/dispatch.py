@@ -63,9 +63,45 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "delete":
         job = await service.delete(command.job_id(), actor)
         return Reply(text=f"Job {job.id} deleted.", job=job)
+    if name == "confirm":
+        job = await service.confirm(command.job_id(), actor)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "decline":
+        await service.decline(command.job_id(), actor)
+        return Reply(text="Cancelled; nothing was spent.")
     if name == "usage":
-        return Reply(text=(await service.usage(origin)).text())
+        text = (await service.usage(origin)).text()
+        if actor.is_admin and origin.workspace_id:
+            top = await service.top_spenders(origin)
+            if top:
+                text += "\nTop spenders today: " + ", ".join(f"{user} ${spent:.2f}" for user, spent in top)
+        return Reply(text=text)
+    if name == "settings":
+        return Reply(text=await _settings(service, command, origin, actor))
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
+
+
+SETTINGS_HELP = (
+    "/settings · what applies to you and where each value comes from\n"
+    "/settings set KEY VALUE · for this workspace or server (admins)\n"
+    "/settings channel KEY VALUE · for this channel only (admins)\n"
+    "/settings me KEY VALUE · your own defaults (pipeline, seconds, size)\n"
+    "/settings unset KEY [channel|me] · back to the default"
+)
+
+
+async def _settings(service: JobService, command: Command, origin: Origin, actor: Actor) -> str:
+    words = command.words
+    if not words:
+        return await service.settings_text(origin)
+    verb = words[0].lower()
+    scopes = {"set": "tenant", "channel": "channel", "me": "user"}
+    if verb in scopes and len(words) >= 3:
+        return await service.change_setting(origin, actor, scopes[verb], words[1].lower(), " ".join(words[2:]))
+    if verb == "unset" and len(words) >= 2:
+        scope = {"channel": "channel", "me": "user"}.get(words[2].lower() if len(words) > 2 else "", "tenant")
+        return await service.change_setting(origin, actor, scope, words[1].lower(), None)
+    return SETTINGS_HELP
 
 
 def describe_job(job: Job) -> str:

@@ -74,6 +74,39 @@ class DeliveryFailed(VideobotError):
         self.retry_after = retry_after
 
 
+class NeedsConfirmation(VideobotError):
+    """A request above the confirm threshold: nothing is queued or reserved until its owner confirms."""
+
+    code = "needs_confirmation"
+
+    def __init__(self, token: str, estimate: float, title: str, expires_in: float) -> None:
+        minutes = max(1, round(expires_in / 60))
+        super().__init__(
+            f"{title} costs about ${estimate:.2f}. Confirm to start it: `confirm {token}` "
+            f"(the offer lasts {minutes} minutes), or `decline {token}`."
+        )
+        self.token = token
+        self.estimate = estimate
+
+
+class Flagged(VideobotError):
+    """The prompt or image was flagged before anything was spent."""
+
+    code = "moderated"
+
+    def __init__(self, categories: list[str], source: str) -> None:
+        names = ", ".join(categories) or "unsafe content"
+        super().__init__(
+            f"This request was flagged ({names}). Nothing was made or spent; rephrase the prompt or use another image.",
+            detail=f"{source}: {names}",
+        )
+        self.categories = categories
+
+
+class ModerationUnavailable(VideobotError):
+    code = "moderation_unavailable"
+
+
 class ConfigError(VideobotError):
     """A setting is invalid; start-up stops with one line."""
 
@@ -91,6 +124,9 @@ _OWN_MESSAGE = (
     ProviderTimeout,
     ContentExpired,
     DeliveryFailed,
+    Flagged,
+    ModerationUnavailable,
+    NeedsConfirmation,
 )
 
 

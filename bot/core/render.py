@@ -99,4 +99,5 @@ HELP = """Commands:
   /cancel JOB_ID             stop a queued or running job
   /delete JOB_ID             remove a job's files
   /usage                     what you spent today, and your budget
+  /confirm CODE, /decline CODE   start or drop a request that waits for your OK (above the confirm threshold)
   /help"""

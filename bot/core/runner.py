@@ -24,7 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.errors import DeliveryFailed, error_code, user_message
+from bot.core.errors import DeliveryFailed, Flagged, ModerationUnavailable, error_code, user_message
+from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
@@ -32,11 +33,13 @@ from bot.core.scheduler import FairQueue
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
+from providers.moderation import BlocklistModerator, Moderator
 from providers.pipeline import Pipeline
 from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore, LeaseLost
 from storage.leases import Holder, HolderState, holder_state
+from storage.spend import OverBudget, SpendLimit
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,11 @@ class Runner:
         self.lease_seconds = lease_seconds
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
+        #: The daily limits a job's spend is checked against (set by the app from the budgets).
+        self.spend_limits: Callable[[Job], list[SpendLimit]] = lambda job: []
+        #: Checks prompts and images before any paid step; None: no moderation.
+        self.moderator: Moderator | None = None
+        self.moderation_on_outage = "auto"
         self.holder = Holder.current()
         self.owner = str(self.holder)
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
@@ -99,6 +107,7 @@ class Runner:
         self._lost: set[str] = set()
         self._done: dict[str, asyncio.Future[Job]] = {}
         self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -122,6 +131,7 @@ class Runner:
         ]
         if resume:
             self._loops.append(asyncio.create_task(self._adopt_loop(), name="runner-adopt"))
+        self._ready.set()
         return resumed
 
     def held(self) -> list[str]:
@@ -129,7 +139,9 @@ class Runner:
         return [*self._tasks, *self._queued_jobs]
 
     async def idle(self) -> None:
-        """Wait until this runner holds no job (what `videobot run` with closed stdin waits for)."""
+        """Wait until this runner has started (and resumed what it may) and holds no job
+        (what `videobot run` with closed stdin waits for)."""
+        await self._ready.wait()
         while True:
             pending = [self.wait(job_id) for job_id in self.held()]
             if not pending:
@@ -332,9 +344,9 @@ class Runner:
                     await self.store.release(self.owner, [job.id])
                 self._wake.set()
 
-    async def _write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+    async def _write(self, job: Job, *, detail: str | None = None, spend_limits: list[SpendLimit] | None = None, **fields: Any) -> Job:
         """Every runner write: only while this runner still holds the job's lease."""
-        return await self.store.update(job.id, fence=self.owner, detail=detail, **fields)
+        return await self.store.update(job.id, fence=self.owner, detail=detail, spend_limits=spend_limits, **fields)
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
@@ -353,6 +365,8 @@ class Runner:
         if job.status is JobStatus.QUEUED:
             job = await self._write(job, status=JobStatus.SUBMITTING, started_at=time.time())
             self._emit(EventKind.STARTED, job)
+        if not job.state.get("moderated") and (self.moderator is not None or job.state.get("blocklist")):
+            job = await self._moderate(job)
         if job.kind is JobKind.IMAGE:
             return await self._run_image_job(job, pipeline)
         try:
@@ -361,6 +375,34 @@ class Runner:
             if (fallback := self._next_fallback(job, pipeline)) is None:
                 raise
             return await self._take_fallback(job, fallback, exc)
+
+    async def _moderate(self, job: Job) -> Job:
+        """Before any paid step: the prompt and any input image. A flagged job ends here, having
+        cost nothing; a moderation outage refuses paid work (or lets it pass, per setting)."""
+        images = [Path(p) for p in (job.params.image_path, job.state.get("source_image")) if p and Path(p).exists()]
+        if job.state.get("blocklist"):
+            # The tenant's own words apply in every mode.
+            local = await BlocklistModerator(job.state["blocklist"]).check(job.prompt)
+            if local.flagged:
+                raise Flagged(local.categories, "tenant blocklist")
+        if self.moderator is None or job.state.get("moderation_mode") == "off":
+            return await self._write(job, state={**job.state, "moderated": "blocklist" if job.state.get("blocklist") else "off"})
+        try:
+            verdict = await self.moderator.check(job.prompt, images)
+        except Unavailable as exc:
+            free = (job.cost_estimate or 0.0) == 0.0
+            open_ = self.moderation_on_outage == "open" or (self.moderation_on_outage == "auto" and free)
+            if not open_:
+                raise ModerationUnavailable(
+                    "The safety check is not answering, so nothing was sent or spent. Try again in a few minutes.",
+                    detail=exc.detail or str(exc),
+                ) from exc
+            log.warning("job %s: moderation unavailable, going on (free job or fail-open): %s", job.id, exc.detail or exc)
+            return await self._write(job, state={**job.state, "moderated": "skipped"}, detail="moderation unavailable; went on")
+        if verdict.flagged:
+            raise Flagged(verdict.categories, verdict.source)
+        # Recorded in the job's state (no history line: a pass is the normal case).
+        return await self._write(job, state={**job.state, "moderated": verdict.source})
 
     async def _submit_video(self, job: Job, pipeline: Pipeline) -> Job:
         assert pipeline.video is not None
@@ -465,6 +507,16 @@ class Runner:
         return None
 
     async def _take_fallback(self, job: Job, fallback: str, exc: Unavailable) -> Job:
+        # The hop goes through the spend gate: the new pipeline's price replaces the old one's
+        # (which billed nothing: it was unavailable), checked against the budgets in the same write.
+        estimate = estimate_job_cost(self.registry.get(fallback), video_request_for(job), job)
+        if estimate is not None and job.state.get("image_step_cost") and not self.registry.get(fallback).uses_image_step(video_request_for(job)):
+            estimate = round(estimate + job.state["image_step_cost"], 4)
+        try:
+            job = await self._write(job, cost_estimate=estimate if estimate is not None else job.cost_estimate,
+                                    spend_limits=self.spend_limits(job))  # fmt: skip
+        except OverBudget as over:
+            raise BudgetGuard.refusal(over) from exc
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
         moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
@@ -668,6 +720,8 @@ class Runner:
             note = f"timed out; remote {job.remote_id} cancelled" if job.remote_id else None  # by the polling engine
         elif isinstance(exc, GenerationFailed):
             note = None  # the provider ended it
+        elif isinstance(exc, Flagged):
+            note = f"rejected by moderation before any paid step: {exc.detail}"
         else:
             note = await self._cancel_remote(job, "failed")
         job = await self._write(

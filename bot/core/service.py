@@ -3,7 +3,6 @@ return the job at once. Everything a user can do to a job goes through here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import secrets
@@ -12,7 +11,9 @@ from pathlib import Path
 
 from bot.config import CoreSettings
 from bot.core.budget import BudgetGuard, Usage, estimate_job_cost
-from bot.core.errors import JobNotFound, JobStateError, LimitReached, NotAllowed
+from bot.core.errors import JobNotFound, JobStateError, LimitReached, NeedsConfirmation, NotAllowed
+from bot.core.render import job_title
+from bot.core.tenant_settings import Effective, TenantSettings
 from bot.core.events import EventBus
 from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner, video_request_for
@@ -22,6 +23,10 @@ from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore
+from storage.spend import OverBudget
+
+#: How long a request above the confirm threshold waits for its owner.
+CONFIRM_SECONDS = 600
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -52,25 +57,33 @@ class JobService:
         self.settings = settings
         self._admins = {a.strip() for a in settings.admin_user_ids.split(",") if a.strip()}
         self._splits = settings.split_map
+        self.tenant_settings = TenantSettings(store, settings)
+        #: When each user last started a paid job, for the cooldown (per process).
+        self._last_paid: dict[tuple[str, str], float] = {}
         self.budget = BudgetGuard(
             store, user_budget=settings.daily_budget_user_usd, workspace_budget=settings.daily_budget_workspace_usd
         )
-        # One budget check and insert at a time, so two quick jobs cannot both spend the last dollar.
-        self._budget_lock = asyncio.Lock()
 
     # --- new jobs ---------------------------------------------------------------------------
 
     async def submit(self, request: GenerateRequest, origin: Origin) -> Job:
         """Validate everything, then persist and queue; nothing is stored or billed on bad input."""
         prompt = self._check_prompt(request.prompt)
+        here = await self.tenant_settings.effective(origin)
+        self._check_where(origin, here)
         if request.kind is JobKind.IMAGE:
-            return await self._submit_image(request, prompt, origin)
-        pipeline_name, split = self._pick_pipeline(request.pipeline or self.default_pipeline(image=False))
+            return await self._submit_image(request, prompt, origin, here)
+        default = here.get("default_pipeline") if here.source("default_pipeline") != "env" else None
+        pipeline_name, split = self._pick_pipeline(request.pipeline or default or self.default_pipeline(image=False))
         pipeline = self.registry.get(pipeline_name)
+        self._check_allowed(pipeline.name, request.model, here)
         image = await self._load_image(request)
+        seconds = request.seconds if request.seconds is not None else here.get("seconds", pipeline.default_seconds)
+        size = (request.size or here.get("size") or pipeline.default_size).lower()
+        self._check_limits(seconds, size, here)
         params = GenerateParams(
-            seconds=request.seconds if request.seconds is not None else pipeline.default_seconds,
-            size=(request.size or pipeline.default_size).lower(),
+            seconds=seconds,
+            size=size,
             seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
             model=request.model,
             options={"audio": True} if request.audio else {},
@@ -85,7 +98,7 @@ class JobService:
     async def reroll(self, job_id: str, origin: Origin) -> Job:
         """Same prompt and settings, a new seed: a variation of the job."""
         parent = await self.get_for(job_id, origin)
-        self._check_may_reuse(parent, origin, "re-roll")
+        await self._check_may_reuse(parent, origin, "re-roll")
         params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
         pipeline = self.registry.get(parent.pipeline)
         kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
@@ -94,13 +107,14 @@ class JobService:
         if parent.kind in (JobKind.REMIX, JobKind.EXTEND):
             job.kind = parent.kind
         if kind is JobKind.IMAGE:
+            job.cost_estimate = self._image_estimate(job, pipeline)
             return await self._persist(job, pipeline)
         return await self._validate_and_persist(job, pipeline, None)
 
     async def animate(self, job_id: str, origin: Origin, *, prompt: str | None = None, seconds: int | None = None) -> Job:
         """An image result made into a video: the image as the first frame, the same prompt."""
         parent = await self.get_for(job_id, origin)
-        self._check_may_reuse(parent, origin, "animate")
+        await self._check_may_reuse(parent, origin, "animate")
         if parent.kind is not JobKind.IMAGE:
             raise JobStateError(f"Job {parent.id} is a video; Animate makes a video from an image. Try Extend.")
         path = await self.file_for(parent.id, origin)
@@ -243,7 +257,49 @@ class JobService:
 
     async def usage(self, origin: Origin) -> Usage:
         """What the user (and their workspace) spent today against the daily budgets."""
-        return await self.budget.usage(origin)
+        here = await self.tenant_settings.effective(origin)
+        usage = await self.budget.usage(origin)
+        return usage.model_copy(update={"user_budget": here.get("user_budget_usd"), "workspace_budget": here.get("tenant_budget_usd") if origin.workspace_id else None})
+
+    async def top_spenders(self, origin: Origin, limit: int = 5) -> list[tuple[str, float]]:
+        """Today's biggest spenders in the caller's tenant (for its admins)."""
+        rows = await self.budget.ledger.spent_by_user()
+        mine = [(user, spent) for platform, user, workspace, _, spent in rows if platform == origin.platform and workspace == origin.workspace_id]
+        return mine[:limit]
+
+    async def settings_text(self, origin: Origin) -> str:
+        return (await self.tenant_settings.effective(origin)).text()
+
+    async def change_setting(self, origin: Origin, actor: Actor, scope: str, key: str, value: str | None) -> str:
+        return await self.tenant_settings.set(origin, actor, scope, key, value)
+
+    def _check_where(self, origin: Origin, here: Effective) -> None:
+        """The channels and (Discord) roles a tenant's admins chose."""
+        channels = here.get("channels") or []
+        if channels and origin.channel_id not in channels:
+            raise NotAllowed("The bot makes videos only in the channels this server's admins chose. Try one of those.")
+        roles = here.get("roles") or []
+        if roles and origin.platform == "discord" and not set(roles) & set(origin.extra.get("roles", [])):
+            raise NotAllowed("Making videos here needs one of the roles the admins chose.")
+
+    def _check_allowed(self, pipeline: str, model: str | None, here: Effective) -> None:
+        allowed = here.get("pipelines") or []
+        if allowed and pipeline not in allowed:
+            raise NotAllowed(f"The '{pipeline}' pipeline is not allowed here. Allowed: {', '.join(allowed)}.")
+        models = here.get("models") or []
+        if model and models and model not in models:
+            raise NotAllowed(f"The model '{model}' is not allowed here. Allowed: {', '.join(models)}.")
+
+    def _check_limits(self, seconds: int, size: str, here: Effective) -> None:
+        longest = here.get("max_seconds")
+        if longest and seconds > longest:
+            raise InvalidRequest(f"Clips here are at most {longest} seconds; ask for --seconds {longest} or less.")
+        largest = here.get("max_size")
+        if largest:
+            w, h = parse_size(size)
+            mw, mh = parse_size(largest)
+            if w * h > mw * mh:
+                raise InvalidRequest(f"The largest size here is {largest}; ask for --size {largest} or smaller.")
 
     # --- internals --------------------------------------------------------------------------
 
@@ -268,17 +324,20 @@ class JobService:
             return
         raise NotAllowed(f"Only the person who asked for job {job.id} (or an admin here) can {verb} it.")
 
-    def _check_may_reuse(self, parent: Job, origin: Origin, verb: str) -> None:
+    async def _check_may_reuse(self, parent: Job, origin: Origin, verb: str) -> None:
         """Re-roll, remix, extend or animate of someone else's job: the new job is the asker's
-        own (they pay), and by default only where the original was posted."""
+        own (they pay); where it is allowed is the tenant's `reuse` setting (default: its channel)."""
         if Tenant.of(origin) is None or origin.user_id == parent.origin.user_id or self.is_admin(origin.user_id):
             return
-        if origin.channel_id != parent.origin.channel_id:
+        rule = (await self.tenant_settings.effective(origin)).get("reuse", "channel")
+        if rule == "owner":
+            raise NotAllowed(f"Here only the person who asked for job {parent.id} can {verb} it.")
+        if rule == "channel" and origin.channel_id != parent.origin.channel_id:
             raise NotAllowed(f"You can {verb} someone else's job only in the channel where it was made.")
 
     async def _finished_video(self, job_id: str, verb: str, origin: Origin) -> Job:
         parent = await self.get_for(job_id, origin)
-        self._check_may_reuse(parent, origin, verb)
+        await self._check_may_reuse(parent, origin, verb)
         if parent.media_expired_at is not None:
             raise JobStateError(f"Job {parent.id}'s file was removed (files are kept {self._retention()}). Make a new one with /video.")
         if parent.kind is JobKind.IMAGE:
@@ -362,27 +421,27 @@ class JobService:
         parse_size(job.params.size)
         request = video_request_for(job)
         taker = self._validating_pipeline(pipeline, request)
-        job.cost_estimate = estimate_job_cost(taker, request, job)
-        await self._check_queue_limit(job.origin)
-        async with self._spend_lock():
-            await self.budget.check(job.origin, job.cost_estimate)
-            if image is not None and job.params.image_path:
-                await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
-            return await self._persist(job, pipeline)
+        job.cost_estimate = self._priced(estimate_job_cost(taker, request, job), job)
+        self._check_priced(job)
+        if image is not None and job.params.image_path:
+            await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
+        return await self._persist(job, pipeline)
 
-    async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin) -> Job:
+    async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin, here: Effective) -> Job:
         pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
+        self._check_allowed(pipeline.name, request.model, here)
         size = (request.size or pipeline.default_size).lower()
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
         params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
         job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
+        job.cost_estimate = self._image_estimate(job, pipeline)
+        return await self._persist(job, pipeline)
+
+    def _image_estimate(self, job: Job, pipeline: Pipeline) -> float | None:
         assert pipeline.image is not None
-        job.cost_estimate = pipeline.image.estimate_cost(ImageRequest(prompt=prompt, size=size, model=request.model))
-        await self._check_queue_limit(origin)
-        async with self._spend_lock():
-            await self.budget.check(origin, job.cost_estimate)
-            return await self._persist(job, pipeline)
+        estimate = pipeline.image.estimate_cost(ImageRequest(prompt=job.prompt, size=job.params.size, model=job.params.model))
+        return self._priced(estimate, job)
 
     async def _check_queue_limit(self, origin: Origin) -> None:
         limit = self.settings.max_queued_per_user
@@ -390,16 +449,96 @@ class JobService:
         if pending >= limit:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
-    async def _persist(self, job: Job, pipeline: Pipeline) -> Job:
-        if self.runner is None:
-            return await self.store.create(job)  # stored only: whichever runner starts takes it
-        owner, seconds = self.runner.lease_for_new()
-        job = await self.store.create(job, lease_owner=owner, lease_seconds=seconds)
-        await self.runner.enqueue(job)
+    async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False) -> Job:
+        """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
+        a known price, the queue limit, and the estimate reserved against the daily budgets in
+        the same store transaction as the insert, so it holds across processes."""
+        self._check_priced(job)
+        await self._check_queue_limit(job.origin)
+        here = await self.tenant_settings.effective(job.origin)
+        job.state.setdefault("moderation_mode", here.get("moderation"))
+        if here.get("blocklist"):
+            job.state.setdefault("blocklist", here.get("blocklist"))
+        if not confirmed and self._needs_confirmation(job, here):
+            token = secrets.token_hex(4)
+            await self.store.put_pending(token, job, expires_at=time.time() + CONFIRM_SECONDS)
+            raise NeedsConfirmation(token, job.cost_estimate or 0.0, job_title(job), CONFIRM_SECONDS)
+        self._check_cooldown(job, here)
+        limits = self.budget.limits_for(
+            job.origin, user_budget=here.get("user_budget_usd"), workspace_budget=here.get("tenant_budget_usd"), overridden=True
+        )
+        lease: dict[str, object] = {}
+        if self.runner is not None:
+            owner, seconds = self.runner.lease_for_new()
+            lease = {"lease_owner": owner, "lease_seconds": seconds}
+        try:
+            job = await self.store.create(job, spend_limits=limits, **lease)  # type: ignore[arg-type]
+        except OverBudget as over:
+            raise self.budget.refusal(over) from None
+        if (job.cost_estimate or 0.0) > 0:
+            self._last_paid[(job.origin.platform, job.origin.user_id)] = time.monotonic()
+        if self.runner is not None:
+            await self.runner.enqueue(job)
         return job
 
-    def _spend_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
-        # Only a budget needs the check and the insert to be one step; without one, submissions
-        # must not queue behind each other's writes.
-        budgeted = self.budget.user_budget is not None or self.budget.workspace_budget is not None
-        return self._budget_lock if budgeted else contextlib.nullcontext()
+    def _needs_confirmation(self, job: Job, here: Effective) -> bool:
+        threshold = here.get("confirm_above_usd")
+        return threshold is not None and job.origin.platform != "cli" and (job.cost_estimate or 0.0) > threshold
+
+    def _check_cooldown(self, job: Job, here: Effective) -> None:
+        wait = float(here.get("cooldown_seconds") or 0)
+        if wait <= 0 or (job.cost_estimate or 0.0) <= 0 or job.origin.platform == "cli":
+            return
+        last = self._last_paid.get((job.origin.platform, job.origin.user_id))
+        if last is not None and (left := wait - (time.monotonic() - last)) > 0:
+            raise LimitReached(f"Paid videos here are at least {wait:g} s apart; try again in {left:.0f} s.")
+
+    async def confirm(self, token: str, actor: Actor) -> Job:
+        """Start a request that waited for its owner's Confirm (re-checked: budgets may have moved)."""
+        job, state = await self._take_pending(token, actor, to="confirmed")
+        return await self._persist(job, self.registry.get(job.pipeline), confirmed=True)
+
+    async def decline(self, token: str, actor: Actor) -> Job:
+        job, _ = await self._take_pending(token, actor, to="cancelled")
+        return job
+
+    async def _take_pending(self, token: str, actor: Actor, *, to: str) -> tuple[Job, str]:
+        job, state = await self.store.take_pending(token.strip().lower(), to=to, platform=actor.platform or "cli", user_id=actor.user_id)
+        if job is None:
+            raise JobNotFound(token)
+        if state == "not_owner":
+            raise NotAllowed("Only the person who asked can confirm or cancel this.")
+        if state == "expired":
+            raise JobStateError(f"That offer expired after {CONFIRM_SECONDS // 60} minutes; nothing was spent. Ask again.")
+        if state != "pending":
+            raise JobStateError(f"That request was already {state}.")
+        return job, state
+
+    def _check_priced(self, job: Job) -> None:
+        """A model without a price would count as free against every budget: refuse it."""
+        if job.cost_estimate is not None:
+            return
+        model = job.params.model or self._default_model(job)
+        if model in self.settings.free_set or job.pipeline in self.settings.free_set:
+            job.cost_estimate = 0.0
+            return
+        raise InvalidRequest(
+            f"The price of {model or job.pipeline} is not known, so it cannot be counted against budgets. "
+            f"An admin can set VIDEOBOT_PRICES={model or job.pipeline}=USD (per second, or per image), "
+            "or list it in VIDEOBOT_FREE_MODELS."
+        )
+
+    def _default_model(self, job: Job) -> str | None:
+        pipeline = self.registry.get(job.pipeline)
+        provider = pipeline.image if job.kind is JobKind.IMAGE else pipeline.video
+        return provider.default_model if provider is not None else None
+
+    def _priced(self, estimate: float | None, job: Job) -> float | None:
+        """The provider's estimate, else VIDEOBOT_PRICES for the model."""
+        if estimate is not None:
+            return estimate
+        model = job.params.model or self._default_model(job)
+        price = self.settings.price_map.get(model or "")
+        if price is None:
+            return None
+        return round(price * (1 if job.kind is JobKind.IMAGE else job.params.seconds), 4)

@@ -1,4 +1,5 @@
-"""A stateful loopback emulator of the OpenAI Videos protocol (`/v1/videos`) and image generations.
+"""A stateful loopback emulator of the OpenAI Videos protocol (`/v1/videos`), image generations
+and moderations (`/v1/moderations`, with a deterministic classifier: see `_classify`).
 
 Built to /work/shared/specs/openai-videos-images.json so the real openai SDK can be pointed at it
 (`base_url`). It records every request, runs a job lifecycle (progress per poll, or per time),
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from PIL import Image
+from PIL import Image, ImageChops
 
 from providers.local_render import render_clip
 from providers.media import concat_videos, first_frame, probe_video
@@ -38,6 +39,27 @@ IMAGE_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}
 #: A prompt containing this word is refused by "moderation", like a real policy rejection.
 BLOCKED_WORD = "forbidden"
 
+MODERATION_MODELS = {"omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable"}
+#: Every category a moderation result names (CreateModerationResponse: all are required).
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)  # fmt: skip
+#: The categories the omni model also judges on images; the others are text only.
+IMAGE_CATEGORIES = {"self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "violence", "violence/graphic"}
+#: The emulator's text classifier: a word starting with one of these (case-insensitive, so
+#: "Gore", "kills") flags the listed categories. Tests may change `OpenAIEmulator.moderation_triggers`.
+MODERATION_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "gore": ("violence/graphic", "violence"),
+    "kill": ("violence",),
+    "hateword": ("hate",),
+}
+#: The emulator's image classifier: an image is "sexual" when at least this share of its pixels
+#: is exactly MAGENTA (RGB 255, 0, 255; alpha ignored). Nothing else in an image is ever flagged.
+MAGENTA = (255, 0, 255)
+MAGENTA_SHARE = 0.9
+
 
 @dataclass
 class Recorded:
@@ -51,6 +73,18 @@ class Recorded:
     #: Multipart file parts: name -> {"filename", "content_type", "data"}.
     files: dict[str, dict[str, Any]]
     op: str
+
+
+@dataclass
+class ModerationCall:
+    """One `/v1/moderations` request as the classifier saw it."""
+
+    model: str
+    #: Each input: {"type": "text", "text"} or {"type": "image", "mime", "format", "width", "height",
+    #: "magenta" (the share of magenta pixels)}.
+    inputs: list[dict[str, Any]]
+    #: Per result, the flagged categories.
+    flagged: list[list[str]]
 
 
 @dataclass
@@ -129,6 +163,10 @@ class OpenAIEmulator:
         self.video_models = {"sora-2", "sora-2-pro", "sora-2-2025-12-08", "minimax/h3", "google/veo-3.1-fast"}
         self.retired_models = {"sora-1", "dall-e-3", "gpt-image-1"}
         self.image_models = {"gpt-image-2", "gpt-image-1-mini", "gpt-image-2.5-flare"}
+        self.moderation_models = set(MODERATION_MODELS)
+        self.moderation_triggers: dict[str, tuple[str, ...]] = dict(MODERATION_TRIGGERS)
+        #: Every moderation request that was classified (faults and auth failures are not).
+        self.moderations: list[ModerationCall] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -149,6 +187,7 @@ class OpenAIEmulator:
         app.router.add_post("/v1/videos/{video_id}/remix", self._remix)
         app.router.add_get("/v1/videos/{video_id}/content", self._content)
         app.router.add_post("/v1/images/generations", self._image)
+        app.router.add_post("/v1/moderations", self._moderations)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -540,6 +579,107 @@ class OpenAIEmulator:
                 "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
             },
         })  # fmt: skip
+
+    # --- moderations ------------------------------------------------------------------------
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        rec, early = await self._guard(request, "moderations")
+        if early is not None:
+            return early
+        model = rec.fields.get("model") or "omni-moderation-latest"
+        raw = rec.fields.get("input")
+        if not isinstance(model, str) or model not in self.moderation_models:
+            return api_error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found", param="model")
+        if raw is None:
+            return api_error(400, "Missing required parameter: 'input'.", code="missing_required_parameter", param="input")
+        # A string or an array of strings: one result each. Multimodal objects: one result for all.
+        if isinstance(raw, str):
+            groups: list[list[Any]] = [[{"type": "text", "text": raw}]]
+        elif isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
+            groups = [[{"type": "text", "text": item}] for item in raw]
+        elif isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
+            groups = [raw]
+        else:
+            return api_error(400, "Invalid type for 'input': expected a string, an array of strings, or an array of objects.", code="invalid_type", param="input")
+        seen: list[dict[str, Any]] = []
+        parsed_groups: list[list[dict[str, Any]]] = []
+        for group in groups:
+            parsed: list[dict[str, Any]] = []
+            for item in group:
+                entry = _moderation_input(item)
+                if isinstance(entry, web.Response):
+                    return entry
+                if entry["type"] == "image" and not model.startswith("omni-moderation"):
+                    return api_error(400, f"The model `{model}` does not support image inputs.", code="invalid_value", param="input")
+                parsed.append(entry)
+            parsed_groups.append(parsed)
+            seen.extend(parsed)
+        results = [self._classify(group) for group in parsed_groups]
+        self.moderations.append(ModerationCall(model=model, inputs=seen, flagged=[[c for c, hit in r["categories"].items() if hit] for r in results]))
+        return web.json_response(
+            {"id": f"modr-{secrets.token_hex(12)}", "model": model, "results": results},
+            headers={"x-request-id": f"req_{secrets.token_hex(6)}"},
+        )
+
+    def _classify(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The deterministic classifier: trigger words in text (MODERATION_TRIGGERS) and magenta
+        images (MAGENTA_SHARE); one result for all the inputs of a group."""
+        hits: set[str] = set()
+        for entry in inputs:
+            if entry["type"] == "text":
+                for word, categories in self.moderation_triggers.items():
+                    if re.search(rf"(?<!\w){re.escape(word)}", entry["text"], re.IGNORECASE):
+                        hits.update(categories)
+            elif entry["magenta"] >= MAGENTA_SHARE:
+                hits.add("sexual")
+        has_text = any(e["type"] == "text" for e in inputs)
+        has_image = any(e["type"] == "image" for e in inputs)
+        applied = {
+            c: (["text"] if has_text else []) + (["image"] if has_image and c in IMAGE_CATEGORIES else [])
+            for c in MODERATION_CATEGORIES
+        }  # fmt: skip
+        return {
+            "flagged": bool(hits),
+            "categories": {c: c in hits for c in MODERATION_CATEGORIES},
+            # Flagged near certain, the rest near zero; a fixed tiny value per category keeps it stable.
+            "category_scores": {c: 0.97 if c in hits else round(1e-5 * (1 + i), 6) for i, c in enumerate(MODERATION_CATEGORIES)},
+            "category_applied_input_types": applied,
+        }
+
+
+def _moderation_input(item: dict[str, Any]) -> dict[str, Any] | web.Response:
+    """One multimodal input checked and decoded: a text, or an image from a data URL (the emulator
+    never fetches; an http(s) URL is refused as an image it could not download)."""
+    kind = item.get("type")
+    if kind == "text":
+        if not isinstance(item.get("text"), str):
+            return api_error(400, "Invalid 'input': a text input needs a string 'text'.", code="invalid_value", param="input")
+        return {"type": "text", "text": item["text"]}
+    if kind != "image_url":
+        return api_error(400, f"Invalid value: '{kind}'. Supported values are: 'text' and 'image_url'.", code="invalid_value", param="input")
+    url = item.get("image_url", {}).get("url") if isinstance(item.get("image_url"), dict) else None
+    if not isinstance(url, str):
+        return api_error(400, "Invalid 'input': an image_url input needs 'image_url.url'.", code="invalid_value", param="input")
+    m = re.fullmatch(r"data:(image/[\w.+-]+);base64,(.*)", url, re.DOTALL)
+    if m is None:
+        return api_error(400, "Failed to download image from the URL.", code="invalid_image_url", param="input")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(m.group(2), validate=True)))
+        image.load()
+    except Exception:
+        return api_error(400, "The image data is not a valid image.", code="invalid_image_format", param="input")
+    return {
+        "type": "image", "mime": m.group(1), "format": image.format, "width": image.width, "height": image.height,
+        "magenta": _magenta_share(image),
+    }  # fmt: skip
+
+
+def _magenta_share(image: Image.Image) -> float:
+    """The share of pixels that are exactly MAGENTA, counted with Pillow's C point operations."""
+    r, g, b = image.convert("RGB").split()
+    masks = [band.point(lambda v, want=want: 255 if v == want else 0) for band, want in zip((r, g, b), MAGENTA)]
+    both = ImageChops.multiply(ImageChops.multiply(masks[0], masks[1]), masks[2])
+    return both.histogram()[255] / max(1, image.width * image.height)
 
 
 def _image_dims(model: str, size: str) -> tuple[int, int] | None:

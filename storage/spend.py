@@ -1,0 +1,68 @@
+"""Spending as the store counts it, and the check that reserves a job's estimate.
+
+A job counts against the UTC day it was created on: at its estimate while it runs (the
+money is as good as spent), at its actual cost once finished. A failed or cancelled job
+counts what the provider billed, plus an image step that was already paid for; one that
+never reached a provider counts nothing, so its reservation is released by its ending.
+
+The check runs inside the write that creates (or re-prices) the job, in one `BEGIN
+IMMEDIATE` transaction, so two processes cannot both spend the last dollar.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+COST_SQL = """
+CASE
+  WHEN status IN ('failed', 'cancelled')
+    THEN COALESCE(cost_actual, json_extract(state_json, '$.image_step_cost'), 0)
+  WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)
+  ELSE COALESCE(cost_estimate, 0)
+END
+"""
+
+
+@dataclass(frozen=True)
+class SpendLimit:
+    """At most `limit` USD since `since` for the jobs of one user or one workspace."""
+
+    platform: str
+    limit: float
+    since: float
+    #: Who the limit is for, in the refusal ("your", "this workspace's").
+    whose: str
+    user_id: str | None = None
+    workspace_id: str | None = None
+
+
+class OverBudget(Exception):
+    def __init__(self, limit: SpendLimit, spent: float, cost: float) -> None:
+        super().__init__(f"{limit.whose} budget: spent {spent:.4f} + {cost:.4f} > {limit.limit:.4f}")
+        self.limit = limit
+        self.spent = spent
+        self.cost = cost
+
+
+def spent(conn: sqlite3.Connection, limit: SpendLimit, *, excluding: str | None = None) -> float:
+    sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
+    args: list[object] = [limit.since, limit.platform]
+    if limit.user_id is not None:
+        sql += " AND user_id = ?"
+        args.append(limit.user_id)
+    if limit.workspace_id is not None:
+        sql += " AND workspace_id = ?"
+        args.append(limit.workspace_id)
+    if excluding is not None:
+        sql += " AND id != ?"
+        args.append(excluding)
+    row = conn.execute(sql, args).fetchone()
+    return round(float(row[0]) if row else 0.0, 6)
+
+
+def check(conn: sqlite3.Connection, limits: list[SpendLimit], cost: float, *, excluding: str | None = None) -> None:
+    """Raise OverBudget if `cost` more would pass any limit (run inside the writing transaction)."""
+    for limit in limits:
+        already = spent(conn, limit, excluding=excluding)
+        if already + cost > limit.limit + 1e-9:
+            raise OverBudget(limit, already, cost)
