@@ -17,6 +17,7 @@ from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
     DiscordBot,
     DiscordEmulator,
     Interaction,
+    buttons_of,
     discord_env,
     emu,
     job_of,
@@ -139,7 +140,8 @@ async def test_job_commands_run_through_the_shared_dispatcher(bot: DiscordBot, e
 
 async def test_help_lists_this_deployments_pipelines_and_limits(bot: DiscordBot, emu: DiscordEmulator) -> None:
     text = await answer(await emu.slash("help"))
-    for command in ("/video", "/image", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/help"):
+    commands = ("/video", "/image", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/settings", "/confirm", "/help")
+    for command in commands:
         assert command in text
     assert "`local` (default)" in text and "`scripted`" in text and "`local-image` (default)" in text
     assert "sora" not in text, "only what is configured here"
@@ -172,3 +174,68 @@ async def test_errors_are_ephemeral_and_say_what_to_do(
         text = await answer(interaction)
     assert says in text
     assert await bot.app.service.list_jobs() == []
+
+
+MANAGE_GUILD = 0x20
+
+
+async def test_settings_are_shown_to_everyone_and_changed_by_the_servers_admins(bot: DiscordBot, emu: DiscordEmulator) -> None:
+    shown = await answer(await emu.slash("settings"))
+    assert "max_seconds" in shown
+    refused = await answer(await emu.slash("settings", {"change": "set", "key": "max_seconds", "value": "2"}, user_id="2002"))
+    assert "Only an admin" in refused
+    changed = await answer(await emu.slash("settings", {"change": "set", "key": "max_seconds", "value": "2"}, permissions=MANAGE_GUILD))
+    assert "max_seconds here: 2" in changed
+    too_long = await emu.slash("video", {"prompt": "a kite", "pipeline": "scripted", "seconds": 3})
+    await emu.wait_for(lambda: too_long.followups)
+    assert "at most 2 seconds" in emu.messages[too_long.followups[-1]]["content"]
+    # Users set their own defaults.
+    assert "seconds" in await answer(await emu.slash("settings", {"change": "me", "key": "seconds", "value": "2"}, user_id="2002"))
+    mine = await done(bot, await emu.slash("video", {"prompt": "a kite", "pipeline": "scripted"}, user_id="2002"))
+    assert mine.params.seconds == 2
+    assert "Pick a setting" in await answer(await emu.slash("settings", {"change": "set"}, permissions=MANAGE_GUILD))
+
+
+async def test_roles_the_admins_chose_are_required_to_make_videos(bot: DiscordBot, emu: DiscordEmulator) -> None:
+    await answer(await emu.slash("settings", {"change": "set", "key": "roles", "value": emu.role_id}, permissions=MANAGE_GUILD))
+    refused = await emu.slash("video", {"prompt": "a kite", "pipeline": "scripted"})
+    await emu.wait_for(lambda: refused.followups)
+    assert "needs one of the roles" in emu.messages[refused.followups[-1]]["content"]
+    allowed = await done(bot, await emu.slash("video", {"prompt": "a kite", "pipeline": "scripted"}, roles=[emu.role_id]))
+    assert allowed.status is JobStatus.COMPLETED and emu.role_id in allowed.origin.extra["roles"]
+
+
+async def test_a_costly_request_waits_for_its_owners_confirm(bot: DiscordBot, emu: DiscordEmulator) -> None:
+    await answer(await emu.slash("settings", {"change": "set", "key": "confirm_above_usd", "value": "0.1"}, permissions=MANAGE_GUILD))
+    asked = await emu.slash("video", {"prompt": "a costly kite", "pipeline": "scripted"})
+    offer_id = await emu.wait_for(lambda: asked.original_id if "Confirm to start it" in emu.messages.get(asked.original_id or "", {}).get("content", "") else None)
+    offer = emu.messages[offer_id]
+    (confirm, decline) = [c for row in offer["components"] for c in row["components"]]
+    assert confirm["custom_id"].startswith("vbc:confirm:") and decline["custom_id"].startswith("vbc:decline:")
+    assert await bot.app.service.list_jobs() == [], "nothing queued or reserved before the Confirm"
+
+    stranger = await emu.click(offer_id, confirm["custom_id"], user_id="2002")
+    await asyncio.wait_for(stranger.answered.wait(), 3)
+    assert stranger.callback is not None and "Only the person who asked" in stranger.callback["data"]["content"]
+    owner = await emu.click(offer_id, confirm["custom_id"])
+    await asyncio.wait_for(owner.answered.wait(), 3)
+    assert owner.callback is not None and owner.callback["type"] == 6
+    (job,) = await bot.app.service.list_jobs()
+    assert job.origin.status_message_id == offer_id, "the offer became the job's status message"
+    await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
+    await emu.wait_for(lambda: "✅ Done" in emu.messages[offer_id]["content"])
+    assert result_post(emu, job.id) is not None
+
+    again = await emu.slash("video", {"prompt": "another costly kite", "pipeline": "scripted"})
+    await emu.wait_for(lambda: "Confirm to start it" in emu.messages.get(again.original_id or "", {}).get("content", ""))
+    token = buttons_of(emu.messages[again.original_id or ""])[1].rsplit(":", 1)[1]
+    no = await emu.click(again.original_id or "", f"vbc:decline:{token}")
+    await asyncio.wait_for(no.answered.wait(), 3)
+    assert "nothing was spent" in emu.messages[again.original_id or ""]["content"] and not emu.messages[again.original_id or ""]["components"]
+
+    third = await emu.slash("video", {"prompt": "a third costly kite", "pipeline": "scripted"})
+    await emu.wait_for(lambda: "Confirm to start it" in emu.messages.get(third.original_id or "", {}).get("content", ""))
+    token = buttons_of(emu.messages[third.original_id or ""])[0].rsplit(":", 1)[1]
+    queued = await answer(await emu.slash("confirm", {"token": token}))
+    assert queued.startswith("Queued")
+    await emu.wait_for(lambda: "✅ Done" in emu.messages[third.original_id or ""]["content"], timeout=20)

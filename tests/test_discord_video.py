@@ -38,7 +38,8 @@ async def bot(settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPat
 async def test_video_defers_shows_progress_and_attaches_a_playable_mp4(bot: DiscordBot, emu: DiscordEmulator, tmp_path: Path) -> None:
     # Commands are registered globally and copied to the configured guild for instant use.
     assert {c["name"] for c in emu.commands["global"]} >= {
-        "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help",
+        "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "settings", "confirm",
+        "decline",
     }  # fmt: skip
     assert {c["name"] for c in emu.commands[emu.guild_id]} >= {"video"}
     emu.fail_next("PATCH", r"/messages/@original$")  # one 429 on the first status edit: discord.py must retry

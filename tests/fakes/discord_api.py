@@ -87,6 +87,8 @@ class DiscordEmulator:
         self.bot_user_id = self.application_id
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
+        #: A role of the guild besides @everyone (for `/settings set roles`).
+        self.role_id = self.snowflake()
         self.attachment_size_limit = attachment_size_limit
         #: Upload cap of bot-token posts (the guild's: 10 MiB without boosts).
         self.channel_size_limit = 10 * 1024 * 1024
@@ -192,14 +194,17 @@ class DiscordEmulator:
     def user_payload(self, user_id: str, *, bot: bool = False) -> dict[str, Any]:
         return {"id": user_id, "username": f"user{user_id[-4:]}", "discriminator": "0", "global_name": None, "avatar": None, "bot": bot}
 
-    def member_payload(self, user_id: str, *, permissions: int = 0) -> dict[str, Any]:
+    def member_payload(self, user_id: str, *, permissions: int = 0, roles: list[str] | None = None) -> dict[str, Any]:
         # Emulator gotcha: discord.py reads member.flags unconditionally.
         return {
-            "user": self.user_payload(user_id), "roles": [], "joined_at": iso(), "deaf": False, "mute": False,
+            "user": self.user_payload(user_id), "roles": list(roles or []), "joined_at": iso(), "deaf": False, "mute": False,
             "flags": 0, "nick": None, "avatar": None, "pending": False, "permissions": str(permissions),
         }  # fmt: skip
 
-    async def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: str = "1001", permissions: int = 0, attachments: dict[str, dict[str, Any]] | None = None) -> Interaction:
+    async def slash(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: str = "1001", permissions: int = 0,
+        attachments: dict[str, dict[str, Any]] | None = None, roles: list[str] | None = None,
+    ) -> Interaction:
         """The user runs `/name` with `options`; attachment options name a key of `attachments`."""
         opts = []
         for key, value in (options or {}).items():
@@ -208,7 +213,7 @@ class DiscordEmulator:
         data: dict[str, Any] = {"id": self.snowflake(), "name": name, "type": 1, "options": opts}
         if attachments:
             data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
-        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions)
+        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions, roles=roles)
 
     async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001", others: dict[str, Any] | None = None) -> Interaction:
         """The user types `value` into `option` (other options already filled: `others`)."""
@@ -297,7 +302,9 @@ class DiscordEmulator:
             "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0, "nsfw_level": 0,
             "afk_timeout": 300, "preferred_locale": "en-US", "system_channel_flags": 0, "joined_at": iso(),
             "roles": [{"id": self.guild_id, "name": "@everyone", "color": 0, "hoist": False, "position": 0,
-                       "permissions": str(0x800 | 0x8000 | 0x40 | 0x400), "managed": False, "mentionable": False, "flags": 0}],
+                       "permissions": str(0x800 | 0x8000 | 0x40 | 0x400), "managed": False, "mentionable": False, "flags": 0},
+                      {"id": self.role_id, "name": "creators", "color": 0, "hoist": False, "position": 1,
+                       "permissions": "0", "managed": False, "mentionable": False, "flags": 0}],
             "emojis": [], "stickers": [], "members": [], "voice_states": [], "presences": [], "threads": [],
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "channels": [self._channel()],
@@ -307,13 +314,16 @@ class DiscordEmulator:
         return {"id": self.channel_id, "type": 0, "guild_id": self.guild_id, "name": "videos", "position": 0,
                 "permission_overwrites": [], "nsfw": False, "topic": None, "rate_limit_per_user": 0, "parent_id": None}  # fmt: skip
 
-    async def _dispatch_interaction(self, kind: int, data: dict[str, Any], *, user_id: str, permissions: int = 0, message: dict[str, Any] | None = None) -> Interaction:
+    async def _dispatch_interaction(
+        self, kind: int, data: dict[str, Any], *, user_id: str, permissions: int = 0, message: dict[str, Any] | None = None,
+        roles: list[str] | None = None,
+    ) -> Interaction:
         interaction_id = self.snowflake()
         token = f"itok-{interaction_id}"
         payload: dict[str, Any] = {
             "id": interaction_id, "application_id": self.application_id, "type": kind, "data": data, "token": token,
             "version": 1, "guild_id": self.guild_id, "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
-            "channel_id": self.channel_id, "channel": self._channel(), "member": self.member_payload(user_id, permissions=permissions),
+            "channel_id": self.channel_id, "channel": self._channel(), "member": self.member_payload(user_id, permissions=permissions, roles=roles),
             "app_permissions": str(self.app_permissions), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "authorizing_integration_owners": {"0": self.guild_id}, "context": 0,
             "attachment_size_limit": self.attachment_size_limit,

@@ -55,6 +55,33 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
             await flows.reply_error(interaction, exc)
 
 
+class OfferButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vbc:(?P<verb>confirm|decline):(?P<token>[a-z0-9]{4,32})"):
+    """Confirm / Decline under the offer of a request that costs more than this server's threshold."""
+
+    def __init__(self, verb: str, token: str) -> None:
+        style = discord.ButtonStyle.success if verb == "confirm" else discord.ButtonStyle.secondary
+        super().__init__(discord.ui.Button(label=verb.capitalize(), style=style, custom_id=f"vbc:{verb}:{token}"))
+        self.verb = verb
+        self.token = token
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /) -> OfferButton:
+        return cls(match["verb"], match["token"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await flows.on_offer(interaction, self.verb, self.token)
+        except Exception as exc:
+            await flows.reply_error(interaction, exc)
+
+
+def offer_components(token: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(OfferButton("confirm", token))
+    view.add_item(OfferButton("decline", token))
+    return view
+
+
 def components(job_id: str, actions: tuple[Action, ...], *, prefix: str) -> discord.ui.View | None:
     """The buttons for `actions` (a view's, in its order), or None for no buttons."""
     shown = [a for a in actions if a in LOOK]
@@ -106,4 +133,4 @@ class ExtendModal(discord.ui.Modal, title="Extend this video"):
 
 def register(client: discord.Client, adapter: DiscordAdapter) -> None:
     """Clicks on any message the bot ever posted, also after a restart, come to `JobButton`."""
-    client.add_dynamic_items(JobButton)
+    client.add_dynamic_items(JobButton, OfferButton)

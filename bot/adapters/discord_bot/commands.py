@@ -16,6 +16,7 @@ from bot.adapters.discord_bot.shims import ASPECT_RATIOS, deployment_help, norma
 from bot.core.commands import Command
 from bot.core.dispatch import Reply, run_command
 from bot.core.models import Job, JobStatus, Origin
+from bot.core.tenant_settings import KEYS
 from providers.base import Capability
 from providers.errors import InvalidRequest
 from providers.pipeline import Pipeline
@@ -29,6 +30,15 @@ COMMON_SIZES = ("1280x720", "720x1280", "1024x1024", "1792x1024", "1024x1792", "
 MAX_MESSAGE = 2000
 SEED_MAX = 2**31 - 1
 STATUSES = [app_commands.Choice(name=s.value, value=s.value) for s in JobStatus]
+SETTINGS_CHANGES = [
+    app_commands.Choice(name="set for this server (admins)", value="set"),
+    app_commands.Choice(name="set for this channel (admins)", value="channel"),
+    app_commands.Choice(name="set my own default", value="me"),
+    app_commands.Choice(name="unset for this server (admins)", value="unset"),
+    app_commands.Choice(name="unset for this channel (admins)", value="unset-channel"),
+    app_commands.Choice(name="unset my own default", value="unset-me"),
+]
+SETTINGS_KEYS = [app_commands.Choice(name=f"{k.name} — {k.help}"[:100], value=k.name) for k in KEYS.values()][:MAX_CHOICES]
 
 
 # --- autocomplete -----------------------------------------------------------------------------
@@ -266,6 +276,33 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
         if answer.job is not None and answer.job.origin.platform == "discord":
             adapter.surface.show_deleted(answer.job)
         await reply(interaction, answer.text)
+
+    @tree.command(name="confirm", description="Start a request that waits for your Confirm (it costs more than usual)")
+    @app_commands.describe(token="The code in the offer")
+    async def confirm(interaction: discord.Interaction, token: str) -> None:
+        # The job's status message is the offer the request got: its events edit it from now on.
+        await reply(interaction, (await run(interaction, command("confirm", token))).text)
+
+    @tree.command(name="decline", description="Drop a request that waits for your Confirm; nothing is spent")
+    @app_commands.describe(token="The code in the offer")
+    async def decline(interaction: discord.Interaction, token: str) -> None:
+        await reply(interaction, (await run(interaction, command("decline", token))).text)
+
+    @tree.command(name="settings", description="What applies to you here, and where it comes from; admins change it")
+    @app_commands.describe(
+        change="What to change (leave empty to see the settings)", key="Which setting", value="The new value (for unset: none)"
+    )
+    @app_commands.choices(change=SETTINGS_CHANGES, key=SETTINGS_KEYS)
+    async def settings(interaction: discord.Interaction, change: str | None = None, key: str | None = None, value: str | None = None) -> None:
+        if change is None:
+            words: list[str | None] = []
+        elif change.startswith("unset"):
+            words = ["unset", key, change.partition("-")[2] or None]
+        else:
+            words = [change, key, value]
+        if change is not None and (key is None or (not change.startswith("unset") and not value)):
+            raise InvalidRequest("Pick a setting (key) and give it a value, for example: change set, key max_seconds, value 8.")
+        await reply(interaction, (await run(interaction, command("settings", *words))).text[:MAX_MESSAGE])
 
     @tree.command(name="usage", description="What you spent today, and your budget")
     async def usage(interaction: discord.Interaction) -> None:

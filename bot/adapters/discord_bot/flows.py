@@ -17,7 +17,9 @@ import discord
 
 from bot.adapters.discord_bot.render import status_content
 from bot.core.actions import Outcome, perform
-from bot.core.errors import user_message
+from bot.core.commands import Command
+from bot.core.dispatch import run_command
+from bot.core.errors import NeedsConfirmation, user_message
 from bot.core.models import Actor, Job, Origin
 from bot.core.views import Action, status_view
 
@@ -100,6 +102,9 @@ def origin_for(
         }
     if reply_to is not None:
         extra[STATUS_REPLY_TO] = str(reply_to)
+    if isinstance(user, discord.Member):
+        # For the roles a server's admins may require (`/settings set roles ...`).
+        extra["roles"] = [str(role.id) for role in user.roles]
     return Origin(
         platform=PLATFORM,
         workspace_id=str(guild_id) if guild_id else None,
@@ -178,6 +183,11 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
     await adapter.acks.wait()
     try:
         job = await start(interaction_origin(interaction, status_message_id=message_id))
+    except NeedsConfirmation as offer:
+        # The job waits for its owner: the response shows the offer, and becomes the job's
+        # status message if it is confirmed (the waiting job's origin already points at it).
+        await interaction.edit_original_response(content=user_message(offer), view=adapter.surface.offer_view(offer.token))
+        return None
     except Exception as exc:
         adapter.surface.forget_interaction(message_id)
         try:
@@ -218,6 +228,17 @@ async def on_button(interaction: discord.Interaction, action: Action, job_id: st
         adapter.surface.show_deleted(outcome.job, skip=interaction.message.id if interaction.message else None)
         return
     await interaction.response.defer()  # a cancel: the job's own events update its status message
+
+
+async def on_offer(interaction: discord.Interaction, verb: str, token: str) -> None:
+    """Confirm or Decline under a costly request's offer (the service checks it is the owner)."""
+    adapter = adapter_of(interaction)
+    command = Command(name=verb, words=[token])
+    answer = await run_command(adapter.app.service, command, interaction_origin(interaction), interaction_actor(interaction))
+    if answer.started:
+        await interaction.response.defer()  # the offer is the job's status message now: its events edit it
+    else:
+        await interaction.response.edit_message(content=answer.text, view=None)
 
 
 async def after_reaction(adapter: DiscordAdapter, outcome: Outcome, user_id: int) -> None:

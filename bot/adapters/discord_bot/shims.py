@@ -99,7 +99,7 @@ def deployment_help(service: JobService) -> str:
         "**Commands**",
         "`/video prompt` (pipeline, size or aspect ratio, seconds, seed, audio, a starting image) · "
         "`/image prompt` · `/jobs` · `/job id` · `/remix id prompt` · `/extend id` · `/reroll id` · "
-        "`/cancel id` · `/delete id` · `/usage` · `/help`",
+        "`/cancel id` · `/delete id` · `/usage` · `/settings` · `/confirm code` · `/decline code` · `/help`",
         "Buttons: **Cancel** while a job runs; under a video **Re-roll**, **Remix…**, **Extend…**, **Delete**; "
         "under an image **Animate**, **Re-roll**, **Delete**. Reactions: 🔁 re-roll, ❌ cancel or delete, "
         "✉️ the file by DM, 🎬 animate an image.",

@@ -33,7 +33,7 @@ import aiohttp
 import discord
 
 from bot.adapters.discord_bot import marks
-from bot.adapters.discord_bot.buttons import components
+from bot.adapters.discord_bot.buttons import components, offer_components
 from bot.adapters.discord_bot.errors import is_token_gone
 from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, token_alive
 from bot.adapters.discord_bot.render import failure_note, status_content
@@ -162,6 +162,10 @@ class StatusBoard:
             except discord.HTTPException:
                 # The job runs anyway; its result is posted (or its failure reported) at the end.
                 log.warning("could not post the status message of %s", job.id, exc_info=True)
+
+    def offer_view(self, token: str) -> discord.ui.View:
+        """Confirm / Decline for a request that waits for its owner (the core's NeedsConfirmation)."""
+        return offer_components(token)
 
     def show_deleted(self, job: Job, *, skip: int | None = None) -> None:
         """A deleted job: its status message and its result post say so (the result loses its file)."""
