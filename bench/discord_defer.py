@@ -150,6 +150,8 @@ async def run(root: Path, *, in_process: bool) -> dict[str, float]:
             "VIDEOBOT_MAX_RUNNING_PER_USER": "100",
             "VIDEOBOT_MAX_QUEUED_PER_USER": "10000",
             "VIDEOBOT_LOG_LEVEL": "WARNING",
+            # The sleep provider has no price; unpriced models are refused by the spend gate.
+            "VIDEOBOT_FREE_MODELS": "sleep",
             "DISCORD_TOKEN": "bench-token",
             "DISCORD_API_BASE_URL": emu.api_base,
             "DISCORD_GATEWAY_URL": emu.gateway_url,
@@ -169,6 +171,8 @@ async def run(root: Path, *, in_process: bool) -> dict[str, float]:
         while len(bot.app.runner._tasks) < IN_FLIGHT + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         running = len(bot.app.runner._tasks)
+        if running < IN_FLIGHT:
+            raise RuntimeError(f"only {running} of {IN_FLIGHT} jobs got running (see the log)")
         edits_before = await emu.status_edits()
         await asyncio.sleep(1.0)  # every in-flight job is running, its status message edited under the budgets
         edits_per_second = await emu.status_edits() - edits_before
@@ -178,7 +182,10 @@ async def run(root: Path, *, in_process: bool) -> dict[str, float]:
         wall = time.perf_counter() - t0
         # Let every command finish submitting before shutting down under it.
         expected = 1 + IN_FLIGHT + BURST
-        while await bot.app.store.count(statuses=list(JobStatus)) < expected:
+        deadline = time.monotonic() + 60
+        while (created := await bot.app.store.count(statuses=list(JobStatus))) < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {created} of {expected} commands made a job (see the log)")
             await asyncio.sleep(0.05)
         return {
             "jobs running during the burst": running,
