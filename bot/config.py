@@ -41,6 +41,9 @@ class CoreSettings(BaseSettings):
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)
     max_prompt_chars: int = Field(default=1000, ge=10, le=32_000)
     max_image_mb: float = Field(default=20, gt=0, le=200)
+    #: Stories (`videobot story`, `/story`): total seconds and scenes at most.
+    story_max_seconds: int = Field(default=60, ge=1, le=3600)
+    story_max_scenes: int = Field(default=12, ge=2, le=50)
     #: Overall limit for one remote job, in minutes.
     job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
@@ -136,6 +139,8 @@ class OpenAISettings(BaseSettings):
     video_base_url: str | None = None
     video_model: str = "sora-2"
     image_model: str = "gpt-image-2"
+    #: Plans a story's scenes from a premise (structured JSON output).
+    text_model: str = "gpt-5-mini"
     #: Per HTTP request (a download's limit is per chunk read, not for the whole file).
     request_timeout_seconds: float = Field(default=60, gt=0, le=600)
     #: USD per second of video, by model id; a model not listed has no estimate.
@@ -314,6 +319,57 @@ def _fal_table(path: Path | None = None) -> EndpointTable:
     return load_table(path)
 
 
+class ComfyUISettings(BaseSettings):
+    """A self-hosted ComfyUI server (`comfyui`, `comfyui-image`, `comfyui-image+comfyui`)."""
+
+    model_config = _section("COMFYUI_")
+
+    #: e.g. http://127.0.0.1:8188; empty: the ComfyUI pipelines are listed but not configured.
+    url: str | None = None
+    #: Where relative workflow names are looked up; empty: the workflows shipped with videobot.
+    workflows_dir: Path | None = None
+    #: API-format workflow files (ComfyUI: Export (API)); empty turns that capability off.
+    t2v_workflow: str = "wan2.2_ti2v_5b_t2v.json"
+    i2v_workflow: str = "wan2.2_ti2v_5b_i2v.json"
+    t2i_workflow: str = "flux1_schnell_t2i.json"
+    #: `Name: value`, sent with every request and the websocket (a reverse proxy's auth).
+    auth_header: SecretStr | None = None
+    #: USD per second of video (0: own hardware), and per image.
+    usd_per_second: float = Field(default=0.0, ge=0)
+    usd_per_image: float = Field(default=0.0, ge=0)
+    #: Replaces the text of the `videobot.negative` node; empty keeps the workflow's own.
+    negative_prompt: str = ""
+    max_seconds: int = Field(default=10, ge=1, le=120)
+    #: Seconds between status reads (from memory while the websocket is up).
+    poll_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: After a crash mid-create: how long a request may still be in flight before a miss counts.
+    absence_grace_seconds: float = Field(default=15.0, ge=0, le=600)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: Overall limit for one image (image jobs and the image step).
+    image_timeout_seconds: float = Field(default=600, gt=0, le=24 * 3600)
+
+    @field_validator("url", "workflows_dir", "auth_header", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_header")
+    @classmethod
+    def _check_header(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            name, sep, header = value.get_secret_value().partition(":")
+            if not sep or not name.strip() or not header.strip() or " " in name.strip():
+                raise ValueError("must be 'Name: value', for example 'Authorization: Bearer TOKEN'")
+        return value
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.auth_header is None:
+            return {}
+        name, _, value = self.auth_header.get_secret_value().partition(":")
+        return {name.strip(): value.strip()}
+
+
 class Settings:
     """All sections, each read from the environment when first used."""
 
@@ -349,9 +405,13 @@ class Settings:
     def discord(self) -> DiscordSettings:
         return DiscordSettings()
 
+    @cached_property
+    def comfyui(self) -> ComfyUISettings:
+        return ComfyUISettings()
+
     def check(self) -> Settings:
         """Read every section now so a bad value fails at start-up, not mid-job."""
-        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord"):
+        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord", "comfyui"):
             try:
                 getattr(self, name)
             except ValidationError as exc:
@@ -368,6 +428,7 @@ _SECTION_PREFIX = {
     "FalSettings": "FAL_",
     "SlackSettings": "SLACK_",
     "DiscordSettings": "DISCORD_",
+    "ComfyUISettings": "COMFYUI_",
 }
 
 

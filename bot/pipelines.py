@@ -58,12 +58,15 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     _register_openai(registry, settings)
     _register_runway(registry, settings)
     _register_flux(registry, settings)
-    # A paid provider the operator configured beats the offline renderer; direct text-to-video
-    # before chains (one paid step instead of two), local last as the always-there fallback.
+    _register_comfyui(registry, settings)
+    # A provider the operator configured beats the offline renderer; direct text-to-video
+    # before chains (one paid step instead of two); the operator's own ComfyUI GPU before the
+    # always-there local renderer.
     registry.video_preference = [
-        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal", "local",
+        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
+        "comfyui", "local",
     ]  # fmt: skip
-    registry.image_preference = ["gpt-image", "local-image"]
+    registry.image_preference = ["gpt-image", "comfyui-image", "local-image"]
     return registry
 
 
@@ -197,3 +200,88 @@ def _register_flux(registry: PipelineRegistry, settings: Settings) -> None:
         name="flux", provider=flux, not_configured="" if bfl_key else "BFL_API_KEY is not set",
         still=f"A Flux ({fx.model}) still",
     ))  # fmt: skip
+
+
+def _register_comfyui(registry: PipelineRegistry, settings: Settings) -> None:
+    """`comfyui` (text or image to video) and `comfyui-image` (stills), plus ComfyUI as an image
+    source (`comfyui-image+runway`, ...) and an image-to-video target (`gpt-image+comfyui`,
+    `comfyui-image+comfyui`, ...).
+
+    With COMFYUI_URL set, the workflows are loaded and checked now, at start-up: a missing file
+    or a missing `videobot.*` title stops the bot with one line naming the file and the title.
+    """
+    from pathlib import Path
+
+    from bot.core.errors import ConfigError
+    from providers.comfyui import ComfyUIImageProvider, ComfyUIJobs, ComfyUIVideoProvider
+    from providers.comfyui_client import ComfyUIClient
+    from providers.comfyui_workflow import Workflow, WorkflowError, WorkflowKind, load_workflow, resolve
+    from providers.prompting import FirstFrameImages
+
+    cu, core = settings.comfyui, settings.core
+    url = cu.url.strip() if cu.url else None
+    kinds = (WorkflowKind.TEXT_TO_VIDEO, WorkflowKind.IMAGE_TO_VIDEO, WorkflowKind.TEXT_TO_IMAGE)
+
+    def load(directory: Path | None, names: tuple[str, ...]) -> list[Workflow | None]:
+        return [load_workflow(resolve(n.strip(), directory), k) if n.strip() else None for n, k in zip(names, kinds)]
+
+    try:
+        t2v, i2v, t2i = load(cu.workflows_dir, (cu.t2v_workflow, cu.i2v_workflow, cu.t2i_workflow))
+    except WorkflowError as exc:
+        if url:
+            raise ConfigError(exc.message) from None
+        # Not in use: list the pipelines from the shipped workflows so users learn they exist.
+        fields = type(cu).model_fields
+        t2v, i2v, t2i = load(None, tuple(str(fields[f].default) for f in ("t2v_workflow", "i2v_workflow", "t2i_workflow")))
+    no_url = "" if url else "COMFYUI_URL is not set"
+    shared: list[ComfyUIJobs] = []
+
+    def jobs() -> ComfyUIJobs:
+        # One client for all the pipelines: one connection pool and one websocket listener.
+        if not shared:
+            client = ComfyUIClient(url or "http://127.0.0.1:8188", headers=cu.headers, timeout=cu.request_timeout_seconds)
+            shared.append(ComfyUIJobs(
+                client, work_dir=core.data_dir / "comfyui-provider", poll_seconds=cu.poll_seconds,
+                absence_grace=cu.absence_grace_seconds,
+            ))  # fmt: skip
+        return shared[0]
+
+    def video(text: Workflow | None, image: Workflow | None) -> ComfyUIVideoProvider:
+        return ComfyUIVideoProvider(
+            jobs(), text_workflow=text, image_workflow=image, usd_per_second=cu.usd_per_second,
+            negative_prompt=cu.negative_prompt, max_seconds=cu.max_seconds, max_image_bytes=int(core.max_image_mb * 1_000_000),
+        )  # fmt: skip
+
+    def stills(workflow: Workflow) -> ComfyUIImageProvider:
+        return ComfyUIImageProvider(
+            jobs(), workflow=workflow, usd_per_image=cu.usd_per_image, negative_prompt=cu.negative_prompt,
+            timeout=cu.image_timeout_seconds,
+        )  # fmt: skip
+
+    def comfyui() -> Pipeline:
+        # Without a text-to-video workflow, text goes through a still first (the image step).
+        step = FirstFrameImages(stills(t2i)) if t2v is None and t2i is not None else None
+        names = ", ".join(w.name for w in (t2v, i2v) if w is not None)
+        return Pipeline(
+            name="comfyui", video=video(t2v, i2v), image=step, configured=not no_url, not_configured_reason=no_url,
+            description=f"Your ComfyUI server ({names}): text or image to video on your own GPU.",
+        )
+
+    if t2v is not None or i2v is not None:
+        registry.register("comfyui", comfyui)
+    if i2v is not None:
+        animate = i2v
+        registry.add_video_target(VideoTarget(
+            name="comfyui", provider=lambda: video(None, animate), not_configured=no_url,
+            describe=f"{{still}}, written for video and cropped to the size, animated by {animate.name} on your ComfyUI server.",
+        ))  # fmt: skip
+    if t2i is not None:
+        image_flow = t2i
+        registry.register("comfyui-image", lambda: Pipeline(
+            name="comfyui-image", video=None, image=stills(image_flow), configured=not no_url, not_configured_reason=no_url,
+            description=f"Stills from your ComfyUI server ({image_flow.name}).",
+        ))  # fmt: skip
+        registry.add_image_source(ImageSource(
+            name="comfyui-image", provider=lambda: stills(image_flow), not_configured=no_url,
+            still=f"A ComfyUI ({image_flow.name}) still",
+        ))  # fmt: skip

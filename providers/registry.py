@@ -115,7 +115,9 @@ class PipelineRegistry:
 
     def get(self, name: str) -> Pipeline:
         if name not in self._factories:
-            raise InvalidRequest(f"Unknown pipeline '{name}'. Available: {', '.join(self.names())}.")
+            plain = [n for n in self.names() if n not in self._chains]
+            chains = " Chains: IMAGE+VIDEO, e.g. gpt-image+runway." if self._chains else ""
+            raise InvalidRequest(f"Unknown pipeline '{name}'. Available: {', '.join(plain)}.{chains} See `videobot pipelines`.")
         if name not in self._built:
             self._built[name] = self._factories[name]()
         return self._built[name]

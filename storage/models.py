@@ -17,6 +17,8 @@ class JobKind(StrEnum):
     REMIX = "remix"
     EXTEND = "extend"
     IMAGE = "image"
+    #: A multi-scene video: a parent whose scenes are child jobs (state["story_scene"] = k).
+    STORY = "story"
 
 
 class JobStatus(StrEnum):

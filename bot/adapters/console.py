@@ -109,6 +109,8 @@ class ConsoleAdapter:
 
     async def _on_event(self, event: ProgressEvent) -> None:
         job = event.job
+        if job.state.get("story_scene"):
+            return  # a story's scene: its story's own line says "scene k of n"
         # Progress in 25 % steps keeps a terminal readable; every other state is shown.
         key = f"{event.kind.value}:{event.progress // 25}" if event.kind is EventKind.PROGRESS else event.kind.value
         if event.kind is EventKind.QUEUED:

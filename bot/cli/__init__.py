@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "bot.cli.run",
     "bot.cli.image", "bot.cli.remote",  # OpenAI integration: image jobs, remote video admin
     "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
+    "bot.cli.story",  # multi-scene videos
 ]
 
 

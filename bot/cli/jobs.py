@@ -8,7 +8,8 @@ import sys
 from bot.cli.common import CLI_ORIGIN, cli_app, follow
 from bot.config import Settings
 from bot.core.dispatch import describe_job
-from bot.core.models import Actor, JobStatus
+from bot.app import App
+from bot.core.models import Actor, Job, JobKind, JobStatus
 from bot.core.render import job_row
 from bot.core.retention import expire_media
 
@@ -58,14 +59,30 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
     async with cli_app(settings, run_jobs=False) as app:
         job = await app.service.get(args.job_id)
         events = await app.store.events(job.id)
+        scenes = await story_scenes(app, job)
     if args.json:
-        print(json.dumps({**job.model_dump(mode="json"), "events": events}, indent=2))
+        extra = {"scenes": scenes} if scenes is not None else {}
+        print(json.dumps({**job.model_dump(mode="json"), "events": events, **extra}, indent=2))
         return 0
     print(describe_job(job))
+    for scene in scenes or []:
+        print(f"  scene {scene['scene']}: job {scene['job_id']} {scene['status']}" + (f" (attempt {scene['attempt']})" if scene["attempt"] > 1 else ""))
     for event in events:
         detail = f"  {event['detail']}" if event["detail"] else ""
         print(f"  {event['at']:.3f}  {event['status']}{detail}")
     return 0
+
+
+async def story_scenes(app: App, job: Job) -> list[dict[str, object]] | None:
+    """A story's scene jobs in order (every attempt), for `show`; None for other jobs."""
+    if job.kind is not JobKind.STORY:
+        return None
+    children = [c for c in await app.store.children(job.id) if c.state.get("story_scene")]
+    return [
+        {"scene": c.state["story_scene"], "attempt": c.state.get("story_attempt", 1), "job_id": c.id, "status": c.status.value,
+         "prompt": c.prompt, "output_path": c.output_path, "cost_actual": c.cost_actual}
+        for c in sorted(children, key=lambda c: (c.state["story_scene"], c.state.get("story_attempt", 1)))
+    ]  # fmt: skip
 
 
 async def cancel(args: argparse.Namespace, settings: Settings) -> int:

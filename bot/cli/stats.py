@@ -26,9 +26,10 @@ async def stats(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print(f"no video jobs in the last {args.days:g} days")
         return 0
-    print(f"{'pipeline':<22} {'jobs':>5} {'success':>8} {'median':>8} {'cost':>9}")
+    print(f"{'pipeline':<22} {'jobs':>5} {'success':>8} {'median':>8} {'cost':>9} {'GPU time':>9}")
     for r in rows:
         rate = f"{r.success_rate:.0%}" if r.success_rate is not None else "-"
         median = f"{r.median_seconds:.1f}s" if r.median_seconds is not None else "-"
-        print(f"{r.pipeline:<22} {r.jobs:>5} {rate:>8} {median:>8} {'$' + format(r.cost, '.2f'):>9}")
+        gpu = f"{r.gpu_seconds:.0f}s" if r.gpu_seconds else "-"
+        print(f"{r.pipeline:<22} {r.jobs:>5} {rate:>8} {median:>8} {'$' + format(r.cost, '.2f'):>9} {gpu:>9}")
     return 0

@@ -69,6 +69,8 @@ class PipelineStats(BaseModel):
     success_rate: float | None
     median_seconds: float | None
     cost: float
+    #: GPU time self-hosted providers (ComfyUI) reported, in seconds.
+    gpu_seconds: float = 0.0
 
 
 class Ledger:
@@ -104,12 +106,15 @@ class Ledger:
 
     async def pipeline_stats(self, *, since: float = 0.0) -> list[PipelineStats]:
         sql = (
-            f"SELECT pipeline, status, created_at, finished_at, {_COST_SQL} FROM jobs "
+            f"SELECT pipeline, status, created_at, finished_at, {_COST_SQL}, "
+            "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0) FROM jobs "
             "WHERE created_at >= ? AND kind != ? ORDER BY pipeline"
         )
         rows: dict[str, list[tuple[str, float, float | None, float]]] = {}
-        for pipeline, status, created, finished, cost in await self._store.aggregate(sql, (since, JobKind.IMAGE.value)):
+        gpu: dict[str, float] = {}
+        for pipeline, status, created, finished, cost, seconds in await self._store.aggregate(sql, (since, JobKind.IMAGE.value)):
             rows.setdefault(pipeline, []).append((status, created, finished, float(cost or 0)))
+            gpu[pipeline] = gpu.get(pipeline, 0.0) + float(seconds or 0)
         out = []
         for pipeline, items in sorted(rows.items()):
             completed = [i for i in items if i[0] == "completed"]
@@ -121,6 +126,7 @@ class Ledger:
                 success_rate=len(completed) / decided if decided else None,
                 median_seconds=statistics.median(durations) if durations else None,
                 cost=round(sum(i[3] for i in items), 4),
+                gpu_seconds=round(gpu.get(pipeline, 0.0), 1),
             ))  # fmt: skip
         return out
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from bot.core.models import GenerateRequest, JobKind
+from bot.core.stories import StoryRequest
 from providers.errors import InvalidRequest
 
 _INT_FLAGS = {"seconds", "seed"}
@@ -22,10 +23,11 @@ _ALLOWED = {
     "image": {"size", "pipeline", "model", "seed"},
     "extend": {"seconds"},
     "jobs": {"status", "limit"},
+    "story": {"seconds", "seed", "size", "pipeline", "model", "scenes", "transition"},
 }
 COMMANDS = (
     "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "confirm", "decline",
-    "settings",
+    "settings", "story",
 )
 
 
@@ -67,6 +69,17 @@ class Command(BaseModel):
             seed=self.int_flag("seed"),
             audio=self.flags.get("audio", "no").lower() in ("yes", "true", "on", "1"),
         )
+
+
+    def story_request(self) -> StoryRequest:
+        """`/story SCENE | SCENE | ...` or `/story PREMISE --scenes N`."""
+        transition = (self.flags.get("transition") or "cut").lower()
+        if transition not in ("cut", "fade"):
+            raise InvalidRequest("--transition is cut or fade.")
+        return StoryRequest(
+            script=self.text, scenes=self.int_flag("scenes"), seconds=self.int_flag("seconds"), pipeline=self.flags.get("pipeline"),
+            model=self.flags.get("model"), size=self.flags.get("size"), seed=self.int_flag("seed"), transition=transition,
+        )  # fmt: skip
 
 
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»"}

@@ -11,6 +11,7 @@ from bot.core.commands import Command
 from bot.core.models import Actor, Job, JobStatus, Origin
 from bot.core.render import HELP, INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
+from bot.core.stories import submit_story
 
 
 class Reply(BaseModel):
@@ -33,6 +34,11 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
             return Reply(text=HELP)
         job = await service.submit(command.generate_request(), origin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "story":
+        if not command.words or command.text.lower() == "help":
+            return Reply(text=STORY_HELP)
+        job = await submit_story(service, command.story_request(), origin)
+        return Reply(text=f"Queued {job_title(job)}\n{describe_plan(job)}", job=job, started=True)
     if name == "jobs":
         status = command.flags.get("status")
         jobs = await service.list_jobs(
@@ -79,6 +85,22 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "settings":
         return Reply(text=await _settings(service, command, origin, actor))
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
+
+
+STORY_HELP = (
+    "/story SCENE | SCENE | SCENE · one video of several scenes, each continuing the last\n"
+    "/story PREMISE --scenes 4 · the premise planned into scenes\n"
+    "Options: --seconds N (per scene), --pipeline NAME, --size WxH, --transition cut|fade"
+)
+
+
+def describe_plan(job: Job) -> str:
+    plan = job.state.get("plan", {})
+    lines = [f"look: {plan['look']}"] if plan.get("look") else []
+    lines += [f"scene {k}: {scene}" for k, scene in enumerate(plan.get("scenes", []), 1)]
+    if job.cost_estimate:
+        lines.append(f"estimate: ${job.cost_estimate:.2f}")
+    return "\n".join(lines)
 
 
 SETTINGS_HELP = (

@@ -23,6 +23,9 @@ def format_elapsed(seconds: float) -> str:
 def describe_params(job: Job) -> str:
     if job.kind is JobKind.IMAGE:
         return f"{job.params.size} · {job.pipeline}"
+    if job.kind is JobKind.STORY:
+        scenes = len(job.state.get("plan", {}).get("scenes", []))
+        return f"{scenes} scenes × {job.params.seconds}s · {job.params.size} · {job.pipeline}"
     seconds = f"+{job.params.seconds}s" if job.kind is JobKind.EXTEND else f"{job.params.seconds}s"
     return f"{seconds} · {job.params.size} · {job.pipeline}"
 
@@ -57,8 +60,11 @@ def job_title(job: Job) -> str:
         JobKind.REMIX: "Remix",
         JobKind.EXTEND: "Extension",
         JobKind.IMAGE: "Image",
+        JobKind.STORY: "Story",
     }[job.kind]
     parent = f" of {job.parent_id}" if job.parent_id else ""
+    if job.state.get("story_scene"):
+        label, parent = f"Scene {job.state['story_scene']}", f" of story {job.parent_id}"
     return f"{label}{parent} · job {job.id} · {describe_params(job)}"
 
 
@@ -91,6 +97,7 @@ def job_row(job: Job) -> str:
 HELP = """Commands:
   /video PROMPT [--seconds N] [--size WxH] [--pipeline NAME] [--model ID] [--seed N]
   /image PROMPT [--size WxH] [--pipeline NAME]
+  /story SCENE | SCENE | ...  or  /story PREMISE --scenes N   one video of several scenes [--seconds N per scene] [--transition cut|fade]
   /jobs                      your recent jobs
   /job JOB_ID                one job in full
   /remix JOB_ID PROMPT       the same video again with a new prompt

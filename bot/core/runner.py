@@ -30,6 +30,7 @@ from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
+from bot.core.stories import StoryDriver
 from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
@@ -350,7 +351,10 @@ class Runner:
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
-            if job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+            if job.kind is JobKind.STORY and job.status is not JobStatus.DELIVERING:
+                # A story's scenes are child jobs; the driver runs them in order and joins them.
+                job = await StoryDriver(self).drive(job)
+            elif job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
                 job = await self._submit(job)
             elif job.status is JobStatus.RUNNING:
                 job = await self._wait_remote(job)
@@ -620,7 +624,9 @@ class Runner:
             cost = round(remote.cost + (job.state.get("image_step_cost") or 0.0), 4)
         else:
             cost = job.cost_estimate
-        return await self._write(job, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost)
+        gpu = getattr(remote, "gpu_seconds", None)  # self-hosted providers report the GPU time they used
+        state = {**job.state, "gpu_seconds": round(float(gpu), 3)} if gpu is not None else job.state
+        return await self._write(job, status=JobStatus.DOWNLOADING, progress=100, cost_actual=cost, state=state)
 
     async def _retry_remote(self, job: Job, exc: GenerationFailed) -> Job:
         """Once, for a failure the provider calls its own fault: the failed remote job is over,
@@ -664,7 +670,8 @@ class Runner:
         Transient failures are retried with backoff while the job stays `delivering`; a
         permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
         self._emit(EventKind.DELIVERING, job, progress=100)
-        deliverer = self.deliverers.get(job.origin.platform)
+        # A story's scene is posted as part of its story, never on its own.
+        deliverer = None if job.state.get("story_scene") else self.deliverers.get(job.origin.platform)
         while deliverer is not None:
             previous = job.state.get("delivery", {})
             first_at = previous.get("first_at") or time.time()

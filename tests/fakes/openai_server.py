@@ -167,6 +167,9 @@ class OpenAIEmulator:
         self.moderation_triggers: dict[str, tuple[str, ...]] = dict(MODERATION_TRIGGERS)
         #: Every moderation request that was classified (faults and auth failures are not).
         self.moderations: list[ModerationCall] = []
+        #: Chat models the text endpoint serves; `chat_reply`, when set, is the next answer's content.
+        self.text_models = {"gpt-5-mini", "gpt-5", "gpt-4.1-mini"}
+        self.chat_reply: str | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -188,6 +191,7 @@ class OpenAIEmulator:
         app.router.add_get("/v1/videos/{video_id}/content", self._content)
         app.router.add_post("/v1/images/generations", self._image)
         app.router.add_post("/v1/moderations", self._moderations)
+        app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -621,6 +625,47 @@ class OpenAIEmulator:
             headers={"x-request-id": f"req_{secrets.token_hex(6)}"},
         )
 
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/chat/completions`, with `response_format` json_schema (structured outputs):
+        the answer's content is JSON that fits the schema. For a schema with a `scenes` array
+        the emulator plans `minItems` scenes from the last user message, deterministically."""
+        rec, early = await self._guard(request, "chat")
+        if early is not None:
+            return early
+        model, messages = rec.fields.get("model"), rec.fields.get("messages")
+        if not isinstance(model, str) or model not in self.text_models:
+            return api_error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found", param="model")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
+            return api_error(400, "Invalid value for 'messages': expected a non-empty array of messages.", code="invalid_value", param="messages")
+        if "temperature" in rec.fields and model.startswith("gpt-5") and rec.fields["temperature"] != 1:
+            return api_error(400, "Unsupported value: 'temperature' does not support this value with this model. Only the default (1) value is supported.", code="unsupported_value", param="temperature")
+        fmt = rec.fields.get("response_format") or {"type": "text"}
+        user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        if self.chat_reply is not None:
+            content, self.chat_reply = self.chat_reply, None
+        elif fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            schema = spec.get("schema")
+            if not isinstance(spec.get("name"), str) or not isinstance(schema, dict):
+                return api_error(400, "Missing required parameter: 'response_format.json_schema.name'.", code="missing_required_parameter", param="response_format.json_schema")
+            if spec.get("strict") and (schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(schema.get("properties", {}))):
+                return api_error(400, f"Invalid schema for response_format '{spec['name']}': In context=(), 'additionalProperties' is required to be supplied and to be false, and 'required' must list every property.", code="invalid_json_schema", param="response_format")
+            content = json.dumps(_fill_schema(schema, user))
+        else:
+            content = f"(emulator) {user}"
+        usage = {"prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages), "completion_tokens": len(content.split())}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
+                "model": f"{model}-2025-08-07" if model.startswith("gpt-5") else model,
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []}}],
+                "usage": usage, "service_tier": "default", "system_fingerprint": None,
+            },
+            headers={"x-request-id": f"req_{secrets.token_hex(6)}"},
+        )  # fmt: skip
+
     def _classify(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """The deterministic classifier: trigger words in text (MODERATION_TRIGGERS) and magenta
         images (MAGENTA_SHARE); one result for all the inputs of a group."""
@@ -645,6 +690,24 @@ class OpenAIEmulator:
             "category_scores": {c: 0.97 if c in hits else round(1e-5 * (1 + i), 6) for i, c in enumerate(MODERATION_CATEGORIES)},
             "category_applied_input_types": applied,
         }
+
+
+def _fill_schema(schema: dict[str, Any], text: str, *, index: int = 0) -> Any:
+    """A deterministic value that fits a (simple) JSON schema, worded from the user's text."""
+    kind = schema.get("type")
+    topic = " ".join(text.replace("\n", " ").split())[:200]
+    if kind == "object":
+        return {name: _fill_schema(sub, text, index=index) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        count = int(schema.get("minItems", 1) or 1)
+        return [_fill_schema(schema.get("items", {"type": "string"}), text, index=i + 1) for i in range(count)]
+    if kind in ("integer", "number"):
+        return index
+    if kind == "boolean":
+        return False
+    if index:
+        return f"Part {index}: {topic}"
+    return f"Planned look for: {topic}"
 
 
 def _moderation_input(item: dict[str, Any]) -> dict[str, Any] | web.Response:
