@@ -140,7 +140,7 @@ async def test_job_commands_run_through_the_shared_dispatcher(bot: DiscordBot, e
 
 async def test_help_lists_this_deployments_pipelines_and_limits(bot: DiscordBot, emu: DiscordEmulator) -> None:
     text = await answer(await emu.slash("help"))
-    commands = ("/video", "/image", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/settings", "/confirm", "/help")
+    commands = ("/video", "/image", "/story", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/settings", "/confirm", "/help")
     for command in commands:
         assert command in text
     assert "`local` (default)" in text and "`scripted`" in text and "`local-image` (default)" in text
@@ -239,3 +239,16 @@ async def test_a_costly_request_waits_for_its_owners_confirm(bot: DiscordBot, em
     queued = await answer(await emu.slash("confirm", {"token": token}))
     assert queued.startswith("Queued")
     await emu.wait_for(lambda: "✅ Done" in emu.messages[third.original_id or ""]["content"], timeout=20)
+
+
+async def test_story_is_one_status_message_and_one_result(bot: DiscordBot, emu: DiscordEmulator) -> None:
+    script = "a paper kite rises from a beach | the kite crosses a stormy sea | the kite lands on a lighthouse"
+    interaction = await emu.slash("story", {"script": script, "pipeline": "scripted", "seconds": 1, "transition": "fade"})
+    story = await done(bot, interaction)
+    assert story.kind is JobKind.STORY and story.status is JobStatus.COMPLETED
+    scenes = await bot.app.store.children(story.id)
+    assert len(scenes) == 3 and all(s.origin.status_message_id is None for s in scenes)
+    await emu.wait_for(lambda: "✅ Done" in emu.messages[interaction.original_id or ""]["content"])
+    posted = [m for m in emu.channel_messages(emu.channel_id) if m["attachments"]]
+    assert [m["id"] for m in posted] == [story.origin.result_message_id], "one result: the joined story, no scene posts"
+    assert posted[0]["attachments"][0]["filename"] == f"{story.id}.mp4"

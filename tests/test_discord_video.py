@@ -39,7 +39,7 @@ async def test_video_defers_shows_progress_and_attaches_a_playable_mp4(bot: Disc
     # Commands are registered globally and copied to the configured guild for instant use.
     assert {c["name"] for c in emu.commands["global"]} >= {
         "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "settings", "confirm",
-        "decline",
+        "decline", "story",
     }  # fmt: skip
     assert {c["name"] for c in emu.commands[emu.guild_id]} >= {"video"}
     emu.fail_next("PATCH", r"/messages/@original$")  # one 429 on the first status edit: discord.py must retry

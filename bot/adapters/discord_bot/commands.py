@@ -16,6 +16,7 @@ from bot.adapters.discord_bot.shims import ASPECT_RATIOS, deployment_help, norma
 from bot.core.commands import Command
 from bot.core.dispatch import Reply, run_command
 from bot.core.models import Job, JobStatus, Origin
+from bot.core.stories import submit_story
 from bot.core.tenant_settings import KEYS
 from providers.base import Capability
 from providers.errors import InvalidRequest
@@ -222,6 +223,45 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
     ) -> None:
         await start(interaction, command("image", prompt, pipeline=pipeline, size=normalise_size(size) if size else None, seed=seed))
+
+    @tree.command(name="story", description="One video of several scenes, each continuing the last")
+    @app_commands.describe(
+        script="Scenes separated by | (scene one | scene two | ...), or a premise to plan into scenes",
+        scenes="How many scenes to plan a premise into",
+        seconds="Seconds per scene",
+        transition="How scenes meet",
+        pipeline="Which pipeline makes the scenes",
+        size="WIDTHxHEIGHT or an aspect ratio",
+        seed="A fixed seed",
+        image="A starting image for the first scene (PNG, JPEG or WebP)",
+    )
+    @app_commands.choices(transition=[app_commands.Choice(name=t, value=t) for t in ("cut", "fade")])
+    @app_commands.autocomplete(pipeline=video_pipelines, size=video_sizes, seconds=seconds_choices)
+    async def story(
+        interaction: discord.Interaction,
+        script: app_commands.Range[str, 1, 4000],
+        scenes: app_commands.Range[int, 1, 12] | None = None,
+        seconds: app_commands.Range[int, 1, 120] | None = None,
+        transition: str | None = None,
+        pipeline: str | None = None,
+        size: str | None = None,
+        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        if image is not None:
+            check_attachment(image, service.settings.max_image_mb)
+        cmd = command(
+            "story", script, scenes=scenes, seconds=seconds, transition=transition, pipeline=pipeline,
+            size=normalise_size(size) if size else None, seed=seed,
+        )  # fmt: skip
+
+        async def submit(origin: Origin) -> Job:
+            request = cmd.story_request()
+            if image is not None:  # the one thing a typed command cannot carry
+                request = request.model_copy(update={"image_bytes": await image.read(), "image_name": image.filename})
+            return await submit_story(service, request, origin)
+
+        await start_job(interaction, submit)
 
     @tree.command(name="jobs", description="Your recent jobs")
     @app_commands.describe(status="Only jobs in this state", limit="How many (10 unless you say)")

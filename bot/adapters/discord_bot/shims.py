@@ -98,7 +98,7 @@ def deployment_help(service: JobService) -> str:
     lines = [
         "**Commands**",
         "`/video prompt` (pipeline, size or aspect ratio, seconds, seed, audio, a starting image) · "
-        "`/image prompt` · `/jobs` · `/job id` · `/remix id prompt` · `/extend id` · `/reroll id` · "
+        "`/image prompt` · `/story scene | scene | …` (or a premise and a number of scenes) · `/jobs` · `/job id` · `/remix id prompt` · `/extend id` · `/reroll id` · "
         "`/cancel id` · `/delete id` · `/usage` · `/settings` · `/confirm code` · `/decline code` · `/help`",
         "Buttons: **Cancel** while a job runs; under a video **Re-roll**, **Remix…**, **Extend…**, **Delete**; "
         "under an image **Animate**, **Re-roll**, **Delete**. Reactions: 🔁 re-roll, ❌ cancel or delete, "
