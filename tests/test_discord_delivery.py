@@ -16,10 +16,8 @@ from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
     DiscordBot,
     DiscordEmulator,
-    channel_posts,
     discord_env,
     emu,
-    followup_with_file,
     start_bot,
 )
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
@@ -55,8 +53,8 @@ async def test_a_video_over_the_limit_is_reencoded_to_fit_or_replaced_by_a_note(
     try:
         emu.attachment_size_limit = 12_000  # the 640x360 clip is ~20 KB
         interaction = await emu.slash("video", {"prompt": "a red kite over green hills", "seconds": 2, "size": "640x360"})
-        posted = await emu.wait_for(lambda: followup_with_file(emu, interaction.token), timeout=20)
-        job = await asyncio.wait_for(bot.app.runner.wait((await job_for(bot, interaction)).id), 5)
+        job = await asyncio.wait_for(bot.app.runner.wait((await job_for(bot, interaction)).id), 20)
+        posted = emu.messages[job.origin.result_message_id]
         assert Path(job.output_path).stat().st_size > 12_000, "the test needs a source over the limit"
         data = emu.attachment_bytes(posted["attachments"][0])
         assert len(data) <= 12_000 and "Re-encoded to fit" in posted["content"]
@@ -98,8 +96,8 @@ async def test_attachments_that_are_not_images_or_too_large_are_refused_before_d
         Image.new("RGB", (64, 36), "orange").save(buf, "PNG")
         photo = emu.add_user_attachment("start.png", buf.getvalue(), "image/png")
         ok = await emu.slash("video", {"prompt": "from a photo", "seconds": 1, "size": "256x144", "image": photo["id"]}, attachments={"image": photo})
-        await emu.wait_for(lambda: followup_with_file(emu, ok.token), timeout=20)
-        job = await job_for(bot, ok)
+        job = await asyncio.wait_for(bot.app.runner.wait((await job_for(bot, ok)).id), 20)
+        assert emu.messages[job.origin.result_message_id]["attachments"]
         assert job.params.image_path and emu.downloads == [photo["id"]]
     finally:
         await bot.close()
@@ -170,10 +168,12 @@ async def test_a_file_discord_refuses_still_gets_a_result_message_with_a_note(
     bot = await start_bot()
     try:
         interaction = await emu.slash("video", {"prompt": "a red kite", "seconds": 1, "size": "256x144"})
-        emu.attachment_size_limit = 1_000  # lower than the limit the interaction announced
+        emu.channel_size_limit = 1_000  # lower than the limit the interaction announced
         job = await asyncio.wait_for(bot.app.runner.wait((await job_for(bot, interaction)).id), 20)
         result = emu.messages[job.origin.result_message_id]
         assert result["attachments"] == [] and "refused the file" in result["content"]
-        assert [c.status for c in emu.calls_to("POST", rf"/webhooks/.*/{interaction.token}$")] == [413, 200]
+        creates = emu.calls_to("POST", rf"^/channels/{emu.channel_id}/messages$")
+        assert [c.status for c in creates] == [413, 200]
+        assert creates[0].json["nonce"] == creates[1].json["nonce"] == f"vbr-{job.id}", "the refused create made nothing"
     finally:
         await bot.close()

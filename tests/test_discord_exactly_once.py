@@ -18,6 +18,8 @@ from bot.core.errors import DeliveryFailed
 from bot.core.models import Job, JobStatus, Origin
 from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
+    BOT_PERMISSIONS,
+    SEND_MESSAGES,
     DiscordBot,
     DiscordEmulator,
     channel_posts,
@@ -150,6 +152,7 @@ async def test_a_second_attempt_through_the_interaction_finds_the_follow_up(
     settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     discord_env(monkeypatch, emu)
+    emu.app_permissions = BOT_PERMISSIONS & ~SEND_MESSAGES  # the bot may not post here: results are follow-ups
     bot = await start_bot()
     outcomes: list[tuple[Any, Any]] = []
     deliver_twice(bot, outcomes)
@@ -235,6 +238,7 @@ async def test_delivery_errors_are_transient_or_permanent(
 
 async def test_a_deleted_channel_fails_the_follow_up_for_good(settings: Any, emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     discord_env(monkeypatch, emu)
+    emu.app_permissions = BOT_PERMISSIONS & ~SEND_MESSAGES  # the bot may not post here: results are follow-ups
     server = ScriptedServer()
     server.release.clear()
     bot = await start_bot(register=with_scripted(server))
@@ -289,7 +293,13 @@ async def test_a_reaction_on_a_result_whose_id_is_not_stored_yet_finds_the_job(
 
 
 def reroll_statuses(emu: DiscordEmulator, child_id: str) -> list[dict[str, Any]]:
-    return [m for m in emu.channel_messages(emu.channel_id) if f"job {child_id}" in m["content"] and not m["attachments"] and not m["components"]]
+    """Status messages of the job: its id in the text, no file, no result buttons (`vb:`; a status
+    message's own buttons are `vbs:`)."""
+    return [
+        m for m in emu.channel_messages(emu.channel_id)
+        if f"job {child_id}" in m["content"] and not m["attachments"]
+        and not any(c["custom_id"].startswith("vb:") for row in m["components"] for c in row["components"])
+    ]  # fmt: skip
 
 
 async def test_a_reroll_stored_but_not_announced_gets_one_status_message_after_a_restart(

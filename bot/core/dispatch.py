@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from bot.core.commands import Command
-from bot.core.models import Actor, Job, JobStatus, Origin
+from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
 from bot.core.render import HELP, INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
 from bot.core.stories import submit_story
@@ -51,7 +51,7 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
         return Reply(text="\n".join(job_row(j) for j in jobs))
     if name == "job":
         job = await service.get_for(command.job_id(), origin)
-        return Reply(text=describe_job(job), job=job)
+        return Reply(text=describe_job(job, operator=Tenant.of(origin) is None), job=job)
     if name == "remix":
         job_id = command.job_id()
         job = await service.remix(job_id, command.rest(), origin)
@@ -126,11 +126,12 @@ async def _settings(service: JobService, command: Command, origin: Origin, actor
     return SETTINGS_HELP
 
 
-def describe_job(job: Job) -> str:
+def describe_job(job: Job, *, operator: bool = True) -> str:
+    """One job in full. Server paths only for the operator (CLI, console), never in chat."""
     lines = [job_title(job), f"prompt: {job.prompt}", f"status: {job.status.value} ({job.progress}%)"]
     if interrupted(job):
         lines[-1] += f", {INTERRUPTED}"
-    if job.output_path:
+    if job.output_path and operator:
         lines.append(f"file: {job.output_path}")
     if job.error_message:
         lines.append(f"error: {job.error_message}")

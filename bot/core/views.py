@@ -111,8 +111,11 @@ def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
     phase = _PHASES[event.kind]
     running = phase is Phase.RUNNING or phase is Phase.DELIVERING
     error = None
+    line = status_line(event)
     if phase is Phase.FAILED:
         error = event.message or job.error_message or "Failed."
+        # Public and short; the owner gets `error` in full, privately.
+        line = f"❌ Failed: {_first_sentence(error)}"
     elif phase is Phase.DONE and job.error_code == "undelivered":
         error = job.error_message
     return StatusView(
@@ -120,7 +123,7 @@ def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
         title=job_title(job),
         prompt=short_prompt(job.prompt),
         phase=phase,
-        line=status_line(event),
+        line=line,
         percent=event.progress if running else (100 if phase is Phase.DONE else None),
         bar=progress_bar(event.progress) if running else None,
         position=event.position if phase is Phase.QUEUED else None,
@@ -131,6 +134,11 @@ def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
         final=event.kind.final,
         thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
     )
+
+
+def _first_sentence(text: str, limit: int = 90) -> str:
+    head = text.split(". ", 1)[0].rstrip(".")
+    return head if len(head) <= limit else head[: limit - 1] + "…"
 
 
 def _event_from_row(job: Job) -> ProgressEvent:

@@ -21,7 +21,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1420070400000
+# Permission bits the emulator uses.
+VIEW_CHANNEL, SEND_MESSAGES, ADD_REACTIONS, ATTACH_FILES, READ_MESSAGE_HISTORY = 0x400, 0x800, 0x40, 0x8000, 0x10000
+MANAGE_MESSAGES = 0x2000
+#: What the bot may do in the test channel unless a test says otherwise.
+BOT_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES | READ_MESSAGE_HISTORY
 API_PREFIX = "/api/v10"
+EPHEMERAL = 64
 # Exactly this: discord.py's json_or_text checks the header for equality.
 JSON = "application/json"
 
@@ -81,7 +87,13 @@ class DiscordEmulator:
         self.bot_user_id = self.application_id
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
+        #: A role of the guild besides @everyone (for `/settings set roles`).
+        self.role_id = self.snowflake()
         self.attachment_size_limit = attachment_size_limit
+        #: Upload cap of bot-token posts (the guild's: 10 MiB without boosts).
+        self.channel_size_limit = 10 * 1024 * 1024
+        #: `app_permissions` in interactions: what the bot may do in the channel.
+        self.app_permissions = BOT_PERMISSIONS
         self.token_ttl = token_ttl
         self.calls: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
@@ -182,26 +194,32 @@ class DiscordEmulator:
     def user_payload(self, user_id: str, *, bot: bool = False) -> dict[str, Any]:
         return {"id": user_id, "username": f"user{user_id[-4:]}", "discriminator": "0", "global_name": None, "avatar": None, "bot": bot}
 
-    def member_payload(self, user_id: str, *, permissions: int = 0) -> dict[str, Any]:
+    def member_payload(self, user_id: str, *, permissions: int = 0, roles: list[str] | None = None) -> dict[str, Any]:
         # Emulator gotcha: discord.py reads member.flags unconditionally.
         return {
-            "user": self.user_payload(user_id), "roles": [], "joined_at": iso(), "deaf": False, "mute": False,
+            "user": self.user_payload(user_id), "roles": list(roles or []), "joined_at": iso(), "deaf": False, "mute": False,
             "flags": 0, "nick": None, "avatar": None, "pending": False, "permissions": str(permissions),
         }  # fmt: skip
 
-    async def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: str = "1001", permissions: int = 0, attachments: dict[str, dict[str, Any]] | None = None) -> Interaction:
+    async def slash(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: str = "1001", permissions: int = 0,
+        attachments: dict[str, dict[str, Any]] | None = None, roles: list[str] | None = None,
+    ) -> Interaction:
         """The user runs `/name` with `options`; attachment options name a key of `attachments`."""
         opts = []
         for key, value in (options or {}).items():
-            kind = 11 if attachments and key in attachments else (4 if isinstance(value, int) else 3)
+            kind = 11 if attachments and key in attachments else 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             opts.append({"name": key, "type": kind, "value": value})
         data: dict[str, Any] = {"id": self.snowflake(), "name": name, "type": 1, "options": opts}
         if attachments:
             data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
-        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions)
+        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions, roles=roles)
 
-    async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001") -> Interaction:
-        data = {"id": self.snowflake(), "name": name, "type": 1, "options": [{"name": option, "type": 3, "value": value, "focused": True}]}
+    async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001", others: dict[str, Any] | None = None) -> Interaction:
+        """The user types `value` into `option` (other options already filled: `others`)."""
+        options = [{"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in (others or {}).items()]
+        options.append({"name": option, "type": 3, "value": value, "focused": True})
+        data = {"id": self.snowflake(), "name": name, "type": 1, "options": options}
         return await self._dispatch_interaction(4, data, user_id=user_id)
 
     async def click(self, message_id: str, custom_id: str, *, user_id: str = "1001", permissions: int = 0) -> Interaction:
@@ -284,7 +302,9 @@ class DiscordEmulator:
             "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0, "nsfw_level": 0,
             "afk_timeout": 300, "preferred_locale": "en-US", "system_channel_flags": 0, "joined_at": iso(),
             "roles": [{"id": self.guild_id, "name": "@everyone", "color": 0, "hoist": False, "position": 0,
-                       "permissions": str(0x800 | 0x8000 | 0x40 | 0x400), "managed": False, "mentionable": False, "flags": 0}],
+                       "permissions": str(0x800 | 0x8000 | 0x40 | 0x400), "managed": False, "mentionable": False, "flags": 0},
+                      {"id": self.role_id, "name": "creators", "color": 0, "hoist": False, "position": 1,
+                       "permissions": "0", "managed": False, "mentionable": False, "flags": 0}],
             "emojis": [], "stickers": [], "members": [], "voice_states": [], "presences": [], "threads": [],
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "channels": [self._channel()],
@@ -294,14 +314,17 @@ class DiscordEmulator:
         return {"id": self.channel_id, "type": 0, "guild_id": self.guild_id, "name": "videos", "position": 0,
                 "permission_overwrites": [], "nsfw": False, "topic": None, "rate_limit_per_user": 0, "parent_id": None}  # fmt: skip
 
-    async def _dispatch_interaction(self, kind: int, data: dict[str, Any], *, user_id: str, permissions: int = 0, message: dict[str, Any] | None = None) -> Interaction:
+    async def _dispatch_interaction(
+        self, kind: int, data: dict[str, Any], *, user_id: str, permissions: int = 0, message: dict[str, Any] | None = None,
+        roles: list[str] | None = None,
+    ) -> Interaction:
         interaction_id = self.snowflake()
         token = f"itok-{interaction_id}"
         payload: dict[str, Any] = {
             "id": interaction_id, "application_id": self.application_id, "type": kind, "data": data, "token": token,
             "version": 1, "guild_id": self.guild_id, "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
-            "channel_id": self.channel_id, "channel": self._channel(), "member": self.member_payload(user_id, permissions=permissions),
-            "app_permissions": str(0x800 | 0x8000 | 0x40), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "channel_id": self.channel_id, "channel": self._channel(), "member": self.member_payload(user_id, permissions=permissions, roles=roles),
+            "app_permissions": str(self.app_permissions), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "authorizing_integration_owners": {"0": self.guild_id}, "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }  # fmt: skip
@@ -481,7 +504,7 @@ class DiscordEmulator:
         if message_id is None:
             if method != "POST":
                 return self._list_messages(channel_id, query)
-            status = self._check_size(files, limit=10 * 1024 * 1024)
+            status = self._check_size(files, limit=self.channel_size_limit)
             if status:
                 return status
             return self._create_message(channel_id, body or {}, files)
@@ -491,7 +514,7 @@ class DiscordEmulator:
         if method == "GET":
             return 200, message
         if method == "PATCH":
-            status = self._check_size(files, limit=10 * 1024 * 1024)
+            status = self._check_size(files, limit=self.channel_size_limit)
             if status:
                 return status
             self._apply_edit(message, body or {}, files)
@@ -523,7 +546,7 @@ class DiscordEmulator:
         if channel_id in self.history_forbidden:
             return 403, {"message": "Missing Access", "code": 50001}
         limit = max(1, min(100, int(query.get("limit", 50))))
-        found = self.channel_messages(channel_id)
+        found = [m for m in self.channel_messages(channel_id) if not m["flags"] & EPHEMERAL]  # only their user sees those
         if "after" in query:
             found = [m for m in found if int(m["id"]) > int(query["after"])][:limit]
         elif "before" in query:
@@ -550,8 +573,11 @@ class DiscordEmulator:
             "id": message_id, "channel_id": channel_id, "author": self.user_payload(self.bot_user_id, bot=True),
             "content": "", "timestamp": iso(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
             "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
-            "flags": 128 if loading else 0, "components": [],
+            "flags": (128 if loading else 0) | (int(data.get("flags") or 0) & EPHEMERAL), "components": [],
         }  # fmt: skip
+        reference = data.get("message_reference")
+        if reference:
+            message["message_reference"] = {"message_id": str(reference["message_id"]), "channel_id": channel_id}
         if channel_id == self.channel_id:
             message["guild_id"] = self.guild_id
         if webhook:
@@ -602,7 +628,8 @@ def discord_env(monkeypatch: Any, emu: DiscordEmulator, **overrides: str) -> Non
         "DISCORD_API_BASE_URL": emu.api_base,
         "DISCORD_GATEWAY_URL": emu.gateway_url,
         "DISCORD_GUILD_IDS": emu.guild_id,
-        "DISCORD_EDIT_INTERVAL_SECONDS": "0.05",
+        # 5 status edits per 0.25 s per channel and per interaction: Discord's rule, 20 times quicker.
+        "DISCORD_STATUS_EDIT_WINDOW_SECONDS": "0.25",
         "DISCORD_GUILD_READY_TIMEOUT": "0.2",
         **overrides,
     }
@@ -624,6 +651,18 @@ async def start_bot(*, register: Any = None) -> DiscordBot:
     await app.runner.start(resume=True)
     await adapter.start()
     return DiscordBot(app, adapter)
+
+
+async def job_of(bot: DiscordBot, interaction: Interaction, timeout: float = 10.0) -> Any:
+    """The job whose status message is this interaction's response (once the bot stored it)."""
+    await asyncio.wait_for(interaction.answered.wait(), timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await bot.app.service.find_by_message("discord", interaction.original_id or "")
+        if job is not None:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no job for the status message of interaction {interaction.id}")
 
 
 def reset_discord_endpoints() -> None:
@@ -657,6 +696,27 @@ def followup_with_file(emu: DiscordEmulator, token: str) -> dict[str, Any] | Non
         if message and message["attachments"]:
             return message
     return None
+
+
+def result_post(emu: DiscordEmulator, job_id: str) -> dict[str, Any] | None:
+    """The job's result as a user sees it: the post carrying its file (or, when no file could be
+    attached, its result buttons), whether the bot token or the interaction posted it."""
+    for message in emu.channel_messages(emu.channel_id):
+        files = {a["filename"].rsplit(".", 1)[0] for a in message["attachments"]}
+        buttons = {c.get("custom_id", "") for row in message["components"] for c in row.get("components", [])}
+        if job_id in files or any(b.startswith("vb:") and b.endswith(f":{job_id}") for b in buttons):
+            return message
+    return None
+
+
+def ephemerals(emu: DiscordEmulator, token: str) -> list[dict[str, Any]]:
+    """Ephemeral follow-ups of an interaction (only its user sees them)."""
+    return [m for m in (emu.messages.get(i) for i in emu.interactions[token].followups) if m and m["flags"] & EPHEMERAL]
+
+
+def buttons_of(message: dict[str, Any]) -> list[str]:
+    """The custom ids of a message's buttons, in order."""
+    return [c["custom_id"] for row in message["components"] for c in row.get("components", [])]
 
 
 def channel_posts(emu: DiscordEmulator, channel_id: str, *, with_file: bool = False) -> list[dict[str, Any]]:

@@ -1,81 +1,96 @@
-"""Result buttons that survive restarts: DynamicItems whose custom_id carries the job id."""
+"""Buttons that survive restarts: one DynamicItem whose custom_id carries the action and the job.
+
+`vb:ACTION:JOBID` under a result post, `vbs:ACTION:JOBID` on a status message (see `marks`).
+A click means what `bot.core.actions` says the action means; `flows.on_button` runs it.
+"""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.adapters.discord_bot.flows import adapter_of, reply_error, start_job
-from bot.core.models import Actor, Job, JobKind
+from bot.adapters.discord_bot import flows
+from bot.adapters.discord_bot.marks import RESULT_PREFIX, STATUS_PREFIX
+from bot.core.views import Action
+from providers.errors import InvalidRequest
 
-JOB_ID = r"(?P<job>[a-z0-9]{4,32})"
+if TYPE_CHECKING:
+    from bot.adapters.discord_bot.client import DiscordAdapter
+
+_ACTIONS = "|".join(a.value for a in Action if a is not Action.DM)  # DM is a reaction (✉️), not a button
+TEMPLATE = rf"(?P<prefix>{STATUS_PREFIX}|{RESULT_PREFIX}):(?P<action>{_ACTIONS}):(?P<job>[a-z0-9]{{4,32}})"
+
+#: How each action looks as a button (label, emoji, style).
+LOOK: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
+    Action.CANCEL: ("Cancel", "✖️", discord.ButtonStyle.danger),
+    Action.REROLL: ("Re-roll", "🔁", discord.ButtonStyle.primary),
+    Action.REMIX: ("Remix…", "🎨", discord.ButtonStyle.secondary),
+    Action.EXTEND: ("Extend…", "➕", discord.ButtonStyle.secondary),
+    Action.DELETE: ("Delete", "🗑️", discord.ButtonStyle.danger),
+    Action.ANIMATE: ("Animate", "🎬", discord.ButtonStyle.primary),
+}
 
 
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vb:base:" + JOB_ID):
-    """Base: one job id in the custom_id, `action` decides what a click does."""
-
-    verb: str = ""
-    label: str = ""
-    emoji: str = ""
-    style = discord.ButtonStyle.secondary
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(label=self.label, emoji=self.emoji, style=self.style, custom_id=f"vb:{self.verb}:{job_id}")
-        )
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
+    def __init__(self, action: Action, job_id: str, *, prefix: str = RESULT_PREFIX) -> None:
+        label, emoji, style = LOOK[action]
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"{prefix}:{action.value}:{job_id}"))
+        self.action = action
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /) -> _JobButton:
-        return cls(match["job"])
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /) -> JobButton:
+        return cls(Action(match["action"]), match["job"], prefix=match["prefix"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
-            await self.action(interaction)
+            if self.action is Action.REMIX:
+                await interaction.response.send_modal(RemixModal(self.job_id))
+            elif self.action is Action.EXTEND:
+                await interaction.response.send_modal(ExtendModal(self.job_id))
+            else:
+                await flows.on_button(interaction, self.action, self.job_id)
         except Exception as exc:
-            await reply_error(interaction, exc)
-
-    async def action(self, interaction: discord.Interaction) -> None:
-        raise NotImplementedError
+            await flows.reply_error(interaction, exc)
 
 
-class RerollButton(_JobButton, template=r"vb:reroll:" + JOB_ID):
-    verb, label, emoji = "reroll", "Re-roll", "🔁"
-    style = discord.ButtonStyle.primary
+class OfferButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vbc:(?P<verb>confirm|decline):(?P<token>[a-z0-9]{4,32})"):
+    """Confirm / Decline under the offer of a request that costs more than this server's threshold."""
 
-    async def action(self, interaction: discord.Interaction) -> None:
-        service = adapter_of(interaction).app.service
-        await start_job(interaction, lambda origin: service.reroll(self.job_id, origin))
+    def __init__(self, verb: str, token: str) -> None:
+        style = discord.ButtonStyle.success if verb == "confirm" else discord.ButtonStyle.secondary
+        super().__init__(discord.ui.Button(label=verb.capitalize(), style=style, custom_id=f"vbc:{verb}:{token}"))
+        self.verb = verb
+        self.token = token
 
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /) -> OfferButton:
+        return cls(match["verb"], match["token"])
 
-class RemixButton(_JobButton, template=r"vb:remix:" + JOB_ID):
-    verb, label, emoji = "remix", "Remix…", "🎨"
-
-    async def action(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(RemixModal(self.job_id))
-
-
-class ExtendButton(_JobButton, template=r"vb:extend:" + JOB_ID):
-    verb, label, emoji = "extend", "Extend…", "➕"
-
-    async def action(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(ExtendModal(self.job_id))
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await flows.on_offer(interaction, self.verb, self.token)
+        except Exception as exc:
+            await flows.reply_error(interaction, exc)
 
 
-class DeleteButton(_JobButton, template=r"vb:delete:" + JOB_ID):
-    verb, label, emoji = "delete", "Delete", "🗑️"
-    style = discord.ButtonStyle.danger
+def offer_components(token: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(OfferButton("confirm", token))
+    view.add_item(OfferButton("decline", token))
+    return view
 
-    async def action(self, interaction: discord.Interaction) -> None:
-        # The owner, bot admins (service) and members who may manage this guild.
-        perms = interaction.permissions
-        admin = bool(perms and (perms.manage_guild or perms.administrator or perms.manage_messages))
-        actor = Actor.of(adapter_of(interaction).origin_for(interaction), is_admin=admin)
-        job = await adapter_of(interaction).app.service.delete(self.job_id, actor)
-        await interaction.response.edit_message(
-            content=f"🗑️ Job {job.id} was deleted by {interaction.user.mention}.", attachments=[], view=None
-        )
+
+def components(job_id: str, actions: tuple[Action, ...], *, prefix: str) -> discord.ui.View | None:
+    """The buttons for `actions` (a view's, in its order), or None for no buttons."""
+    shown = [a for a in actions if a in LOOK]
+    if not shown:
+        return None
+    view = discord.ui.View(timeout=None)
+    for action in shown:
+        view.add_item(JobButton(action, job_id, prefix=prefix))
+    return view
 
 
 class RemixModal(discord.ui.Modal, title="Remix this video"):
@@ -88,11 +103,10 @@ class RemixModal(discord.ui.Modal, title="Remix this video"):
         self.job_id = job_id
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        service = adapter_of(interaction).app.service
-        await start_job(interaction, lambda origin: service.remix(self.job_id, self.prompt.value, origin))
+        await flows.start_action(interaction, Action.REMIX, self.job_id, prompt=self.prompt.value)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
-        await reply_error(interaction, error)
+        await flows.reply_error(interaction, error)
 
 
 class ExtendModal(discord.ui.Modal, title="Extend this video"):
@@ -106,28 +120,17 @@ class ExtendModal(discord.ui.Modal, title="Extend this video"):
         self.job_id = job_id
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        service = adapter_of(interaction).app.service
         raw = self.seconds.value.strip()
         if raw and not raw.isdigit():
-            from providers.errors import InvalidRequest
-
-            await reply_error(interaction, InvalidRequest("Seconds must be a whole number, for example 4."))
-            return
-        seconds = int(raw) if raw else None
-        await start_job(interaction, lambda origin: service.extend(self.job_id, origin, seconds=seconds, prompt=self.prompt.value or None))
+            raise InvalidRequest("Seconds must be a whole number, for example 4.")
+        await flows.start_action(
+            interaction, Action.EXTEND, self.job_id, prompt=self.prompt.value or None, seconds=int(raw) if raw else None
+        )
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
-        await reply_error(interaction, error)
+        await flows.reply_error(interaction, error)
 
 
-DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (RerollButton, RemixButton, ExtendButton, DeleteButton)
-
-
-def result_view(job: Job) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job.id))
-    if job.kind is not JobKind.IMAGE:
-        view.add_item(RemixButton(job.id))
-        view.add_item(ExtendButton(job.id))
-    view.add_item(DeleteButton(job.id))
-    return view
+def register(client: discord.Client, adapter: DiscordAdapter) -> None:
+    """Clicks on any message the bot ever posted, also after a restart, come to `JobButton`."""
+    client.add_dynamic_items(JobButton, OfferButton)

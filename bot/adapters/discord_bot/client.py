@@ -1,4 +1,9 @@
-"""The Discord adapter: a discord.py client wired to the job service and the event bus."""
+"""The Discord adapter: a discord.py client wired to the job service and the event bus.
+
+The adapter object owns the pieces (status board, delivery) and registers the listener
+modules on the client (`register(client or tree, adapter)` each); listener modules never
+import this module back.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,17 +15,16 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.adapters.discord_bot import commands, reactions
-from bot.adapters.discord_bot.buttons import DYNAMIC_ITEMS
+from bot.adapters.discord_bot import buttons, commands, reactions
+from bot.adapters.discord_bot.delivery import Delivery
 from bot.adapters.discord_bot.endpoints import apply_endpoints
-from bot.adapters.discord_bot.surface import TOKEN_LIFETIME, StatusSurface
+from bot.adapters.discord_bot.flows import PLATFORM, AcksFirst
+from bot.adapters.discord_bot.surface import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
-from bot.core.models import Job, Origin
+from bot.core.models import Job
 
 log = logging.getLogger(__name__)
-
-PLATFORM = "discord"
 
 
 def intents() -> discord.Intents:
@@ -34,24 +38,29 @@ def intents() -> discord.Intents:
 
 class VideoBotClient(discord.Client):
     def __init__(self, adapter: DiscordAdapter) -> None:
-        super().__init__(intents=intents(), guild_ready_timeout=adapter.settings.guild_ready_timeout)
+        super().__init__(
+            intents=intents(),
+            guild_ready_timeout=adapter.settings.guild_ready_timeout,
+            # Prompts and names are user text: nothing the bot says pings anyone unless a
+            # post names its mentions explicitly (the result post: its requester).
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.adapter = adapter
         self.tree: app_commands.CommandTree[VideoBotClient] = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
-        commands.register(self.tree, self.adapter)
-        if self.adapter.settings.sync_commands:
+        adapter = self.adapter
+        buttons.register(self, adapter)
+        reactions.register(self, adapter)
+        commands.register(self.tree, adapter)
+        if adapter.settings.sync_commands:
             await self.tree.sync()
             # Global commands take a while to show up; guild copies are there at once.
-            for guild_id in self.adapter.settings.guild_id_list:
+            for guild_id in adapter.settings.guild_id_list:
                 guild = discord.Object(guild_id)
                 self.tree.copy_global_to(guild=guild)
                 await self.tree.sync(guild=guild)
-        self.adapter.ready.set()
-
-    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await reactions.on_raw_reaction_add(self.adapter, payload)
+        adapter.ready.set()
 
 
 class DiscordAdapter:
@@ -61,7 +70,9 @@ class DiscordAdapter:
         self.app = app
         self.settings = app.settings.discord
         self.ready = asyncio.Event()
-        self.surface = StatusSurface(self)
+        self.acks = AcksFirst()
+        self.surface = StatusBoard(self)
+        self.delivery = Delivery(self)
         self.client = VideoBotClient(self)
         self._subscription: Subscription | None = None
         self._connection: asyncio.Task[None] | None = None
@@ -91,7 +102,8 @@ class DiscordAdapter:
                 await self._connection
 
     async def stop(self) -> None:
-        """Disconnect. Pending edits are dropped; the next start resumes through the bot token."""
+        """Disconnect. Pending status edits get a moment to go out; the next start resumes
+        the rest through the bot token."""
         self.stopped = True
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
@@ -103,26 +115,7 @@ class DiscordAdapter:
                 await self._connection
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
-        return await self.surface.deliver(job)
-
-    # --- helpers used by commands, buttons and reactions ------------------------------------
-
-    def origin_for(self, interaction: discord.Interaction, *, status_message_id: int | None = None) -> Origin:
-        user = interaction.user
-        return Origin(
-            platform=PLATFORM,
-            workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
-            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-            user_id=str(user.id),
-            user_name=user.display_name,
-            status_message_id=str(status_message_id) if status_message_id else None,
-            extra={
-                "application_id": str(interaction.application_id),
-                # When the interaction token dies; after it, the bot token takes over.
-                "interaction_expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
-                "filesize_limit": interaction.filesize_limit,
-            },
-        )
+        return await self.delivery.deliver(job)
 
     @property
     def bot_user_id(self) -> int:

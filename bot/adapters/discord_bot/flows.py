@@ -1,54 +1,193 @@
-"""The steps every job-starting interaction shares: defer, status message, submit, errors."""
+"""What every command, button, modal and reaction shares: who acts, where a new job comes
+from (the one origin builder), errors, and starting a job with its status message.
+
+Listener modules (commands, buttons, reactions) call these; nothing here imports the
+adapter module (its type is for the checker only).
+"""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot.core.errors import user_message
-from bot.core.models import Job, Origin
+from bot.adapters.discord_bot.render import status_content
+from bot.core.actions import Outcome, perform
+from bot.core.commands import Command
+from bot.core.dispatch import run_command
+from bot.core.errors import NeedsConfirmation, user_message
+from bot.core.models import Actor, Job, Origin
+from bot.core.views import Action, status_view
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot.client import DiscordAdapter
 
 log = logging.getLogger(__name__)
 
+PLATFORM = "discord"
+#: Discord's interaction tokens live this long.
+TOKEN_LIFETIME = 15 * 60
+#: origin.extra key of a job that starts without a status message (a reaction): the message the
+#: status message will answer. Stored with the job before anything is posted, so whichever
+#: process drives the job knows a status message is due and where.
+STATUS_REPLY_TO = "status_reply_to"
+#: Actions that make a new job: a click's response becomes that job's status message.
+STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
+
 StartJob = Callable[[Origin], Awaitable[Job]]
+
+
+class AcksFirst:
+    """Answering Discord comes before work: while interactions wait for their defer, the work
+    that can wait (submitting new jobs, status edits) waits, briefly. Under a burst of commands
+    every one of them is acknowledged before the first submission takes the loop."""
+
+    #: Work never waits longer than this for acks (a steady stream of commands cannot starve it).
+    MAX_WAIT = 0.5
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    def enter(self) -> None:
+        self.pending += 1
+        self._clear.clear()
+
+    def leave(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.pending = 0
+            self._clear.set()
+
+    async def wait(self) -> None:
+        if self._clear.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._clear.wait(), self.MAX_WAIT)
 
 
 def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
     return interaction.client.adapter  # type: ignore[attr-defined,no-any-return]
 
 
+# --- who and where ------------------------------------------------------------------------
+
+
+def origin_for(
+    *,
+    user: discord.abc.User | None,
+    user_id: int,
+    guild_id: int | None,
+    channel_id: int | None,
+    interaction: discord.Interaction | None = None,
+    status_message_id: int | None = None,
+    reply_to: int | None = None,
+) -> Origin:
+    """The one origin builder: a command or click (`interaction`, its response is the status
+    message) or a reaction (`reply_to`: a status message is due, answering that message)."""
+    extra: dict[str, object] = {}
+    if interaction is not None:
+        extra = {
+            "application_id": str(interaction.application_id),
+            # When the interaction token dies; after it, the bot token takes over.
+            "interaction_expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
+            "filesize_limit": interaction.filesize_limit,
+            # What the bot itself may do in this channel (results go out with the bot token when it can post).
+            "app_permissions": interaction.app_permissions.value,
+        }
+    if reply_to is not None:
+        extra[STATUS_REPLY_TO] = str(reply_to)
+    if isinstance(user, discord.Member):
+        # For the roles a server's admins may require (`/settings set roles ...`).
+        extra["roles"] = [str(role.id) for role in user.roles]
+    return Origin(
+        platform=PLATFORM,
+        workspace_id=str(guild_id) if guild_id else None,
+        channel_id=str(channel_id) if channel_id else None,
+        user_id=str(user_id),
+        user_name=user.display_name if user is not None else None,
+        status_message_id=str(status_message_id) if status_message_id else None,
+        extra=extra,
+    )
+
+
+def interaction_origin(interaction: discord.Interaction, *, status_message_id: int | None = None) -> Origin:
+    return origin_for(
+        user=interaction.user, user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+        interaction=interaction, status_message_id=status_message_id,
+    )  # fmt: skip
+
+
+def reaction_origin(payload: discord.RawReactionActionEvent) -> Origin:
+    return origin_for(
+        user=payload.member, user_id=payload.user_id, guild_id=payload.guild_id, channel_id=payload.channel_id,
+        reply_to=payload.message_id,
+    )  # fmt: skip
+
+
+def actor_for(origin: Origin, permissions: discord.Permissions | None) -> Actor:
+    """Who acts, in their guild. Members who may manage the server or its messages are admins of
+    this guild (the service adds VIDEOBOT_ADMIN_USER_IDS, and judges admins only at home)."""
+    admin = permissions is not None and (permissions.administrator or permissions.manage_guild or permissions.manage_messages)
+    return Actor.of(origin, is_admin=bool(admin))
+
+
+def interaction_actor(interaction: discord.Interaction) -> Actor:
+    return actor_for(interaction_origin(interaction), interaction.permissions)
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+async def reply(interaction: discord.Interaction, text: str) -> None:
+    """Ephemeral: only the user who asked sees it."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
 async def reply_error(interaction: discord.Interaction, exc: BaseException) -> None:
     """Ephemeral, short, and says what to do (the text comes from bot.core.errors)."""
     text = user_message(exc)
     try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        await reply(interaction, text)
     except discord.HTTPException:
         log.warning("could not tell the user about an error: %s", text, exc_info=True)
 
 
+# --- starting jobs and acting on them -------------------------------------------------------
+
+
 async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | None:
-    """Defer at once (Discord's 3 s), make the original response the status message, then submit.
+    """Defer at once (Discord's 3 s), make the original response the status message, then start.
 
     The status message id goes into the job's origin at creation, so every event can be
     rendered (and found again after a restart) without a second write.
     """
     adapter = adapter_of(interaction)
-    callback = await interaction.response.defer(thinking=True)
+    adapter.acks.enter()
+    try:
+        callback = await interaction.response.defer(thinking=True)
+    finally:
+        adapter.acks.leave()
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
     adapter.surface.register_interaction(message_id, interaction)
-    origin = adapter.origin_for(interaction, status_message_id=message_id)
+    await adapter.acks.wait()
     try:
-        job = await start(origin)
+        job = await start(interaction_origin(interaction, status_message_id=message_id))
+    except NeedsConfirmation as offer:
+        # The job waits for its owner: the response shows the offer, and becomes the job's
+        # status message if it is confirmed (the waiting job's origin already points at it).
+        await interaction.edit_original_response(content=user_message(offer), view=adapter.surface.offer_view(offer.token))
+        return None
     except Exception as exc:
         adapter.surface.forget_interaction(message_id)
         try:
@@ -57,4 +196,61 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
             pass
         await reply_error(interaction, exc)
         return None
+    await adapter.surface.announce(job)
     return job
+
+
+async def start_action(
+    interaction: discord.Interaction, action: Action, job_id: str, *, prompt: str | None = None, seconds: int | None = None
+) -> Job | None:
+    """A button or modal that makes a new job (re-roll, remix, extend, animate)."""
+    adapter = adapter_of(interaction)
+    actor = interaction_actor(interaction)
+
+    async def start(origin: Origin) -> Job:
+        outcome = await perform(adapter.app.service, action, job_id, actor=actor, origin=origin, prompt=prompt, seconds=seconds)
+        return outcome.job
+
+    return await start_job(interaction, start)
+
+
+async def on_button(interaction: discord.Interaction, action: Action, job_id: str) -> None:
+    """A click on a job's button: what the core says the action means, shown where it belongs."""
+    if action in STARTS_JOB:
+        await start_action(interaction, action, job_id)
+        return
+    adapter = adapter_of(interaction)
+    outcome = await perform(adapter.app.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction))
+    if outcome.job.deleted_at is not None:
+        # The clicked message shows it at once; the job's other message follows through the pacing.
+        view = status_view(outcome.job)
+        await interaction.response.edit_message(content=status_content(view), attachments=[], view=None)
+        adapter.surface.show_deleted(outcome.job, skip=interaction.message.id if interaction.message else None)
+        return
+    await interaction.response.defer()  # a cancel: the job's own events update its status message
+
+
+async def on_offer(interaction: discord.Interaction, verb: str, token: str) -> None:
+    """Confirm or Decline under a costly request's offer (the service checks it is the owner)."""
+    adapter = adapter_of(interaction)
+    command = Command(name=verb, words=[token])
+    answer = await run_command(adapter.app.service, command, interaction_origin(interaction), interaction_actor(interaction))
+    if answer.started:
+        await interaction.response.defer()  # the offer is the job's status message now: its events edit it
+    else:
+        await interaction.response.edit_message(content=answer.text, view=None)
+
+
+async def after_reaction(adapter: DiscordAdapter, outcome: Outcome, user_id: int) -> None:
+    """What a reaction's outcome shows: a new job's status message, the file by DM, or a deletion."""
+    if outcome.started:
+        await adapter.surface.announce(outcome.job)
+    elif outcome.file_path is not None:
+        await adapter.delivery.send_file_by_dm(outcome.job, user_id, outcome.text)
+    elif outcome.job.deleted_at is not None:
+        adapter.surface.show_deleted(outcome.job)
+
+
+def token_alive(job: Job, interaction: discord.Interaction, margin: float) -> bool:
+    expires = job.origin.extra.get("interaction_expires_at") or interaction.created_at.timestamp() + TOKEN_LIFETIME
+    return time.time() < float(expires) - margin

@@ -7,7 +7,8 @@ Two marks, both derived from the job id alone (nothing to store before posting):
   create that repeats the nonce within a few minutes with the message it already made.
   Only bot-token creates take a nonce; interaction follow-ups (webhook executes) do not.
 - the **job id in the message**: the result's attachment is named `JOBID.ext` and its
-  buttons' custom ids end in `:JOBID`; a status message's text says `job JOBID`. A bot may
+  buttons' custom ids are `vb:ACTION:JOBID`; a status message's text says `job JOBID` and its
+  buttons (Cancel while running, Re-roll after a failure) are `vbs:ACTION:JOBID`. A bot may
   read its own messages' content without the message-content intent, so a scan of the
   channel's recent history finds them after the nonce window, and for follow-ups.
 """
@@ -26,7 +27,10 @@ NONCE_MAX = 25
 SCAN_LIMIT = 100
 
 _JOB = r"[a-z0-9]{4,32}"
-_CUSTOM_ID = re.compile(rf"^vb:[a-z-]+:({_JOB})$")
+#: Custom-id prefixes: buttons under a result post, and buttons on a status message.
+RESULT_PREFIX = "vb"
+STATUS_PREFIX = "vbs"
+_CUSTOM_ID = re.compile(rf"^(vbs?):[a-z-]+:({_JOB})$")
 _JOB_IN_TEXT = re.compile(rf"\bjob ({_JOB})\b")
 
 
@@ -62,18 +66,21 @@ def _attachment_jobs(message: discord.Message) -> set[str]:
     return {a.filename.rsplit(".", 1)[0] for a in message.attachments}
 
 
-def _button_jobs(message: discord.Message) -> set[str]:
-    return {m.group(1) for cid in custom_ids(message) if (m := _CUSTOM_ID.match(cid))}
+def _button_jobs(message: discord.Message, prefix: str | None = None) -> set[str]:
+    found = (_CUSTOM_ID.match(cid) for cid in custom_ids(message))
+    return {m.group(2) for m in found if m and (prefix is None or m.group(1) == prefix)}
 
 
 def is_result_of(message: discord.Message, job_id: str, bot_id: int) -> bool:
-    """The bot's result post for this job: its file is named after the job, or its buttons are."""
-    return message.author.id == bot_id and (job_id in _attachment_jobs(message) or job_id in _button_jobs(message))
+    """The bot's result post for this job: its file is named after the job, or its result buttons are."""
+    return message.author.id == bot_id and (
+        job_id in _attachment_jobs(message) or job_id in _button_jobs(message, RESULT_PREFIX)
+    )
 
 
 def is_status_of(message: discord.Message, job_id: str, bot_id: int) -> bool:
-    """The bot's status message for this job: says `job JOBID`, carries no file and no buttons."""
-    if message.author.id != bot_id or message.attachments or _button_jobs(message):
+    """The bot's status message for this job: says `job JOBID`, carries no file and no result buttons."""
+    if message.author.id != bot_id or message.attachments or _button_jobs(message, RESULT_PREFIX):
         return False
     found = _JOB_IN_TEXT.search(message.content)
     return found is not None and found.group(1) == job_id

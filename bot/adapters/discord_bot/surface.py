@@ -1,84 +1,116 @@
-"""Status messages and result posts: what the user sees of a job in Discord.
+"""Status messages: the core's view of each job, rendered and paced against Discord's limits.
 
-One status message per job, edited in place and coalesced (at most one edit per
-`edit_interval_seconds`; the latest state always wins and the final state is always
-sent). Events can arrive before the status message exists: the latest one is kept and
-rendered as soon as the message is known. While the interaction token is fresh the
-edits go through it; before it expires, and for jobs adopted after a restart, they go
-through the bot token on the same message, so the user sees no difference.
+One status message per job, edited in place. What it says and which buttons it offers is
+`bot.core.views.status_view`; this module renders it (`render`, `buttons`) and sends it.
+Sends go through rate budgets (`bot.core.pacing`), not per-message timers: one scheduler
+per channel for bot-token edits, one per interaction webhook for edits through an
+interaction token. Each budget is shared by every message that changed; the newest state
+of a message wins, final states go first and are always sent; a 429 that discord.py gives
+up on slows the budget down (`Throttled`). discord.py itself sits out short 429s (up to five
+tries, each waiting Retry-After) before anything reaches us, so it is the budget (default
+5 edits per 5 s, Discord's per-channel rate) that keeps the bot under the limit.
 
-Results are posted once per job (see `deliver` and `marks`): a repeated attempt finds the
-earlier post instead of making a second one.
+While the interaction token is fresh the edits go through it; before it expires, and for
+jobs adopted after a restart, they go through the bot token on the same message, so the
+user sees no difference. Events can arrive before the status message exists (a re-roll by
+reaction): the latest view is kept and rendered as soon as the message is known.
+
+A job that fails after it started shows the view's short line publicly, and its owner gets
+the full explanation privately: an ephemeral follow-up while the token lives, else a DM.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 
 from bot.adapters.discord_bot import marks
-from bot.adapters.discord_bot.buttons import result_view
-from bot.adapters.discord_bot.errors import delivery_failure, is_too_large, is_token_gone
-from bot.core.errors import DeliveryFailed
-from bot.core.models import Job, JobKind, ProgressEvent
-from bot.core.render import job_title, status_line
-from providers.media import fit_to_size
+from bot.adapters.discord_bot.buttons import components, offer_components
+from bot.adapters.discord_bot.errors import is_token_gone
+from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, token_alive
+from bot.adapters.discord_bot.render import failure_note, status_content
+from bot.adapters.discord_bot.shims import RetiringPool, pacing
+from bot.core.models import Job, ProgressEvent
+from bot.core.pacing import RateScheduler, Throttled
+from bot.core.views import Action, Phase, StatusView, status_view
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot.client import DiscordAdapter
 
 log = logging.getLogger(__name__)
 
-#: Discord's interaction tokens live this long.
-TOKEN_LIFETIME = 15 * 60
-MAX_PROMPT_SHOWN = 300
-#: How long a delivery waits for the client to log in before it counts as a transient failure.
-READY_TIMEOUT = 30.0
 #: After a failed status post, events do not retry it for this long (the result still comes).
 STATUS_RETRY_SECONDS = 30.0
-#: origin.extra key of a job that starts without a status message (a re-roll by reaction): the
-#: message the status message will answer. Stored with the job, before anything is posted, so
-#: whichever process drives the job knows a status message is due and where.
-STATUS_REPLY_TO = "status_reply_to"
+#: A status edit that fails for a passing reason (5xx, no connection) is tried this often.
+EDIT_TRIES = 3
+#: On stop, pending states (finals above all) get this long to go out.
+FLUSH_ON_STOP_SECONDS = 5.0
+#: Jobs remembered as "owner told about the failure" (oldest forgotten first).
+NOTED_MEMORY = 10_000
+
+LimitKey = tuple[str, int]
 
 
-@dataclass
-class Tracked:
+@dataclass(eq=False)
+class Shown:
+    """A message the bot keeps showing a job's state on: its status message, or its result post
+    once the job is deleted."""
+
+    key: str
     job: Job
-    event: ProgressEvent | None = None
     channel_id: int | None = None
     message_id: int | None = None
-    rendered: str | None = None
-    last_sent: float = float("-inf")
-    timer: asyncio.Task[None] | None = None
+    #: The newest view, kept while the message is not known yet.
+    latest: StatusView | None = None
+    #: What was last handed to a scheduler (an identical render is not sent again).
+    offered: tuple[Any, ...] | None = None
+    seq: int = 0
+    sent_seq: int = 0
+    failures: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def status_text(job: Job, event: ProgressEvent | None) -> str:
-    prompt = job.prompt if len(job.prompt) <= MAX_PROMPT_SHOWN else job.prompt[: MAX_PROMPT_SHOWN - 1] + "…"
-    line = status_line(event) if event is not None else "⏳ Queued"
-    return f"**{job_title(job)}**\n> {prompt}\n{line}"
+@dataclass(frozen=True, eq=False)
+class Edit:
+    shown: Shown
+    seq: int
+    #: The budget it was offered to: ("webhook", status message id) or ("channel", channel id).
+    limit: LimitKey
+    content: str
+    actions: tuple[Action, ...]
+    final: bool
+    clear_files: bool = False
+    phase: Phase | None = None
 
 
-class StatusSurface:
+class StatusBoard:
     def __init__(self, adapter: DiscordAdapter) -> None:
         self.adapter = adapter
-        self.interval = adapter.settings.edit_interval_seconds
         self.margin = adapter.settings.token_margin_seconds
-        self._jobs: dict[str, Tracked] = {}
+        self.edits, self.window = pacing(adapter.settings)
+        self.pool: RetiringPool[Edit] = RetiringPool(self._scheduler)
+        self._shown: dict[str, Shown] = {}
         #: Live interactions whose original response is a status message, by that message's id.
         self._interactions: dict[int, discord.Interaction] = {}
         #: Status messages being posted, by job id: one post however many callers ask for it.
         self._status_posts: dict[str, asyncio.Task[int | None]] = {}
         self._status_failed: dict[str, float] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._noted: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()
 
-    # --- where the status message is --------------------------------------------------------
+    def _scheduler(self, limit: Hashable) -> RateScheduler[Edit]:
+        kind, ident = limit  # type: ignore[misc]
+        return RateScheduler(self._send, rate=self.edits, per=self.window, name=f"discord-{kind}-{ident}")
+
+    # --- interactions behind status messages ------------------------------------------------
 
     def register_interaction(self, message_id: int, interaction: discord.Interaction) -> None:
         self._interactions[message_id] = interaction
@@ -86,38 +118,210 @@ class StatusSurface:
     def forget_interaction(self, message_id: int) -> None:
         self._interactions.pop(message_id, None)
 
-    def attach(self, job: Job, channel_id: int, message_id: int) -> None:
-        """The status message now exists: render whatever state the job reached meanwhile."""
-        tracked = self._track(job)
-        tracked.channel_id, tracked.message_id = channel_id, message_id
-        self._schedule(tracked)
+    def live_interaction(self, job: Job, message_id: int | None) -> discord.Interaction | None:
+        """The interaction behind this status message while its token has time left, else None."""
+        if message_id is None:
+            return None
+        interaction = self._interactions.get(message_id)
+        if interaction is None:
+            return None
+        if not token_alive(job, interaction, self.margin):
+            self.forget_interaction(message_id)  # from now on this job speaks with the bot token
+            return None
+        return interaction
 
-    def _track(self, job: Job) -> Tracked:
-        tracked = self._jobs.get(job.id)
-        if tracked is None:
-            tracked = self._jobs[job.id] = Tracked(job=job)
-        origin = job.origin
-        if tracked.message_id is None and origin.status_message_id and origin.channel_id:
-            tracked.channel_id, tracked.message_id = int(origin.channel_id), int(origin.status_message_id)
-        return tracked
-
-    # --- events -----------------------------------------------------------------------------
+    # --- what to show -----------------------------------------------------------------------
 
     async def on_event(self, event: ProgressEvent) -> None:
-        tracked = self._track(event.job)
-        tracked.job, tracked.event = event.job, event
-        if (
-            tracked.message_id is None
-            and needs_status(event.job)
-            and time.monotonic() - self._status_failed.get(event.job.id, float("-inf")) > STATUS_RETRY_SECONDS
-        ):
-            # Its status message is due but not known here (e.g. adopted after a restart).
-            background = asyncio.create_task(self._ensure_status_quietly(event.job))
-            self._background.add(background)  # held, or the loop may drop it mid-flight
-            background.add_done_callback(self._background.discard)
-        self._schedule(tracked)
+        job = event.job
+        view = status_view(job, event)
+        shown = self._status_of(job)
+        if shown.message_id is None:
+            shown.latest = view
+            if not needs_status(job):
+                if view.final:
+                    self._shown.pop(shown.key, None)  # no status message to show it on (no channel)
+            elif time.monotonic() - self._status_failed.get(job.id, float("-inf")) > STATUS_RETRY_SECONDS:
+                # Its status message is due but not known here (e.g. adopted after a restart).
+                self._spawn(self._ensure_status_quietly(job))
+        else:
+            self._offer(shown, view)
+        if view.phase is Phase.FAILED and job.started_at is not None and job.id not in self._noted:
+            self._noted[job.id] = None
+            while len(self._noted) > NOTED_MEMORY:
+                self._noted.popitem(last=False)
+            # The interaction is taken now: once the final edit is out, it is forgotten.
+            self._spawn(self._note_owner(job, view, self.live_interaction(job, shown.message_id)))
 
-    # --- status messages a job starts without (re-rolls by reaction) ------------------------
+    async def announce(self, job: Job) -> None:
+        """The one path to a new job's status message: a command's or click's is its deferred
+        response (known already; events render it); a reaction's is posted now."""
+        if needs_status(job):
+            try:
+                await self.ensure_status(job)
+            except discord.HTTPException:
+                # The job runs anyway; its result is posted (or its failure reported) at the end.
+                log.warning("could not post the status message of %s", job.id, exc_info=True)
+
+    def offer_view(self, token: str) -> discord.ui.View:
+        """Confirm / Decline for a request that waits for its owner (the core's NeedsConfirmation)."""
+        return offer_components(token)
+
+    def show_deleted(self, job: Job, *, skip: int | None = None) -> None:
+        """A deleted job: its status message and its result post say so (the result loses its file)."""
+        view = status_view(job)
+        if job.origin.status_message_id and job.origin.channel_id and int(job.origin.status_message_id) != skip:
+            self._offer(self._status_of(job), view)
+        result_id = job.origin.result_message_id
+        if result_id and job.origin.channel_id and int(result_id) != skip:
+            result = self._shown.get(f"r:{job.id}") or self._shown.setdefault(
+                f"r:{job.id}", Shown(f"r:{job.id}", job, int(job.origin.channel_id), int(result_id))
+            )
+            self._offer(result, view, clear_files=True)
+
+    def _status_of(self, job: Job) -> Shown:
+        key = f"s:{job.id}"
+        shown = self._shown.get(key)
+        if shown is None:
+            shown = self._shown[key] = Shown(key, job)
+        shown.job = job
+        origin = job.origin
+        if shown.message_id is None and origin.status_message_id and origin.channel_id:
+            shown.channel_id, shown.message_id = int(origin.channel_id), int(origin.status_message_id)
+        return shown
+
+    def _offer(self, shown: Shown, view: StatusView, *, clear_files: bool = False) -> None:
+        """Hand the rendered view to the budget its message is edited under (unless it is unchanged)."""
+        assert shown.message_id is not None and shown.channel_id is not None
+        actions = view.actions
+        if view.phase is Phase.DONE and shown.job.origin.result_message_id and not clear_files:
+            actions = ()  # the result post carries the finished job's buttons
+        content = status_content(view)
+        rendered = (content, actions, clear_files)
+        if rendered == shown.offered:
+            return
+        shown.offered = rendered
+        shown.seq += 1
+        limit = self._limit_for(shown)
+        edit = Edit(shown, shown.seq, limit, content, actions, view.final, clear_files, view.phase)
+        self.pool.get(limit).offer(shown.key, edit, final=view.final)
+
+    def _limit_for(self, shown: Shown) -> LimitKey:
+        if shown.key.startswith("s:") and self.live_interaction(shown.job, shown.message_id) is not None:
+            return ("webhook", shown.message_id or 0)
+        return ("channel", shown.channel_id or 0)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send(self, key: Hashable, edit: Edit) -> None:
+        shown = edit.shown
+        async with shown.lock:
+            if edit.seq <= shown.sent_seq:
+                return  # a newer state of this message went out another way (the token switch)
+            try:
+                await self.adapter.ready.wait()
+                await self.adapter.acks.wait()
+                sent = await self._edit(shown, edit)
+            except discord.RateLimited as exc:  # a wait longer than discord.py agreed to sit out
+                raise Throttled(exc.retry_after) from exc
+            except discord.HTTPException as exc:
+                if exc.status == 429:  # discord.py's own tries are used up
+                    raise Throttled(_retry_after(exc)) from exc
+                if exc.status >= 500:
+                    self._passing_failure(shown, edit, exc)
+                    return
+                # Deleted message, lost access: the job goes on; /job still shows it.
+                log.warning("status edit of %s failed: %s %s", shown.job.id, exc.status, exc.text)
+                self._edit_failed(shown, edit)
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self._passing_failure(shown, edit, exc)
+                return
+            self.pool.trim(edit.limit)
+            if not sent:
+                return
+            shown.sent_seq = edit.seq
+            shown.failures = 0
+            if edit.final and shown.seq == edit.seq:
+                self._forget(shown)
+
+    async def _edit(self, shown: Shown, edit: Edit) -> bool:
+        """One edit; False when it was handed to the channel's budget instead (the token expired)."""
+        assert shown.message_id is not None and shown.channel_id is not None
+        view = components(shown.job.id, edit.actions, prefix=marks.STATUS_PREFIX)
+        extra: dict[str, Any] = {"attachments": []} if edit.clear_files else {}
+        if edit.limit[0] == "webhook":
+            interaction = self.live_interaction(shown.job, shown.message_id)
+            if interaction is not None:
+                try:
+                    await interaction.edit_original_response(content=edit.content, view=view, **extra)
+                    return True
+                except discord.HTTPException as exc:
+                    if not is_token_gone(exc):
+                        raise
+                    self.forget_interaction(shown.message_id)
+            # The token is gone: this message is edited under the channel's budget from now on.
+            moved = replace(edit, limit=("channel", shown.channel_id))
+            self.pool.get(moved.limit).offer(shown.key, moved, final=edit.final)
+            self._spawn(self.pool.retire(edit.limit))
+            return False
+        channel = self.adapter.client.get_partial_messageable(shown.channel_id)
+        await channel.get_partial_message(shown.message_id).edit(content=edit.content, view=view, **extra)
+        return True
+
+    def _passing_failure(self, shown: Shown, edit: Edit, exc: BaseException) -> None:
+        shown.failures += 1
+        if shown.failures < EDIT_TRIES:
+            log.info("status edit of %s failed (%s); trying again", shown.job.id, exc)
+            raise Throttled(None) from exc  # nothing changed; the budget slows down and sends it again
+        log.warning("status edit of %s failed %d times; the next state will be sent", shown.job.id, shown.failures)
+        shown.failures = 0
+        shown.offered = None  # so an identical next state is not skipped
+
+    def _edit_failed(self, shown: Shown, edit: Edit) -> None:
+        shown.offered = None
+        if edit.final:
+            self._forget(shown)
+            if shown.job.error_code == "undelivered" and edit.phase is Phase.DONE:
+                # The channel is gone or closed to the bot: the owner hears it privately
+                # (in the background: the channel's budget is not held up by a DM).
+                self._spawn(self.tell(shown.job.origin.user_id, edit.content))
+
+    def _forget(self, shown: Shown) -> None:
+        """The job's last state is out: drop what was kept for its message (and its webhook budget)."""
+        self._shown.pop(shown.key, None)
+        if shown.key.startswith("s:") and shown.message_id is not None:
+            self.forget_interaction(shown.message_id)
+            if self.pool.find(("webhook", shown.message_id)) is not None:
+                self._spawn(self.pool.retire(("webhook", shown.message_id)))
+
+    # --- private notes ----------------------------------------------------------------------
+
+    async def _note_owner(self, job: Job, view: StatusView, interaction: discord.Interaction | None) -> None:
+        """The full failure, privately: an ephemeral follow-up while the token lives, else a DM."""
+        text = failure_note(view)
+        if interaction is not None and str(interaction.user.id) == job.origin.user_id:
+            try:
+                await interaction.followup.send(text, ephemeral=True)
+                return
+            except discord.HTTPException:
+                log.info("ephemeral failure note for %s failed; sending it by DM", job.id, exc_info=True)
+        await self.tell(job.origin.user_id, text)
+
+    async def dm_channel(self, user_id: str | int) -> discord.PartialMessageable:
+        data = await self.adapter.client.http.start_private_message(int(user_id))
+        return self.adapter.client.get_partial_messageable(int(data["id"]), type=discord.ChannelType.private)
+
+    async def tell(self, user_id: str | int, text: str) -> None:
+        """A DM; best effort (users may refuse DMs from server members)."""
+        if not str(user_id).isdigit():
+            return
+        try:
+            await (await self.dm_channel(user_id)).send(text)
+        except discord.HTTPException:
+            log.warning("could not DM %s: %s", user_id, text, exc_info=True)
+
+    # --- status messages a job starts without (reactions) -----------------------------------
 
     async def ensure_status(self, job: Job) -> int | None:
         """Post the status message the job's origin says is due, once, and store its id.
@@ -129,9 +333,9 @@ class StatusSurface:
         """
         if job.origin.status_message_id:
             return int(job.origin.status_message_id)
-        tracked = self._jobs.get(job.id)
-        if tracked is not None and tracked.message_id is not None:
-            return tracked.message_id
+        shown = self._shown.get(f"s:{job.id}")
+        if shown is not None and shown.message_id is not None:
+            return shown.message_id
         task = self._status_posts.get(job.id)
         if task is None:
             task = self._status_posts[job.id] = asyncio.create_task(self._post_status(job), name=f"discord-status-post-{job.id}")
@@ -155,18 +359,24 @@ class StatusSurface:
         if job.created_at < self.adapter.started_at:
             # Another process made this job and may have posted before it died.
             bot_id = self.adapter.bot_user_id
-            message = await self._scan(channel, lambda m: marks.is_status_of(m, job.id, bot_id), after=_int(reply_to))
+            message = await self.scan(channel, lambda m: marks.is_status_of(m, job.id, bot_id), after=_int(reply_to))
         if message is None:
+            view = status_view(job)
             reference = channel.get_partial_message(int(reply_to)).to_reference(fail_if_not_exists=False) if reply_to else None
             message = await channel.send(
-                status_text(job, None), reference=reference, nonce=marks.status_nonce(job.id),
-                allowed_mentions=discord.AllowedMentions.none(),
+                status_content(view), reference=reference, nonce=marks.status_nonce(job.id),
+                view=components(job.id, view.actions, prefix=marks.STATUS_PREFIX),
             )  # fmt: skip
-        await self.adapter.app.service.set_messages(job.id, status_message_id=str(message.id))
-        self.attach(job, int(job.origin.channel_id), message.id)
+            shown = self._status_of(job)
+            shown.offered = (status_content(view), view.actions, False)
+        job = await self.adapter.app.service.set_messages(job.id, status_message_id=str(message.id))
+        shown = self._status_of(job)
+        if shown.latest is not None:
+            self._offer(shown, shown.latest)  # whatever the job reached meanwhile
+            shown.latest = None
         return message.id
 
-    async def _scan(self, channel: discord.PartialMessageable, matches: Any, *, after: int | None) -> discord.Message | None:
+    async def scan(self, channel: discord.PartialMessageable, matches: Any, *, after: int | None) -> discord.Message | None:
         """An earlier post in the channel's recent history, or None (also when history is not
         readable: then only the nonce protects against a second post)."""
         try:
@@ -175,204 +385,26 @@ class StatusSurface:
             log.warning("cannot read the history of channel %s (Read Message History?)", channel.id)
             return None
 
-    def _schedule(self, tracked: Tracked) -> None:
-        if tracked.message_id is None or tracked.timer is not None:
-            return  # no message yet, or an edit is already due and will take the latest state
-        delay = max(0.0, tracked.last_sent + self.interval - time.monotonic())
-        tracked.timer = asyncio.create_task(self._flush_later(tracked, delay), name=f"discord-status-{tracked.job.id}")
+    # --- life cycle -------------------------------------------------------------------------
 
-    async def _flush_later(self, tracked: Tracked, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        tracked.timer = None
-        await self._render(tracked)
-
-    async def _render(self, tracked: Tracked) -> None:
-        async with tracked.lock:
-            event = tracked.event
-            text = status_text(tracked.job, event)
-            if text != tracked.rendered:
-                tracked.last_sent = time.monotonic()
-                try:
-                    await self.adapter.ready.wait()
-                    await self._edit_status(tracked, text)
-                    tracked.rendered = text
-                except discord.HTTPException:
-                    # Deleted message, lost permission: the job goes on; /job still shows it.
-                    log.warning("status edit failed for %s", tracked.job.id, exc_info=True)
-                    if event is not None and event.kind.final and undelivered(tracked.job):
-                        # The channel is gone or closed to the bot: the owner hears it privately.
-                        await self._tell_owner(tracked.job, text)
-            if event is not None and event.kind.final and tracked.timer is None:
-                self._jobs.pop(tracked.job.id, None)
-                if tracked.message_id is not None:
-                    self.forget_interaction(tracked.message_id)
-
-    async def _tell_owner(self, job: Job, text: str) -> None:
-        if not job.origin.user_id.isdigit():
-            return
-        try:
-            data = await self.adapter.client.http.start_private_message(int(job.origin.user_id))
-            channel = self.adapter.client.get_partial_messageable(int(data["id"]), type=discord.ChannelType.private)
-            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
-        except discord.HTTPException:
-            log.warning("could not tell the owner of %s that its result was not posted", job.id, exc_info=True)
-
-    async def _edit_status(self, tracked: Tracked, text: str) -> None:
-        assert tracked.message_id is not None and tracked.channel_id is not None
-        interaction = self._live_interaction(tracked.job, tracked.message_id)
-        if interaction is not None:
-            await interaction.edit_original_response(content=text)
-            return
-        channel = self.adapter.client.get_partial_messageable(tracked.channel_id)
-        await channel.get_partial_message(tracked.message_id).edit(content=text)
-
-    def _live_interaction(self, job: Job, message_id: int) -> discord.Interaction | None:
-        """The interaction behind this status message while its token has time left, else None."""
-        interaction = self._interactions.get(message_id)
-        if interaction is None:
-            return None
-        expires = job.origin.extra.get("interaction_expires_at") or interaction.created_at.timestamp() + TOKEN_LIFETIME
-        if time.time() >= float(expires) - self.margin:
-            self.forget_interaction(message_id)  # from now on this job speaks with the bot token
-            return None
-        return interaction
-
-    async def close(self) -> None:
-        timers: list[asyncio.Task[Any]] = [t.timer for t in self._jobs.values() if t.timer is not None]
-        timers += [*self._background, *self._status_posts.values()]
-        for timer in timers:
-            timer.cancel()
-        await asyncio.gather(*timers, return_exceptions=True)
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)  # held, or the loop may drop it mid-flight
+        task.add_done_callback(self._background.discard)
 
     async def flush(self) -> None:
-        """Send every pending edit now (tests and shutdown)."""
-        for tracked in list(self._jobs.values()):
-            if tracked.timer is not None:
-                tracked.timer.cancel()
-                tracked.timer = None
-            if tracked.message_id is not None:
-                await self._render(tracked)
+        """Wait until every pending state was sent (tests, shutdown)."""
+        await self.pool.drain()
 
-    # --- results ----------------------------------------------------------------------------
-
-    async def deliver(self, job: Job) -> dict[str, Any] | None:
-        """Post the result (file, note, buttons) under the status message, once; return its id.
-
-        Raises DeliveryFailed: transient (Discord 5xx or 429 left over after discord.py's own
-        retries, no connection, the adapter not running) or permanent (channel gone, access or
-        permission lost, file refused).
-        """
-        if job.origin.result_message_id:
-            return {"result_message_id": job.origin.result_message_id}  # posted and stored earlier
-        try:
-            await self._connected()
-            message = await self._deliver(job)
-        except Exception as exc:
-            if self.adapter.stopped and not isinstance(exc, DeliveryFailed):
-                raise DeliveryFailed("The bot is disconnected from Discord.", transient=True, detail=repr(exc)) from exc
-            failure = delivery_failure(exc, job.id)
-            if failure is None or failure is exc:
-                raise
-            raise failure from exc
-        if message is None:
-            return None
-        return {"result_message_id": str(message.id)}
-
-    async def _connected(self) -> None:
-        if self.adapter.stopped:
-            raise DeliveryFailed("The bot is not connected to Discord.", transient=True)
-        try:
-            await asyncio.wait_for(self.adapter.ready.wait(), READY_TIMEOUT)
-        except TimeoutError:
-            raise DeliveryFailed("The bot is not connected to Discord yet.", transient=True) from None
-
-    async def _deliver(self, job: Job) -> discord.Message | None:
-        if not job.origin.channel_id:
-            return None
-        status_id = job.origin.status_message_id
-        if status_id is None and needs_status(job):
-            status_id = str(await self.ensure_status(job) or "") or None
-        channel = self.adapter.client.get_partial_messageable(int(job.origin.channel_id))
-        if job.delivery_attempt > 1:
-            # An earlier attempt may have posted and died before its id was stored. Look first.
-            bot_id = self.adapter.bot_user_id
-            found = await self._scan(channel, lambda m: marks.is_result_of(m, job.id, bot_id), after=_int(status_id))
-            if found is not None:
-                log.info("result of %s was already posted (message %s); not posting again", job.id, found.id)
-                return found
-        interaction = self._live_interaction(job, int(status_id)) if status_id else None
-        limit = interaction.filesize_limit if interaction is not None else self.adapter.upload_limit(job.origin.workspace_id)
-        file, note = await self.prepare_file(job, limit)
-        mention = f"<@{job.origin.user_id}> " if job.origin.user_id.isdigit() else ""
-        content = f"{mention}**{job_title(job)}**\n> {job.prompt[:MAX_PROMPT_SHOWN]}" + (f"\n{note}" if note else "")
-        kwargs: dict[str, Any] = {
-            "view": result_view(job),
-            "allowed_mentions": discord.AllowedMentions(users=True, everyone=False, roles=False),
-        }
-        if file is not None:
-            kwargs["file"] = file
-        try:
-            try:
-                return await self._post_result(job, channel, status_id, interaction, content, kwargs)
-            except discord.HTTPException as exc:
-                if not is_too_large(exc) or "file" not in kwargs:
-                    raise
-                # Discord's limit was lower than announced: say so rather than lose the result.
-                # (Same nonce: the refused create made nothing, so the nonce is still unused.)
-                del kwargs["file"]
-                note = f"⚠️ Discord refused the file as too large ({_mb(limit)} was the announced limit). Use /job {job.id} for details."
-                return await self._post_result(job, channel, status_id, interaction, f"{content}\n{note}", kwargs)
-        except discord.HTTPException as exc:
-            if interaction is not None and status_id and is_token_gone(exc):
-                self.forget_interaction(int(status_id))  # the next attempt uses the bot token
-            raise
-
-    async def _post_result(
-        self,
-        job: Job,
-        channel: discord.PartialMessageable,
-        status_id: str | None,
-        interaction: discord.Interaction | None,
-        content: str,
-        kwargs: dict[str, Any],
-    ) -> discord.Message:
-        if interaction is not None:
-            # A webhook execute takes no nonce: a repeat is caught by the history scan above.
-            return await interaction.followup.send(content, wait=True, **kwargs)
-        reference = channel.get_partial_message(int(status_id)).to_reference(fail_if_not_exists=False) if status_id else None
-        # discord.py (>= 2.4) sends `enforce_nonce: true` with every nonce: Discord answers a
-        # repeat of this create within a few minutes with the message it already made.
-        return await channel.send(content, reference=reference, nonce=marks.result_nonce(job.id), **kwargs)
-
-    async def prepare_file(self, job: Job, limit: int) -> tuple[discord.File | None, str | None]:
-        """The job's file if it fits `limit`; else a re-encode that fits; else the thumbnail and why."""
-        if not job.output_path or not Path(job.output_path).exists():
-            return None, "The file is no longer available."
-        source = Path(job.output_path)
-        size = source.stat().st_size
-        if size <= limit:
-            return discord.File(source, filename=_filename(job, source)), None
-        if job.kind is not JobKind.IMAGE:
-            fitted = source.with_name(f"{source.stem}.fit-{limit}.mp4")
-            result = await asyncio.to_thread(fit_to_size, source, fitted, limit)
-            if result.fits:
-                note = (
-                    f"-# Re-encoded to fit the {_mb(limit)} upload limit here "
-                    f"({_mb(size)} → {_mb(result.size)}, {result.width}x{result.height})."
-                )
-                return discord.File(fitted, filename=f"{job.id}.mp4"), note
-        note = (
-            f"⚠️ The file is {_mb(size)}, over the {_mb(limit)} upload limit here, and could not be shrunk to fit, "
-            "so here is a still. Ask for fewer seconds or a smaller size."
-        )
-        if job.thumbnail_path and Path(job.thumbnail_path).exists() and Path(job.thumbnail_path).stat().st_size <= limit:
-            return discord.File(job.thumbnail_path, filename=f"{job.id}.jpg"), note
-        return None, note
-
-
-def undelivered(job: Job) -> bool:
-    return job.error_code == "undelivered"
+    async def close(self) -> None:
+        """Give pending states (finals first) a moment to go out, then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pool.drain(), FLUSH_ON_STOP_SECONDS)
+        await self.pool.close()
+        tasks = [*self._background, *self._status_posts.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def needs_status(job: Job) -> bool:
@@ -384,9 +416,9 @@ def _int(value: str | int | None) -> int | None:
     return int(value) if value else None
 
 
-def _filename(job: Job, source: Path) -> str:
-    return f"{job.id}{source.suffix or ('.png' if job.kind is JobKind.IMAGE else '.mp4')}"
-
-
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 100 * 1024 else f"{size / 1024:.0f} KB"
+def _retry_after(exc: discord.HTTPException) -> float | None:
+    value = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
