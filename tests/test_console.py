@@ -14,6 +14,7 @@ import pytest
 from bot.adapters.console import ConsoleAdapter
 from bot.app import App
 from bot.core.views import status_view
+from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,6 +59,12 @@ async def test_console_speaks_every_command_and_prints_the_status_view_line(app:
     assert "nothing to cancel" in await say(f"/cancel {parent}")
     assert "deleted" in await say(f"/delete {parent}")
     assert "error: Unknown command /frobnicate" in await say("/frobnicate")
+
+    # A failure after the start: the console is the owner's screen, so the whole note is shown.
+    server = ScriptedServer(fail_job=("moderation_blocked", "The scene shows a logo. Describe it without the brand, then try again."))
+    app.registry.register("scripted", lambda: scripted_pipeline(server))
+    failed = await job_of(await say("/video a branded scene --pipeline scripted --seconds 1 --size 128x72"))
+    assert f"[{failed}] ❌ The provider could not make this video [moderation_blocked]: The scene shows a logo. Describe it" in out.getvalue()
     await app.runner.idle()
     await app.bus.drain()
     await console.stop()

@@ -130,7 +130,7 @@ async def test_a_failure_after_the_start_is_short_in_public_and_whole_to_the_own
         await slack.wait_for(lambda: "❌ Failed" in slack.text_of(ts))
         card = slack.messages[ts]["blocks"][0]["text"]["text"]
         line = card.splitlines()[-1]
-        assert line.startswith("❌ Failed after 0:0") and "moderation_blocked" in line and len(line) <= 110, line
+        assert line.startswith("❌ Failed: ") and "moderation_blocked" in line and len(line) <= 110, line
         assert "describe the costume" not in slack.text_of(ts), "the whole note is the owner's, not the channel's"
         assert [a for a, _ in buttons_of(slack.messages[ts])] == ["vb_reroll"]
         [note] = await slack.wait_for(lambda: [e for e in slack.ephemerals if e["user"] == "U0ALICE"])

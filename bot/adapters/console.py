@@ -125,7 +125,8 @@ class ConsoleAdapter:
         if self._last.get(job.id) == key:
             return
         self._last[job.id] = key
-        self.say(f"[{job.id}] {view.line}")
+        # The console is its owner's own screen: a failure is said in full, not as the channel's short line.
+        self.say(f"[{job.id}] ❌ {view.error}" if view.phase is Phase.FAILED and view.error else f"[{job.id}] {view.line}")
         if view.phase is Phase.DONE and job.output_path:
             label = "image" if job.kind.value == "image" else "video"
             self.say(f"[{job.id}] {label}: {job.output_path}")

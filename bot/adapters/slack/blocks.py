@@ -41,8 +41,6 @@ REMIX_MODAL, EXTEND_MODAL = "vb_remix_modal", "vb_extend_modal"
 PROMPT_BLOCK, SECONDS_BLOCK, INPUT = "prompt", "seconds", "value"
 #: The message shortcut "Animate with videobot" (manifest.yaml names the same callback id).
 ANIMATE_SHORTCUT = "vb_animate_message"
-#: A failure's public line stays this short; the whole text goes to the owner privately.
-SHORT_FAILURE_CHARS = 80
 
 
 def esc(text: str) -> str:
@@ -55,25 +53,10 @@ def unesc(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def short_failure(view: StatusView) -> str:
-    """SHIM (issue 10): the public line of a failed job. The core's `StatusView.line` carries the
-    whole failure text; the card shows its first sentence, cut short, and the owner gets
-    `view.error` privately. Belongs in the core (a `StatusView.public_line` or `short_error`)."""
-    reason = (view.error or "").strip()
-    first = re.split(r"(?<=[.!?])\s", reason, maxsplit=1)[0] if reason else ""
-    if len(first) > SHORT_FAILURE_CHARS:
-        first = first[: SHORT_FAILURE_CHARS - 1].rstrip() + "…"
-    after = f" after {view.elapsed}" if view.elapsed else ""
-    return f"❌ Failed{after}" + (f": {first}" if first else "")
-
-
-def public_line(view: StatusView) -> str:
-    return short_failure(view) if view.phase is Phase.FAILED else view.line
-
-
 def status_text(view: StatusView) -> str:
     """The card's text (and the notification text): title, the prompt as typed, the status line."""
-    return f"*{esc(view.title)}*\n> {esc(view.prompt)}\n{esc(public_line(view))}"
+    # A failure's line is the core's short public one; the owner gets `view.error` privately.
+    return f"*{esc(view.title)}*\n> {esc(view.prompt)}\n{esc(view.line)}"
 
 
 def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> list[Block]:
