@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
+from providers.downloads import stream_to_file
 from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
 from providers.errors import (
     ContentExpired,
@@ -369,20 +370,7 @@ class FalVideoProvider(VideoProvider):
             url = self._outputs[remote_id]
         # The key goes only to the queue's own host, never to a file host it did not come from.
         headers = self._auth() if _origin(url) == _origin(self.queue_url) else {}
-        try:
-            async with self.http.stream("GET", url, headers=headers) as response:
-                if response.status_code in (403, 404, 410):
-                    raise ContentExpired("fal's link to this video expired; generate it again.", provider=self.name,
-                                         detail=f"file GET {response.status_code}")  # fmt: skip
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise TransientError("fal's download failed.", provider=self.name, detail=f"file GET {response.status_code}")
-                if response.status_code >= 400:
-                    raise ProviderError("fal's download failed.", provider=self.name, detail=f"file GET {response.status_code}")
-                with dest.open("wb") as out:
-                    async for chunk in response.aiter_bytes(1024 * 1024):
-                        out.write(chunk)
-        except httpx.HTTPError as exc:
-            raise TransientError("fal's download was interrupted.", provider=self.name, detail=repr(exc)) from exc
+        await stream_to_file(self.http, url, dest, provider=self.name, label="fal", headers=headers)
 
     async def cancel(self, remote_id: str) -> None:
         urls = self._urls(remote_id)

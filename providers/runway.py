@@ -42,6 +42,7 @@ from providers.errors import (
     TransientError,
     Unavailable,
 )
+from providers.downloads import stream_to_file
 from providers.media import concat_videos, crop_to_size, decode_image, first_frame, last_frame
 from providers.polling import PollPolicy, retrying
 from providers.pricing import (
@@ -331,22 +332,7 @@ class RunwayVideoProvider(VideoProvider):
         return urls
 
     async def _stream(self, url: str, dest: Path) -> None:
-        try:
-            async with self.http.stream("GET", url) as response:
-                if response.status_code in (403, 404, 410):
-                    raise ContentExpired(
-                        "Runway's link to this video expired; generate it again.",
-                        provider=self.name, detail=f"output GET {response.status_code}",
-                    )  # fmt: skip
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise TransientError("Runway's download failed.", provider=self.name, detail=f"output GET {response.status_code}")
-                if response.status_code >= 400:
-                    raise ProviderError("Runway's download failed.", provider=self.name, detail=f"output GET {response.status_code}")
-                with dest.open("wb") as out:
-                    async for chunk in response.aiter_bytes(1024 * 1024):
-                        out.write(chunk)
-        except httpx.HTTPError as exc:
-            raise TransientError("Runway's download was interrupted.", provider=self.name, detail=repr(exc)) from exc
+        await stream_to_file(self.http, url, dest, provider=self.name, label="Runway")
 
     async def cancel(self, remote_id: str) -> None:
         try:
