@@ -579,6 +579,18 @@ class SlackEmulator:
         }  # fmt: skip
         return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
 
+    async def click_ephemeral(self, url: str, response: dict[str, Any], action_id: str, value: str, *, user_id: str = "U0ALICE") -> Sent:
+        """A button press in an ephemeral message (sent through a response_url): Slack sends no `message` for those."""
+        payload = {
+            "type": "block_actions", "api_app_id": APP_ID, "token": "legacy",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID}, "team": {"id": TEAM_ID, "domain": "test"},
+            "container": {"type": "message", "message_ts": self._next_ts(), "channel_id": self.channel_id, "is_ephemeral": True},
+            "channel": {"id": self.channel_id, "name": "general"},
+            "trigger_id": f"trig.{next(self._ids)}", "response_url": self.response_url(f"eph-{user_id}"),
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "offer_actions", "value": value, "action_ts": str(time.time())}],
+        }  # fmt: skip
+        return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
+
     async def submit_view(self, url: str, view: dict[str, Any], values: dict[str, str], *, user_id: str = "U0ALICE") -> Sent:
         """Submit an opened modal with `values` by block_id (each block has one input)."""
         state: dict[str, Any] = {}

@@ -5,18 +5,21 @@ Extend… first open a modal (views.py submits it to the same place).
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.adapters.slack.blocks import ACTIONS_BY_ID, extend_modal, remix_modal
-from bot.adapters.slack.flows import act, reply_thread, respond_teller
+from bot.adapters.slack.blocks import ACTIONS_BY_ID, CONFIRM_OFFER, DECLINE_OFFER, extend_modal, remix_modal
+from bot.adapters.slack.flows import act, reply_thread, respond_teller, show_job
 from bot.core.errors import user_message
 from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
+
+log = logging.getLogger(__name__)
 
 _MODALS = {Action.REMIX: remix_modal, Action.EXTEND: extend_modal}
 
@@ -47,3 +50,32 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
             await tell(user_message(exc))
 
     bolt.action(re.compile("^(" + "|".join(map(re.escape, ACTIONS_BY_ID)) + ")$"))(button)
+
+    async def offer_button(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        adapter.later(answered(body, respond), "slack-offer")
+
+    async def answered(body: dict[str, Any], respond: Any) -> None:
+        """Confirm / Decline of a spend offer: the core checks owner and expiry; a started job shows as any new one."""
+        pressed, user = body["actions"][0], body["user"]
+        token, confirming = str(pressed["value"]), pressed["action_id"] == CONFIRM_OFFER
+        tell = respond_teller(respond)
+        origin = adapter.origin_for(user.get("team_id"), _channel(body), str(user["id"]), user.get("username") or user.get("name"))
+        actor = await adapter.actor(origin.user_id, team_id=origin.workspace_id)
+        service = adapter.app.service
+        try:
+            job = await (service.confirm(token, actor) if confirming else service.decline(token, actor))
+        except Exception as exc:
+            await tell(user_message(exc))
+            return
+        # The offer's buttons are spent: the ephemeral offer says what became of it.
+        done = f"Confirmed: job {job.id} started." if confirming else "Declined: nothing was queued or spent."
+        try:
+            await respond(text=done, response_type="ephemeral", replace_original=True)
+        except Exception:
+            log.warning("could not update the offer %s", token, exc_info=True)
+        if confirming:
+            await show_job(adapter, job, tell)
+
+    bolt.action(CONFIRM_OFFER)(offer_button)
+    bolt.action(DECLINE_OFFER)(offer_button)

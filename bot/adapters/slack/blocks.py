@@ -83,6 +83,22 @@ def button(action: Action, job_id: str, *, first: bool = False) -> Block:
     return b
 
 
+#: The buttons of a confirm offer (their value is the offer's token).
+CONFIRM_OFFER = "videobot_offer_confirm"
+DECLINE_OFFER = "videobot_offer_decline"
+
+
+def offer_blocks(text: str, token: str) -> list[Block]:
+    """The core's NeedsConfirmation message (its estimate) with Confirm / Decline carrying the token."""
+    return [
+        {"type": "section", "block_id": "offer", "text": {"type": "mrkdwn", "text": esc(text)}},
+        {"type": "actions", "block_id": "offer_actions", "elements": [
+            {"type": "button", "action_id": CONFIRM_OFFER, "value": token, "style": "primary", "text": {"type": "plain_text", "text": "Confirm"}},
+            {"type": "button", "action_id": DECLINE_OFFER, "value": token, "text": {"type": "plain_text", "text": "Decline"}},
+        ]},
+    ]  # fmt: skip
+
+
 def _confirm(title: str, text: str, yes: str, no: str) -> Block:
     return {
         "title": {"type": "plain_text", "text": title}, "text": {"type": "plain_text", "text": text},

@@ -15,7 +15,6 @@ from bot.adapters.slack.deployment import deployment_help
 from bot.adapters.slack.flows import Tell, respond_teller, show_job
 from bot.core.commands import Command, parse_command
 from bot.core.dispatch import run_command
-from bot.core.errors import user_message
 from bot.core.models import Actor, Origin
 from bot.core.render import HELP
 
@@ -58,7 +57,7 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
         actor = await _actor(adapter, command, origin)
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
-        await tell(user_message(exc))
+        await tell.refusal(exc)
         return
     if reply.started and reply.job is not None:
         await show_job(adapter, reply.job, tell)

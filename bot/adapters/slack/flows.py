@@ -13,9 +13,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack.apierror import slack_error
-from bot.adapters.slack.blocks import esc
+from bot.adapters.slack.blocks import esc, offer_blocks
 from bot.core.actions import perform
-from bot.core.errors import JobStateError, user_message
+from bot.core.errors import JobStateError, NeedsConfirmation, user_message
 from bot.core.models import Actor, Job
 from bot.core.views import Action
 
@@ -33,27 +33,38 @@ _POST_REFUSALS = {
 }
 
 
+Send = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
+
+
 class Tell:
     """A private answer to one user. `tell(text)` shows text as typed (escaped); `markup` is the bot's own mrkdwn."""
 
-    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, send: Send) -> None:
         self._send = send
 
     async def __call__(self, text: str) -> None:
         await self.markup(esc(text))
 
-    async def markup(self, mrkdwn: str) -> None:
+    async def markup(self, mrkdwn: str, blocks: list[dict[str, Any]] | None = None) -> None:
         try:
-            await self._send(mrkdwn)
+            await self._send(mrkdwn, blocks)
         except Exception:
             log.warning("could not tell the user: %s", mrkdwn, exc_info=True)
+
+    async def refusal(self, exc: Exception) -> None:
+        """Why a request did not start; a spend waiting for its owner comes with Confirm / Decline buttons."""
+        if isinstance(exc, NeedsConfirmation):
+            text = user_message(exc)
+            await self.markup(esc(text), offer_blocks(text, exc.token))
+            return
+        await self(user_message(exc))
 
 
 def respond_teller(respond: Any) -> Tell:
     """Ephemeral through the request's response_url (works even where the bot is not a member)."""
 
-    async def send(text: str) -> None:
-        await respond(text=text, response_type="ephemeral", replace_original=False)
+    async def send(text: str, blocks: list[dict[str, Any]] | None) -> None:
+        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
 
     return Tell(send)
 
@@ -61,9 +72,9 @@ def respond_teller(respond: Any) -> Tell:
 def ephemeral_teller(adapter: SlackAdapter, channel_id: str, user_id: str, thread_ts: str | None = None) -> Tell:
     """Ephemeral with chat.postEphemeral, for requests without a response_url (modals, reactions)."""
 
-    async def send(text: str) -> None:
+    async def send(text: str, blocks: list[dict[str, Any]] | None) -> None:
         try:
-            await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, thread_ts=thread_ts)
+            await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks, thread_ts=thread_ts)
         except SlackApiError as exc:
             log.warning("could not tell %s: %s (%s)", user_id, text, slack_error(exc))
 
@@ -120,7 +131,7 @@ async def act(
         actor = await adapter.actor(user_id, team_id=team_id, check_workspace_admin=checks_owner)
         outcome = await perform(service, action, job.id, actor=actor, origin=origin, prompt=prompt, seconds=seconds)
     except Exception as exc:
-        await tell(user_message(exc))
+        await tell.refusal(exc)
         return
     if outcome.started:
         await show_job(adapter, outcome.job, tell)

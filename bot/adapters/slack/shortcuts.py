@@ -13,7 +13,6 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.slack.blocks import ANIMATE_SHORTCUT, unesc
 from bot.adapters.slack.flows import Tell, act, respond_teller, show_job
-from bot.core.errors import user_message
 from bot.core.models import GenerateRequest
 from bot.core.views import Action
 from providers.errors import InvalidRequest
@@ -57,7 +56,7 @@ async def on_animate(adapter: SlackAdapter, body: dict[str, Any], tell: Tell) ->
         origin.extra["thread_ts"] = thread
         job = await adapter.app.service.submit(request, origin)
     except Exception as exc:
-        await tell(user_message(exc))
+        await tell.refusal(exc)
         return
     await show_job(adapter, job, tell)
 
