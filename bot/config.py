@@ -214,8 +214,13 @@ class SlackSettings(BaseSettings):
     #: HTTP mode (no SLACK_APP_TOKEN): where Slack's requests arrive, at /slack/events.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=3000, ge=0, le=65535)
-    #: Minimum seconds between two updates of one status message (the final state is always sent).
-    status_interval_seconds: float = Field(default=3.0, ge=0, le=300)
+    #: chat.update calls per window for one workspace, shared by every status message
+    #: (Slack's Tier 3: about 50 a minute for the whole app).
+    update_budget: int = Field(default=50, ge=1, le=10_000)
+    #: The window of that budget, in seconds.
+    update_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: The largest file the bot uploads (Slack's limit is 1 GB); larger results are re-encoded to fit, else a still.
+    file_limit_mb: float = Field(default=1024.0, gt=0, le=1024)
     #: Post the file in the status message's thread (true) or in the channel (false).
     upload_in_thread: bool = True
     #: How many times one Web API call is retried after a 429 (each waits Retry-After).
@@ -234,6 +239,10 @@ class SlackSettings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.app_token is not None
+
+    @property
+    def file_limit_bytes(self) -> int:
+        return int(self.file_limit_mb * 1_048_576)
 
 
 class DiscordSettings(BaseSettings):

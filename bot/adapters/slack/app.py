@@ -38,7 +38,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import actions, commands, events, shortcuts, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.lookup import Me
-from bot.adapters.slack.settings import limits
 from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
@@ -131,7 +130,6 @@ class SlackAdapter:
         """Build inside a running event loop (the HTTP session belongs to it)."""
         self.app = app
         self.settings = settings = app.settings.slack
-        self.limits = limits(settings)
         if settings.bot_token is None:
             raise ConfigError("SLACK_BOT_TOKEN is not set.")
         if not settings.socket_mode and settings.signing_secret is None:

@@ -38,7 +38,7 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
 
 def help_text(adapter: SlackAdapter) -> str:
     commands = esc(slack_commands(HELP))
-    offers = esc(deployment_help(adapter.app.service, upload_limit=adapter.limits.file_limit_bytes))
+    offers = esc(deployment_help(adapter.app.service, upload_limit=adapter.settings.file_limit_bytes))
     return (
         f"```{commands}```\nIn Slack every command goes after /video, for example `/video a red fox --seconds 4 --size 16:9`, "
         "`/video remix k3f9x2m1 the same fox at night`, `/video jobs`; quote a prompt to use `--` or a command word in it. "

@@ -90,7 +90,7 @@ class Card:
 class StatusSurface:
     def __init__(self, adapter: SlackAdapter) -> None:
         self.adapter = adapter
-        self.limits = adapter.limits
+        self.limits = adapter.settings  # chat.update budget, upload limit
         self.in_thread = adapter.settings.upload_in_thread
         self.pool: SchedulerPool[Card] = SchedulerPool(self._scheduler)
         self._cards: dict[str, Card] = {}
