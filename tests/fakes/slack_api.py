@@ -592,12 +592,14 @@ class SlackEmulator:
         return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
 
     async def submit_view(self, url: str, view: dict[str, Any], values: dict[str, str], *, user_id: str = "U0ALICE") -> Sent:
-        """Submit an opened modal with `values` by block_id (each block has one input)."""
+        """Submit an opened modal with `values` by block_id (each block has one input; others keep their initial value)."""
         state: dict[str, Any] = {}
         for block in view.get("blocks", []):
             if block.get("type") == "input":
                 action_id = block["element"]["action_id"]
-                state[block["block_id"]] = {action_id: {"type": "plain_text_input", "value": values.get(block["block_id"])}}
+                # A field the user did not touch submits what it showed (Slack sends its initial value).
+                value = values[block["block_id"]] if block["block_id"] in values else block["element"].get("initial_value")
+                state[block["block_id"]] = {action_id: {"type": "plain_text_input", "value": value}}
         payload = {
             "type": "view_submission", "api_app_id": APP_ID, "token": "legacy", "trigger_id": f"trig.{next(self._ids)}",
             "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID}, "team": {"id": TEAM_ID, "domain": "test"},

@@ -12,6 +12,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.slack.blocks import esc, slack_commands, unesc
 from bot.adapters.slack.deployment import deployment_help
+from bot.adapters.slack.settings_modal import open_settings
 from bot.adapters.slack.flows import Tell, respond_teller, show_job
 from bot.core.commands import Command, parse_command
 from bot.core.dispatch import run_command
@@ -55,6 +56,10 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
             await tell.markup(help_text(adapter))
             return
         actor = await _actor(adapter, command, origin)
+        if command.name == "settings" and not command.words and actor.is_admin and body.get("trigger_id"):
+            # An admin edits the workspace's settings in a form; everyone else reads the text view.
+            await open_settings(adapter, origin, str(body["trigger_id"]))
+            return
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
         await tell.refusal(exc)
