@@ -191,7 +191,6 @@ class World:
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": self.slack.api_url,
-            "SLACK_STATUS_INTERVAL_SECONDS": "0.2",
             # The workspace's chat.update budget: Slack's 50, per 5 s instead of per minute (tests' pace).
             "SLACK_UPDATE_BUDGET": "50",
             "SLACK_UPDATE_WINDOW_SECONDS": "5",
