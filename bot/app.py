@@ -5,6 +5,8 @@ import logging
 from dataclasses import dataclass
 
 from bot.config import Settings
+from bot.core.models import Job
+from storage.spend import SpendLimit
 from bot.core.events import EventBus
 from bot.core.runner import Runner
 from bot.core.service import JobService
@@ -58,5 +60,12 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     runner.moderator = build_moderator(settings)
     runner.moderation_on_outage = core.moderation_on_outage.lower()
     service = JobService(store, media, registry, bus, runner, core)
-    runner.spend_limits = lambda job: service.budget.limits_for(job.origin)
+    async def limits(job: Job) -> list[SpendLimit]:
+        # The tenant's own budgets (its settings) when a fallback hop is re-priced, as at submit.
+        here = await service.tenant_settings.effective(job.origin)
+        return service.budget.limits_for(
+            job.origin, user_budget=here.get("user_budget_usd"), workspace_budget=here.get("tenant_budget_usd"), overridden=True
+        )
+
+    runner.spend_limits = limits
     return App(settings, store, media, registry, bus, runner, service)

@@ -89,7 +89,7 @@ class Runner:
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
         #: The daily limits a job's spend is checked against (set by the app from the budgets).
-        self.spend_limits: Callable[[Job], list[SpendLimit]] = lambda job: []
+        self.spend_limits: Callable[[Job], Awaitable[list[SpendLimit]]] = _no_limits
         #: Checks prompts and images before any paid step; None: no moderation.
         self.moderator: Moderator | None = None
         self.moderation_on_outage = "auto"
@@ -518,7 +518,7 @@ class Runner:
             estimate = round(estimate + job.state["image_step_cost"], 4)
         try:
             job = await self._write(job, cost_estimate=estimate if estimate is not None else job.cost_estimate,
-                                    spend_limits=self.spend_limits(job))  # fmt: skip
+                                    spend_limits=await self.spend_limits(job))  # fmt: skip
         except OverBudget as over:
             raise BudgetGuard.refusal(over) from exc
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
@@ -793,6 +793,10 @@ class Runner:
 
 class _AmbiguousSubmit(Exception):
     pass
+
+
+async def _no_limits(job: Job) -> list[SpendLimit]:
+    return []
 
 
 def _as_delivery_failure(exc: Exception) -> DeliveryFailed:
