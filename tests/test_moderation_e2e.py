@@ -2,59 +2,39 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
-from bot.config import Settings, load_settings
+from bot.app import App
+from bot.config import Settings
 from bot.core.models import GenerateRequest, Job, JobStatus, Origin
 from providers.openai_common import SORA_DEPRECATION
-from providers.polling import PollPolicy
 from tests.fakes.bfl_server import KEY as BFL_KEY, BflServer
 from tests.fakes.openai_server import OpenAIEmulator
+from tests.apps import AppFactory, AppMaker
 from tests.fakes.runway_server import SECRET, RunwayServer
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore:{SORA_DEPRECATION}:DeprecationWarning"), pytest.mark.timeout(60)]
 ORIGIN = Origin(platform="slack", workspace_id="T1", channel_id="C1", user_id="U1")
-
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _nowhere(job: Job) -> None:
-    return None
-
 
 @pytest.fixture
 async def make_app(
     settings: Settings, openai_server: OpenAIEmulator, runway_server: RunwayServer, bfl_server: BflServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[AppFactory]:
-    apps: list[App] = []
-
-    async def factory(**env: str) -> App:
-        base = {
-            "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
-            "RUNWAYML_API_SECRET": SECRET, "RUNWAYML_BASE_URL": runway_server.base_url, "RUNWAYML_POLL_SECONDS": "0.01",
-            "BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": bfl_server.base_url, "BFL_POLL_SECONDS": "0.01",
-            "VIDEOBOT_CONFIRM_ABOVE_USD": "",
-        }  # fmt: skip
-        for key, value in {**base, **env}.items():
-            monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["slack"] = _nowhere
-        await app.runner.start()
-        apps.append(app)
-        return app
-
+    apps = AppMaker(monkeypatch, {
+        "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
+        "RUNWAYML_API_SECRET": SECRET, "RUNWAYML_BASE_URL": runway_server.base_url, "RUNWAYML_POLL_SECONDS": "0.01",
+        "BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": bfl_server.base_url, "BFL_POLL_SECONDS": "0.01",
+        "VIDEOBOT_CONFIRM_ABOVE_USD": "",
+    }, platforms=("slack",))  # fmt: skip
     try:
-        yield factory
+        yield apps.make
     finally:
-        for app in apps:
-            await app.close()
+        await apps.close()
 
 
 async def run(app: App, request: GenerateRequest) -> Job:

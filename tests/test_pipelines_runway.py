@@ -9,14 +9,13 @@ import asyncio
 import base64
 import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
-from bot.config import load_settings
+from bot.app import App
 from bot.core.budget import Ledger
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
@@ -25,21 +24,16 @@ from bot.core.models import GenerateRequest, Job, JobStatus, Origin
 from bot.config import Settings
 from providers.errors import InvalidRequest
 from providers.openai_common import SORA_DEPRECATION
-from providers.polling import PollPolicy
 from tests.fakes.bfl_server import KEY as BFL_KEY
 from tests.fakes.bfl_server import BflServer
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.fakes.runway_server import SECRET, RunwayServer
+from tests.apps import AppFactory, AppMaker
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.filterwarnings(f"ignore:{SORA_DEPRECATION}:DeprecationWarning")
 
 ORIGIN = Origin(platform="cli", user_id="tester")
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _no_delivery(job: Job) -> None:
-    return None
 
 
 @pytest.fixture
@@ -48,32 +42,16 @@ async def make_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[AppFactory]:
     """An app on all three emulators; keyword arguments are extra env vars (None removes one)."""
-    apps: list[App] = []
-    base = {
+    apps = AppMaker(monkeypatch, {
         "RUNWAYML_API_SECRET": SECRET, "RUNWAYML_BASE_URL": runway_server.base_url, "RUNWAYML_POLL_SECONDS": "0.01",
         "RUNWAYML_RETRY_BACKOFF_SECONDS": "0.01", "BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": bfl_server.base_url,
         "BFL_POLL_SECONDS": "0.01", "BFL_RETRY_BACKOFF_SECONDS": "0.01",
         "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
-    }  # fmt: skip
-
-    async def factory(**env: str | None) -> App:
-        for key, value in {**base, **env}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["cli"] = _no_delivery
-        await app.runner.start()
-        apps.append(app)
-        return app
-
+    })  # fmt: skip
     try:
-        yield factory
+        yield apps.make
     finally:
-        for app in apps:
-            await app.close()
+        await apps.close()
 
 
 async def run(app: App, request: GenerateRequest, origin: Origin = ORIGIN) -> Job:

@@ -93,7 +93,9 @@ async def test_the_upload_policy_fits_or_falls_back_to_a_still(app: App) -> None
     assert whole.path == Path(job.output_path or "") and whole.note is None
     fitted = await prepare_upload(job, int(size * 0.6))
     assert fitted.path is not None and fitted.path.stat().st_size <= size * 0.6 and "Re-encoded" in (fitted.note or "")
-    assert_video(fitted.path, width=fitted_width(fitted.path), height=fitted_height(fitted.path), seconds=2, tolerance=0.2)
+    width, height = fitted_width(fitted.path), fitted_height(fitted.path)
+    assert width <= 640 and height <= 360 and abs(width / height - 16 / 9) < 0.02, "never larger, same shape"
+    assert_video(fitted.path, width=width, height=height, seconds=2, tolerance=0.2)
     still = await prepare_upload(job, 2_000)
     assert still.is_still and "could not be shrunk" in (still.note or "")
 

@@ -20,8 +20,6 @@ from providers.pipeline import Pipeline
 from storage.jobs import JobStore
 from storage.spend import COST_SQL, OverBudget, SpendLimit
 
-# What one job row counts for today, in SQL (see storage/spend.py, where the gate uses it too).
-_COST_SQL = COST_SQL
 
 
 def day_start(now: float | None = None) -> float:
@@ -80,7 +78,7 @@ class Ledger:
         self._store = store
 
     async def spent(self, *, platform: str, user_id: str | None = None, workspace_id: str | None = None, since: float | None = None) -> float:
-        sql = f"SELECT COALESCE(SUM({_COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
+        sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
         args: list[object] = [since if since is not None else day_start(), platform]
         if user_id is not None:
             sql += " AND user_id = ?"
@@ -94,7 +92,7 @@ class Ledger:
     async def spent_by_user(self, *, since: float | None = None, user_id: str | None = None) -> list[tuple[str, str, str | None, int, float]]:
         """(platform, user, workspace, jobs, spent) per user, dearest first."""
         sql = (
-            f"SELECT platform, user_id, workspace_id, COUNT(*), COALESCE(SUM({_COST_SQL}), 0) FROM jobs "
+            f"SELECT platform, user_id, workspace_id, COUNT(*), COALESCE(SUM({COST_SQL}), 0) FROM jobs "
             "WHERE created_at >= ?"
         )
         args: list[object] = [since if since is not None else day_start()]
@@ -106,7 +104,7 @@ class Ledger:
 
     async def pipeline_stats(self, *, since: float = 0.0) -> list[PipelineStats]:
         sql = (
-            f"SELECT pipeline, status, created_at, finished_at, {_COST_SQL}, "
+            f"SELECT pipeline, status, created_at, finished_at, {COST_SQL}, "
             "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0) FROM jobs "
             "WHERE created_at >= ? AND kind != ? ORDER BY pipeline"
         )
@@ -162,15 +160,6 @@ class BudgetGuard:
             "It resets at midnight UTC; a shorter clip or another --pipeline may fit."
         )
 
-    async def check(self, origin: Origin, estimate: float | None) -> None:
-        cost = estimate or 0.0
-        if self.user_budget is not None:
-            spent = await self.ledger.spent(platform=origin.platform, user_id=origin.user_id)
-            _refuse_if_over(cost, spent, self.user_budget, "your")
-        if self.workspace_budget is not None and origin.workspace_id:
-            spent = await self.ledger.spent(platform=origin.platform, workspace_id=origin.workspace_id)
-            _refuse_if_over(cost, spent, self.workspace_budget, "this workspace's")
-
     async def usage(self, origin: Origin) -> Usage:
         usage = Usage(
             user_spent=await self.ledger.spent(platform=origin.platform, user_id=origin.user_id),
@@ -180,12 +169,3 @@ class BudgetGuard:
             usage.workspace_spent = await self.ledger.spent(platform=origin.platform, workspace_id=origin.workspace_id)
             usage.workspace_budget = self.workspace_budget
         return usage
-
-
-def _refuse_if_over(cost: float, spent: float, budget: float, whose: str) -> None:
-    if spent + cost > budget + 1e-9:
-        left = max(budget - spent, 0.0)
-        raise BudgetExceeded(
-            f"This job costs about ${cost:.2f}; you have ${left:.2f} left of {whose} ${budget:.2f} daily budget. "
-            "It resets at midnight UTC; a shorter clip or another --pipeline may fit."
-        )

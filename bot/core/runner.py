@@ -31,7 +31,7 @@ from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
 from bot.core.stories import StoryDriver
-from providers.base import ImageRequest, Operation, RemoteJob, RemoteStatus, VideoRequest
+from providers.base import ImageRequest, Operation, RemoteJob, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
 from providers.moderation import BlocklistModerator, Moderator

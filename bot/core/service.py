@@ -93,7 +93,7 @@ class JobService:
             job.state["ab"] = split
         if image is not None:
             params.image_path = str(self.media.image_path(job.id, "input.png"))
-        return await self._validate_and_persist(job, pipeline, image)
+        return await self._validate_and_persist(job, pipeline, image, here)
 
     async def reroll(self, job_id: str, origin: Origin) -> Job:
         """Same prompt and settings, a new seed: a variation of the job."""
@@ -419,7 +419,7 @@ class JobService:
 
         return await asyncio.to_thread(to_png)
 
-    async def _validate_and_persist(self, job: Job, pipeline: Pipeline, image: bytes | None) -> Job:
+    async def _validate_and_persist(self, job: Job, pipeline: Pipeline, image: bytes | None, here: Effective | None = None) -> Job:
         parse_size(job.params.size)
         request = video_request_for(job)
         taker = self._validating_pipeline(pipeline, request)
@@ -427,7 +427,7 @@ class JobService:
         self._check_priced(job)
         if image is not None and job.params.image_path:
             await asyncio.to_thread(self.media.write_bytes, Path(job.params.image_path), image)
-        return await self._persist(job, pipeline)
+        return await self._persist(job, pipeline, here=here)
 
     async def _submit_image(self, request: GenerateRequest, prompt: str, origin: Origin, here: Effective) -> Job:
         pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
@@ -438,7 +438,7 @@ class JobService:
         params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
         job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
         job.cost_estimate = self._image_estimate(job, pipeline)
-        return await self._persist(job, pipeline)
+        return await self._persist(job, pipeline, here=here)
 
     def _image_estimate(self, job: Job, pipeline: Pipeline) -> float | None:
         assert pipeline.image is not None
@@ -451,13 +451,14 @@ class JobService:
         if pending >= limit:
             raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
 
-    async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False) -> Job:
+    async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False, here: Effective | None = None) -> Job:
         """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
         a known price, the queue limit, and the estimate reserved against the daily budgets in
         the same store transaction as the insert, so it holds across processes."""
         self._check_priced(job)
         await self._check_queue_limit(job.origin)
-        here = await self.tenant_settings.effective(job.origin)
+        # Read once per request: submit already has it.
+        here = here or await self.tenant_settings.effective(job.origin)
         job.state.setdefault("moderation_mode", here.get("moderation"))
         if here.get("blocklist"):
             job.state.setdefault("blocklist", here.get("blocklist"))
