@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.sleep_provider import sleep_pipeline
 from bot.app import App, open_app
 from bot.config import load_settings
-from bot.core.models import GenerateRequest, Job, Origin
+from bot.core.models import GenerateRequest, Job, JobStatus, Origin
 from providers.polling import PollPolicy
 
 
@@ -131,8 +131,10 @@ async def bench_rss(root: Path, n: int = 1000) -> dict[str, float]:
     try:
         jobs, _ = await submit_all(app, n, users=100)
         await asyncio.sleep(1.0)
-        in_flight = await app.store.count(statuses=[s for s in __import__("bot.core.models", fromlist=["JobStatus"]).JobStatus if not s.terminal])
+        in_flight = await app.store.count(statuses=[s for s in JobStatus if not s.terminal])
         during = rss_mb()
+        # The row's label says n in flight: it must be true when the figure is read.
+        assert in_flight == n, f"only {in_flight} of {n} jobs were in flight when RSS was read"
         await asyncio.gather(*(app.runner.wait(j.id) for j in jobs))
         return {"rss before MB": before, f"rss with {n} in flight MB": during, "jobs in flight": in_flight}
     finally:
