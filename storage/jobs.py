@@ -31,6 +31,8 @@ _PLAIN_COLUMNS = (
 )  # fmt: skip
 log = logging.getLogger(__name__)
 _UPDATABLE = set(_PLAIN_COLUMNS) - {"id", "created_at"} | {"status_message_id", "result_message_id"}
+#: The job columns, for the other backend (storage.pg) and `videobot db copy`.
+ORIGIN_COLUMNS, PLAIN_COLUMNS, UPDATABLE = _ORIGIN_COLUMNS, _PLAIN_COLUMNS, frozenset(_UPDATABLE)
 
 
 class JobEvent(dict[str, Any]):

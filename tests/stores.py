@@ -16,16 +16,16 @@ from storage.contract import Store
 from storage.models import GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.open import open_store
 
-BACKENDS = ["sqlite"]  # postgres: added with storage.pg
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database on the parametrised backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'videobot.sqlite3'}"
-    cluster = request.getfixturevalue("pg_cluster")
-    return await cluster.fresh_database()
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture
