@@ -14,14 +14,15 @@ from bot.moderation import build_moderator
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
-from storage.jobs import JobStore
+from storage.contract import Store
 from storage.media import MediaStore
+from storage.open import open_store
 
 
 @dataclass
 class App:
     settings: Settings
-    store: JobStore
+    store: Store
     media: MediaStore
     registry: PipelineRegistry
     bus: EventBus
@@ -43,7 +44,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     logging.getLogger().setLevel(core.log_level.upper())
     data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    store = await JobStore.open(data / "videobot.sqlite3")
+    store = await open_store(core.database_url, data_dir=data)
     media = MediaStore(data / "media")
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()

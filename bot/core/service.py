@@ -22,7 +22,8 @@ from providers.errors import InvalidRequest, Unavailable
 from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
-from storage.jobs import AlreadyFinished, JobStore
+from storage.contract import Store
+from storage.jobs import AlreadyFinished
 from storage.spend import OverBudget
 
 #: How long a request above the confirm threshold waits for its owner.
@@ -42,7 +43,7 @@ def new_job_id() -> str:
 class JobService:
     def __init__(
         self,
-        store: JobStore,
+        store: Store,
         media: MediaStore,
         registry: PipelineRegistry,
         bus: EventBus,
