@@ -15,6 +15,7 @@ from bot.core.errors import JobNotFound, JobStateError, LimitReached, NeedsConfi
 from bot.core.render import job_title
 from bot.core.tenant_settings import Effective, TenantSettings
 from bot.core.events import EventBus
+from bot.core.ids import new_job_id, new_seed
 from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner, video_request_for
 from providers.base import ImageRequest, VideoRequest, parse_size
@@ -31,12 +32,9 @@ from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
 
-_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: ids get typed by hand
 _ACTIVE = [s for s in JobStatus if s not in TERMINAL]
 
 
-def new_job_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
 class JobService:
@@ -84,7 +82,7 @@ class JobService:
         params = GenerateParams(
             seconds=seconds,
             size=size,
-            seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+            seed=request.seed if request.seed is not None else new_seed(),
             model=request.model,
             options={"audio": True} if request.audio else {},
         )
@@ -101,7 +99,7 @@ class JobService:
         if parent.kind is JobKind.STORY:
             raise JobStateError(f"Job {parent.id} is a story; tell it again with /story and its script to re-roll it.")
         await self._check_may_reuse(parent, origin, "re-roll")
-        params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        params = parent.params.model_copy(update={"seed": new_seed()})
         pipeline = self.registry.get(parent.pipeline)
         kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
         job = self._new_job(kind, origin, parent.prompt, params, pipeline.name, parent_id=parent.id)
@@ -433,7 +431,7 @@ class JobService:
         pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
         self._check_allowed(pipeline.name, request.model, here)
         size = (request.size or pipeline.default_size).lower()
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = request.seed if request.seed is not None else new_seed()
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
         params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
         job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
