@@ -24,7 +24,7 @@ from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.jobs import AlreadyFinished, JobStore
-from storage.spend import OverBudget
+from storage.spend import OverBudget, QueueFull, QueueLimit
 
 #: How long a request above the confirm threshold waits for its owner.
 CONFIRM_SECONDS = 600
@@ -32,7 +32,6 @@ from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = [s for s in JobStatus if s not in TERMINAL]
 
 
 
@@ -443,18 +442,20 @@ class JobService:
         estimate = pipeline.image.estimate_cost(ImageRequest(prompt=job.prompt, size=job.params.size, model=job.params.model))
         return self._priced(estimate, job)
 
-    async def _check_queue_limit(self, origin: Origin) -> None:
-        limit = self.settings.max_queued_per_user
-        pending = await self.store.count(statuses=_ACTIVE, platform=origin.platform, user_id=origin.user_id)
-        if pending >= limit:
-            raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
+    def _queue_limit(self, origin: Origin) -> QueueLimit:
+        return QueueLimit(origin.platform, origin.user_id, self.settings.max_queued_per_user)
+
+    @staticmethod
+    def _queue_full(full: QueueFull) -> LimitReached:
+        return LimitReached(
+            f"You have {full.pending} jobs waiting or running (the limit is {full.limit.limit}). Wait for some to finish, or /cancel one."
+        )
 
     async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False, here: Effective | None = None) -> Job:
         """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
         a known price, the queue limit, and the estimate reserved against the daily budgets in
         the same store transaction as the insert, so it holds across processes."""
         self._check_priced(job)
-        await self._check_queue_limit(job.origin)
         # Read once per request: submit already has it.
         here = here or await self.tenant_settings.effective(job.origin)
         job.state.setdefault("moderation_mode", here.get("moderation"))
@@ -473,9 +474,11 @@ class JobService:
             owner, seconds = self.runner.lease_for_new()
             lease = {"lease_owner": owner, "lease_seconds": seconds}
         try:
-            job = await self.store.create(job, spend_limits=limits, **lease)  # type: ignore[arg-type]
+            job = await self.store.create(job, spend_limits=limits, queue_limit=self._queue_limit(job.origin), **lease)  # type: ignore[arg-type]
         except OverBudget as over:
             raise self.budget.refusal(over) from None
+        except QueueFull as full:
+            raise self._queue_full(full) from None
         if (job.cost_estimate or 0.0) > 0:
             self._last_paid[(job.origin.platform, job.origin.user_id)] = time.monotonic()
         if self.runner is not None:
