@@ -13,7 +13,7 @@ import pytest
 from storage.contract import Store
 from storage.models import JobStatus
 from storage.open import open_store
-from storage.spend import OverBudget, SpendLimit
+from storage.spend import OverBudget, QueueFull, QueueLimit, SpendLimit
 from tests.stores import make_job
 
 
@@ -52,6 +52,17 @@ async def test_racing_for_the_last_dollar_spends_it_once(two: tuple[Store, Store
         assert await first.spend_since(platform="slack", since=since, workspace_id="T") == pytest.approx(0.9)
         # The user limit (0.65) held too: at most two of the first four (one user's) got through.
         assert sum(1 for j in accepted if j.origin.user_id == f"u{round_}") <= 2
+
+
+async def test_racing_submissions_keep_the_queue_limit(two: tuple[Store, Store]) -> None:
+    first, second = two
+    limit = QueueLimit("slack", "greedy", 3)
+    results = await asyncio.gather(*(
+        (first, second)[i % 2].create(make_job(f"g{i}", platform="slack", user="greedy"), queue_limit=limit, spend_limits=[])
+        for i in range(12)
+    ), return_exceptions=True)  # fmt: skip
+    assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert all(isinstance(r, QueueFull) for r in results if isinstance(r, BaseException))
 
 
 async def test_concurrent_claimers_keep_fair_order_and_global_caps(two: tuple[Store, Store]) -> None:

@@ -39,7 +39,13 @@ LATEST_VERSION = len(migrations())
 
 async def current_version(conn: asyncpg.Connection) -> int:
     """0 for an empty database."""
-    if await conn.fetchval("SELECT to_regclass($1)", VERSION_TABLE) is None:
+    # A plain MVCC read of the catalog, not to_regclass(): after waiting on an advisory lock the
+    # backend's catalog cache may still hold "no such table" from before another process made it.
+    exists = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)",
+        VERSION_TABLE,
+    )  # fmt: skip
+    if not exists:
         return 0
     return int(await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"))
 

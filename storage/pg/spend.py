@@ -1,4 +1,5 @@
-"""The spend gate on PostgreSQL: storage.spend's rules as a jsonb expression, serialised per scope.
+"""The spend gate (and the queue limit) on PostgreSQL: storage.spend's rules as a jsonb
+expression, serialised per scope.
 
 Every limit is a scope (one user's or one workspace's spending on a platform). Before a
 job is inserted (or re-priced) the writing transaction takes a transaction-scoped advisory
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncpg
 
 from storage.pg.locks import SPEND_NAMESPACE
-from storage.spend import OverBudget, SpendLimit
+from storage.spend import UNFINISHED, OverBudget, QueueFull, QueueLimit, SpendLimit
 
 COST_SQL = """
 CASE
@@ -46,10 +47,28 @@ def scope(limit: SpendLimit) -> str:
     return f"{limit.platform}\x1f{limit.user_id or ''}\x1f{limit.workspace_id or ''}"
 
 
-async def check(conn: asyncpg.Connection, limits: list[SpendLimit], cost: float, *, excluding: str | None = None) -> None:
-    """Raise OverBudget if `cost` more would pass any limit. Call inside the writing transaction."""
-    for name in sorted({scope(limit) for limit in limits}):
+def queue_scope(limit: QueueLimit) -> str:
+    return f"queue\x1f{limit.platform}\x1f{limit.user_id}"
+
+
+async def check(
+    conn: asyncpg.Connection, limits: list[SpendLimit], cost: float, *, excluding: str | None = None,
+    queue: QueueLimit | None = None,
+) -> None:
+    """Raise QueueFull if the user already has `queue.limit` unfinished jobs, OverBudget if `cost`
+    more would pass any limit. Call inside the writing transaction, before the write."""
+    names = {scope(limit) for limit in limits}
+    if queue is not None:
+        names.add(queue_scope(queue))
+    for name in sorted(names):
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", SPEND_NAMESPACE, name)
+    if queue is not None:
+        pending = int(await conn.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE platform = $1 AND user_id = $2 AND status = ANY($3::text[])",
+            queue.platform, queue.user_id, list(UNFINISHED),
+        ))  # fmt: skip
+        if pending >= queue.limit:
+            raise QueueFull(queue, pending)
     for limit in limits:
         sql, args = spent_query(
             limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding

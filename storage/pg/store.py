@@ -44,7 +44,7 @@ from storage.pg import spend
 from storage.pg.listener import Listener
 from storage.pg.locks import CLAIM, NAMESPACE, SIGNALS
 from storage.pg.schema import migrate
-from storage.spend import SpendLimit
+from storage.spend import QueueLimit, SpendLimit
 from storage.writer import StoreClosed
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class PgJobStore:
 
     async def create(
         self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
-        spend_limits: list[SpendLimit] | None = None,
+        spend_limits: list[SpendLimit] | None = None, queue_limit: QueueLimit | None = None,
     ) -> Job:
         row = _to_row(job)
         if lease_owner is not None:
@@ -155,8 +155,8 @@ class PgJobStore:
         marks = ", ".join(f"${i}" for i in range(1, len(row) + 1))
 
         async def write(conn: asyncpg.Connection) -> None:
-            if spend_limits:
-                await spend.check(conn, spend_limits, job.cost_estimate or 0.0)
+            if spend_limits or queue_limit is not None:
+                await spend.check(conn, spend_limits or [], job.cost_estimate or 0.0, queue=queue_limit)
             await conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", *row.values())
             await _event(conn, job.id, job.status, job.progress, None, job.created_at, lease_owner)
 
