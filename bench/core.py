@@ -36,10 +36,11 @@ async def _noop(job: Job) -> None:
     return None
 
 
-async def make_app(data: Path, duration: float, *, concurrent: int) -> App:
+async def make_app(data: Path, duration: float, *, concurrent: int, database_url: str = "") -> App:
     os.environ.update(
         {
             "VIDEOBOT_DATA_DIR": str(data),
+            "VIDEOBOT_DATABASE_URL": database_url,
             "VIDEOBOT_MAX_CONCURRENT_JOBS": str(concurrent),
             "VIDEOBOT_MAX_RUNNING_PER_USER": "100",
             "VIDEOBOT_MAX_QUEUED_PER_USER": "10000",

@@ -227,6 +227,16 @@ async def test_the_spend_gate_refuses_and_writes_nothing(store: Store) -> None:
     with pytest.raises(OverBudget):
         await store.update("g1", cost_estimate=1.1, spend_limits=limit)
     assert (await store.get("g1")).cost_estimate == pytest.approx(0.9)  # type: ignore[union-attr]
+    # Every limit at once (queue, user, workspace): each is checked, whichever refuses says so.
+    both = [SpendLimit("slack", 5.0, 0.0, "your", user_id="u2"), SpendLimit("slack", 1.5, 0.0, "this workspace's", workspace_id="T")]
+    queue = QueueLimit("slack", "u2", 5)
+    await store.create(make_job("g3", platform="slack", user="u2", workspace="T", cost_estimate=1.0), spend_limits=both, queue_limit=queue)
+    with pytest.raises(OverBudget) as refused:
+        await store.create(make_job("g4", platform="slack", user="u2", workspace="T", cost_estimate=1.0), spend_limits=both, queue_limit=queue)
+    assert refused.value.limit.whose == "this workspace's" and refused.value.spent == pytest.approx(1.0)
+    await store.update("g3", cost_estimate=1.4, spend_limits=both)
+    with pytest.raises(OverBudget):
+        await store.update("g3", cost_estimate=1.6, spend_limits=both)
 
 
 async def test_the_queue_limit_refuses_and_writes_nothing(store: Store) -> None:

@@ -10,6 +10,8 @@ wait. The locks go with the transaction.
 """
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
 from storage.pg.locks import SPEND_NAMESPACE
@@ -56,23 +58,39 @@ async def check(
     queue: QueueLimit | None = None,
 ) -> None:
     """Raise QueueFull if the user already has `queue.limit` unfinished jobs, OverBudget if `cost`
-    more would pass any limit. Call inside the writing transaction, before the write."""
+    more would pass any limit. Call inside the writing transaction, before the write.
+
+    Two statements whatever the number of limits: the locks (in sorted order, one statement:
+    unnest keeps the array's order), then every count and sum at once. They cannot be one:
+    a statement's snapshot is taken before its locks are granted."""
     names = {scope(limit) for limit in limits}
     if queue is not None:
         names.add(queue_scope(queue))
-    for name in sorted(names):
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", SPEND_NAMESPACE, name)
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(name)) FROM unnest($2::text[]) AS name", SPEND_NAMESPACE, sorted(names)
+    )
+    parts: list[str] = []
+    args: list[object] = []
     if queue is not None:
-        pending = int(await conn.fetchval(
-            "SELECT COUNT(*) FROM jobs WHERE platform = $1 AND user_id = $2 AND status = ANY($3::text[])",
-            queue.platform, queue.user_id, list(UNFINISHED),
-        ))  # fmt: skip
-        if pending >= queue.limit:
-            raise QueueFull(queue, pending)
+        args += [queue.platform, queue.user_id, list(UNFINISHED)]
+        parts.append("(SELECT COUNT(*) FROM jobs WHERE platform = $1 AND user_id = $2 AND status = ANY($3::text[]))")
     for limit in limits:
-        sql, args = spent_query(
+        sql, limit_args = spent_query(
             limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding
         )
-        already = round(float(await conn.fetchval(sql, *args)), 6)
+        # Renumber this query's $n after those already taken.
+        offset = len(args)
+        sql = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + offset}", sql)
+        args += limit_args
+        parts.append(f"({sql})")
+    row = await conn.fetchrow(f"SELECT {', '.join(parts)}", *args)
+    assert row is not None
+    values = list(row.values())
+    if queue is not None:
+        pending = int(values.pop(0))
+        if pending >= queue.limit:
+            raise QueueFull(queue, pending)
+    for limit, total in zip(limits, values):
+        already = round(float(total), 6)
         if already + cost > limit.limit + 1e-9:
             raise OverBudget(limit, already, cost)
