@@ -16,6 +16,7 @@ from storage.open import BadDatabaseUrl, open_store, sqlite_path
 from storage.pg import PgJobStore
 from storage.pg.schema import LATEST_VERSION, VERSION_TABLE
 from tests.pg import PgCluster
+from tests.stores import make_job
 
 
 async def _open(url: str) -> PgJobStore:
@@ -68,6 +69,29 @@ async def test_a_dropped_listener_reconnects_and_the_reader_catches_up_by_id(pg_
     finally:
         await worker.close()
         await gateway.close()
+
+
+async def test_claiming_passes_over_a_queued_row_another_transaction_is_writing(pg_url: str) -> None:
+    store = await _open(pg_url)
+    other = await asyncpg.connect(pg_url)
+    try:
+        t = time.time() - 60
+        for i, (job_id, user) in enumerate([("a1", "ann"), ("b1", "bob"), ("a2", "ann")]):
+            await store.create(make_job(job_id, user=user, created_at=t + i))
+        busy = other.transaction()
+        await busy.start()
+        await other.execute("SELECT 1 FROM jobs WHERE id = 'a1' FOR UPDATE")  # e.g. a cancel under way
+        got = await asyncio.wait_for(
+            store.claim_queued("w", 60, platforms=None, max_running=10, max_running_per_user=1, limit=2), 10
+        )
+        # Not waited for: a1 is skipped, the pick is made again, ann's next job takes her turn.
+        assert [j.id for j in got] == ["b1", "a2"]
+        await busy.rollback()
+        assert await store.claim_queued("w", 60, platforms=None, max_running=10, max_running_per_user=1, limit=2) == []
+        assert [j.id for j in await store.claim_queued("w", 60, platforms=None, max_running=10, max_running_per_user=2, limit=2)] == ["a1"]
+    finally:
+        await other.close()
+        await store.close()
 
 
 async def test_a_newer_schema_is_refused_untouched(pg_cluster: PgCluster) -> None:

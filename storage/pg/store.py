@@ -336,60 +336,58 @@ class PgJobStore:
         if names == [] or limit <= 0:
             return []
 
+        free = (
+            "status = 'queued' AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2) AND id <> ALL($4::text[])"
+        )
+        only: list[Any] = []
+        if names is not None:
+            only.append(names)
+            free += " AND platform = ANY($5::text[])"
+        # One read for both: what every user has taken (live leases, any runner), and each user's
+        # oldest waiting jobs (only the first max_running_per_user of a user can be picked).
+        read = (
+            "SELECT 'taken' AS kind, NULL AS id, platform, workspace_id, user_id, COUNT(*)::float8 AS x, 0::bigint AS seq "
+            "FROM jobs WHERE status <> ALL($1::text[]) AND lease_owner IS NOT NULL AND lease_until > $2 "
+            "GROUP BY platform, workspace_id, user_id "
+            "UNION ALL SELECT 'queued', id, platform, workspace_id, user_id, created_at, seq FROM ("
+            "SELECT id, platform, workspace_id, user_id, created_at, seq, ROW_NUMBER() OVER "
+            "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, seq) AS rank "
+            f"FROM jobs WHERE {free}) c WHERE rank <= $3 ORDER BY kind, x, seq"
+        )
+        take = (
+            "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM jobs WHERE id = ANY($3::text[]) "
+            "AND status = 'queued' AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $4) "
+            "FOR UPDATE SKIP LOCKED) RETURNING *"
+        )
+
         async def write(conn: asyncpg.Connection) -> list[Job]:
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", NAMESPACE, CLAIM)
             now = time.time()
-            taken: dict[str, int] = {}
-            for row in await conn.fetch(
-                "SELECT platform, workspace_id, user_id, COUNT(*) AS n FROM jobs WHERE status <> ALL($1::text[]) "
-                "AND lease_owner IS NOT NULL AND lease_until > $2 GROUP BY platform, workspace_id, user_id",
-                _TERMINAL, now,
-            ):  # fmt: skip
-                taken[user_key(row["platform"], row["workspace_id"], row["user_id"])] = int(row["n"])
-            total = sum(taken.values())
-            if total >= max_running:
-                return []
-            where = "status = $1 AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2)"
-            args: list[Any] = [JobStatus.QUEUED.value, now, max_running_per_user]
-            if names is not None:
-                args.append(names)
-                where += f" AND platform = ANY(${len(args)}::text[])"
-            rows = await conn.fetch(
-                "SELECT id, platform, workspace_id, user_id, created_at FROM ("
-                "SELECT id, platform, workspace_id, user_id, created_at, seq, ROW_NUMBER() OVER "
-                "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, seq) AS rank "
-                f"FROM jobs WHERE {where}) c WHERE rank <= $3 ORDER BY created_at, seq",
-                *args,
-            )
-            candidates = [Candidate(r["id"], user_key(r["platform"], r["workspace_id"], r["user_id"]), r["created_at"]) for r in rows]
-            passed: set[str] = set()
+            claimed: list[Job] = []
+            passed: list[str] = []
             for _ in range(4):
+                taken: dict[str, int] = {}
+                candidates: list[Candidate] = []
+                for r in await conn.fetch(read, _TERMINAL, now, max_running_per_user, passed, *only):
+                    key = user_key(r["platform"], r["workspace_id"], r["user_id"])
+                    if r["kind"] == "taken":
+                        taken[key] = int(r["x"])
+                    else:
+                        candidates.append(Candidate(r["id"], key, r["x"]))
                 chosen = fair_pick(
-                    [c for c in candidates if c.id not in passed], taken, taken_total=total, max_running=max_running,
-                    max_running_per_user=max_running_per_user, limit=limit,
+                    candidates, taken, taken_total=sum(taken.values()), max_running=max_running,
+                    max_running_per_user=max_running_per_user, limit=limit - len(claimed),
                 )  # fmt: skip
                 if not chosen:
-                    return []
-                locked = {
-                    r["id"] for r in await conn.fetch(
-                        "SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status = $2 "
-                        "AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $3) FOR UPDATE SKIP LOCKED",
-                        chosen, JobStatus.QUEUED.value, now,
-                    )
-                }  # fmt: skip
-                if len(locked) == len(chosen):
                     break
-                passed.update(set(chosen) - locked)  # being written by someone else: pick again without them
-            else:
-                chosen = [c for c in chosen if c in locked]
-            stored = {
-                r["id"]: _from_record(r)
-                for r in await conn.fetch(
-                    "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id = ANY($3::text[]) RETURNING *",
-                    owner, now + lease_seconds, chosen,
-                )
-            }  # fmt: skip
-            return [stored[job_id] for job_id in chosen if job_id in stored]
+                got = {r["id"]: _from_record(r) for r in await conn.fetch(take, owner, now + lease_seconds, chosen, now)}
+                claimed += [got[job_id] for job_id in chosen if job_id in got]
+                if len(got) == len(chosen):
+                    break
+                # Rows another transaction is writing (a cancel) were passed over, not waited for: read and
+                # pick again without them (what we just leased now counts as taken).
+                passed += [job_id for job_id in chosen if job_id not in got]
+            return claimed
 
         return await self._write(write)
 
