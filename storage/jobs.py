@@ -303,13 +303,14 @@ class JobStore:
             if names is not None:
                 where += f" AND platform IN ({_marks(names)})"
                 args.extend(names)
-            # Only each user's first max_running_per_user waiting jobs can be picked at all.
+            # Only each user's first min(max_running_per_user, limit) waiting jobs can be picked at all
+            # (a user's k-th is picked only after their first k-1).
             rows = conn.execute(
                 "SELECT id, platform, workspace_id, user_id, created_at FROM ("
                 "SELECT id, platform, workspace_id, user_id, created_at, rowid AS seq, ROW_NUMBER() OVER "
                 "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, rowid) AS rank "
                 f"FROM jobs WHERE {where}) WHERE rank <= ? ORDER BY created_at, seq",
-                (*args, max_running_per_user),
+                (*args, min(max_running_per_user, limit)),
             ).fetchall()
             candidates = [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows]
             chosen = fair_pick(

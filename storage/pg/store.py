@@ -368,7 +368,9 @@ class PgJobStore:
             for _ in range(4):
                 taken: dict[str, int] = {}
                 candidates: list[Candidate] = []
-                for r in await conn.fetch(read, _TERMINAL, now, max_running_per_user, passed, *only):
+                # A user's k-th waiting job can be picked only after their first k-1: at most `limit` each.
+                depth = min(max_running_per_user, limit - len(claimed))
+                for r in await conn.fetch(read, _TERMINAL, now, depth, passed, *only):
                     key = user_key(r["platform"], r["workspace_id"], r["user_id"])
                     if r["kind"] == "taken":
                         taken[key] = int(r["x"])
