@@ -249,10 +249,9 @@ async def pending_preview(service: JobService, token: str, actor: Actor) -> Stor
 
 async def edit_preview(service: JobService, token: str, scenes_text: str, actor: Actor) -> StoryPreview:
     """The preview with its scenes replaced (one per line, or separated by ' | '); the old
-    token is spent and a new one offered. The look stays; limits and price are checked again."""
-    story, _ = await service._take_pending(token, actor, to="edited")
-    if story.kind is not JobKind.STORY:
-        raise JobStateError("That offer is not a story; there are no scenes to edit.")
+    token is spent and a new one offered. The look stays; limits and price are checked again,
+    before the old token is spent (a slip leaves the preview as it was)."""
+    story = (await pending_preview(service, token, actor)).story
     scenes = split_script(scenes_text)
     if len(scenes) < MIN_SCENES:
         raise InvalidRequest(f"A story has at least {MIN_SCENES} scenes: write one scene per line.")
@@ -264,6 +263,7 @@ async def edit_preview(service: JobService, token: str, scenes_text: str, actor:
     pipeline = service.registry.get(story.pipeline)
     story = story.model_copy(update={"prompt": _story_prompt(service, plan, story.prompt), "state": {**story.state, "plan": plan.model_dump()}})
     story.cost_estimate = _estimate(service, story, plan, pipeline, range(1, len(plan.scenes) + 1))
+    await service._take_pending(token, actor, to="edited")  # once: a second answer to the old preview is refused
     return await _offer(service, story)
 
 

@@ -29,7 +29,7 @@ class Action(StrEnum):
     ANIMATE = "animate"  # an image result, made into a video with the same prompt
     DM = "dm"  # the file, sent privately
     REDO_SCENE = "redo"  # a story: one scene made again (which one: a picker of the scenes), joined again
-    ADD_SCENE = "add_scene"  # a story: one more scene from the last frame (a prompt)
+    ADD_SCENE = "add-scene"  # a story: one more scene from the last frame (a prompt)
 
 
 class Phase(StrEnum):
