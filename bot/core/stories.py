@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.budget import estimate_job_cost
 from bot.core.errors import JobNotFound, JobStateError, NotAllowed
+from bot.core.ids import new_job_id, new_seed
 from bot.core.models import Actor, EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
 from bot.core.story_plan import MIN_SCENES, StoryPlan, StoryPlanner, split_script
 from providers.base import Capability, Operation, VideoRequest, parse_size
@@ -119,7 +120,7 @@ async def _plan_story(service: JobService, request: StoryRequest, origin: Origin
         prompt=script, image_path=request.image_path, image_bytes=request.image_bytes, image_name=request.image_name,
     ))  # fmt: skip
     params = GenerateParams(
-        seconds=seconds, size=size, seed=request.seed if request.seed is not None else secrets.randbelow(2**31), model=request.model,
+        seconds=seconds, size=size, seed=request.seed if request.seed is not None else new_seed(), model=request.model,
     )  # fmt: skip
     story = service._new_job(JobKind.STORY, origin, _story_prompt(service, plan, script), params, pipeline.name, parent_id=None)
     if image is not None:
@@ -311,7 +312,7 @@ async def _new_story(
     """A story made again from `old`: `reuse` maps scene numbers to finished scene jobs taken
     as they are; the others are made with a new seed. Priced for the scenes made only."""
     pipeline = service.registry.get(old.pipeline)
-    params = old.params.model_copy(update={"seed": secrets.randbelow(2**31), "image_path": None})
+    params = old.params.model_copy(update={"seed": new_seed(), "image_path": None})
     story = service._new_job(JobKind.STORY, origin, _story_prompt(service, plan, old.prompt), params, pipeline.name, parent_id=old.id)
     story.state = {
         "plan": plan.model_dump(), "transition": old.state.get("transition", "cut"), "continuity": old.state.get("continuity"),
@@ -459,7 +460,7 @@ class StoryDriver:
             if key in story.state:
                 state[key] = story.state[key]
         scene = Job(
-            id=_new_id(), parent_id=story.id, kind=JobKind.EXTEND if extend else JobKind.GENERATE, origin=origin, prompt=request.prompt,
+            id=new_job_id(), parent_id=story.id, kind=JobKind.EXTEND if extend else JobKind.GENERATE, origin=origin, prompt=request.prompt,
             params=GenerateParams(seconds=request.seconds, size=request.size, seed=request.seed or 0, model=request.model,
                                   image_path=str(start) if start else None),
             pipeline=story.pipeline, status=JobStatus.QUEUED, created_at=time.time(),
@@ -583,11 +584,6 @@ def _billed(story: Job, scenes: list[Job]) -> float:
             total += s.cost_actual if s.cost_actual is not None else (s.state.get("image_step_cost") or 0.0)
     return round(total, 4)
 
-
-def _new_id() -> str:
-    from bot.core.service import new_job_id
-
-    return new_job_id()
 
 
 def frame_at(path: Path, seconds: float) -> Image.Image:
