@@ -29,6 +29,14 @@ class Action(StrEnum):
     ANIMATE = "animate"  # an image result, made into a video with the same prompt
     DM = "dm"  # the file, sent privately
 
+    @property
+    def starts_job(self) -> bool:
+        """Whether doing it makes a new job (whose status message the platform then shows)."""
+        return self in _STARTS_JOB
+
+
+_STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
+
 
 class Phase(StrEnum):
     QUEUED = "queued"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import discord
 
+from bot.core.actions import REACTIONS
+from bot.core.help import DeploymentHelp
 from bot.core.models import Job
 from bot.core.render import job_title
 from bot.core.uploads import Upload
@@ -49,3 +51,31 @@ def failure_note(view: StatusView) -> str:
 
 def dm_content(text: str, upload: Upload) -> str:
     return clip(text + (f"\n{upload.note}" if upload.note else ""))
+
+
+def help_content(offers: DeploymentHelp, options: dict[str, list[str]]) -> str:
+    """The core's `/help` as Discord markdown: each command with its options (`options`: the
+    registered slash commands and their parameter names; a command not registered here is left
+    out), the buttons and reactions, the pipelines and the limits."""
+
+    def usage(name: str) -> str:
+        return " ".join([f"`/{name}`", *(f"`{p}`" for p in options[name])])
+
+    commands = [f"{usage(c.name)} {c.what}" for c in offers.commands if c.name in options]
+    reactions = offers.reactions({emoji: action for emoji, action in REACTIONS.items() if emoji != "✉"})
+    lines = [
+        "**Commands**",
+        *commands,
+        "**Buttons** " + "; ".join(offers.buttons()) + ".",
+        "**Reactions** " + ", ".join(reactions) + ".",
+        "**Video pipelines**",
+        *(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}" + (f" — {o.description}" if o.description else "") for o in offers.videos),
+        "**Image pipelines**",
+        *(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}" + (f" — {o.description}" if o.description else "") for o in offers.images),
+        "**Limits**",
+        *(f"• {limit}" for limit in offers.limits),
+    ]
+    text = "\n".join(lines)
+    if len(text) > MAX_CONTENT:  # long pipeline descriptions go before anything else does
+        text = "\n".join(line.split(" — ")[0] if line.startswith("• `") else line for line in lines)
+    return clip(text)
