@@ -27,6 +27,9 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     actor = actor or Actor.of(origin)
     if actor.platform is None:
         actor = actor.model_copy(update={"platform": origin.platform, "workspace_id": origin.workspace_id})
+    if not actor.is_admin and service.is_admin(actor.user_id):
+        # VIDEOBOT_ADMIN_USER_IDS are admins for every command on every platform (settings, usage), not only cancel/delete.
+        actor = actor.model_copy(update={"is_admin": True})
     name = command.name
     if is_help(command):
         return Reply(text=plain_commands())
