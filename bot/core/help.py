@@ -112,13 +112,14 @@ class DeploymentHelp(BaseModel):
     def plain_text(self, *, operator: bool = True) -> str:
         """The console's rendering: typed commands, then what this deployment offers."""
         lines = [plain_commands(), "This bot offers:"]
-        if self.videos:
-            lines.append("  video pipelines: " + "; ".join(f"{o.name}{' (default)' if o.default else ''}, {o.summary()}" for o in self.videos))
-        if self.images:
-            lines.append("  image pipelines: " + "; ".join(f"{o.name}{' (default)' if o.default else ''}, {o.summary()}" for o in self.images))
+        for label, offers in (("video pipelines", self.videos), ("image pipelines", self.images)):
+            if offers:
+                lines.append(f"  {label}:")
+                lines += [f"    {o.name}{' (default)' if o.default else ''}, {o.summary()}" for o in offers]
         if operator and self.unconfigured:
             lines.append("  not configured here: " + ", ".join(self.unconfigured))
-        lines.append("  limits: " + "; ".join(self.limits))
+        lines.append("  limits:")
+        lines += [f"    {limit}" for limit in self.limits]
         return "\n".join(lines)
 
 

@@ -63,19 +63,31 @@ def help_content(offers: DeploymentHelp, options: dict[str, list[str]]) -> str:
 
     commands = [f"{usage(c.name)} {c.what}" for c in offers.commands if c.name in options]
     reactions = offers.reactions({emoji: action for emoji, action in REACTIONS.items() if emoji != "✉"})
-    lines = [
+    head = [
         "**Commands**",
         *commands,
         "**Buttons** " + "; ".join(offers.buttons()) + ".",
-        "**Reactions** " + ", ".join(reactions) + ".",
-        "**Video pipelines**",
-        *(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}" + (f" — {o.description}" if o.description else "") for o in offers.videos),
-        "**Image pipelines**",
-        *(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}" + (f" — {o.description}" if o.description else "") for o in offers.images),
+        "**Reactions** " + "; ".join(reactions) + ".",
         "**Limits**",
         *(f"• {limit}" for limit in offers.limits),
     ]
-    text = "\n".join(lines)
-    if len(text) > MAX_CONTENT:  # long pipeline descriptions go before anything else does
-        text = "\n".join(line.split(" — ")[0] if line.startswith("• `") else line for line in lines)
+
+    def pipelines(detail: int) -> list[str]:
+        """Most detail first (descriptions), then without them, then names only: the limits and
+        commands are never the part cut off by Discord's 2,000 characters."""
+        lines: list[str] = []
+        for label, found in (("Video pipelines", offers.videos), ("Image pipelines", offers.images)):
+            lines.append(f"**{label}**")
+            if detail == 0:
+                lines.append(", ".join(f"`{o.name}`{' (default)' if o.default else ''}" for o in found) or "none")
+                continue
+            for o in found:
+                about = f" — {o.description}" if detail == 2 and o.description else ""
+                lines.append(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}{about}")
+        return lines
+
+    for detail in (2, 1, 0):
+        text = "\n".join(head + pipelines(detail))
+        if len(text) <= MAX_CONTENT:
+            return text
     return clip(text)

@@ -176,7 +176,7 @@ def help_markup(offers: DeploymentHelp, reactions: dict[str, Action]) -> str:
         f"```{esc(commands)}```",
         "Quote a prompt to use `--` or a command word in it: `/video \"a sign that says --stop--\" --seconds 4`.",
         "*Buttons* " + "; ".join(esc(b) for b in offers.buttons()) + ". The message shortcut *Animate with videobot* makes a video of a posted image.",
-        "*Reactions* " + ", ".join(offers.reactions(reactions)),
+        "*Reactions* " + "; ".join(offers.reactions(reactions)),
         "*Video pipelines*",
         *(f"• *{esc(o.name)}*{' (default)' if o.default else ''}, {esc(o.summary())}" for o in offers.videos or ()),
         "*Image pipelines*",

@@ -40,7 +40,7 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
 async def help_text(adapter: SlackAdapter, origin: Origin) -> str:
     """What this deployment offers the caller, from the core, in Slack's syntax."""
     offers = await deployment_help(adapter.app.service, origin, upload_limit=adapter.settings.file_limit_bytes)
-    reactions = {f":{name}: {emoji}": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
+    reactions = {f":{name}:": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
     return help_markup(offers, reactions)
 
 
