@@ -11,6 +11,7 @@ from bot.app import App, open_app
 from bot.cli.common import deliver_to_out
 from bot.config import Settings
 from bot.core.retention import sweep_forever
+from bot.heap import HeapKeeper
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     app.runner.deliverers.setdefault("cli", deliver_to_out)
     stop = asyncio.Event()
     sweeper: asyncio.Task[None] | None = None
+    heap = HeapKeeper()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -61,6 +63,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         resumed = await app.runner.start(resume=True)
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
+        heap.start()
         if app.settings.core.retention_days:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         closed = asyncio.gather(*(a.wait_closed() for a in adapters))
@@ -73,6 +76,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if stop.is_set():
             log.info("stopping: no new work; in-flight writes finish, jobs resume on the next start")
     finally:
+        await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
