@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from bot.core.models import GenerateRequest, JobKind
-from bot.core.sizes import ASPECT_RATIOS, normalise_size  # noqa: F401 (re-exported: the chat parser's sizes)
+from bot.core.sizes import normalise_size
 from bot.core.stories import StoryRequest
 from providers.errors import InvalidRequest
 
