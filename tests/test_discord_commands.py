@@ -140,10 +140,12 @@ async def test_job_commands_run_through_the_shared_dispatcher(bot: DiscordBot, e
 
 async def test_help_lists_this_deployments_pipelines_and_limits(bot: DiscordBot, emu: DiscordEmulator) -> None:
     text = await answer(await emu.slash("help"))
-    commands = ("/video", "/image", "/story", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/settings", "/confirm", "/help")
+    commands = ("video", "image", "story", "jobs", "job", "remix", "extend", "reroll", "animate", "cancel", "delete", "usage", "settings", "confirm", "help")
     for command in commands:
-        assert command in text
+        assert f"`/{command}`" in text
+    assert "`/remix` `id` `prompt`" in text and "`seed`" in text, "each command with its options"
     assert "`local` (default)" in text and "`scripted`" in text and "`local-image` (default)" in text
+    assert "✉️ the file sent to you privately" in text and "Animate" in text
     assert "sora" not in text, "only what is configured here"
     assert "prompts up to 500 characters" in text and "$5.00 a day per person" in text
 

@@ -31,6 +31,14 @@ class Action(StrEnum):
     REDO_SCENE = "redo"  # a story: one scene made again (which one: a picker of the scenes), joined again
     ADD_SCENE = "add-scene"  # a story: one more scene from the last frame (a prompt)
 
+    @property
+    def starts_job(self) -> bool:
+        """Whether doing it makes a new job (whose status message the platform then shows)."""
+        return self in _STARTS_JOB
+
+
+_STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
+
 
 class Phase(StrEnum):
     QUEUED = "queued"
