@@ -18,7 +18,8 @@ from storage.claims import Candidate, fair_pick, user_key
 from storage.db import connect
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
+    WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
 from storage.writer import GroupWriter
@@ -520,6 +521,18 @@ class JobStore:
             )
 
         await self._writer.run(write)
+
+    async def peek_pending(self, token: str) -> PendingSpend | None:
+        """A pending spend as it stands, without taking it (what an Edit form starts from)."""
+        async with self._conn.execute(
+            "SELECT token, platform, user_id, job_json, estimate, created_at, expires_at, state FROM pending_spends WHERE token = ?",
+            (token,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        data = dict(row)
+        return PendingSpend(job=Job.model_validate_json(data.pop("job_json")), **data)
 
     async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
         """Move a pending spend of this user out of `pending` (to `confirmed` or `cancelled`), once.

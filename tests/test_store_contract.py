@@ -182,7 +182,11 @@ async def test_settings_and_pending_spends(store: Store) -> None:
     assert await store.settings_rows("slack", "T1") == [("tenant", "", "user_budget_usd", {"v": [1]})]
 
     job = make_job("p1", platform="slack", user="U1", cost_estimate=3.0)
+    assert await store.peek_pending("tok") is None
     await store.put_pending("tok", job, expires_at=time.time() + 60)
+    peeked = await store.peek_pending("tok")
+    assert peeked is not None and peeked.job == job and (peeked.platform, peeked.user_id, peeked.state) == ("slack", "U1", "pending")
+    assert peeked.estimate == 3.0 and peeked.expires_at > time.time()
     await store.put_pending("old", job, expires_at=time.time() - 1)
     assert await store.take_pending("nope", to="confirmed", platform="slack", user_id="U1") == (None, "missing")
     assert (await store.take_pending("tok", to="confirmed", platform="slack", user_id="U2"))[1] == "not_owner"
