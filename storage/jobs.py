@@ -360,11 +360,12 @@ class JobStore:
     async def wait_for_signal(self, timeout: float) -> None:
         """SQLite has no notifications: return after min(timeout, 0.2 s), or at once when this
         store published meanwhile; the caller then reads `signals_after` its cursor."""
-        self._published.clear()
         try:
             await asyncio.wait_for(self._published.wait(), max(0.0, min(timeout, 0.2)))
         except TimeoutError:
-            pass
+            return
+        # Cleared only after a wake-up, so a publish made while the caller was reading is not missed.
+        self._published.clear()
 
     async def prune_signals(self, older_than: float) -> int:
         def write(conn: sqlite3.Connection) -> int:

@@ -62,12 +62,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
-    """On the way back to the pool. asyncpg's default sends a reset query (unlisten, unlock,
-    RESET ALL) every time: one more round trip per write. Pooled connections here keep no
-    session state (transaction-scoped locks only, LISTEN on its own connection, no SET), so
-    only a transaction left open by a cancelled read needs undoing."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    """On the way back to the pool. Without this hook asyncpg sends a reset query (UNLISTEN,
+    unlock, RESET ALL) every time: one more round trip per write. Pooled connections here keep
+    no session state (transaction-scoped locks only, LISTEN on its own connection, no SET); with
+    a hook, asyncpg still rolls back a transaction a cancelled caller left open."""
+    return None
 
 
 def split_url(url: str) -> tuple[str, dict[str, int]]:
