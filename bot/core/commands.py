@@ -27,7 +27,7 @@ _ALLOWED = {
 }
 COMMANDS = (
     "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "confirm", "decline",
-    "settings", "story",
+    "settings", "story", "gallery",
 )
 
 

@@ -106,5 +106,6 @@ HELP = """Commands:
   /cancel JOB_ID             stop a queued or running job
   /delete JOB_ID             remove a job's files
   /usage                     what you spent today, and your budget
+  /gallery                   a personal link to the web gallery: every video, its lineage and cost
   /confirm CODE, /decline CODE   start or drop a request that waits for your OK (above the confirm threshold)
   /help"""

@@ -348,6 +348,10 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     async def usage(interaction: discord.Interaction) -> None:
         await reply(interaction, (await run(interaction, command("usage"))).text)
 
+    @tree.command(name="gallery", description="A personal link to the web gallery (only you see it)")
+    async def gallery(interaction: discord.Interaction) -> None:
+        await reply(interaction, (await run(interaction, command("gallery"))).text)
+
     @tree.command(name="help", description="What this bot can do here: commands, pipelines, limits")
     async def help_cmd(interaction: discord.Interaction) -> None:
         await reply(interaction, deployment_help(service)[:MAX_MESSAGE])
