@@ -1,6 +1,7 @@
 """Server-side templates (Jinja2, autoescaped): no build step, no CDN, works offline."""
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -9,6 +10,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from bot.core.models import Job, JobKind
 from bot.core.render import job_title
 from bot.web.auth import csrf_for, grant_of
 from bot.web.context import context
@@ -19,8 +21,8 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, trim_blocks=True, lstrip_blocks=True,
     )  # fmt: skip
-    env.filters.update(when=when, ago=ago, money=money, span=span, query=lambda d: urlencode(d))
-    env.globals.update(job_title=job_title)
+    env.filters.update(when=when, ago=ago, money=money, span=span, plain=plain, query=lambda d: urlencode(d))
+    env.globals.update(job_title=job_title, length=length)
     return env
 
 
@@ -29,6 +31,17 @@ def render(request: web.Request, name: str, data: dict[str, Any], *, status: int
     grant = grant_of(request)
     page = ctx.templates.get_template(name).render(grant=grant, csrf=csrf_for(request), path=request.path, **data)
     return web.Response(text=page, content_type="text/html", charset="utf-8", status=status)
+
+
+def plain(line: str) -> str:
+    """A chat status line without its leading emoji (a browser without an emoji font shows boxes)."""
+    return re.sub(r"^[^\w(]+", "", line)
+
+
+def length(job: Job) -> int:
+    """Seconds of video: a story's scenes together (its params hold one scene's)."""
+    scenes = job.state.get("plan", {}).get("scenes") if job.kind is JobKind.STORY else None
+    return job.params.seconds * (len(scenes) if scenes else 1)
 
 
 def when(ts: float | None) -> str:
