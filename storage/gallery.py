@@ -12,6 +12,9 @@ The contract (a PostgreSQL store mirrors it; see `JobStore.gallery`):
   (`kit` finds "kites"), all required, stemmed (porter here, 'english' on PostgreSQL).
 - Order `created_at DESC, id DESC`; `before` = (created_at, id) of the last job of the
   previous page: the next page holds jobs strictly after it in that order. At most `limit`.
+- Facets (`JobStore.gallery_facets`): the distinct user ids (each with the user_name of its
+  newest job), channel ids (not null) and pipelines of the scope, sorted, at most 500 each;
+  every job of the scope counts (deleted ones and scenes too).
 """
 from __future__ import annotations
 
@@ -95,13 +98,20 @@ def page_sql(query: GalleryQuery) -> tuple[str, list[Any]]:
 
 
 def facets_sql(query: GalleryQuery) -> dict[str, tuple[str, list[Any]]]:
-    """Distinct users (with a display name), channels and pipelines in the query's scope."""
-    scope = GalleryQuery(platform=query.platform, workspace_id=query.workspace_id, scoped=query.scoped)
-    clause, args = where(scope)
+    """Distinct users (with their latest display name), channels and pipelines in the query's scope
+    (every job of the tenant counts, deleted ones and scenes too: these are the filters' choices)."""
+    clause, args = "1 = 1", []
+    if query.scoped:
+        clause = "platform = ? AND " + ("workspace_id IS NULL" if query.workspace_id is None else "workspace_id = ?")
+        args = [query.platform] + ([] if query.workspace_id is None else [query.workspace_id])
+    name = (
+        "(SELECT json_extract(n.origin_json, '$.user_name') FROM jobs n WHERE n.platform = u.platform "
+        "AND n.user_id = u.user_id ORDER BY n.created_at DESC LIMIT 1)"
+    )
     return {
         "users": (
-            f"SELECT user_id, MAX(json_extract(origin_json, '$.user_name')) FROM jobs WHERE {clause} "
-            "GROUP BY user_id ORDER BY user_id LIMIT 500",
+            f"SELECT u.user_id, {name} FROM (SELECT DISTINCT platform, user_id FROM jobs WHERE {clause}) u "
+            "ORDER BY u.user_id LIMIT 500",
             args,
         ),
         "channels": (

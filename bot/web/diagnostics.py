@@ -85,7 +85,12 @@ async def overview(request: web.Request) -> web.StreamResponse:
             "AND status NOT IN ('completed', 'failed', 'cancelled') GROUP BY lease_owner ORDER BY 2 DESC",
             [],
         )
-    return render(request, "diagnostics.html", {"openai": openai, "runway": runway, "ours": ours, "runners": runners})
+    flash = None
+    if deleted := request.query.get("deleted"):
+        flash = f"Deleted {deleted[:100]} at the provider."
+    elif kept := request.query.get("kept"):
+        flash = f"The provider did not delete {kept[:100]}."
+    return render(request, "diagnostics.html", {"openai": openai, "runway": runway, "ours": ours, "runners": runners, "flash": flash})
 
 
 async def show(request: web.Request) -> web.StreamResponse:

@@ -21,5 +21,9 @@ CREATE TRIGGER jobs_fts_delete AFTER DELETE ON jobs BEGIN
     DELETE FROM jobs_fts WHERE job_id = old.id;
 END;
 
-CREATE INDEX jobs_gallery ON jobs(platform, workspace_id, created_at);
-CREATE INDEX jobs_created ON jobs(created_at);
+CREATE INDEX jobs_gallery ON jobs(platform, workspace_id, created_at, id);
+CREATE INDEX jobs_created ON jobs(created_at, id);
+-- The filters' choices (distinct users, channels, pipelines of a tenant) read these alone.
+CREATE INDEX jobs_tenant_users ON jobs(platform, workspace_id, user_id);
+CREATE INDEX jobs_tenant_channels ON jobs(platform, workspace_id, channel_id);
+CREATE INDEX jobs_tenant_pipelines ON jobs(platform, workspace_id, pipeline);
