@@ -140,9 +140,17 @@ async def test_gallery_player_seek_and_lineage_in_chromium(site: tuple[App, Serv
             await page.wait_for_function("() => document.querySelector('img.storyboard').naturalWidth > 0")
             story_png = ARTIFACTS / "story.png"
             await page.screenshot(path=str(story_png), full_page=True)
+
+            # An admin's usage page: charts drawn on the server.
+            admin = await browser.new_page(viewport={"width": 1280, "height": 860})
+            await admin.goto(served.url + link_for(app, ALICE, admin=True))
+            await admin.goto(served.url + "/usage")
+            assert await admin.locator("svg").count() >= 3
+            usage_png = ARTIFACTS / "usage.png"
+            await admin.screenshot(path=str(usage_png), full_page=True)
             assert errors == [], errors
         finally:
             await browser.close()
-    for png in (gallery_png, job_png, story_png):
+    for png in (gallery_png, job_png, story_png, usage_png):
         assert png.stat().st_size > 10_000
         print(f"screenshot: {png}")

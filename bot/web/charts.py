@@ -21,7 +21,7 @@ def bars(points: list[tuple[str, float]], *, limit: float | None = None, limit_l
     slot = plot_w / n
     bar_w = max(2.0, slot * 0.72)
     out = [_open(width, height)]
-    for frac in (0, 0.5, 1):
+    for frac in (0, 0.5, 1) if peak > 1e-9 else (0,):
         value = peak * 1.1 * frac
         y = top + plot_h - value * scale
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="{LINE}" stroke-width="1"/>')
@@ -37,6 +37,8 @@ def bars(points: list[tuple[str, float]], *, limit: float | None = None, limit_l
         )
         if i % every == 0 or i == n - 1:
             out.append(_text(x + bar_w / 2, height - 8, label, anchor="middle"))
+    if peak <= 1e-9:
+        out.append(_text(left + plot_w / 2, top + plot_h / 2, "nothing spent in this window", anchor="middle", size=13))
     if limit is not None:
         y = top + plot_h - limit * scale
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="{BAD}" stroke-dasharray="6 4" stroke-width="1.5"/>')

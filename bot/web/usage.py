@@ -19,7 +19,7 @@ from bot.core.models import Origin
 from bot.web import charts
 from bot.web.auth import need_admin
 from bot.web.context import context
-from bot.web.render import render
+from bot.web.render import render, span
 from storage.spend import COST_SQL
 
 
@@ -118,7 +118,7 @@ async def _budgets(ctx: Any, grant: Grant) -> tuple[float | None, float | None]:
 
 def _rate(o: Outcomes) -> str:
     rate = f"{o.success:.0%}" if o.success is not None else "–"
-    median = f", {o.median:.0f} s" if o.median is not None else ""
+    median = f", {span(o.median)}" if o.median is not None else ""
     return rate + median
 
 
