@@ -48,6 +48,7 @@ async def make_app(data: Path, duration: float, *, concurrent: int) -> App:
     )
     app = await open_app(load_settings())
     app.registry.register("sleep", lambda: sleep_pipeline(duration, data))
+    app.registry.get("sleep")  # built (its clip rendered) before the clock starts, as after a bot's first job
     app.runner.poll_policy = PollPolicy(interval=0.1, min_interval=0.01)
     app.runner.deliverers["cli"] = _noop
     await app.runner.start(resume=False)

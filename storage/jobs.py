@@ -16,7 +16,7 @@ from storage import gallery
 from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
-from storage.spend import SpendLimit
+from storage.spend import QueueLimit, SpendLimit
 from storage import spend
 from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.writer import GroupWriter
@@ -87,9 +87,12 @@ class JobStore:
 
     async def create(
         self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
-        spend_limits: list[SpendLimit] | None = None,
+        spend_limits: list[SpendLimit] | None = None, queue_limit: QueueLimit | None = None,
     ) -> Job:
         """Insert a new job (and its first event); with `lease_owner`, already leased to that runner.
+
+        With `queue_limit`, refused (QueueFull, nothing written) when the user already has that many
+        unfinished jobs.
 
         With `spend_limits`, the job's estimate is reserved against them in the same transaction
         (raises OverBudget and writes nothing when it would pass one)."""
@@ -101,6 +104,8 @@ class JobStore:
         marks = ", ".join("?" for _ in row)
 
         def write(conn: sqlite3.Connection) -> None:
+            if queue_limit is not None:
+                spend.check_queue(conn, queue_limit)
             if spend_limits:
                 spend.check(conn, spend_limits, job.cost_estimate or 0.0)
             conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
 from bot.core.models import Actor, GenerateRequest, Job, JobKind, JobStatus, Origin
+from bot.core.stories import StoryRequest, submit_story
 from bot.core.views import status_view
 from bot.adapters.discord_bot.render import result_content
 from tests.apps import AppMaker
@@ -213,6 +214,20 @@ async def test_reroll_remix_extend_from_the_page_make_children_posted_where_the_
     # An empty remix prompt is the core's refusal, shown as a page.
     bad = await alice.post(f"/jobs/{world.alice.id}/remix", {"prompt": ""})
     assert bad.status == 400 and "prompt is empty" in await bad.text()
+
+
+async def test_a_storys_page_offers_redo_and_add_scene(world: World) -> None:
+    app = world.app
+    story = await submit_story(app.service, StoryRequest(script="a kite rises | it loops", seconds=1, pipeline="local", size="256x144"), ALICE)
+    story = await asyncio.wait_for(app.runner.wait(story.id), 60)
+    alice = await world.visitor(ALICE)
+    page = await alice.text(f"/jobs/{story.id}")
+    assert "Redo scene" in page and "Add scene" in page and "Scene 2: it loops" in html.unescape(page)
+    redo = await alice.post(f"/jobs/{story.id}/redo", {"scene": "2"})
+    assert redo.status == 303, await redo.text()
+    again = await asyncio.wait_for(app.runner.wait(redo.headers["Location"].removeprefix("/jobs/")), 60)
+    assert again.kind is JobKind.STORY and again.status is JobStatus.COMPLETED
+    assert (await alice.post(f"/jobs/{story.id}/redo", {"scene": "two"})).status == 400
 
 
 # --- the grid ---------------------------------------------------------------------------------

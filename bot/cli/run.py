@@ -12,6 +12,7 @@ from bot.app import App, open_app
 from bot.cli.common import deliver_to_out
 from bot.config import Settings
 from bot.core.retention import sweep_forever
+from bot.heap import HeapKeeper
 
 if TYPE_CHECKING:
     from bot.web.server import WebServer
@@ -63,6 +64,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
     sweeper: asyncio.Task[None] | None = None
     web: WebServer | None = None
+    heap = HeapKeeper()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -79,6 +81,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         resumed = await app.runner.start(resume=True)
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
+        heap.start()
         if app.settings.core.retention_days:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         closed = asyncio.gather(*(a.wait_closed() for a in adapters))
@@ -93,6 +96,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if web is not None:
             await web.stop()
+        await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)

@@ -12,7 +12,7 @@ from bot.core.grants import personal_link
 from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
 from bot.core.render import HELP, INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
-from bot.core.stories import submit_story
+from bot.core.stories import StoryPreview, preview_story, submit_story
 
 
 class Reply(BaseModel):
@@ -21,6 +21,8 @@ class Reply(BaseModel):
     job: Job | None = None
     #: True when the command started a job whose progress the adapter should show.
     started: bool = False
+    #: A story planned and waiting for its owner's Confirm / Edit / Cancel (chat platforms).
+    preview: StoryPreview | None = None
 
 
 async def run_command(service: JobService, command: Command, origin: Origin, actor: Actor | None = None) -> Reply:
@@ -38,6 +40,10 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "story":
         if not command.words or command.text.lower() == "help":
             return Reply(text=STORY_HELP)
+        if origin.platform != "cli":
+            # In chat the plan is shown before anything is spent; the owner confirms it.
+            preview = await preview_story(service, command.story_request(), origin)
+            return Reply(text=preview.text(), preview=preview)
         job = await submit_story(service, command.story_request(), origin)
         return Reply(text=f"Queued {job_title(job)}\n{describe_plan(job)}", job=job, started=True)
     if name == "jobs":

@@ -102,6 +102,7 @@ class Runner:
         self.eta = EtaBook()
         self._queued_jobs: dict[str, Job] = {}
         self._positions: dict[str, int] = {}
+        self._positions_dirty = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
         #: Jobs whose lease another runner took: stop driving them, write nothing more.
@@ -194,6 +195,8 @@ class Runner:
         return self._done.setdefault(job_id, asyncio.get_running_loop().create_future())
 
     def position(self, job_id: str) -> int | None:
+        if self._positions_dirty:
+            self._flush_positions()
         return self._positions.get(job_id)
 
     def owns(self, job_id: str) -> bool:
@@ -214,6 +217,31 @@ class Runner:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
+    # --- for steps that drive child jobs (stories: bot.core.stories.StoryDriver) --------------
+
+    async def write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+        """A fenced write of a job this runner drives (see `_write`)."""
+        return await self._write(job, detail=detail, **fields)
+
+    def emit(self, kind: EventKind, job: Job, *, progress: int | None = None, message: str | None = None) -> None:
+        self._emit(kind, job, progress=progress, message=message)
+
+    def release_slot(self, job_id: str) -> None:
+        """A job that only waits on its children gives its running slot back to them."""
+        self._queue.finish(job_id)
+
+    def cancelling(self, job_id: str) -> bool:
+        """Whether the job's task is being cancelled on purpose (not a shutdown)."""
+        return job_id in self._cancelling
+
+    @property
+    def adopts_orphans(self) -> bool | None:
+        """True when the adopt loop takes over jobs nobody drives, None while start-up adoption
+        is still going on, False on a runner without that loop (a one-shot command)."""
+        if not self._ready.is_set():
+            return None
+        return any(t.get_name() == "runner-adopt" and not t.done() for t in self._loops)
+
     # --- dispatch ---------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
@@ -233,6 +261,16 @@ class Runner:
         self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
 
     def _publish_positions(self) -> None:
+        """Positions change with every enqueue and start; recomputing them each time made a burst
+        of N submissions cost O(N^2). They are recomputed once per loop turn instead."""
+        if not self._positions_dirty:
+            self._positions_dirty = True
+            asyncio.get_running_loop().call_soon(self._flush_positions)
+
+    def _flush_positions(self) -> None:
+        if not self._positions_dirty:
+            return
+        self._positions_dirty = False
         positions = self._queue.positions()
         for job_id, position in positions.items():
             if self._positions.get(job_id) != position:

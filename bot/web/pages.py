@@ -21,7 +21,10 @@ from storage.gallery import GalleryQuery
 
 PAGE = 24
 #: What a web button may ask (DM is a chat gesture; the rest are the chat buttons).
-WEB_ACTIONS = {a.value: a for a in (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE, Action.CANCEL, Action.ANIMATE)}
+WEB_ACTIONS = {
+    a.value: a
+    for a in (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE, Action.CANCEL, Action.ANIMATE, Action.REDO_SCENE, Action.ADD_SCENE)
+}
 #: The Discord adapter posts a job's status message as a reply to this message (flows.STATUS_REPLY_TO).
 _DISCORD_REPLY_TO = "status_reply_to"
 
@@ -119,8 +122,6 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     view = status_view(job)
     may_act = grant.owns(job) or grant.admin
     buttons = [a for a in actions_for(job, view.phase) if a.value in WEB_ACTIONS] if may_act and job.deleted_at is None else []
-    if job.kind is JobKind.STORY:
-        buttons = [a for a in buttons if a is not Action.REROLL and a is not Action.REMIX and a is not Action.EXTEND]
     return render(request, "job.html", {
         "job": job, "view": view, "parent": parent, "children": others, "scenes": scenes,
         "events": await store.events(job.id), "buttons": buttons, "timings": _timings(job),
@@ -177,12 +178,13 @@ async def act(request: web.Request) -> web.StreamResponse:
     service = context(request).app.service
     try:
         seconds = int(form["seconds"]) if form.get("seconds") else None
+        scene = int(form["scene"]) if form.get("scene") else None
     except ValueError:
-        raise web.HTTPBadRequest(reason="seconds is a whole number") from None
+        raise web.HTTPBadRequest(reason="seconds and scene are whole numbers") from None
     try:
         outcome = await perform(
             service, action, job.id, actor=grant.actor(), origin=web_origin(job, grant),
-            prompt=form.get("prompt") or None, seconds=seconds,
+            prompt=form.get("prompt") or None, seconds=seconds, scene=scene,
         )  # fmt: skip
     except NeedsConfirmation as offer:
         return render(request, "confirm.html", {"job": job, "offer": offer, "text": user_message(offer)})

@@ -13,10 +13,11 @@ from discord import app_commands
 
 from bot.adapters.discord_bot.flows import adapter_of, interaction_actor, interaction_origin, reply, reply_error, start_job
 from bot.adapters.discord_bot.shims import ASPECT_RATIOS, deployment_help, normalise_size
+from bot.adapters.discord_bot.stories import start_preview
 from bot.core.commands import Command
 from bot.core.dispatch import Reply, run_command
 from bot.core.models import Job, JobStatus, Origin
-from bot.core.stories import submit_story
+from bot.core.stories import StoryRequest
 from bot.core.tenant_settings import KEYS
 from providers.base import Capability
 from providers.errors import InvalidRequest
@@ -255,13 +256,14 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
             size=normalise_size(size) if size else None, seed=seed,
         )  # fmt: skip
 
-        async def submit(origin: Origin) -> Job:
-            request = cmd.story_request()
+        async def request() -> StoryRequest:
+            planned = cmd.story_request()
             if image is not None:  # the one thing a typed command cannot carry
-                request = request.model_copy(update={"image_bytes": await image.read(), "image_name": image.filename})
-            return await submit_story(service, request, origin)
+                planned = planned.model_copy(update={"image_bytes": await image.read(), "image_name": image.filename})
+            return planned
 
-        await start_job(interaction, submit)
+        # The plan is shown privately first; its Confirm starts the story (stories.py).
+        await start_preview(interaction, request)
 
     @tree.command(name="jobs", description="Your recent jobs")
     @app_commands.describe(status="Only jobs in this state", limit="How many (10 unless you say)")

@@ -68,6 +68,10 @@ def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> lis
         # An image block needs a public URL or a Slack file: the bot uploads the still itself.
         blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
     buttons = [button(action, view.job_id, first=i == 0) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
+    if view.scenes:
+        from bot.adapters.slack.stories import story_elements  # it builds on this module
+
+        buttons = story_elements(view) + buttons
     if buttons:
         blocks.append({"type": "actions", "block_id": "actions", "elements": buttons})
     return blocks

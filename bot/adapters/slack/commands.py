@@ -14,6 +14,7 @@ from bot.adapters.slack.blocks import esc, slack_commands, unesc
 from bot.adapters.slack.deployment import deployment_help
 from bot.adapters.slack.settings_modal import open_settings
 from bot.adapters.slack.flows import Tell, respond_teller, show_job
+from bot.adapters.slack.stories import show_preview
 from bot.core.commands import Command, parse_command
 from bot.core.dispatch import run_command
 from bot.core.models import Actor, Origin
@@ -63,6 +64,9 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
         await tell.refusal(exc)
+        return
+    if reply.preview is not None:
+        await show_preview(reply.preview, tell)  # a story's plan, privately, before anything is spent
         return
     if reply.started and reply.job is not None:
         await show_job(adapter, reply.job, tell)
