@@ -1,0 +1,2 @@
+-- Reserved: migration 5 is the PostgreSQL helper's (branch h-pg). This placeholder keeps the
+-- numbers gapless on branches without it; at merge its real 0005 replaces this file.
