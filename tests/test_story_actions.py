@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from bot.cli.jobs import story_scenes
-
 from bot.core.actions import perform
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
