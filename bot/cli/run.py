@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from bot.adapters.base import ChatAdapter
 from bot.app import App, open_app
@@ -12,6 +13,9 @@ from bot.cli.common import deliver_to_out
 from bot.config import Settings
 from bot.core.retention import sweep_forever
 from bot.heap import HeapKeeper
+
+if TYPE_CHECKING:
+    from bot.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,17 @@ def configured_adapters(app: App) -> list[ChatAdapter]:
     return adapters
 
 
+async def start_web(app: App) -> WebServer:
+    """The web gallery in this process (VIDEOBOT_WEB_PORT): its buttons' jobs run here at once."""
+    from bot.web.server import WebServer
+
+    core = app.settings.core
+    server = WebServer(app, host=core.web_host, port=core.web_port or 0)
+    await server.start()
+    print(f"videobot: web gallery on http://{core.web_host}:{server.port}", flush=True)
+    return server
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger().setLevel(settings.core.log_level.upper())
     app = await open_app(settings)
@@ -48,6 +63,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     app.runner.deliverers.setdefault("cli", deliver_to_out)
     stop = asyncio.Event()
     sweeper: asyncio.Task[None] | None = None
+    web: WebServer | None = None
     heap = HeapKeeper()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,6 +76,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         # settled) must find its platform listening, or its status message would never show the end.
         for adapter in adapters:
             await adapter.start()
+        if app.settings.core.web_port is not None:
+            web = await start_web(app)
         resumed = await app.runner.start(resume=True)
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
@@ -76,6 +94,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if stop.is_set():
             log.info("stopping: no new work; in-flight writes finish, jobs resume on the next start")
     finally:
+        if web is not None:
+            await web.stop()
         await heap.stop()
         if sweeper is not None:
             sweeper.cancel()

@@ -41,6 +41,8 @@ from storage.models import (
     TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
     WorkerRow,
 )
+from storage.gallery import GalleryQuery
+from storage.pg import gallery as pg_gallery
 from storage.pg import spend
 from storage.pg.listener import Listener
 from storage.pg.locks import CLAIM, NAMESPACE, SIGNALS
@@ -469,6 +471,18 @@ class PgJobStore:
                 ids.extend(r["failed"])
         return ids
 
+    # --- the web gallery (storage.gallery's contract; storage.pg.gallery) -------------------------
+
+    async def gallery(self, query: GalleryQuery) -> list[Job]:
+        tail, args = pg_gallery.page_sql(query)
+        return await self._select(tail, *args)
+
+    async def gallery_facets(self, query: GalleryQuery) -> dict[str, list[tuple[str, str | None]]]:
+        found: dict[str, list[tuple[str, str | None]]] = {}
+        for name, (sql, args) in pg_gallery.facets_sql(query).items():
+            found[name] = [(r[0], r[1] if len(r) > 1 else None) for r in await self._fetch(sql, *args)]
+        return found
+
     async def children(self, job_id: str) -> list[Job]:
         return await self._select("WHERE parent_id = $1 ORDER BY created_at, seq", job_id)
 
@@ -696,6 +710,7 @@ def _to_row(job: Job) -> dict[str, Any]:
 def _from_record(record: asyncpg.Record) -> Job:
     data = dict(record)
     data.pop("seq", None)
+    data.pop("search", None)
     origin_blob = data.pop("origin_json") or {}
     origin = Origin(
         **{c: data.pop(c) for c in ORIGIN_COLUMNS}, extra=origin_blob.get("extra", {}), user_name=origin_blob.get("user_name")
