@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-
-from storage.gallery import GalleryQuery, fts_match
 from storage.contract import Store
+from storage.gallery import GalleryQuery, fts_match
 from storage.models import GenerateParams, Job, JobKind, JobStatus, Origin
 
 T0 = 1_750_000_000.0
