@@ -14,7 +14,9 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from storage.gallery import GalleryQuery
-from storage.models import Job, JobKind, JobOutcome, JobStatus, PendingSpend, QueueStats, Signal, Spender, WorkerRow
+from storage.models import (
+    Job, JobKind, JobOutcome, JobStatus, LeaseHolder, PendingSpend, QueueStats, RemoteRef, Signal, Spender, WorkerRow,
+)
 from storage.spend import QueueLimit, SpendLimit
 
 
@@ -81,7 +83,15 @@ class Store(Protocol):
         self, *, platform: str, since: float, user_id: str | None = None, workspace_id: str | None = None
     ) -> float: ...
     async def top_spenders(self, *, since: float, user_id: str | None = None) -> builtins.list[Spender]: ...
-    async def job_outcomes(self, *, since: float, exclude_kinds: Collection[JobKind] = ()) -> builtins.list[JobOutcome]: ...
+    async def job_outcomes(
+        self, *, since: float, exclude_kinds: Collection[JobKind] = (), platform: str | None = None,
+        workspace_id: str | None = None, scoped: bool = False, include_scenes: bool = True,
+    ) -> builtins.list[JobOutcome]: ...
+    async def remote_jobs(
+        self, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False,
+        provider: str | None = None, remote_id: str | None = None, limit: int = 500,
+    ) -> builtins.list[RemoteRef]: ...
+    async def lease_holders(self) -> builtins.list[LeaseHolder]: ...
 
     # --- signals between processes ----------------------------------------------------------------
     async def publish(self, job_id: str, kind: str, payload: dict[str, Any]) -> None: ...

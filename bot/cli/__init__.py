@@ -19,11 +19,8 @@ COMMAND_MODULES = [
     "bot.cli.image", "bot.cli.remote",  # OpenAI integration: image jobs, remote video admin
     "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
     "bot.cli.story",  # multi-scene videos
-<<<<<<< HEAD
-    "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
-=======
     "bot.cli.web",  # the web gallery
->>>>>>> main
+    "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
 ]
 
 

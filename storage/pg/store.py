@@ -38,8 +38,8 @@ from storage.jobs import (
 )  # fmt: skip
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
-    WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    Signal, Spender, WorkerRow,
 )
 from storage.gallery import GalleryQuery
 from storage.pg import gallery as pg_gallery
@@ -590,14 +590,50 @@ class PgJobStore:
         sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC, 1, 2"
         return [Spender(**{**dict(r), "spent": float(r["spent"])}) for r in await self._fetch(sql, *args)]
 
-    async def job_outcomes(self, *, since: float, exclude_kinds: Collection[JobKind] = ()) -> list[JobOutcome]:
+    async def job_outcomes(
+        self, *, since: float, exclude_kinds: Collection[JobKind] = (), platform: str | None = None,
+        workspace_id: str | None = None, scoped: bool = False, include_scenes: bool = True,
+    ) -> list[JobOutcome]:
         sql = (
             f"SELECT pipeline, status, created_at, finished_at, {spend.COST_SQL} AS cost, "
-            "COALESCE((state_json ->> 'gpu_seconds')::double precision, 0) AS gpu_seconds FROM jobs "
-            "WHERE created_at >= $1 AND kind <> ALL($2::text[]) ORDER BY pipeline, created_at"
+            "COALESCE((state_json ->> 'gpu_seconds')::double precision, 0) AS gpu_seconds, user_id, "
+            "origin_json ->> 'user_name' AS user_name, state_json #>> '{ab,split}' AS ab_split, "
+            "state_json #>> '{ab,arm}' AS ab_arm FROM jobs WHERE created_at >= $1 AND kind <> ALL($2::text[])"
         )
-        rows = await self._fetch(sql, since, [k.value for k in exclude_kinds])
+        args: list[Any] = [since, [k.value for k in exclude_kinds]]
+        if scoped:
+            sql += " AND platform = $3 AND workspace_id IS NOT DISTINCT FROM $4"
+            args += [platform, workspace_id]
+        if not include_scenes:
+            sql += " AND (state_json ->> 'story_scene') IS NULL"
+        rows = await self._fetch(sql + " ORDER BY pipeline, created_at", *args)
         return [JobOutcome(**{**dict(r), "cost": float(r["cost"] or 0), "gpu_seconds": float(r["gpu_seconds"] or 0)}) for r in rows]
+
+    async def remote_jobs(
+        self, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False,
+        provider: str | None = None, remote_id: str | None = None, limit: int = 500,
+    ) -> list[RemoteRef]:
+        sql, args = "SELECT remote_id, id, status FROM jobs WHERE remote_id IS NOT NULL", []  # type: ignore[var-annotated]
+        if scoped:
+            args += [platform, workspace_id]
+            sql += f" AND platform = ${len(args) - 1} AND workspace_id IS NOT DISTINCT FROM ${len(args)}"
+        if provider is not None:
+            args.append(provider)
+            sql += f" AND provider = ${len(args)}"
+        if remote_id is not None:
+            args.append(remote_id)
+            sql += f" AND remote_id = ${len(args)}"
+        args.append(limit)
+        rows = await self._fetch(sql + f" ORDER BY created_at DESC, seq DESC LIMIT ${len(args)}", *args)
+        return [RemoteRef(remote_id=r["remote_id"], job_id=r["id"], status=JobStatus(r["status"])) for r in rows]
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        rows = await self._fetch(
+            "SELECT lease_owner, COUNT(*) AS jobs, MAX(lease_until) AS until FROM jobs WHERE lease_owner IS NOT NULL "
+            'AND status <> ALL($1::text[]) GROUP BY lease_owner ORDER BY 2 DESC, lease_owner COLLATE "C"',
+            _TERMINAL,
+        )
+        return [LeaseHolder(owner=r["lease_owner"], jobs=int(r["jobs"]), until=r["until"]) for r in rows]
 
     # --- signals --------------------------------------------------------------------------------
 
