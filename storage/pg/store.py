@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from storage.claims import Candidate, fair_pick, user_key
+from storage.gallery import GalleryQuery
 from storage.jobs import (
     ORIGIN_COLUMNS, PLAIN_COLUMNS, UPDATABLE, AlreadyFinished, JobEvent, LeaseLost,
 )  # fmt: skip
@@ -41,7 +42,6 @@ from storage.models import (
     TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
     Signal, Spender, WorkerRow,
 )
-from storage.gallery import GalleryQuery
 from storage.pg import gallery as pg_gallery
 from storage.pg import spend
 from storage.pg.listener import Listener
