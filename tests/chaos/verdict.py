@@ -7,6 +7,7 @@ what crossed the wire (the emulators' records) and from the bot's database.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 from tests.chaos.db import DbView, JobRow, backward_moves
@@ -45,9 +46,20 @@ ANSWER_GRACE = 0.1
 SYNCHRONOUS = {"gpt-image"}
 
 
-def cut_off(create: Create, kills: list[float]) -> bool:
-    """The process died while this create was in flight: the bot never got its answer."""
+def cut_off(create: Create, kills: list[float], *, kept_at: list[float] | None = None) -> bool:
+    """The process died while this create was in flight: the bot never got its answer.
+
+    For a synchronous step (`kept_at` given: when the job's event log says the step's result was
+    kept, on the monotonic clock) the answer is only safe once the bot has kept it: a kill after
+    the answer left the emulator but before the bot wrote the image down (decode, fsync, rename:
+    more than ANSWER_GRACE on a loaded machine) loses it as surely as a kill mid-request."""
+    if kept_at is not None:
+        return any(create.started <= k and not any(create.started <= at <= k for at in kept_at) for k in kills)
     return any(create.started <= k <= create.answered + ANSWER_GRACE for k in kills)
+
+
+#: Event details that say a synchronous step's result is on disk (bot/core/runner.py `_image_step`).
+KEPT_NOTE = re.compile(r"^image step (done|reused)")
 
 
 def file_messages(world: World, job_id: str) -> list[dict]:  # type: ignore[type-arg]
@@ -149,6 +161,12 @@ def judge(
         stored = row.status_message_id if row.status_message_id in world.slack.messages else None
         shown = [stored] if stored else statuses
         events = db.events(row.id)
+        # Event times are wall-clock (the bot's time.time()); creates and kills are monotonic here.
+        offset = time.time() - time.monotonic()
+        kept_at = [e.at - offset for e in events if e.detail and KEPT_NOTE.search(e.detail)]
+
+        def lost(c: Create) -> bool:
+            return cut_off(c, kills, kept_at=kept_at if c.provider in SYNCHRONOUS else None)
         mine: dict[str, list[Create]] = {p: [c for c in log if c.provider == p and token in c.prompt] for p in spec.paid}
         video_creates = [c for p, cs in mine.items() if p not in SYNCHRONOUS for c in cs]
         ambiguous = (
@@ -158,7 +176,7 @@ def judge(
         verdicts.append(JobVerdict(
             job_id=row.id, prompt=row.prompt, status=row.status, error=row.error_message,
             creates={p: len(cs) for p, cs in mine.items()},
-            cut_off={p: sum(cut_off(c, kills) for c in cs) for p, cs in mine.items()},
+            cut_off={p: sum(lost(c) for c in cs) for p, cs in mine.items()},
             files=len(file_messages(world, row.id)),
             status_messages=len(statuses),
             done_shown=ending_shown(world, row, shown),
