@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.errors import DeliveryFailed, Flagged, ModerationUnavailable, error_code, user_message
+from bot.core.errors import DeliveryFailed, Flagged, MediaMissing, ModerationUnavailable, error_code, user_message
 from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
@@ -112,6 +112,12 @@ class Runner:
         self._loops: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
+        #: A worker (`videobot run --role worker`): queued jobs come only from the store's
+        #: `claim_queued` (fair order and caps across every worker, see bot/core/claims.py),
+        #: never from the adopt loop, which then takes over only jobs already past the queue.
+        self.claiming = False
+        #: Set whenever a job of this runner ends: a slot may be free for a claim.
+        self.freed = asyncio.Event()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -134,6 +140,10 @@ class Runner:
             self._loops.append(asyncio.create_task(self._adopt_loop(), name="runner-adopt"))
         self._ready.set()
         return resumed
+
+    def free_slots(self) -> int:
+        """How many more jobs this runner could start now (its own cap; the store keeps the global one)."""
+        return max(0, self._max_running - self._queue.running - len(self._queue))
 
     def held(self) -> list[str]:
         """The jobs this runner holds now: queued here or being driven."""
@@ -293,6 +303,8 @@ class Runner:
         for job in await self.store.unfinished(self.platforms):
             if self.owns(job.id) or job.lease_owner == self.owner:
                 continue
+            if self.claiming and job.status is JobStatus.QUEUED:
+                continue  # the claim loop's, in fair order under the global caps
             # Checked here first so that jobs a live runner holds cost no write at all.
             if holder_state(job.lease_owner, job.lease_until, now=now) is HolderState.ALIVE:
                 continue
@@ -344,6 +356,7 @@ class Runner:
                 if not lost:
                     await self.store.release(self.owner, [job.id])
                 self._wake.set()
+                self.freed.set()
 
     async def _write(self, job: Job, *, detail: str | None = None, spend_limits: list[SpendLimit] | None = None, **fields: Any) -> Job:
         """Every runner write: only while this runner still holds the job's lease."""
@@ -418,6 +431,7 @@ class Runner:
         if job.state.get("submit_sent_to") == provider.name and job.remote_id is None:
             return await self._resolve_ambiguous_submit(job, pipeline)
         request = video_request_for(job)
+        self._check_sources(request)
         if pipeline.uses_image_step(request):
             image_path, job = await self._image_step(job, pipeline, request)
             request = request.model_copy(update={"input_image": image_path})
@@ -445,6 +459,14 @@ class Runner:
                 await self._wait_out_rate_limit(job, exc, attempt)
                 continue
             return await self._accept_remote(job, remote)
+
+    def _check_sources(self, request: VideoRequest) -> None:
+        """The files the job starts from must be here: a worker without the shared media volume
+        says so instead of failing somewhere in a provider (or making something else)."""
+        for what, path in (("source video", request.source_video), ("input image", request.input_image)):
+            if path is not None and not path.exists():
+                shown = path.relative_to(self.media.root).as_posix() if path.is_relative_to(self.media.root) else str(path)
+                raise MediaMissing(what, shown, str(path))
 
     async def _wait_out_rate_limit(self, job: Job, exc: RateLimited, attempt: int) -> None:
         """Wait as long as the provider asks (or back off), within the job's own deadline."""
