@@ -2,21 +2,25 @@
 in one transaction, so the history and the row never disagree."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from storage import spend
+from storage.claims import Candidate, fair_pick, user_key
 from storage.db import connect
 from storage.leases import HolderState, holder_state
+from storage.models import (
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
+)
 from storage.spend import SpendLimit
-from storage import spend
-from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.writer import GroupWriter
 
 _ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
@@ -30,7 +34,7 @@ _UPDATABLE = set(_PLAIN_COLUMNS) - {"id", "created_at"} | {"status_message_id", 
 
 
 class JobEvent(dict[str, Any]):
-    """One row of a job's history: at, status, progress, detail."""
+    """One row of a job's history: at, status, progress, detail, runner (the lease owner that wrote it, or None)."""
 
 
 class StaleWrite(Exception):
@@ -53,10 +57,14 @@ class JobStore:
     """Reads on an aiosqlite connection; every write through one group-committing writer
     (`storage.writer`), each write one synchronous function run in a single thread hop."""
 
+    backend = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection, writer: GroupWriter) -> None:
         self._conn = conn
         self._writer = writer
         self._closed = False
+        #: Set when this store publishes a signal: a waiter in this process need not poll for it.
+        self._published = asyncio.Event()
 
     @classmethod
     async def open(cls, path: Path) -> JobStore:
@@ -102,20 +110,21 @@ class JobStore:
             if spend_limits:
                 spend.check(conn, spend_limits, job.cost_estimate or 0.0)
             conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
-            _event(conn, job.id, job.status, job.progress, None, job.created_at)
+            _event(conn, job.id, job.status, job.progress, None, job.created_at, lease_owner)
 
         await self._writer.run(write)
         return job.model_copy(update={"lease_owner": row.get("lease_owner"), "lease_until": row.get("lease_until")})
 
     async def update(
         self, job_id: str, *, detail: str | None = None, fence: str | None = None,
-        spend_limits: list[SpendLimit] | None = None, **fields: Any,
+        spend_limits: list[SpendLimit] | None = None, by: str | None = None, **fields: Any,
     ) -> Job:
         """Write fields; a status change also appends an event. Returns the job as stored.
 
         `fence`: the lease owner the write is conditional on (the runner's writes). A write
         that changes `status` never overwrites a terminal state, whoever writes it.
         Raises LeaseLost / AlreadyFinished when the condition fails; nothing is written then.
+        The event names its runner: `by`, else `fence`.
         """
         now = time.time()
         sets: list[tuple[str, Any]] = [("updated_at = ?", now)]
@@ -150,24 +159,24 @@ class JobStore:
                 _explain_refusal(conn, job_id, fence)
             stored = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if status is not None or detail is not None:
-                _event(conn, job_id, JobStatus(stored["status"]), stored["progress"], detail, now)
+                _event(conn, job_id, JobStatus(stored["status"]), stored["progress"], detail, now, by or fence)
             return _from_row(stored)
 
         result: Job = await self._writer.run(write)
         return result
 
-    async def add_event(self, job_id: str, detail: str) -> None:
+    async def add_event(self, job_id: str, detail: str, *, by: str | None = None) -> None:
         """A line in the job's history that changes nothing else (a note after the end)."""
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT status, progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is not None:
-                _event(conn, job_id, JobStatus(row["status"]), row["progress"], detail, time.time())
+                _event(conn, job_id, JobStatus(row["status"]), row["progress"], detail, time.time(), by)
 
         await self._writer.run(write)
 
-    async def set_progress(self, job_id: str, progress: int, *, fence: str | None = None) -> None:
-        # Progress ticks are not history: no event row.
+    async def set_progress(self, job_id: str, progress: int, *, fence: str | None = None, by: str | None = None) -> None:
+        # Progress ticks are not history: no event row (so `by` names nobody anywhere; accepted for symmetry).
         sql = "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?"
         args: list[Any] = [progress, time.time(), job_id]
         if fence is not None:
@@ -180,7 +189,7 @@ class JobStore:
 
         await self._writer.run(write)
 
-    async def reopen_delivery(self, job_id: str, detail: str) -> Job:
+    async def reopen_delivery(self, job_id: str, detail: str, *, by: str | None = None) -> Job:
         """A completed job whose result could not be posted goes back to `delivering`
         (`videobot redeliver`); the only move out of a terminal state there is."""
 
@@ -192,7 +201,7 @@ class JobStore:
             )
             if cur.rowcount == 0:
                 raise AlreadyFinished(job_id, "not a completed job waiting for delivery")
-            _event(conn, job_id, JobStatus.DELIVERING, 100, detail, time.time())
+            _event(conn, job_id, JobStatus.DELIVERING, 100, detail, time.time(), by)
             return _from_row(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
         result: Job = await self._writer.run(write)
@@ -255,6 +264,147 @@ class JobStore:
                 )
 
         await self._writer.run(write)
+
+    async def claim_queued(
+        self, owner: str, lease_seconds: float, *, platforms: Collection[str] | None, max_running: int,
+        max_running_per_user: int, limit: int,
+    ) -> list[Job]:
+        """Lease up to `limit` queued jobs to `owner`, in fair order, within the caps (storage.claims).
+
+        Caps count every runner's jobs in the database, not this process's: taken = not
+        terminal with a live lease. One `BEGIN IMMEDIATE` transaction (the writer's), so two
+        processes claiming at once are serialised by SQLite's write lock."""
+        names = None if platforms is None else list(platforms)
+        if names == [] or limit <= 0:
+            return []
+
+        def write(conn: sqlite3.Connection) -> list[Job]:
+            now = time.time()
+            terminal = [s.value for s in TERMINAL]
+            taken: dict[str, int] = {}
+            for row in conn.execute(
+                f"SELECT platform, workspace_id, user_id, COUNT(*) FROM jobs WHERE status NOT IN ({_marks(terminal)}) "
+                "AND lease_owner IS NOT NULL AND lease_until > ? GROUP BY platform, workspace_id, user_id",
+                (*terminal, now),
+            ):
+                taken[user_key(row[0], row[1], row[2])] = int(row[3])
+            total = sum(taken.values())
+            if total >= max_running:
+                return []
+            where = "status = ? AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?)"
+            args: list[Any] = [JobStatus.QUEUED.value, now]
+            if names is not None:
+                where += f" AND platform IN ({_marks(names)})"
+                args.extend(names)
+            # Only each user's first max_running_per_user waiting jobs can be picked at all.
+            rows = conn.execute(
+                "SELECT id, platform, workspace_id, user_id, created_at FROM ("
+                "SELECT id, platform, workspace_id, user_id, created_at, rowid AS seq, ROW_NUMBER() OVER "
+                "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, rowid) AS rank "
+                f"FROM jobs WHERE {where}) WHERE rank <= ? ORDER BY created_at, seq",
+                (*args, max_running_per_user),
+            ).fetchall()
+            candidates = [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows]
+            chosen = fair_pick(
+                candidates, taken, taken_total=total, max_running=max_running,
+                max_running_per_user=max_running_per_user, limit=limit,
+            )  # fmt: skip
+            if not chosen:
+                return []
+            conn.execute(
+                f"UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN ({_marks(chosen)})",
+                (owner, now + lease_seconds, *chosen),
+            )
+            stored = {
+                r["id"]: _from_row(r) for r in conn.execute(f"SELECT * FROM jobs WHERE id IN ({_marks(chosen)})", chosen)
+            }
+            return [stored[job_id] for job_id in chosen]
+
+        result: list[Job] = await self._writer.run(write)
+        return result
+
+    # --- signals: a job changed, for readers in other processes -------------------------------
+
+    async def publish(self, job_id: str, kind: str, payload: dict[str, Any]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO job_signals (job_id, kind, payload_json, at) VALUES (?, ?, ?, ?)",
+                (job_id, kind, json.dumps(payload), time.time()),
+            )
+
+        await self._writer.run(write)
+        self._published.set()
+
+    async def signals_after(self, cursor: int, limit: int = 500) -> list[Signal]:
+        async with self._conn.execute(
+            "SELECT id, job_id, kind, payload_json, at FROM job_signals WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+        ) as cur:
+            return [
+                Signal(id=r[0], job_id=r[1], kind=r[2], payload=json.loads(r[3] or "{}"), at=r[4]) for r in await cur.fetchall()
+            ]
+
+    async def last_signal_id(self) -> int:
+        async with self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM job_signals") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def wait_for_signal(self, timeout: float) -> None:
+        """SQLite has no notifications: return after min(timeout, 0.2 s), or at once when this
+        store published meanwhile; the caller then reads `signals_after` its cursor."""
+        self._published.clear()
+        try:
+            await asyncio.wait_for(self._published.wait(), max(0.0, min(timeout, 0.2)))
+        except TimeoutError:
+            pass
+
+    async def prune_signals(self, older_than: float) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("DELETE FROM job_signals WHERE at < ?", (older_than,)).rowcount)
+
+        removed: int = await self._writer.run(write)
+        return removed
+
+    # --- workers: which processes are alive -------------------------------------------------
+
+    async def heartbeat(self, worker_id: str, *, host: str, pid: int, role: str, started_at: float, held: int) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO workers (id, host, pid, role, started_at, last_seen, held) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, role = excluded.role, "
+                "started_at = excluded.started_at, last_seen = excluded.last_seen, held = excluded.held",
+                (worker_id, host, pid, role, started_at, time.time(), held),
+            )
+
+        await self._writer.run(write)
+
+    async def workers(self) -> list[WorkerRow]:
+        async with self._conn.execute(
+            "SELECT id, host, pid, role, started_at, last_seen, held FROM workers ORDER BY started_at, id"
+        ) as cur:
+            return [WorkerRow(**dict(r)) for r in await cur.fetchall()]
+
+    async def drop_worker(self, worker_id: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+        await self._writer.run(write)
+
+    async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
+        """Queued jobs (how many, the oldest's created_at) and running ones (past the queue, not finished)."""
+        terminal = [s.value for s in TERMINAL]
+        sql = (
+            "SELECT COALESCE(SUM(status = ?), 0), MIN(CASE WHEN status = ? THEN created_at END), "
+            f"COALESCE(SUM(status != ?), 0) FROM jobs WHERE status NOT IN ({_marks(terminal)})"
+        )
+        args: list[Any] = [JobStatus.QUEUED.value, JobStatus.QUEUED.value, JobStatus.QUEUED.value, *terminal]
+        if platforms is not None:
+            names = list(platforms)
+            sql += f" AND platform IN ({_marks(names)})"
+            args.extend(names)
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return QueueStats(queued=int(row[0]), oldest_queued_at=row[1], running=int(row[2]))
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -414,7 +564,7 @@ class JobStore:
 
     async def events(self, job_id: str) -> list[JobEvent]:
         async with self._conn.execute(
-            "SELECT at, status, progress, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
+            "SELECT at, status, progress, detail, runner FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
         ) as cur:
             return [JobEvent(dict(row)) for row in await cur.fetchall()]
 
@@ -429,22 +579,65 @@ class JobStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def aggregate(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """A read-only aggregate over the tables (sums and groups for reports)."""
-        if not sql.lstrip().upper().startswith("SELECT"):
-            raise ValueError("aggregate() only reads")
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return [tuple(row) for row in await cur.fetchall()]
+    # --- spending and outcomes (storage.spend's rules; COST_SQL is this backend's expression) ------
+
+    async def spend_since(
+        self, *, platform: str, since: float, user_id: str | None = None, workspace_id: str | None = None
+    ) -> float:
+        """What the jobs of a platform (one user's, one workspace's) created since `since` count."""
+        sql, args = spend.spent_query(platform, since, user_id=user_id, workspace_id=workspace_id)
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return round(float(row[0]) if row else 0.0, 6)
+
+    async def top_spenders(self, *, since: float, user_id: str | None = None) -> list[Spender]:
+        """What each user spent since `since` (per platform and workspace), dearest first."""
+        sql = (
+            f"SELECT platform, user_id, workspace_id, COUNT(*), COALESCE(SUM({spend.COST_SQL}), 0) FROM jobs "
+            "WHERE created_at >= ?"
+        )
+        args: list[Any] = [since]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC, 1, 2"
+        async with self._conn.execute(sql, args) as cur:
+            return [
+                Spender(platform=r[0], user_id=r[1], workspace_id=r[2], jobs=int(r[3]), spent=float(r[4]))
+                for r in await cur.fetchall()
+            ]
+
+    async def job_outcomes(self, *, since: float, exclude_kinds: Collection[JobKind] = ()) -> list[JobOutcome]:
+        """Every job created since `since` (but those of `exclude_kinds`), by pipeline, with what it cost."""
+        kinds = [k.value for k in exclude_kinds]
+        sql = (
+            f"SELECT pipeline, status, created_at, finished_at, {spend.COST_SQL}, "
+            "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0) FROM jobs WHERE created_at >= ?"
+        )
+        if kinds:
+            sql += f" AND kind NOT IN ({_marks(kinds)})"
+        sql += " ORDER BY pipeline, created_at"
+        async with self._conn.execute(sql, (since, *kinds)) as cur:
+            return [
+                JobOutcome(
+                    pipeline=r[0], status=JobStatus(r[1]), created_at=r[2], finished_at=r[3],
+                    cost=float(r[4] or 0), gpu_seconds=float(r[5] or 0),
+                )  # fmt: skip
+                for r in await cur.fetchall()
+            ]
 
     async def _select(self, tail: str, args: Sequence[Any]) -> list[Job]:
         async with self._conn.execute(f"SELECT * FROM jobs {tail}", tuple(args)) as cur:
             return [_from_row(row) for row in await cur.fetchall()]
 
 
-def _event(conn: sqlite3.Connection, job_id: str, status: JobStatus, progress: int | None, detail: str | None, at: float) -> None:
+def _event(
+    conn: sqlite3.Connection, job_id: str, status: JobStatus, progress: int | None, detail: str | None, at: float,
+    runner: str | None = None,
+) -> None:
     conn.execute(
-        "INSERT INTO job_events (job_id, at, status, progress, detail) VALUES (?, ?, ?, ?, ?)",
-        (job_id, at, status.value, progress, detail),
+        "INSERT INTO job_events (job_id, at, status, progress, detail, runner) VALUES (?, ?, ?, ?, ?, ?)",
+        (job_id, at, status.value, progress, detail, runner),
     )
 
 

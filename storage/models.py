@@ -118,3 +118,63 @@ class Job(BaseModel):
     def elapsed(self) -> float:
         end = self.finished_at or time.time()
         return max(0.0, end - (self.started_at or self.created_at))
+
+
+# --- scale-out: signals between processes, workers, queue, reports ------------------------------
+
+
+class Signal(BaseModel):
+    """One row of `job_signals`: a job changed (kind: progress, state, ...); the rest is read from the row.
+    Ids only grow, and a reader that has seen id N has seen every signal below N (both backends
+    commit signals in id order)."""
+
+    id: int
+    job_id: str
+    kind: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    at: float
+
+
+class WorkerRow(BaseModel):
+    """A running videobot process as its last heartbeat described it."""
+
+    id: str
+    host: str
+    pid: int
+    role: str
+    started_at: float
+    last_seen: float
+    #: Jobs it held (leases) at that heartbeat.
+    held: int = 0
+
+
+class QueueStats(BaseModel):
+    #: Jobs waiting (status queued).
+    queued: int
+    #: created_at of the oldest queued job, None when nothing waits.
+    oldest_queued_at: float | None
+    #: Jobs past the queue and not finished (submitting ... delivering).
+    running: int
+
+
+class Spender(BaseModel):
+    """What one user (of one platform and workspace) spent since a moment, and on how many jobs."""
+
+    platform: str
+    user_id: str
+    workspace_id: str | None
+    jobs: int
+    spent: float
+
+
+class JobOutcome(BaseModel):
+    """One job as the per-pipeline statistics see it."""
+
+    pipeline: str
+    status: JobStatus
+    created_at: float
+    finished_at: float | None
+    #: What it counts against the budget (storage.spend's rules).
+    cost: float
+    #: GPU time a self-hosted provider reported (state["gpu_seconds"]).
+    gpu_seconds: float = 0.0

@@ -9,6 +9,9 @@ settles to their sum (its cost_actual), so nothing is counted twice.
 
 The check runs inside the write that creates (or re-prices) the job, in one `BEGIN
 IMMEDIATE` transaction, so two processes cannot both spend the last dollar.
+
+COST_SQL below is SQLite's expression of these rules; the PostgreSQL store has its own
+(`storage.pg.spend`, jsonb operators). Both are checked against each other by the tests.
 """
 from __future__ import annotations
 
@@ -47,18 +50,26 @@ class OverBudget(Exception):
         self.cost = cost
 
 
-def spent(conn: sqlite3.Connection, limit: SpendLimit, *, excluding: str | None = None) -> float:
+def spent_query(
+    platform: str, since: float, *, user_id: str | None = None, workspace_id: str | None = None, excluding: str | None = None
+) -> tuple[str, list[object]]:
+    """SQLite: the sum of COST_SQL over the jobs a limit (or a report) counts."""
     sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
-    args: list[object] = [limit.since, limit.platform]
-    if limit.user_id is not None:
+    args: list[object] = [since, platform]
+    if user_id is not None:
         sql += " AND user_id = ?"
-        args.append(limit.user_id)
-    if limit.workspace_id is not None:
+        args.append(user_id)
+    if workspace_id is not None:
         sql += " AND workspace_id = ?"
-        args.append(limit.workspace_id)
+        args.append(workspace_id)
     if excluding is not None:
         sql += " AND id != ?"
         args.append(excluding)
+    return sql, args
+
+
+def spent(conn: sqlite3.Connection, limit: SpendLimit, *, excluding: str | None = None) -> float:
+    sql, args = spent_query(limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding)
     row = conn.execute(sql, args).fetchone()
     return round(float(row[0]) if row else 0.0, 6)
 

@@ -40,4 +40,4 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await application.close()
 
-pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures
+pytest_plugins = ["tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures

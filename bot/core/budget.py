@@ -17,9 +17,8 @@ from bot.core.errors import BudgetExceeded
 from bot.core.models import Job, JobKind, Origin
 from providers.base import ImageRequest, VideoRequest
 from providers.pipeline import Pipeline
-from storage.jobs import JobStore
-from storage.spend import COST_SQL, OverBudget, SpendLimit
-
+from storage.contract import Store
+from storage.spend import OverBudget, SpendLimit
 
 
 def day_start(now: float | None = None) -> float:
@@ -72,47 +71,28 @@ class PipelineStats(BaseModel):
 
 
 class Ledger:
-    """Reads over the job table for spending and outcomes (one SQL query each)."""
+    """Reads over the job table for spending and outcomes (typed store queries, one per backend)."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def spent(self, *, platform: str, user_id: str | None = None, workspace_id: str | None = None, since: float | None = None) -> float:
-        sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
-        args: list[object] = [since if since is not None else day_start(), platform]
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            args.append(user_id)
-        if workspace_id is not None:
-            sql += " AND workspace_id = ?"
-            args.append(workspace_id)
-        rows = await self._store.aggregate(sql, args)
-        return round(float(rows[0][0]) if rows else 0.0, 4)
+        total = await self._store.spend_since(
+            platform=platform, since=since if since is not None else day_start(), user_id=user_id, workspace_id=workspace_id
+        )
+        return round(total, 4)
 
     async def spent_by_user(self, *, since: float | None = None, user_id: str | None = None) -> list[tuple[str, str, str | None, int, float]]:
         """(platform, user, workspace, jobs, spent) per user, dearest first."""
-        sql = (
-            f"SELECT platform, user_id, workspace_id, COUNT(*), COALESCE(SUM({COST_SQL}), 0) FROM jobs "
-            "WHERE created_at >= ?"
-        )
-        args: list[object] = [since if since is not None else day_start()]
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            args.append(user_id)
-        sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC"
-        return [(r[0], r[1], r[2], int(r[3]), round(float(r[4]), 4)) for r in await self._store.aggregate(sql, args)]
+        rows = await self._store.top_spenders(since=since if since is not None else day_start(), user_id=user_id)
+        return [(r.platform, r.user_id, r.workspace_id, r.jobs, round(r.spent, 4)) for r in rows]
 
     async def pipeline_stats(self, *, since: float = 0.0) -> list[PipelineStats]:
-        sql = (
-            f"SELECT pipeline, status, created_at, finished_at, {COST_SQL}, "
-            "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0) FROM jobs "
-            "WHERE created_at >= ? AND kind != ? ORDER BY pipeline"
-        )
         rows: dict[str, list[tuple[str, float, float | None, float]]] = {}
         gpu: dict[str, float] = {}
-        for pipeline, status, created, finished, cost, seconds in await self._store.aggregate(sql, (since, JobKind.IMAGE.value)):
-            rows.setdefault(pipeline, []).append((status, created, finished, float(cost or 0)))
-            gpu[pipeline] = gpu.get(pipeline, 0.0) + float(seconds or 0)
+        for o in await self._store.job_outcomes(since=since, exclude_kinds=[JobKind.IMAGE]):
+            rows.setdefault(o.pipeline, []).append((o.status.value, o.created_at, o.finished_at, o.cost))
+            gpu[o.pipeline] = gpu.get(o.pipeline, 0.0) + o.gpu_seconds
         out = []
         for pipeline, items in sorted(rows.items()):
             completed = [i for i in items if i[0] == "completed"]
@@ -132,7 +112,7 @@ class Ledger:
 class BudgetGuard:
     """Refuses a job that would take its user or workspace over the daily budget."""
 
-    def __init__(self, store: JobStore, *, user_budget: float | None, workspace_budget: float | None) -> None:
+    def __init__(self, store: Store, *, user_budget: float | None, workspace_budget: float | None) -> None:
         self.ledger = Ledger(store)
         self.user_budget = user_budget
         self.workspace_budget = workspace_budget

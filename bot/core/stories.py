@@ -13,7 +13,7 @@ atomically beside the story.
 
 Money: the whole story is estimated and reserved at once when it passes the spend gate (the
 story row's cost_estimate is the sum of its scenes'); scene rows count nothing of their own
-(`storage.spend.COST_SQL`), and the story settles to the sum of its scenes' actual costs.
+(the store's cost rules, `storage.spend`), and the story settles to the sum of its scenes' actual costs.
 """
 from __future__ import annotations
 

@@ -1,0 +1,65 @@
+"""Open the store a URL names: SQLite (the embedded default) or PostgreSQL.
+
+- unset or empty: SQLite at `<data_dir>/videobot.sqlite3`, as always;
+- `sqlite:///relative/path.sqlite3` or `sqlite:////absolute/path.sqlite3` (SQLAlchemy's spelling);
+- `postgresql://user:pass@host:port/db?...` (or `postgres://`): the PostgreSQL store, a connection
+  pool over asyncpg; libpq's URL forms work, e.g. `postgresql:///videobot?host=/run/postgresql`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.contract import Store
+
+SQLITE_FILE = "videobot.sqlite3"
+
+
+class BadDatabaseUrl(ValueError):
+    pass
+
+
+def sqlite_path(url: str | None, data_dir: Path) -> Path | None:
+    """The SQLite file a URL names (None: not a SQLite URL)."""
+    if not url or not url.strip():
+        return data_dir / SQLITE_FILE
+    url = url.strip()
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url.removeprefix("sqlite:")
+    if rest in ("", "//", "///"):
+        return data_dir / SQLITE_FILE
+    if not rest.startswith("///"):
+        raise BadDatabaseUrl(f"{url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
+    return Path(rest[3:])
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and url.strip().split(":", 1)[0] in ("postgresql", "postgres")  # type: ignore[union-attr]
+
+
+def describe(url: str | None, data_dir: Path) -> str:
+    """The URL without its password, for logs and messages."""
+    path = sqlite_path(url, data_dir) if not is_postgres(url) else None
+    if path is not None:
+        return f"sqlite:///{path}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url or "")
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+async def open_store(url: str | None, *, data_dir: Path) -> Store:
+    """Open (and migrate) the store; raises DatabaseTooNew for a schema newer than this videobot."""
+    if is_postgres(url):
+        from storage.pg import PgJobStore  # asyncpg is imported only by those who use it
+
+        return await PgJobStore.open(url)  # type: ignore[arg-type]
+    path = sqlite_path(url, data_dir)
+    if path is None:
+        raise BadDatabaseUrl(f"{describe(url, data_dir)}: VIDEOBOT_DATABASE_URL must start with sqlite:/// or postgresql://")
+    from storage.jobs import JobStore
+
+    return await JobStore.open(path)

@@ -1,0 +1,51 @@
+"""The `store` fixture: one fresh store per test, on each backend (sqlite, postgres).
+
+PostgreSQL runs on the throwaway cluster of tests/pg.py (skipped where no binaries exist,
+never in CI). Also `make_job`, a job as the core would create it, with the fields tests vary.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.contract import Store
+from storage.models import GenerateParams, Job, JobKind, JobStatus, Origin
+from storage.open import open_store
+
+BACKENDS = ["sqlite"]  # postgres: added with storage.pg
+
+
+@pytest.fixture(params=BACKENDS)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database on the parametrised backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'videobot.sqlite3'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    return await cluster.fresh_database()
+
+
+@pytest.fixture
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(store_url, data_dir=tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def make_job(
+    job_id: str, *, user: str = "u", platform: str = "cli", workspace: str | None = None, created_at: float | None = None,
+    cost_estimate: float | None = None, kind: JobKind = JobKind.GENERATE, parent: str | None = None, prompt: str = "a prompt",
+    state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, user_name: str | None = None,
+    status: JobStatus = JobStatus.QUEUED,
+) -> Job:
+    return Job(
+        id=job_id, parent_id=parent, kind=kind, prompt=prompt, pipeline="local", status=status,
+        origin=Origin(platform=platform, workspace_id=workspace, channel_id="C", user_id=user, extra=extra or {}, user_name=user_name),
+        params=GenerateParams(seconds=4, size="320x240", seed=1), cost_estimate=cost_estimate,
+        state=state or {}, created_at=created_at if created_at is not None else time.time(),
+    )  # fmt: skip
