@@ -91,8 +91,11 @@ class CoreSettings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
     #: A worker looks for queued jobs at least this often (besides when told a job was queued).
     claim_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Jobs one worker process runs at once (its machine's share); empty: up to
+    #: VIDEOBOT_MAX_CONCURRENT_JOBS, the cap across all workers, which the store enforces.
+    worker_slots: int | None = Field(default=None, ge=1, le=1000)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", mode="before")
+    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -147,6 +147,8 @@ async def _worker(app: App) -> int:
         app.runner.deliverers[adapter.platform] = adapter.deliver
     app.runner.deliverers.setdefault("cli", deliver_to_out)
     app.runner.claiming = True
+    if core.worker_slots is not None:
+        app.runner.set_capacity(core.worker_slots)
     publisher = SignalPublisher(app.store, app.bus)
     claimer = Claimer(
         app.runner, app.store, max_running=core.max_concurrent_jobs, max_running_per_user=core.max_running_per_user,

@@ -141,6 +141,11 @@ class Runner:
         self._ready.set()
         return resumed
 
+    def set_capacity(self, slots: int) -> None:
+        """How many jobs this runner drives at once (a worker's share of the global cap)."""
+        self._max_running = slots
+        self._queue.max_running = slots
+
     def free_slots(self) -> int:
         """How many more jobs this runner could start now (its own cap; the store keeps the global one)."""
         return max(0, self._max_running - self._queue.running - len(self._queue))
