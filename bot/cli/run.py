@@ -115,73 +115,103 @@ async def _all(app: App) -> int:
     return 0
 
 
+class Gateway:
+    """A gateway's parts: the chat adapters, the relay of workers' signals, its heartbeat."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.adapters = configured_adapters(app)
+        app.service.runner = None  # jobs are stored queued and unleased: a worker claims them
+        self.relay = Relay(app.store, app.bus, platforms={a.platform for a in self.adapters})
+        self.heartbeat = _heartbeat(app, "gateway", held=lambda: 0)
+
+    async def start(self) -> None:
+        for adapter in self.adapters:
+            await adapter.start()
+        await self.relay.start()
+        await self.heartbeat.start()
+
+    async def stop(self) -> None:
+        await self.relay.stop()
+        for adapter in self.adapters:
+            await adapter.stop()
+        await self.heartbeat.stop()
+
+
+class Worker:
+    """A worker's parts: delivery-only adapters, the claim loop, the signal publisher, its heartbeat."""
+
+    def __init__(self, app: App) -> None:
+        core = app.settings.core
+        self.app = app
+        self.adapters = configured_adapters(app, delivery_only=True)
+        for adapter in self.adapters:
+            app.runner.deliverers[adapter.platform] = adapter.deliver
+        app.runner.deliverers.setdefault("cli", deliver_to_out)
+        app.runner.claiming = True
+        if core.worker_slots is not None:
+            app.runner.set_capacity(core.worker_slots)
+        self.publisher = SignalPublisher(app.store, app.bus)
+        self.claimer = Claimer(
+            app.runner, app.store, max_running=core.max_concurrent_jobs, max_running_per_user=core.max_running_per_user,
+            interval=core.claim_interval_seconds,
+        )  # fmt: skip
+        self.heartbeat = _heartbeat(app, "worker", held=lambda: len(app.runner.held()))
+        self.resumed = 0
+
+    async def start(self) -> None:
+        for adapter in self.adapters:
+            await adapter.start()
+        self.publisher.start()  # before the runner: the events of resumed jobs are signalled too
+        self.resumed = await self.app.runner.start(resume=True)
+        self.claimer.start()
+        await self.heartbeat.start()
+
+    async def stop(self) -> None:
+        await self.claimer.stop()
+        # The runner first: its last events (a job ending as we stop) still become signals.
+        await self.app.runner.stop()
+        await self.publisher.stop()
+        for adapter in self.adapters:
+            await adapter.stop()
+        await self.heartbeat.stop()
+
+
 async def _gateway(app: App) -> int:
     """Chat connections; jobs are stored for the workers, their progress relayed back."""
-    adapters = configured_adapters(app)
-    app.service.runner = None  # stored queued and unleased: a worker claims it
-    relay = Relay(app.store, app.bus, platforms={a.platform for a in adapters})
-    heartbeat = _heartbeat(app, "gateway", held=lambda: 0)
+    gateway = Gateway(app)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
-        for adapter in adapters:
-            await adapter.start()
-        await relay.start()
-        await heartbeat.start()
-        print(f"videobot: gateway ready (pid {os.getpid()}; {', '.join(a.platform for a in adapters)})", flush=True)
-        await _serve(adapters, stop)
+        await gateway.start()
+        platforms = ", ".join(a.platform for a in gateway.adapters)
+        print(f"videobot: gateway ready (pid {os.getpid()}; {platforms})", flush=True)
+        await _serve(gateway.adapters, stop)
     finally:
-        await relay.stop()
-        for adapter in adapters:
-            await adapter.stop()
-        await heartbeat.stop()
+        await gateway.stop()
         await app.close()
     return 0
 
 
 async def _worker(app: App) -> int:
     """Jobs only: claimed from the store, results posted with the bot tokens, events signalled."""
-    core = app.settings.core
-    adapters = configured_adapters(app, delivery_only=True)
-    for adapter in adapters:
-        app.runner.deliverers[adapter.platform] = adapter.deliver
-    app.runner.deliverers.setdefault("cli", deliver_to_out)
-    app.runner.claiming = True
-    if core.worker_slots is not None:
-        app.runner.set_capacity(core.worker_slots)
-    publisher = SignalPublisher(app.store, app.bus)
-    claimer = Claimer(
-        app.runner, app.store, max_running=core.max_concurrent_jobs, max_running_per_user=core.max_running_per_user,
-        interval=core.claim_interval_seconds,
-    )  # fmt: skip
-    heartbeat = _heartbeat(app, "worker", held=lambda: len(app.runner.held()))
+    worker = Worker(app)
     sweeper: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
-        for adapter in adapters:
-            await adapter.start()
-        publisher.start()
-        resumed = await app.runner.start(resume=True)
-        claimer.start()
-        await heartbeat.start()
-        if core.retention_days:
-            sweeper = asyncio.create_task(sweep_forever(app.store, app.media, core.retention_days))
+        await worker.start()
+        if app.settings.core.retention_days:
+            sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         platforms = ", ".join(sorted(app.runner.platforms))
-        print(f"videobot: worker ready (pid {os.getpid()}; delivers {platforms}; resumed {resumed})", flush=True)
+        print(f"videobot: worker ready (pid {os.getpid()}; delivers {platforms}; resumed {worker.resumed})", flush=True)
         await stop.wait()
         log.info("stopping: no new claims; in-flight writes finish, jobs resume on another worker")
     finally:
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
-        await claimer.stop()
-        # The runner first: its last events (a job ending as we stop) still become signals.
-        await app.runner.stop()
-        await publisher.stop()
-        for adapter in adapters:
-            await adapter.stop()
-        await heartbeat.stop()
+        await worker.stop()
         await app.close()
     return 0
 
