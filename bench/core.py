@@ -36,10 +36,11 @@ async def _noop(job: Job) -> None:
     return None
 
 
-async def make_app(data: Path, duration: float, *, concurrent: int) -> App:
+async def make_app(data: Path, duration: float, *, concurrent: int, database_url: str = "") -> App:
     os.environ.update(
         {
             "VIDEOBOT_DATA_DIR": str(data),
+            "VIDEOBOT_DATABASE_URL": database_url,
             "VIDEOBOT_MAX_CONCURRENT_JOBS": str(concurrent),
             "VIDEOBOT_MAX_RUNNING_PER_USER": "100",
             "VIDEOBOT_MAX_QUEUED_PER_USER": "10000",
@@ -48,6 +49,7 @@ async def make_app(data: Path, duration: float, *, concurrent: int) -> App:
     )
     app = await open_app(load_settings())
     app.registry.register("sleep", lambda: sleep_pipeline(duration, data))
+    app.registry.get("sleep")  # built (its clip rendered) before the clock starts, as after a bot's first job
     app.runner.poll_policy = PollPolicy(interval=0.1, min_interval=0.01)
     app.runner.deliverers["cli"] = _noop
     await app.runner.start(resume=False)

@@ -16,14 +16,15 @@ from bot.moderation import build_moderator
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
-from storage.jobs import JobStore
+from storage.contract import Store
 from storage.media import MediaStore
+from storage.open import open_store
 
 
 @dataclass
 class App:
     settings: Settings
-    store: JobStore
+    store: Store
     media: MediaStore
     registry: PipelineRegistry
     bus: EventBus
@@ -47,7 +48,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)
     # Media paths go into the store relative to the media directory (shared by every process).
-    store = cast(JobStore, MediaPathStore(await JobStore.open(data / "videobot.sqlite3"), MediaPaths(media.root)))
+    store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     runner = Runner(

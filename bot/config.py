@@ -33,6 +33,9 @@ class CoreSettings(BaseSettings):
     model_config = _section("VIDEOBOT_")
 
     data_dir: Path = Path("./data")
+    #: Where jobs are stored. Empty or `sqlite:///path`: SQLite (the default, under data_dir);
+    #: `postgresql://user:pass@host/db`: PostgreSQL, shared by several processes and machines.
+    database_url: str = ""
     #: Empty: the best configured pipeline (`videobot pipelines` marks it).
     default_pipeline: str = ""
     default_image_pipeline: str = ""

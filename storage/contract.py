@@ -4,7 +4,7 @@
 (PostgreSQL, for several processes on several machines) satisfy this Protocol; the core
 types its store as `Store` and never learns which one it has (`storage.open.open_store`).
 Both raise the same exceptions from `storage.jobs` (LeaseLost, AlreadyFinished, KeyError for
-a missing job) and `storage.spend` (OverBudget). The contract suite
+a missing job) and `storage.spend` (OverBudget, QueueFull). The contract suite
 (tests/test_store_contract.py) runs every method against both.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from storage.models import Job, JobKind, JobOutcome, JobStatus, QueueStats, Signal, Spender, WorkerRow
-from storage.spend import SpendLimit
+from storage.spend import QueueLimit, SpendLimit
 
 
 @runtime_checkable
@@ -27,7 +27,7 @@ class Store(Protocol):
     # --- writes -------------------------------------------------------------------------------
     async def create(
         self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
-        spend_limits: builtins.list[SpendLimit] | None = None,
+        spend_limits: builtins.list[SpendLimit] | None = None, queue_limit: QueueLimit | None = None,
     ) -> Job: ...
     async def update(
         self, job_id: str, *, detail: str | None = None, fence: str | None = None,

@@ -20,7 +20,7 @@ from storage.leases import HolderState, holder_state
 from storage.models import (
     TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
 )
-from storage.spend import SpendLimit
+from storage.spend import QueueLimit, SpendLimit
 from storage.writer import GroupWriter
 
 _ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
@@ -31,6 +31,8 @@ _PLAIN_COLUMNS = (
 )  # fmt: skip
 log = logging.getLogger(__name__)
 _UPDATABLE = set(_PLAIN_COLUMNS) - {"id", "created_at"} | {"status_message_id", "result_message_id"}
+#: The job columns, for the other backend (storage.pg) and `videobot db copy`.
+ORIGIN_COLUMNS, PLAIN_COLUMNS, UPDATABLE = _ORIGIN_COLUMNS, _PLAIN_COLUMNS, frozenset(_UPDATABLE)
 
 
 class JobEvent(dict[str, Any]):
@@ -93,9 +95,12 @@ class JobStore:
 
     async def create(
         self, job: Job, *, lease_owner: str | None = None, lease_seconds: float | None = None,
-        spend_limits: list[SpendLimit] | None = None,
+        spend_limits: list[SpendLimit] | None = None, queue_limit: QueueLimit | None = None,
     ) -> Job:
         """Insert a new job (and its first event); with `lease_owner`, already leased to that runner.
+
+        With `queue_limit`, refused (QueueFull, nothing written) when the user already has that many
+        unfinished jobs.
 
         With `spend_limits`, the job's estimate is reserved against them in the same transaction
         (raises OverBudget and writes nothing when it would pass one)."""
@@ -107,6 +112,8 @@ class JobStore:
         marks = ", ".join("?" for _ in row)
 
         def write(conn: sqlite3.Connection) -> None:
+            if queue_limit is not None:
+                spend.check_queue(conn, queue_limit)
             if spend_limits:
                 spend.check(conn, spend_limits, job.cost_estimate or 0.0)
             conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))

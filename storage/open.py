@@ -63,3 +63,37 @@ async def open_store(url: str | None, *, data_dir: Path) -> Store:
     from storage.jobs import JobStore
 
     return await JobStore.open(path)
+
+
+async def migrate_database(url: str | None, *, data_dir: Path) -> tuple[int, int]:
+    """Bring the named database's schema up to date; returns (version before, version after)."""
+    if is_postgres(url):
+        import asyncpg
+
+        from storage.pg.schema import migrate
+        from storage.pg.store import split_url
+
+        dsn, _ = split_url(url)  # type: ignore[arg-type]
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await migrate(conn, describe(url, data_dir))
+        finally:
+            await conn.close()
+    path = sqlite_path(url, data_dir)
+    if path is None:
+        raise BadDatabaseUrl(f"{describe(url, data_dir)}: VIDEOBOT_DATABASE_URL must start with sqlite:/// or postgresql://")
+    import sqlite3
+
+    from storage.db import connect
+
+    before = 0
+    if path.exists():
+        with sqlite3.connect(path) as raw:
+            before = int(raw.execute("PRAGMA user_version").fetchone()[0])
+    conn = await connect(path)
+    try:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return before, int(row[0]) if row else 0
+    finally:
+        await conn.close()

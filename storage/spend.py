@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from storage.models import TERMINAL, JobStatus
+
 COST_SQL = """
 CASE
   WHEN json_extract(state_json, '$.story_scene') IS NOT NULL THEN 0
@@ -80,3 +82,37 @@ def check(conn: sqlite3.Connection, limits: list[SpendLimit], cost: float, *, ex
         already = spent(conn, limit, excluding=excluding)
         if already + cost > limit.limit + 1e-9:
             raise OverBudget(limit, already, cost)
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """At most `limit` unfinished jobs (queued or running) per user, checked in the insert."""
+
+    platform: str
+    user_id: str
+    limit: int
+
+
+class QueueFull(Exception):
+    def __init__(self, limit: QueueLimit, pending: int) -> None:
+        super().__init__(f"{pending} unfinished jobs (limit {limit.limit})")
+        self.limit = limit
+        self.pending = pending
+
+
+#: Statuses that count against the queue limit (not finished).
+UNFINISHED = tuple(s.value for s in JobStatus if s not in TERMINAL)
+
+
+def check_queue(conn: sqlite3.Connection, limit: QueueLimit) -> None:
+    """Raise QueueFull when the user already has `limit` unfinished jobs (inside the insert's transaction,
+    so the check costs the submitter no read of its own and holds across processes)."""
+    marks = ", ".join("?" for _ in UNFINISHED)
+    row = conn.execute(
+        f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND status IN ({marks})",
+        (limit.platform, limit.user_id, *UNFINISHED),
+    ).fetchone()
+    pending = int(row[0]) if row else 0
+    if pending >= limit.limit:
+        raise QueueFull(limit, pending)
+

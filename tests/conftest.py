@@ -15,12 +15,21 @@ _PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "FAL_", "COMFYUI_", "S
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def database_url() -> str:
+    """Empty: SQLite in the data dir. A module overrides this fixture (tests.stores.backend_url)
+    to run its tests on PostgreSQL too."""
+    return ""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Settings:
     for key in list(os.environ):
         if key.startswith(_PREFIXES):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VIDEOBOT_DATA_DIR", str(tmp_path / "data"))
+    if database_url:
+        monkeypatch.setenv("VIDEOBOT_DATABASE_URL", database_url)
     monkeypatch.setenv("VIDEOBOT_LOCAL_FPS", "12")
     return load_settings()
 
@@ -40,4 +49,4 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await application.close()
 
-pytest_plugins = ["tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures
+pytest_plugins = ["tests.pg", "tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures

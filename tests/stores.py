@@ -5,6 +5,8 @@ never in CI). Also `make_job`, a job as the core would create it, with the field
 """
 from __future__ import annotations
 
+import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,18 +16,51 @@ import pytest
 
 from storage.contract import Store
 from storage.models import GenerateParams, Job, JobKind, JobStatus, Origin
-from storage.open import open_store
+from storage.open import is_postgres, open_store, sqlite_path
 
-BACKENDS = ["sqlite"]  # postgres: added with storage.pg
+BACKENDS = ["sqlite", "postgres"]
+
+
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """For a module's `database_url` fixture parametrised over BACKENDS: "" (SQLite in the data
+    dir) or a fresh PostgreSQL database. Usage in a test module:
+
+        @pytest.fixture(params=BACKENDS)
+        def database_url(request): return backend_url(request)
+    """
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+async def raw_sql(url: str, data_dir: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """SQL run on its own connection, as another process would (`?` placeholders on both backends).
+    `url` and `data_dir` as in the settings (an empty url: SQLite in the data dir)."""
+    if is_postgres(url):
+        import asyncpg
+
+        from storage.pg.store import split_url
+
+        numbered = re.sub(r"\?", lambda _m, n=iter(range(1, 1000)): f"${next(n)}", sql)
+        conn = await asyncpg.connect(split_url(url)[0])
+        try:
+            return [tuple(r) for r in await conn.fetch(numbered, *args)]
+        finally:
+            await conn.close()
+    path = sqlite_path(url, data_dir.resolve())
+    assert path is not None
+    with sqlite3.connect(path) as conn:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
 
 
 @pytest.fixture(params=BACKENDS)
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database on the parametrised backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'videobot.sqlite3'}"
-    cluster = request.getfixturevalue("pg_cluster")
-    return await cluster.fresh_database()
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

@@ -14,8 +14,15 @@ from bot.core.models import Actor, EventKind, GenerateRequest, Job, JobStatus, O
 from providers.polling import PollPolicy
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
 from tests.helpers import assert_video
+from tests.stores import BACKENDS, backend_url
 
 FAST = PollPolicy(interval=0.01, min_interval=0.005, backoff_base=0.01)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return backend_url(request)
 
 
 async def _noop(job: Job) -> None:

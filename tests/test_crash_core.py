@@ -3,7 +3,6 @@ is retried or kept, rate-limited creates, paid steps done once, remote work stop
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from bot.core.render import INTERRUPTED, job_row
 from storage.jobs import AlreadyFinished, LeaseLost
 from storage.leases import Holder, HolderState, holder_state, this_host
 from tests.fakes.scripted_provider import ScriptedServer
+from tests.stores import BACKENDS, backend_url, raw_sql
 from tests.test_core_runner import make_app, req, user
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,14 +37,19 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what
         await asyncio.sleep(0.01)
 
 
-def db_path(app: App) -> Path:
-    return app.settings.core.data_dir.resolve() / "videobot.sqlite3"
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return backend_url(request)
 
 
-def force_lease(app: App, job_id: str, owner: str, until_: float) -> None:
+async def sql(app: App, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    return await raw_sql(app.settings.core.database_url, app.settings.core.data_dir, query, *args)
+
+
+async def force_lease(app: App, job_id: str, owner: str, until_: float) -> None:
     """What another process's runner would have written (a separate connection, as it would be)."""
-    with sqlite3.connect(db_path(app)) as conn:
-        conn.execute("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, until_, job_id))
+    await sql(app, "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?", owner, until_, job_id)
 
 
 def a_dead_holder() -> str:
@@ -94,7 +99,7 @@ async def test_a_dead_local_holders_jobs_are_taken_over_at_once(settings: Any) -
     # Its holder died a second ago with 10 minutes of lease left: nobody waits for that lease.
     app = await make_app(server, start=False)
     try:
-        force_lease(app, job.id, a_dead_holder(), time.time() + 600)
+        await force_lease(app, job.id, a_dead_holder(), time.time() + 600)
         listed = await app.store.get(job.id)
         assert listed is not None and INTERRUPTED in job_row(listed)
         await app.store.update(job.id, status=JobStatus.QUEUED)
@@ -115,9 +120,9 @@ async def test_a_live_holder_and_an_unexpired_remote_holder_are_left_alone(setti
         alive = await app.service.submit(req("held by a live process"), user("a"))
         remote = await app.service.submit(req("held on another machine"), user("b"))
         expired = await app.service.submit(req("lease ran out elsewhere"), user("c"))
-        force_lease(app, alive.id, str(Holder.current()), time.time() + 600)  # this process, another runner
-        force_lease(app, remote.id, str(Holder("other-host~1", 42, 1.0, "z")), time.time() + 600)
-        force_lease(app, expired.id, str(Holder("other-host~1", 42, 1.0, "z")), time.time() - 1)
+        await force_lease(app, alive.id, str(Holder.current()), time.time() + 600)  # this process, another runner
+        await force_lease(app, remote.id, str(Holder("other-host~1", 42, 1.0, "z")), time.time() + 600)
+        await force_lease(app, expired.id, str(Holder("other-host~1", 42, 1.0, "z")), time.time() - 1)
         app.service.runner = app.runner
         assert await app.runner.start() == 1
         done = await asyncio.wait_for(app.runner.wait(expired.id), 10)
@@ -142,7 +147,7 @@ async def test_a_runner_that_lost_its_lease_stops_writing(settings: Any, monkeyp
         job = await first.service.submit(req("two drivers"), user("u"))
         await until(lambda: _status(first, job.id, JobStatus.RUNNING), what="running")
         # The second runner takes the job over (as after an expired lease on another host).
-        force_lease(first, job.id, second.runner.owner, time.time() + 600)
+        await force_lease(first, job.id, second.runner.owner, time.time() + 600)
         with pytest.raises(LeaseLost):
             await first.store.update(job.id, fence=first.runner.owner, progress=55)
         # The first runner notices at its next write or renewal, and lets go without a word more.
@@ -319,9 +324,8 @@ async def test_closing_the_store_lets_writes_under_way_finish(app: App) -> None:
     for task in writes[::2]:
         task.cancel()  # a stop cancels the callers, not the shielded transactions
     await app.store.close()
-    with sqlite3.connect(db_path(app)) as conn:
-        notes = conn.execute("SELECT COUNT(*) FROM job_events WHERE job_id = ? AND detail LIKE 'note %'", (job.id,)).fetchone()[0]
-    assert notes == 50
+    notes = await sql(app, "SELECT COUNT(*) FROM job_events WHERE job_id = ? AND detail LIKE 'note %'", job.id)
+    assert notes[0][0] == 50
 
 
 # --- helpers ------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 from typing import Any
 
 import pytest
@@ -16,10 +15,17 @@ from providers.errors import InvalidRequest
 from providers.openai_common import SORA_DEPRECATION
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
+from tests.stores import BACKENDS, backend_url, raw_sql
 from tests.test_core_runner import make_app, req
 
 pytestmark = pytest.mark.filterwarnings(f"ignore:{SORA_DEPRECATION}:DeprecationWarning")
 ALICE = Origin(platform="slack", workspace_id="T1", channel_id="C1", user_id="alice")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The spend gate holds on SQLite and on PostgreSQL."""
+    return backend_url(request)
 
 
 async def test_two_processes_racing_for_the_last_dollar_run_exactly_one_job(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,8 +46,7 @@ async def test_two_processes_racing_for_the_last_dollar_run_exactly_one_job(sett
             app = first if first.runner.owns(job.id) else second
             await asyncio.wait_for(app.runner.wait(job.id), 10)
             # Free the dollar again for the next round (a new day, as far as the gate can tell).
-            with sqlite3.connect(first.settings.core.data_dir / "videobot.sqlite3") as conn:
-                conn.execute("UPDATE jobs SET created_at = 0 WHERE id = ?", (job.id,))
+            await raw_sql(first.settings.core.database_url, first.settings.core.data_dir, "UPDATE jobs SET created_at = 0 WHERE id = ?", job.id)
     finally:
         await second.close()
         await first.close()

@@ -14,7 +14,7 @@ import pytest
 from storage.contract import Store
 from storage.jobs import AlreadyFinished, LeaseLost
 from storage.models import GenerateParams, JobKind, JobStatus
-from storage.spend import OverBudget, SpendLimit
+from storage.spend import OverBudget, QueueFull, QueueLimit, SpendLimit
 from tests.stores import make_job
 
 
@@ -227,6 +227,28 @@ async def test_the_spend_gate_refuses_and_writes_nothing(store: Store) -> None:
     with pytest.raises(OverBudget):
         await store.update("g1", cost_estimate=1.1, spend_limits=limit)
     assert (await store.get("g1")).cost_estimate == pytest.approx(0.9)  # type: ignore[union-attr]
+    # Every limit at once (queue, user, workspace): each is checked, whichever refuses says so.
+    both = [SpendLimit("slack", 5.0, 0.0, "your", user_id="u2"), SpendLimit("slack", 1.5, 0.0, "this workspace's", workspace_id="T")]
+    queue = QueueLimit("slack", "u2", 5)
+    await store.create(make_job("g3", platform="slack", user="u2", workspace="T", cost_estimate=1.0), spend_limits=both, queue_limit=queue)
+    with pytest.raises(OverBudget) as refused:
+        await store.create(make_job("g4", platform="slack", user="u2", workspace="T", cost_estimate=1.0), spend_limits=both, queue_limit=queue)
+    assert refused.value.limit.whose == "this workspace's" and refused.value.spent == pytest.approx(1.0)
+    await store.update("g3", cost_estimate=1.4, spend_limits=both)
+    with pytest.raises(OverBudget):
+        await store.update("g3", cost_estimate=1.6, spend_limits=both)
+
+
+async def test_the_queue_limit_refuses_and_writes_nothing(store: Store) -> None:
+    limit = QueueLimit("slack", "u1", 2)
+    await store.create(make_job("q1", platform="slack", user="u1"), queue_limit=limit)
+    await store.create(make_job("q2", platform="slack", user="u1"), queue_limit=limit)
+    with pytest.raises(QueueFull) as refused:
+        await store.create(make_job("q3", platform="slack", user="u1"), queue_limit=limit)
+    assert refused.value.pending == 2 and await store.get("q3") is None
+    await store.create(make_job("o1", platform="slack", user="u2"), queue_limit=QueueLimit("slack", "u2", 2))
+    await store.update("q1", status=JobStatus.COMPLETED)
+    await store.create(make_job("q3", platform="slack", user="u1"), queue_limit=limit)
 
 
 async def test_claim_queued_is_fair_across_users_and_keeps_the_caps(store: Store) -> None:

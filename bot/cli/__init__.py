@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
     "bot.cli.story",  # multi-scene videos
     "bot.cli.status",  # processes serving the database, the queue
+    "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
 ]
 
 

@@ -27,6 +27,7 @@ from bot.core.errors import ConfigError
 from bot.core.heartbeat import Heartbeat
 from bot.core.relay import Relay, SignalPublisher
 from bot.core.retention import sweep_forever
+from bot.heap import HeapKeeper
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ async def _all(app: App) -> int:
     sweeper: asyncio.Task[None] | None = None
     _stop_on_signals(stop)
     heartbeat = _heartbeat(app, "all", held=lambda: len(app.runner.held()))
+    heap = HeapKeeper()
     try:
         # Adapters first: a resumed job that ends at once (an interrupted create that cannot be
         # settled) must find its platform listening, or its status message would never show the end.
@@ -101,10 +103,12 @@ async def _all(app: App) -> int:
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
         await heartbeat.start()
+        heap.start()
         if app.settings.core.retention_days:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         await _serve(adapters, stop)
     finally:
+        await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
@@ -180,14 +184,17 @@ class Worker:
 async def _gateway(app: App) -> int:
     """Chat connections; jobs are stored for the workers, their progress relayed back."""
     gateway = Gateway(app)
+    heap = HeapKeeper()  # a burst of commands must not wait behind a full collection
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
         await gateway.start()
+        heap.start()
         platforms = ", ".join(a.platform for a in gateway.adapters)
         print(f"videobot: gateway ready (pid {os.getpid()}; {platforms})", flush=True)
         await _serve(gateway.adapters, stop)
     finally:
+        await heap.stop()
         await gateway.stop()
         await app.close()
     return 0
@@ -196,11 +203,13 @@ async def _gateway(app: App) -> int:
 async def _worker(app: App) -> int:
     """Jobs only: claimed from the store, results posted with the bot tokens, events signalled."""
     worker = Worker(app)
+    heap = HeapKeeper()
     sweeper: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
         await worker.start()
+        heap.start()
         if app.settings.core.retention_days:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         platforms = ", ".join(sorted(app.runner.platforms))
@@ -208,6 +217,7 @@ async def _worker(app: App) -> int:
         await stop.wait()
         log.info("stopping: no new claims; in-flight writes finish, jobs resume on another worker")
     finally:
+        await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)

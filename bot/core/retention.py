@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 
-from storage.jobs import JobStore
+from storage.contract import Store
 from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 3600.0
 
 
-async def expire_media(store: JobStore, media: MediaStore, days: float, *, now: float | None = None) -> int:
+async def expire_media(store: Store, media: MediaStore, days: float, *, now: float | None = None) -> int:
     """Remove the files of every job finished more than `days` ago; returns how many jobs."""
     cutoff = (time.time() if now is None else now) - days * 86400
     expired = 0
@@ -35,7 +35,7 @@ async def expire_media(store: JobStore, media: MediaStore, days: float, *, now: 
     return expired
 
 
-async def sweep_forever(store: JobStore, media: MediaStore, days: float, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
+async def sweep_forever(store: Store, media: MediaStore, days: float, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
     while True:
         try:
             await expire_media(store, media, days)

@@ -102,6 +102,7 @@ class Runner:
         self.eta = EtaBook()
         self._queued_jobs: dict[str, Job] = {}
         self._positions: dict[str, int] = {}
+        self._positions_dirty = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
         #: Jobs whose lease another runner took: stop driving them, write nothing more.
@@ -209,6 +210,8 @@ class Runner:
         return self._done.setdefault(job_id, asyncio.get_running_loop().create_future())
 
     def position(self, job_id: str) -> int | None:
+        if self._positions_dirty:
+            self._flush_positions()
         return self._positions.get(job_id)
 
     def owns(self, job_id: str) -> bool:
@@ -248,6 +251,16 @@ class Runner:
         self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
 
     def _publish_positions(self) -> None:
+        """Positions change with every enqueue and start; recomputing them each time made a burst
+        of N submissions cost O(N^2). They are recomputed once per loop turn instead."""
+        if not self._positions_dirty:
+            self._positions_dirty = True
+            asyncio.get_running_loop().call_soon(self._flush_positions)
+
+    def _flush_positions(self) -> None:
+        if not self._positions_dirty:
+            return
+        self._positions_dirty = False
         positions = self._queue.positions()
         for job_id, position in positions.items():
             if self._positions.get(job_id) != position:

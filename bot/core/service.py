@@ -15,6 +15,7 @@ from bot.core.errors import JobNotFound, JobStateError, LimitReached, NeedsConfi
 from bot.core.render import job_title
 from bot.core.tenant_settings import Effective, TenantSettings
 from bot.core.events import EventBus
+from bot.core.ids import new_job_id, new_seed
 from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner, video_request_for
 from providers.base import ImageRequest, VideoRequest, parse_size
@@ -22,8 +23,9 @@ from providers.errors import InvalidRequest, Unavailable
 from providers.media import decode_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
-from storage.jobs import AlreadyFinished, JobStore
-from storage.spend import OverBudget
+from storage.contract import Store
+from storage.jobs import AlreadyFinished
+from storage.spend import OverBudget, QueueFull, QueueLimit
 
 #: How long a request above the confirm threshold waits for its owner.
 CONFIRM_SECONDS = 600
@@ -31,18 +33,14 @@ from storage.media import MediaStore
 
 log = logging.getLogger(__name__)
 
-_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: ids get typed by hand
-_ACTIVE = [s for s in JobStatus if s not in TERMINAL]
 
 
-def new_job_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
 class JobService:
     def __init__(
         self,
-        store: JobStore,
+        store: Store,
         media: MediaStore,
         registry: PipelineRegistry,
         bus: EventBus,
@@ -84,7 +82,7 @@ class JobService:
         params = GenerateParams(
             seconds=seconds,
             size=size,
-            seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+            seed=request.seed if request.seed is not None else new_seed(),
             model=request.model,
             options={"audio": True} if request.audio else {},
         )
@@ -101,7 +99,7 @@ class JobService:
         if parent.kind is JobKind.STORY:
             raise JobStateError(f"Job {parent.id} is a story; tell it again with /story and its script to re-roll it.")
         await self._check_may_reuse(parent, origin, "re-roll")
-        params = parent.params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        params = parent.params.model_copy(update={"seed": new_seed()})
         pipeline = self.registry.get(parent.pipeline)
         kind = JobKind.IMAGE if parent.kind is JobKind.IMAGE else JobKind.VARIATION
         job = self._new_job(kind, origin, parent.prompt, params, pipeline.name, parent_id=parent.id)
@@ -435,7 +433,7 @@ class JobService:
         pipeline = self.registry.get(request.pipeline or self.default_pipeline(image=True))
         self._check_allowed(pipeline.name, request.model, here)
         size = (request.size or pipeline.default_size).lower()
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = request.seed if request.seed is not None else new_seed()
         pipeline.validate_image(ImageRequest(prompt=prompt, size=size, model=request.model, seed=seed))
         params = GenerateParams(seconds=0, size=size, seed=seed, model=request.model)
         job = self._new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
@@ -447,18 +445,20 @@ class JobService:
         estimate = pipeline.image.estimate_cost(ImageRequest(prompt=job.prompt, size=job.params.size, model=job.params.model))
         return self._priced(estimate, job)
 
-    async def _check_queue_limit(self, origin: Origin) -> None:
-        limit = self.settings.max_queued_per_user
-        pending = await self.store.count(statuses=_ACTIVE, platform=origin.platform, user_id=origin.user_id)
-        if pending >= limit:
-            raise LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
+    def _queue_limit(self, origin: Origin) -> QueueLimit:
+        return QueueLimit(origin.platform, origin.user_id, self.settings.max_queued_per_user)
+
+    @staticmethod
+    def _queue_full(full: QueueFull) -> LimitReached:
+        return LimitReached(
+            f"You have {full.pending} jobs waiting or running (the limit is {full.limit.limit}). Wait for some to finish, or /cancel one."
+        )
 
     async def _persist(self, job: Job, pipeline: Pipeline, *, confirmed: bool = False, here: Effective | None = None) -> Job:
         """The one spend gate every new job passes (video, image, re-roll, remix, extend, animate):
         a known price, the queue limit, and the estimate reserved against the daily budgets in
         the same store transaction as the insert, so it holds across processes."""
         self._check_priced(job)
-        await self._check_queue_limit(job.origin)
         # Read once per request: submit already has it.
         here = here or await self.tenant_settings.effective(job.origin)
         job.state.setdefault("moderation_mode", here.get("moderation"))
@@ -477,9 +477,11 @@ class JobService:
             owner, seconds = self.runner.lease_for_new()
             lease = {"lease_owner": owner, "lease_seconds": seconds}
         try:
-            job = await self.store.create(job, spend_limits=limits, **lease)  # type: ignore[arg-type]
+            job = await self.store.create(job, spend_limits=limits, queue_limit=self._queue_limit(job.origin), **lease)  # type: ignore[arg-type]
         except OverBudget as over:
             raise self.budget.refusal(over) from None
+        except QueueFull as full:
+            raise self._queue_full(full) from None
         if (job.cost_estimate or 0.0) > 0:
             self._last_paid[(job.origin.platform, job.origin.user_id)] = time.monotonic()
         if self.runner is not None:

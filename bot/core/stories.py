@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.budget import estimate_job_cost
+from bot.core.ids import new_job_id, new_seed
 from bot.core.models import EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
 from bot.core.story_plan import StoryPlan, StoryPlanner
 from providers.base import Capability, Operation, VideoRequest, parse_size
@@ -116,7 +116,7 @@ async def submit_story(service: JobService, request: StoryRequest, origin: Origi
         prompt=script, image_path=request.image_path, image_bytes=request.image_bytes, image_name=request.image_name,
     ))  # fmt: skip
     params = GenerateParams(
-        seconds=seconds, size=size, seed=request.seed if request.seed is not None else secrets.randbelow(2**31), model=request.model,
+        seconds=seconds, size=size, seed=request.seed if request.seed is not None else new_seed(), model=request.model,
     )  # fmt: skip
     story = service._new_job(JobKind.STORY, origin, service._check_prompt(" | ".join(plan.scenes) if plan.planner == "script" else script),
                              params, pipeline.name, parent_id=None)  # fmt: skip
@@ -352,8 +352,6 @@ def _billed(scenes: list[Job]) -> float:
 
 
 def _new_id() -> str:
-    from bot.core.service import new_job_id
-
     return new_job_id()
 
 

@@ -15,7 +15,7 @@ from bot.core.errors import NotAllowed
 from bot.core.models import Actor, Origin
 from providers.base import parse_size
 from providers.errors import InvalidRequest
-from storage.jobs import JobStore
+from storage.contract import Store
 
 SCOPES = ("tenant", "channel", "user")
 
@@ -120,7 +120,7 @@ def _show(value: Any) -> str:
 
 
 class TenantSettings:
-    def __init__(self, store: JobStore, env: CoreSettings) -> None:
+    def __init__(self, store: Store, env: CoreSettings) -> None:
         self.store = store
         self.env = env
 

@@ -668,6 +668,7 @@ async def start_bot(*, register: Any = None) -> DiscordBot:
     """`videobot run` in miniature: deliverer registered, runner resumed, client connected."""
     from bot.adapters.discord_bot.client import DiscordAdapter
     from bot.app import open_app
+    from bot.heap import HeapKeeper
     from bot.config import load_settings
 
     app = await open_app(load_settings())
@@ -677,6 +678,7 @@ async def start_bot(*, register: Any = None) -> DiscordBot:
     app.runner.deliverers[adapter.platform] = adapter.deliver
     await app.runner.start(resume=True)
     await adapter.start()
+    HeapKeeper().settle()  # as `videobot run` does once started (bot/heap.py)
     return DiscordBot(app, adapter)
 
 
