@@ -274,8 +274,12 @@ class DiscordSettings(BaseSettings):
     guild_ids: str = ""
     api_base_url: str | None = None
     gateway_url: str | None = None
-    #: Minimum seconds between two edits of one status message (the final state is always sent).
-    edit_interval_seconds: float = Field(default=3.0, ge=0, le=300)
+    #: Status-message edits per window, per channel (bot-token edits) and per interaction
+    #: webhook (token edits), shared by every message there; Discord allows about 5 per 5 s.
+    #: The final state of every job is always sent; a 429 slows the budget down further.
+    status_edits_per_window: int = Field(default=5, ge=1, le=50)
+    #: The window of that budget, in seconds.
+    status_edit_window_seconds: float = Field(default=5.0, gt=0, le=300)
     #: Switch from the 15-minute interaction token to the bot token this many seconds before it expires.
     token_margin_seconds: float = Field(default=120, ge=0, le=900)
     #: Seconds to wait for guilds after READY (tests set it low).

@@ -1,7 +1,10 @@
-"""Every button and reaction, for the job's owner, another member and an admin, through the
-real discord.py client against the loopback Discord. What each gesture means is the core's
-(`bot.core.actions`); here we check that a click or an emoji gets there and that the user sees
-the outcome where Discord users look for it."""
+"""Buttons and reactions as only Discord has them, through the real discord.py client against the
+loopback Discord: a moderator by channel permission (Manage Messages), the interaction callback
+each click gets (a modal, an in-place edit, a deferred update), status messages of reaction-started
+jobs answering the reacted message, ✉️'s file by DM, and an animated image decoded.
+
+The owner / other member / admin table of every command, button and reaction is shared by every
+platform: tests/test_scenarios.py."""
 from __future__ import annotations
 
 import asyncio
@@ -87,7 +90,7 @@ async def dms(emu: DiscordEmulator, user_id: str, *, with_file: bool = False) ->
     return await emu.wait_for(lambda: emu.dm_channels.get(user_id) and channel_posts(emu, emu.dm_channels[user_id], with_file=with_file))
 
 
-@pytest.mark.parametrize("who", list(WHO))
+@pytest.mark.parametrize("who", ["moderator"])
 async def test_cancel_button_while_running(bot: DiscordBot, emu: DiscordEmulator, server: ScriptedServer, who: str) -> None:
     server.release.clear()  # the job keeps running until the test is done with it
     interaction = await emu.slash("video", {"prompt": "a slow sunrise", "pipeline": "scripted", "seconds": 1})
@@ -99,11 +102,6 @@ async def test_cancel_button_while_running(bot: DiscordBot, emu: DiscordEmulator
     user, permissions = WHO[who]
     click = await emu.click(status_id, cancel, user_id=user, permissions=permissions)
     await asyncio.wait_for(click.answered.wait(), 3)
-    if who == "other":
-        assert REFUSED in ephemeral_text(click)
-        assert (await bot.app.service.get(job.id)).status is JobStatus.RUNNING
-        click = await emu.click(status_id, cancel)  # the owner, then
-        await asyncio.wait_for(click.answered.wait(), 3)
     assert click.callback is not None and click.callback["type"] == 6  # acknowledged; the message follows the job
     done = await finished(bot, job.id)
     assert done.status is JobStatus.CANCELLED and server.cancels == [done.remote_id]
@@ -111,7 +109,7 @@ async def test_cancel_button_while_running(bot: DiscordBot, emu: DiscordEmulator
     assert buttons_of(emu.messages[status_id]) == [], "nothing left to click on a cancelled job"
 
 
-@pytest.mark.parametrize("who", list(WHO))
+@pytest.mark.parametrize("who", ["moderator", "other"])
 async def test_result_buttons_and_reactions(bot: DiscordBot, emu: DiscordEmulator, who: str) -> None:
     result, parent = await make_video(bot, emu)
     assert buttons_of(result) == [f"vb:{a}:{parent.id}" for a in ("reroll", "remix", "extend", "delete")]
@@ -166,34 +164,6 @@ async def test_result_buttons_and_reactions(bot: DiscordBot, emu: DiscordEmulato
     assert emu.messages[result["id"]]["attachments"] == [] and buttons_of(emu.messages[result["id"]]) == []
     assert "🗑️ Deleted" in emu.messages[result["id"]]["content"]
     await emu.wait_for(lambda: "🗑️ Deleted" in emu.messages[parent.origin.status_message_id or ""]["content"])
-
-
-@pytest.mark.parametrize("who", ["owner", "other", "admin"])
-async def test_cross_reaction_cancels_a_running_job_and_deletes_a_finished_one(
-    bot: DiscordBot, emu: DiscordEmulator, server: ScriptedServer, who: str
-) -> None:
-    result, finished_job = await make_video(bot, emu)
-    server.release.clear()
-    interaction = await emu.slash("video", {"prompt": "a slow sunrise", "pipeline": "scripted", "seconds": 1})
-    running = await job_of(bot, interaction)
-    await emu.wait_for(lambda: "▱" in emu.messages[interaction.original_id or ""]["content"])
-    user, _ = WHO[who]
-    await emu.react(interaction.original_id or "", "❌", user_id=user)
-    await emu.react(result["id"], "❌", user_id=user)
-    if who == "other":
-        def refusals() -> list[dict[str, Any]] | None:
-            found = [m for m in channel_posts(emu, emu.dm_channels.get(user, "-")) if REFUSED in m["content"]]
-            return found if len(found) == 2 else None
-
-        await emu.wait_for(refusals)  # one for each: told privately (there is no interaction to answer)
-        assert (await bot.app.service.get(running.id)).status is JobStatus.RUNNING
-        assert (await bot.app.service.get(finished_job.id)).deleted_at is None
-        server.release.set()
-        return
-    assert (await finished(bot, running.id)).status is JobStatus.CANCELLED
-    await emu.wait_for(lambda: "🚫 Cancelled" in emu.messages[interaction.original_id or ""]["content"])
-    await emu.wait_for(lambda: "🗑️ Deleted" in emu.messages[result["id"]]["content"] and not emu.messages[result["id"]]["attachments"])
-    assert (await bot.app.service.get(finished_job.id)).deleted_at is not None
 
 
 async def test_animate_an_image_result_by_button_and_by_reaction(bot: DiscordBot, emu: DiscordEmulator, tmp_path: Path) -> None:

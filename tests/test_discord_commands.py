@@ -140,10 +140,12 @@ async def test_job_commands_run_through_the_shared_dispatcher(bot: DiscordBot, e
 
 async def test_help_lists_this_deployments_pipelines_and_limits(bot: DiscordBot, emu: DiscordEmulator) -> None:
     text = await answer(await emu.slash("help"))
-    commands = ("/video", "/image", "/story", "/jobs", "/job", "/remix", "/extend", "/reroll", "/cancel", "/delete", "/usage", "/settings", "/confirm", "/help")
+    commands = ("video", "image", "story", "jobs", "job", "remix", "extend", "reroll", "animate", "cancel", "delete", "usage", "settings", "confirm", "help")
     for command in commands:
-        assert command in text
+        assert f"`/{command}`" in text
+    assert "`/remix` `id` `prompt`" in text and "`seed`" in text, "each command with its options"
     assert "`local` (default)" in text and "`scripted`" in text and "`local-image` (default)" in text
+    assert "✉️ the file sent to you privately" in text and "Animate" in text
     assert "sora" not in text, "only what is configured here"
     assert "prompts up to 500 characters" in text and "$5.00 a day per person" in text
 
@@ -243,7 +245,12 @@ async def test_a_costly_request_waits_for_its_owners_confirm(bot: DiscordBot, em
 
 async def test_story_is_one_status_message_and_one_result(bot: DiscordBot, emu: DiscordEmulator) -> None:
     script = "a paper kite rises from a beach | the kite crosses a stormy sea | the kite lands on a lighthouse"
-    interaction = await emu.slash("story", {"script": script, "pipeline": "scripted", "seconds": 1, "transition": "fade"})
+    asked = await emu.slash("story", {"script": script, "pipeline": "scripted", "seconds": 1, "transition": "fade"})
+    # The plan comes first, privately; its Confirm's response is the story's status message.
+    await asyncio.wait_for(asked.answered.wait(), 10)
+    preview = await emu.wait_for(lambda: (m := emu.messages.get(asked.original_id or "")) and m["components"] and m)
+    confirm = next(c for c in buttons_of(preview) if c.startswith("vbp:confirm:"))
+    interaction = await emu.click(preview["id"], confirm)
     story = await done(bot, interaction)
     assert story.kind is JobKind.STORY and story.status is JobStatus.COMPLETED
     scenes = await bot.app.store.children(story.id)
@@ -251,4 +258,4 @@ async def test_story_is_one_status_message_and_one_result(bot: DiscordBot, emu: 
     await emu.wait_for(lambda: "✅ Done" in emu.messages[interaction.original_id or ""]["content"])
     posted = [m for m in emu.channel_messages(emu.channel_id) if m["attachments"]]
     assert [m["id"] for m in posted] == [story.origin.result_message_id], "one result: the joined story, no scene posts"
-    assert posted[0]["attachments"][0]["filename"] == f"{story.id}.mp4"
+    assert [a["filename"] for a in posted[0]["attachments"]] == [f"{story.id}.mp4", f"{story.id}-storyboard.jpg"]

@@ -98,9 +98,12 @@ async def test_help_lists_this_bots_pipelines_and_limits(bot: SlackBot, slack: S
     for text in ("help", "  HELP "):
         answer = await command(bot, slack, text)
         assert "/video remix JOB_ID PROMPT" in answer and "/video cancel JOB_ID" in answer and "/image PROMPT" in answer
-        assert "local (default), 4 s at 1280x720" in answer and "local-image (default)" in answer
+        assert "/video animate JOB_ID" in answer and "/video settings" in answer and "/video story" in answer
+        assert "*local* (default), 4 s at 1280x720" in answer and "*local-image* (default)" in answer
         assert "prompts up to 1000 characters" in answer and "20 jobs" in answer and "results over 1.0 GB" in answer
-        assert "not configured here:" in answer and "sora" in answer
+        assert "above $1.00 wait for your Confirm" in answer and "16:9" in answer
+        assert "Cancel" in answer and "Animate" in answer and ":repeat: re-roll" in answer and "✉" not in answer
+        assert "sora" not in answer, "users see what is configured here, not what is missing"
     assert not slack.messages
 
 

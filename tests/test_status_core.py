@@ -12,7 +12,7 @@ from bot.app import App
 from bot.core.actions import perform, reaction_action
 from bot.core.errors import JobStateError
 from bot.core.models import Actor, EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, ProgressEvent
-from bot.core.pacing import RateScheduler, Throttled
+from bot.core.pacing import SENT_KEPT, RateScheduler, SchedulerPool, Throttled
 from bot.core.uploads import prepare_upload
 from bot.core.views import Action, Phase, status_view
 from tests.helpers import assert_video
@@ -149,3 +149,35 @@ async def test_audio_asked_in_chat_survives_to_the_upload(app: App) -> None:
     silent = await app.service.submit(GenerateRequest(prompt="a silent film", seconds=1, size="320x180"), Origin(platform="cli", user_id="u"))
     silent = await asyncio.wait_for(app.runner.wait(silent.id), 30)
     assert_no_audio(silent.output_path or "")
+
+
+async def test_a_pool_retires_idle_schedulers_and_keeps_bounded_records() -> None:
+    gate = asyncio.Event()
+
+    async def send(key: Hashable, payload: str) -> None:
+        if payload == "hold":
+            await gate.wait()
+
+    pool: SchedulerPool[str] = SchedulerPool(lambda key: RateScheduler(send, rate=100_000, per=1.0, name=str(key)), idle_seconds=0.05)
+    for channel in range(3):
+        pool.get(channel).offer("m", "state", final=True)
+    await asyncio.wait_for(pool.drain(), 5)
+    busy = pool.get("busy")
+    busy.offer("m", "hold")  # a scheduler with work in hand is never retired
+    deadline = time.monotonic() + 5
+    while min(pool.find(c).idle_for() for c in range(3)) < 0.05:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert pool.sweep(force=True) == 3 and len(pool) == 1 and pool.find("busy") is busy
+    assert pool.get(0) is not None and len(pool) == 2, "a retired key gets a fresh scheduler on its next use"
+
+    gate.set()
+    await pool.retire("busy")  # a limit that is done with: what is pending is sent, then it goes
+    assert pool.find("busy") is None and [k for _, k in busy.sent] == ["m"]
+
+    many = pool.get("many")
+    for i in range(SENT_KEPT + 200):
+        many.offer(i, "x")
+    await asyncio.wait_for(many.drain(), 10)
+    assert len(many.sent) == SENT_KEPT and many.sent[-1][1] == SENT_KEPT + 199
+    await pool.close()

@@ -14,13 +14,13 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from bot.adapters.slack.deployment import deployment_help  # SHIM: moves to the core (see that module)
 from bot.app import App
 from bot.core.commands import parse_command
-from bot.core.dispatch import run_command
+from bot.core.dispatch import is_help, run_command
 from bot.core.errors import user_message
+from bot.core.help import deployment_help
 from bot.core.models import EventKind, Job, Origin, ProgressEvent
-from bot.core.views import Phase, status_view
+from bot.core.views import Action, Phase, StatusView, status_view
 from providers.errors import VideobotError
 
 PLATFORM = "console"
@@ -36,6 +36,8 @@ class ConsoleAdapter:
         self.origin = Origin(platform=PLATFORM, user_id=user_id, channel_id="console")
         self._started: set[str] = set()
         self._last: dict[str, str] = {}
+        #: The button hint last shown per job (shown again only when it changes).
+        self._buttons: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
 
     def say(self, text: str) -> None:
@@ -67,6 +69,9 @@ class ConsoleAdapter:
             return
         try:
             command = parse_command(line, default="video")
+            if is_help(command):
+                self.say((await deployment_help(self.app.service, self.origin)).plain_text())
+                return
             reply = await run_command(self.app.service, command, self.origin)
         except VideobotError as exc:
             self.say(f"error: {user_message(exc)}")
@@ -74,8 +79,6 @@ class ConsoleAdapter:
         if reply.started and reply.job is not None:
             self._started.add(reply.job.id)
         self.say(reply.text)
-        if command.name == "help" or (command.name == "video" and command.text.lower() == "help"):
-            self.say(deployment_help(self.app.service))
 
     def _start_reader_thread(self) -> asyncio.Queue[str]:
         """Lines from stdin through a daemon thread: a stop never waits for a terminal that
@@ -130,5 +133,24 @@ class ConsoleAdapter:
         if view.phase is Phase.DONE and job.output_path:
             label = "image" if job.kind.value == "image" else "video"
             self.say(f"[{job.id}] {label}: {job.output_path}")
+        hint = buttons(view)
+        if hint and self._buttons.get(job.id) != hint:
+            # The console's buttons: what to type for each one the view offers.
+            self._buttons[job.id] = hint
+            self.say(f"[{job.id}] {hint}")
         if view.final:
             self._last.pop(job.id, None)
+            self._buttons.pop(job.id, None)
+
+
+#: A button as typed on the console (no buttons on a terminal; the same command does it).
+TYPED = {
+    Action.CANCEL: "/cancel {id}", Action.REROLL: "/reroll {id}", Action.REMIX: "/remix {id} PROMPT",
+    Action.EXTEND: "/extend {id} [--seconds N] [PROMPT]", Action.DELETE: "/delete {id}", Action.ANIMATE: "/animate {id} [PROMPT]",
+}  # fmt: skip
+
+
+def buttons(view: StatusView) -> str:
+    """`next: /reroll ID · /remix ID PROMPT · ...` for the buttons the view offers ('' for none)."""
+    typed = [TYPED[a].format(id=view.job_id) for a in view.actions if a in TYPED]
+    return ("next: " + " · ".join(typed)) if typed else ""

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from bot.core.models import Actor, Job, Origin
 from bot.core.render import job_title
 from bot.core.service import JobService
+from bot.core.stories import add_scene, redo_scene
+from providers.errors import InvalidRequest
 from bot.core.views import Action
 
 #: Reactions every platform understands (the emoji as the platform reports it).
@@ -39,11 +41,13 @@ async def perform(
     origin: Origin,
     prompt: str | None = None,
     seconds: int | None = None,
+    scene: int | None = None,
 ) -> Outcome:
     """Do what `action` means on `job_id` for `actor`; new jobs are created with `origin`.
 
     ❌ and the Cancel button mean "stop it" while a job runs and "remove it" once it is
-    finished, so one gesture always does the sensible thing.
+    finished, so one gesture always does the sensible thing. On a story, Re-roll tells the
+    same script again with new seeds; Redo makes scene `scene` again; Add scene adds `prompt`.
     """
     if action is Action.CANCEL:
         job = await service.get_for(job_id, origin)
@@ -61,6 +65,12 @@ async def perform(
         job = await service.remix(job_id, prompt or "", origin)
     elif action is Action.EXTEND:
         job = await service.extend(job_id, origin, seconds=seconds, prompt=prompt or None)
+    elif action is Action.REDO_SCENE:
+        if scene is None:
+            raise InvalidRequest("Pick the scene to make again.")
+        job = await redo_scene(service, job_id, scene, origin)
+    elif action is Action.ADD_SCENE:
+        job = await add_scene(service, job_id, prompt or "", origin)
     elif action is Action.ANIMATE:
         job = await service.animate(job_id, origin, prompt=prompt or None, seconds=seconds)
     else:  # DM

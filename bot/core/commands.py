@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from bot.core.models import GenerateRequest, JobKind
+from bot.core.sizes import normalise_size
 from bot.core.stories import StoryRequest
 from providers.errors import InvalidRequest
 
@@ -22,12 +23,13 @@ _ALLOWED = {
     "video": _INT_FLAGS | _STR_FLAGS | _BOOL_FLAGS,
     "image": {"size", "pipeline", "model", "seed"},
     "extend": {"seconds"},
+    "animate": {"seconds"},
     "jobs": {"status", "limit"},
     "story": {"seconds", "seed", "size", "pipeline", "model", "scenes", "transition"},
 }
 COMMANDS = (
-    "video", "image", "jobs", "job", "remix", "extend", "reroll", "cancel", "delete", "usage", "help", "confirm", "decline",
-    "settings", "story",
+    "video", "image", "jobs", "job", "remix", "extend", "reroll", "animate", "cancel", "delete", "usage", "help", "confirm",
+    "decline", "settings", "story",
 )
 
 
@@ -173,12 +175,5 @@ def _example(key: str) -> str:
     return {"seconds": "8", "size": "1280x720", "seed": "42", "pipeline": "local", "model": "sora-2"}.get(key, "…")
 
 
-_RATIOS = {"16:9": "1280x720", "9:16": "720x1280", "1:1": "960x960", "4:3": "1104x832", "3:4": "832x1104"}
-
-
 def _normalise(key: str, value: str) -> str:
-    if key == "size" and ":" in value:
-        if value not in _RATIOS:
-            raise InvalidRequest(f"Aspect ratio {value} is not one of {', '.join(_RATIOS)}; or give --size WxH.")
-        return _RATIOS[value]
-    return value
+    return normalise_size(value) if key == "size" else value

@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from bot.core.commands import Command
 from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
-from bot.core.render import HELP, INTERRUPTED, interrupted, job_row, job_title
+from bot.core.help import plain_commands
+from bot.core.render import INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
-from bot.core.stories import submit_story
+from bot.core.stories import StoryPreview, preview_story, submit_story
 
 
 class Reply(BaseModel):
@@ -20,23 +21,30 @@ class Reply(BaseModel):
     job: Job | None = None
     #: True when the command started a job whose progress the adapter should show.
     started: bool = False
+    #: A story planned and waiting for its owner's Confirm / Edit / Cancel (chat platforms).
+    preview: StoryPreview | None = None
 
 
 async def run_command(service: JobService, command: Command, origin: Origin, actor: Actor | None = None) -> Reply:
     actor = actor or Actor.of(origin)
     if actor.platform is None:
         actor = actor.model_copy(update={"platform": origin.platform, "workspace_id": origin.workspace_id})
+    if not actor.is_admin and service.is_admin(actor.user_id):
+        # VIDEOBOT_ADMIN_USER_IDS are admins for every command on every platform (settings, usage), not only cancel/delete.
+        actor = actor.model_copy(update={"is_admin": True})
     name = command.name
-    if name == "help":
-        return Reply(text=HELP)
+    if is_help(command):
+        return Reply(text=plain_commands())
     if name in ("video", "image"):
-        if name == "video" and command.text.lower() == "help":
-            return Reply(text=HELP)
         job = await service.submit(command.generate_request(), origin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "story":
         if not command.words or command.text.lower() == "help":
             return Reply(text=STORY_HELP)
+        if origin.platform != "cli":
+            # In chat the plan is shown before anything is spent; the owner confirms it.
+            preview = await preview_story(service, command.story_request(), origin)
+            return Reply(text=preview.text(), preview=preview)
         job = await submit_story(service, command.story_request(), origin)
         return Reply(text=f"Queued {job_title(job)}\n{describe_plan(job)}", job=job, started=True)
     if name == "jobs":
@@ -63,6 +71,9 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "reroll":
         job = await service.reroll(command.job_id(), origin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "animate":
+        job = await service.animate(command.job_id(), origin, prompt=command.rest() or None, seconds=command.int_flag("seconds"))
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "cancel":
         job = await service.cancel(command.job_id(), actor)
         return Reply(text=f"Job {job.id} is {job.status.value}.", job=job)
@@ -85,6 +96,11 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if name == "settings":
         return Reply(text=await _settings(service, command, origin, actor))
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
+
+
+def is_help(command: Command) -> bool:
+    """`/help`, and `/video help` (what a Slack user types first)."""
+    return command.name == "help" or (command.name == "video" and command.text.lower() == "help")
 
 
 STORY_HELP = (

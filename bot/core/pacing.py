@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -20,6 +20,12 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+
+#: Sends a scheduler remembers in `sent`.
+SENT_KEPT = 1000
+#: A scheduler with nothing pending for this long is dropped from its pool (a channel nobody
+#: uses any more, a finished interaction's webhook); the next offer makes a fresh one.
+IDLE_SECONDS = 600.0
 
 
 class Throttled(Exception):
@@ -61,8 +67,11 @@ class RateScheduler(Generic[P]):
         self._task: asyncio.Task[None] | None = None
         self._next_at = 0.0
         self._closed = False
-        #: Sends made, for tests and benchmarks: (monotonic time, message key).
-        self.sent: list[tuple[float, Hashable]] = []
+        #: The latest sends, for tests and benchmarks: (monotonic time, message key). Bounded: a
+        #: scheduler of a busy workspace lives as long as the process.
+        self.sent: deque[tuple[float, Hashable]] = deque(maxlen=SENT_KEPT)
+        #: When it last had something to do (an offer or a send), for retiring idle schedulers.
+        self.active_at = time.monotonic()
 
     @property
     def interval(self) -> float:
@@ -75,6 +84,7 @@ class RateScheduler(Generic[P]):
         previous = self._pending.pop(key, None)
         # A final state stays final even if a (stale) non-final one comes after it.
         self._pending[key] = _Pending(payload, final or (previous.final if previous else False))
+        self.active_at = time.monotonic()
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
@@ -82,6 +92,18 @@ class RateScheduler(Generic[P]):
 
     def pending(self) -> int:
         return len(self._pending)
+
+    def idle_for(self) -> float:
+        """Seconds since it last had work; 0 while anything is pending or being sent."""
+        if not self._idle.is_set():
+            return 0.0
+        return time.monotonic() - self.active_at
+
+    def retire(self) -> None:
+        """Stop at once; only for a scheduler with nothing pending (its pool checked)."""
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def drain(self) -> None:
         """Wait until every offered state was sent (or given up on)."""
@@ -120,6 +142,7 @@ class RateScheduler(Generic[P]):
             try:
                 await self._send(key, item.payload)
                 self.sent.append((time.monotonic(), key))
+                self.active_at = time.monotonic()
                 # Earned back slowly after a slowdown (additive increase).
                 self.rate = min(self.max_rate, self.rate + self.max_rate / 20)
             except Throttled as exc:
@@ -138,17 +161,56 @@ class RateScheduler(Generic[P]):
 
 
 class SchedulerPool(Generic[P]):
-    """One scheduler per limit key (a workspace, a channel), made on first use."""
+    """One scheduler per limit key (a workspace, a channel, a webhook), made on first use.
 
-    def __init__(self, factory: Callable[[Hashable], RateScheduler[P]]) -> None:
+    Keys come and go (channels, one webhook per Discord interaction), so schedulers that had
+    nothing to do for `idle_seconds` are dropped (checked as new keys are used), and a key
+    known to be done with can be retired at once.
+    """
+
+    def __init__(self, factory: Callable[[Hashable], RateScheduler[P]], *, idle_seconds: float = IDLE_SECONDS) -> None:
         self._factory = factory
         self._schedulers: dict[Hashable, RateScheduler[P]] = {}
+        self.idle_seconds = idle_seconds
+        self._swept_at = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._schedulers)
 
     def get(self, limit_key: Hashable) -> RateScheduler[P]:
         scheduler = self._schedulers.get(limit_key)
         if scheduler is None:
+            self.sweep()
             scheduler = self._schedulers[limit_key] = self._factory(limit_key)
         return scheduler
+
+    def find(self, limit_key: Hashable) -> RateScheduler[P] | None:
+        return self._schedulers.get(limit_key)
+
+    def sweep(self, *, force: bool = False) -> int:
+        """Drop schedulers idle for `idle_seconds`; looks at most every quarter of that."""
+        now = time.monotonic()
+        if not force and now - self._swept_at < self.idle_seconds / 4:
+            return 0
+        self._swept_at = now
+        idle = [key for key, s in self._schedulers.items() if s.idle_for() >= self.idle_seconds]
+        for key in idle:
+            self._schedulers.pop(key).retire()
+        if idle:
+            log.debug("retired %d idle rate scheduler(s); %d left", len(idle), len(self._schedulers))
+        return len(idle)
+
+    async def retire(self, limit_key: Hashable) -> None:
+        """A limit that is done with (a webhook whose token expired): its scheduler sends what is
+        pending, then goes. An offer after this gets a new scheduler."""
+        scheduler = self._schedulers.get(limit_key)
+        if scheduler is None:
+            return
+        await scheduler.drain()
+        # No await between the check and the removal: an offer made meanwhile keeps it alive.
+        if scheduler.pending() == 0 and self._schedulers.get(limit_key) is scheduler:
+            del self._schedulers[limit_key]
+            await scheduler.close()
 
     async def drain(self) -> None:
         await asyncio.gather(*(s.drain() for s in list(self._schedulers.values())))

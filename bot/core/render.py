@@ -93,18 +93,3 @@ def job_row(job: Job) -> str:
     prompt = job.prompt if len(job.prompt) <= 48 else job.prompt[:47] + "…"
     return f"{job.id}  {status_label(job):<14} {job.kind.value:<9} {describe_params(job)}  “{prompt}”"
 
-
-HELP = """Commands:
-  /video PROMPT [--seconds N] [--size WxH] [--pipeline NAME] [--model ID] [--seed N]
-  /image PROMPT [--size WxH] [--pipeline NAME]
-  /story SCENE | SCENE | ...  or  /story PREMISE --scenes N   one video of several scenes [--seconds N per scene] [--transition cut|fade]
-  /jobs                      your recent jobs
-  /job JOB_ID                one job in full
-  /remix JOB_ID PROMPT       the same video again with a new prompt
-  /extend JOB_ID [--seconds N] [PROMPT]
-  /reroll JOB_ID             same prompt, new seed
-  /cancel JOB_ID             stop a queued or running job
-  /delete JOB_ID             remove a job's files
-  /usage                     what you spent today, and your budget
-  /confirm CODE, /decline CODE   start or drop a request that waits for your OK (above the confirm threshold)
-  /help"""

@@ -232,6 +232,31 @@ class Runner:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
+    # --- for steps that drive child jobs (stories: bot.core.stories.StoryDriver) --------------
+
+    async def write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
+        """A fenced write of a job this runner drives (see `_write`)."""
+        return await self._write(job, detail=detail, **fields)
+
+    def emit(self, kind: EventKind, job: Job, *, progress: int | None = None, message: str | None = None) -> None:
+        self._emit(kind, job, progress=progress, message=message)
+
+    def release_slot(self, job_id: str) -> None:
+        """A job that only waits on its children gives its running slot back to them."""
+        self._queue.finish(job_id)
+
+    def cancelling(self, job_id: str) -> bool:
+        """Whether the job's task is being cancelled on purpose (not a shutdown)."""
+        return job_id in self._cancelling
+
+    @property
+    def adopts_orphans(self) -> bool | None:
+        """True when the adopt loop takes over jobs nobody drives, None while start-up adoption
+        is still going on, False on a runner without that loop (a one-shot command)."""
+        if not self._ready.is_set():
+            return None
+        return any(t.get_name() == "runner-adopt" and not t.done() for t in self._loops)
+
     # --- dispatch ---------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:

@@ -97,7 +97,9 @@ class JobService:
         """Same prompt and settings, a new seed: a variation of the job."""
         parent = await self.get_for(job_id, origin)
         if parent.kind is JobKind.STORY:
-            raise JobStateError(f"Job {parent.id} is a story; tell it again with /story and its script to re-roll it.")
+            from bot.core.stories import reroll_story  # stories builds on this service
+
+            return await reroll_story(self, parent.id, origin)
         await self._check_may_reuse(parent, origin, "re-roll")
         params = parent.params.model_copy(update={"seed": new_seed()})
         pipeline = self.registry.get(parent.pipeline)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -27,9 +29,10 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.budget import estimate_job_cost
+from bot.core.errors import JobNotFound, JobStateError, NotAllowed
 from bot.core.ids import new_job_id, new_seed
-from bot.core.models import EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
-from bot.core.story_plan import StoryPlan, StoryPlanner
+from bot.core.models import Actor, EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
+from bot.core.story_plan import MIN_SCENES, StoryPlan, StoryPlanner, split_script
 from providers.base import Capability, Operation, VideoRequest, parse_size
 from providers.errors import InvalidRequest, VideobotError
 from providers.media import concat_many, iter_frames, last_frame, probe_video
@@ -88,6 +91,12 @@ def scene_request(story: Job, plan: StoryPlan, k: int, start_image: Path | None,
 
 async def submit_story(service: JobService, request: StoryRequest, origin: Origin, *, planner: StoryPlanner | None = None) -> Job:
     """Plan, validate, estimate the whole story and reserve it through the spend gate at once."""
+    story, pipeline = await _plan_story(service, request, origin, planner=planner)
+    return await service._persist(story, pipeline)
+
+
+async def _plan_story(service: JobService, request: StoryRequest, origin: Origin, *, planner: StoryPlanner | None = None) -> tuple[Job, Pipeline]:
+    """The story job, planned, checked and priced, not stored yet (nothing is spent)."""
     core = service.settings
     planner = planner or getattr(service, "story_planner", None) or StoryPlanner.from_env()
     script = request.script.strip()
@@ -102,36 +111,55 @@ async def submit_story(service: JobService, request: StoryRequest, origin: Origi
     if pipeline.video is None:
         raise InvalidRequest(f"'{pipeline.name}' makes images; a story needs a video pipeline.")
     plan = await planner.plan(script, scenes=request.scenes, max_scenes=core.story_max_scenes)
-    n = len(plan.scenes)
     seconds = request.seconds if request.seconds is not None else here.get("seconds", pipeline.default_seconds)
     size = (request.size or here.get("size") or pipeline.default_size).lower()
     service._check_limits(seconds, size, here)
     parse_size(size)
-    if seconds * n > core.story_max_seconds:
-        raise InvalidRequest(
-            f"{n} scenes of {seconds} s make {seconds * n} s; a story is at most {core.story_max_seconds} s. "
-            f"Ask for fewer scenes or --seconds {max(1, core.story_max_seconds // n)}."
-        )
+    _check_length(service, len(plan.scenes), seconds)
     image = await service._load_image(GenerateRequest(
         prompt=script, image_path=request.image_path, image_bytes=request.image_bytes, image_name=request.image_name,
     ))  # fmt: skip
     params = GenerateParams(
         seconds=seconds, size=size, seed=request.seed if request.seed is not None else new_seed(), model=request.model,
     )  # fmt: skip
-    story = service._new_job(JobKind.STORY, origin, service._check_prompt(" | ".join(plan.scenes) if plan.planner == "script" else script),
-                             params, pipeline.name, parent_id=None)  # fmt: skip
+    story = service._new_job(JobKind.STORY, origin, _story_prompt(service, plan, script), params, pipeline.name, parent_id=None)
     if image is not None:
         params.image_path = str(service.media.image_path(story.id, "input.png"))
-    how = continuity(pipeline)
-    story.state = {"plan": plan.model_dump(), "transition": request.transition, "continuity": how}
+    story.state = {"plan": plan.model_dump(), "transition": request.transition, "continuity": continuity(pipeline)}
     if split is not None:
         story.state["ab"] = split
     # The whole story at once: every scene's estimate, through the same pricing as a single video.
-    total = 0.0
-    for k in range(1, n + 1):
-        start = Path(params.image_path) if k == 1 and params.image_path else (Path("start.png") if k > 1 and how == "last_frame" else None)
+    story.cost_estimate = _estimate(service, story, plan, pipeline, range(1, len(plan.scenes) + 1))
+    if image is not None and params.image_path:
+        await asyncio.to_thread(service.media.write_bytes, Path(params.image_path), image)
+    return story, pipeline
+
+
+def _story_prompt(service: JobService, plan: StoryPlan, script: str) -> str:
+    return service._check_prompt(" | ".join(plan.scenes) if plan.planner in ("script", "edited") else script)
+
+
+def _check_length(service: JobService, n: int, seconds: int) -> None:
+    core = service.settings
+    if n > core.story_max_scenes:
+        raise InvalidRequest(f"A story has at most {core.story_max_scenes} scenes; this one would have {n}.")
+    if seconds * n > core.story_max_seconds:
+        raise InvalidRequest(
+            f"{n} scenes of {seconds} s make {seconds * n} s; a story is at most {core.story_max_seconds} s. "
+            f"Ask for fewer scenes or --seconds {max(1, core.story_max_seconds // n)}."
+        )
+
+
+def _estimate(service: JobService, story: Job, plan: StoryPlan, pipeline: Pipeline, scenes: Iterable[int]) -> float:
+    """What making `scenes` (numbers, 1-based) of the story costs, priced like single videos.
+    The first scene priced is validated against the pipeline (or the fallback that takes it)."""
+    how = story.state.get("continuity")
+    total, taker = 0.0, None
+    for k in scenes:
+        image = story.params.image_path
+        start = Path(image) if k == 1 and image else (Path("start.png") if k > 1 and how == "last_frame" else None)
         req = scene_request(story, plan, k, start, extend_from="(scene before)" if k > 1 and how == "extend" else None)
-        if k == 1:
+        if taker is None:
             taker = service._validating_pipeline(pipeline, req)
         scene = story.model_copy(update={"kind": JobKind.GENERATE, "prompt": req.prompt})
         estimate = service._priced(estimate_job_cost(taker, req, scene), scene)
@@ -139,10 +167,203 @@ async def submit_story(service: JobService, request: StoryRequest, origin: Origi
             service._check_priced(scene)  # refuses an unpriced model unless it is free
             estimate = 0.0
         total += estimate
-    story.cost_estimate = round(total, 4)
-    if image is not None and params.image_path:
-        await asyncio.to_thread(service.media.write_bytes, Path(params.image_path), image)
+    return round(total, 4)
+
+
+# --- the plan shown before spending (chat) ------------------------------------------------------
+
+
+class StoryPreview(BaseModel):
+    """A planned story waiting for its owner: Confirm starts it (through the spend gate), Edit
+    replaces its scenes (a new token), Cancel drops it. Kept in the store's pending spends, so
+    who may answer and for how long is the service's rule, as for any confirm offer."""
+
+    token: str
+    story: Job
+    expires_in: float
+
+    @property
+    def plan(self) -> StoryPlan:
+        return StoryPlan.model_validate(self.story.state["plan"])
+
+    @property
+    def estimate(self) -> float:
+        return self.story.cost_estimate or 0.0
+
+    def headline(self) -> str:
+        p, n = self.story.params, len(self.plan.scenes)
+        return f"Story preview: {n} scenes of {p.seconds} s ({n * p.seconds} s) on {self.story.pipeline}, {p.size}"
+
+    def scene_lines(self) -> list[str]:
+        return [f"{k}. {scene}" for k, scene in enumerate(self.plan.scenes, 1)]
+
+    def estimate_line(self) -> str:
+        minutes = max(1, round(self.expires_in / 60))
+        return f"Estimate: ${self.estimate:.2f} · nothing is spent until you confirm (this preview lasts {minutes} minutes)"
+
+    def text(self) -> str:
+        """The preview in plain text (what a text-only chat shows, with the commands that answer it)."""
+        plan = self.plan
+        lines = [self.headline()]
+        if plan.look:
+            lines.append(f"Look: {plan.look}")
+        lines += [*self.scene_lines(), self.estimate_line(), f"Start it: confirm {self.token} · drop it: decline {self.token}"]
+        return "\n".join(lines)
+
+
+async def preview_story(service: JobService, request: StoryRequest, origin: Origin, *, planner: StoryPlanner | None = None) -> StoryPreview:
+    """Plan and price the story, and keep it for its owner's answer; nothing is queued or reserved."""
+    story, _ = await _plan_story(service, request, origin, planner=planner)
+    return await _offer(service, story)
+
+
+async def _offer(service: JobService, story: Job) -> StoryPreview:
+    from bot.core.service import CONFIRM_SECONDS
+
+    token = secrets.token_hex(4)
+    await service.store.put_pending(token, story, expires_at=time.time() + CONFIRM_SECONDS)
+    return StoryPreview(token=token, story=story, expires_in=CONFIRM_SECONDS)
+
+
+async def pending_preview(service: JobService, token: str, actor: Actor) -> StoryPreview:
+    """The preview behind `token` as it stands (what an Edit form starts from), not answered.
+    Only its owner sees it, and only while it waits."""
+    from bot.core.service import CONFIRM_SECONDS
+
+    key = token.strip().lower()
+    rows = await service.store.aggregate(
+        "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (key,)
+    )
+    if not rows or rows[0][3] != (actor.platform or "cli"):
+        raise JobNotFound(token)
+    job_json, state, expires_at, _, user_id = rows[0]
+    if user_id != actor.user_id:
+        raise NotAllowed("Only the person who asked can change this.")
+    if state != "pending" or expires_at < time.time():
+        why = "expired" if state == "pending" else state
+        raise JobStateError(f"That preview was already {why}. Ask again with /story.")
+    story = Job.model_validate_json(job_json)
+    if story.kind is not JobKind.STORY:
+        raise JobStateError("That offer is not a story; there are no scenes to edit.")
+    return StoryPreview(token=key, story=story, expires_in=min(CONFIRM_SECONDS, max(0.0, expires_at - time.time())))
+
+
+async def edit_preview(service: JobService, token: str, scenes_text: str, actor: Actor) -> StoryPreview:
+    """The preview with its scenes replaced (one per line, or separated by ' | '); the old
+    token is spent and a new one offered. The look stays; limits and price are checked again,
+    before the old token is spent (a slip leaves the preview as it was)."""
+    story = (await pending_preview(service, token, actor)).story
+    scenes = split_script(scenes_text)
+    if len(scenes) < MIN_SCENES:
+        raise InvalidRequest(f"A story has at least {MIN_SCENES} scenes: write one scene per line.")
+    _check_length(service, len(scenes), story.params.seconds)
+    old = StoryPlan.model_validate(story.state["plan"])
+    plan = StoryPlan(look=old.look, scenes=[" ".join(s.split()) for s in scenes], planner="edited")
+    for k in range(1, len(plan.scenes) + 1):
+        service._check_prompt(plan.prompt(k))
+    pipeline = service.registry.get(story.pipeline)
+    story = story.model_copy(update={"prompt": _story_prompt(service, plan, story.prompt), "state": {**story.state, "plan": plan.model_dump()}})
+    story.cost_estimate = _estimate(service, story, plan, pipeline, range(1, len(plan.scenes) + 1))
+    await service._take_pending(token, actor, to="edited")  # once: a second answer to the old preview is refused
+    return await _offer(service, story)
+
+
+async def confirm_story(service: JobService, token: str, actor: Actor, *, origin: Origin | None = None) -> Job:
+    """Start a previewed story (re-checked at the spend gate). `origin`: where it is shown now
+    (a chat whose preview was private gives the public status message's place); the owner
+    and their workspace cannot change."""
+    story, _ = await service._take_pending(token, actor, to="confirmed")
+    if origin is not None:
+        same = (origin.platform, origin.workspace_id, origin.user_id) == (story.origin.platform, story.origin.workspace_id, story.origin.user_id)
+        if not same:
+            raise NotAllowed("Only the person who asked can confirm this.")
+        story = story.model_copy(update={"origin": origin})
+    return await service._persist(story, service.registry.get(story.pipeline), confirmed=True)
+
+
+# --- new stories from a finished (or failed) one ----------------------------------------------------
+
+
+async def _story_for_reuse(service: JobService, job_id: str, origin: Origin, verb: str) -> Job:
+    story = await service.get_for(job_id, origin)
+    if story.kind is not JobKind.STORY:
+        raise JobStateError(f"Job {story.id} is not a story; only stories have scenes to {verb}.")
+    await service._check_may_reuse(story, origin, verb)
+    if story.deleted_at is not None:
+        raise JobStateError(f"Job {story.id} was deleted.")
+    if story.media_expired_at is not None:
+        raise JobStateError(f"Job {story.id}'s files were removed. Tell the story again with /story.")
+    return story
+
+
+async def _scene_jobs(service: JobService, story: Job) -> list[Job | None]:
+    """The story's finished scenes in order (None where a scene has no finished file)."""
+    found: list[Job | None] = []
+    for scene_id in story.state.get("scene_jobs", []):
+        job = await service.store.get(scene_id)
+        ok = job is not None and job.status is JobStatus.COMPLETED and job.output_path and Path(job.output_path).exists()
+        found.append(job if ok else None)
+    return found
+
+
+async def _new_story(
+    service: JobService, old: Job, plan: StoryPlan, origin: Origin, *, reuse: dict[int, str], note: dict[str, object]
+) -> Job:
+    """A story made again from `old`: `reuse` maps scene numbers to finished scene jobs taken
+    as they are; the others are made with a new seed. Priced for the scenes made only."""
+    pipeline = service.registry.get(old.pipeline)
+    params = old.params.model_copy(update={"seed": new_seed(), "image_path": None})
+    story = service._new_job(JobKind.STORY, origin, _story_prompt(service, plan, old.prompt), params, pipeline.name, parent_id=old.id)
+    story.state = {
+        "plan": plan.model_dump(), "transition": old.state.get("transition", "cut"), "continuity": old.state.get("continuity"),
+        "reuse": {str(k): v for k, v in reuse.items()}, **note,
+    }  # fmt: skip
+    made = [k for k in range(1, len(plan.scenes) + 1) if k not in reuse]
+    if 1 in made and old.params.image_path and Path(old.params.image_path).exists():
+        # Scene 1 starts from the same picture: a copy of its own (the old story may be deleted).
+        story.params.image_path = str(service.media.image_path(story.id, "input.png"))
+        data = await asyncio.to_thread(Path(old.params.image_path).read_bytes)
+        await asyncio.to_thread(service.media.write_bytes, Path(story.params.image_path), data)
+    story.cost_estimate = _estimate(service, story, plan, pipeline, made)
     return await service._persist(story, pipeline)
+
+
+async def redo_scene(service: JobService, job_id: str, k: int, origin: Origin) -> Job:
+    """A new story: scene k made again from the same start frame (scene k-1's last frame),
+    every other finished scene taken as it is, then joined again."""
+    old = await _story_for_reuse(service, job_id, origin, "redo a scene of")
+    if old.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+        raise JobStateError(f"Story {old.id} is still {old.status.value}; redo a scene once it has ended.")
+    plan = StoryPlan.model_validate(old.state["plan"])
+    if not 1 <= k <= len(plan.scenes):
+        raise InvalidRequest(f"Story {old.id} has scenes 1 to {len(plan.scenes)}; there is no scene {k}.")
+    scenes = await _scene_jobs(service, old)
+    # An extension holds every scene before it: the scenes after k are extended again from the new one.
+    last = k - 1 if old.state.get("continuity") == "extend" else len(plan.scenes)
+    reuse = {j: s.id for j, s in enumerate(scenes, 1) if s is not None and j != k and j <= last}
+    return await _new_story(service, old, plan, origin, reuse=reuse, note={"redo_scene": k})
+
+
+async def add_scene(service: JobService, job_id: str, prompt: str, origin: Origin) -> Job:
+    """A new story: every scene taken as it is, plus one more continuing from the last frame."""
+    old = await _story_for_reuse(service, job_id, origin, "add a scene to")
+    if old.status is not JobStatus.COMPLETED:
+        raise JobStateError(f"Story {old.id} is {old.status.value}; a scene can be added to a finished story. Try Redo.")
+    plan = StoryPlan.model_validate(old.state["plan"])
+    text = " ".join(service._check_prompt(prompt).split())
+    _check_length(service, len(plan.scenes) + 1, old.params.seconds)
+    scenes = await _scene_jobs(service, old)
+    reuse = {j: s.id for j, s in enumerate(scenes, 1) if s is not None}
+    bigger = plan.model_copy(update={"scenes": [*plan.scenes, text], "planner": "edited" if plan.planner == "script" else plan.planner})
+    service._check_prompt(bigger.prompt(len(bigger.scenes)))
+    return await _new_story(service, old, bigger, origin, reuse=reuse, note={"added_scene": len(bigger.scenes)})
+
+
+async def reroll_story(service: JobService, job_id: str, origin: Origin) -> Job:
+    """The same script (the same plan, not planned again), every scene made again with new seeds."""
+    old = await _story_for_reuse(service, job_id, origin, "re-roll")
+    plan = StoryPlan.model_validate(old.state["plan"])
+    return await _new_story(service, old, plan, origin, reuse={}, note={})
 
 
 class StoryFailed(VideobotError):
@@ -159,29 +380,40 @@ class StoryDriver:
         """From any unfinished state to DELIVERING (the runner delivers the joined video)."""
         r = self.runner
         # The story only waits on its scenes: it must not hold a running slot a scene needs.
-        r._queue.finish(story.id)
+        r.release_slot(story.id)
         if story.status is JobStatus.QUEUED:
-            story = await r._write(story, status=JobStatus.RUNNING, started_at=time.time())
-            r._emit(EventKind.STARTED, story)
+            story = await r.write(story, status=JobStatus.RUNNING, started_at=time.time())
+            r.emit(EventKind.STARTED, story)
         elif story.status is not JobStatus.RUNNING:
-            story = await r._write(story, status=JobStatus.RUNNING)
+            story = await r.write(story, status=JobStatus.RUNNING)
         plan = StoryPlan.model_validate(story.state["plan"])
         done: list[Job] = []
         try:
             for k in range(1, len(plan.scenes) + 1):
-                scene = await self._scene(story, plan, k, done[-1] if done else None)
+                scene = await self._reused(story, k) or await self._scene(story, plan, k, done[-1] if done else None)
                 done.append(scene)
-                story = await r._write(
-                    story, progress=min(99, round(100 * k / len(plan.scenes))), cost_actual=_billed(done),
+                story = await r.write(
+                    story, progress=min(99, round(100 * k / len(plan.scenes))), cost_actual=_billed(story, done),
                     state={**story.state, "scene_jobs": [j.id for j in done]},
                 )  # fmt: skip
             return await self._join(story, done)
         except asyncio.CancelledError:
-            if story.id in r._cancelling:
+            if r.cancelling(story.id):
                 await self._stop_scenes(story)
             raise
 
     # --- scenes -------------------------------------------------------------------------------
+
+    async def _reused(self, story: Job, k: int) -> Job | None:
+        """Scene k taken from the story this one was made from (redo, add scene), while its file
+        is there; else None and the scene is made."""
+        scene_id = story.state.get("reuse", {}).get(str(k))
+        if not scene_id:
+            return None
+        scene = await self.runner.store.get(scene_id)
+        if scene is None or scene.status is not JobStatus.COMPLETED or not scene.output_path:
+            return None
+        return scene if await asyncio.to_thread(Path(scene.output_path).exists) else None
 
     async def _scene(self, story: Job, plan: StoryPlan, k: int, previous: Job | None) -> Job:
         """Scene k finished: found among the story's children, or made (and retried once)."""
@@ -194,7 +426,7 @@ class StoryDriver:
                 if any(c.status is JobStatus.CANCELLED for c in ended) or len(ended) > SCENE_RETRIES:
                     last = ended[-1]
                     # What the failed attempts billed stays counted on the story.
-                    await self.runner._write(story, cost_actual=round((story.cost_actual or 0.0) + _billed(ended), 4))
+                    await self.runner.write(story, cost_actual=round((story.cost_actual or 0.0) + _billed(story, ended), 4))
                     kept = f" Scenes 1-{k - 1} are kept." if k > 1 else ""
                     raise StoryFailed(
                         f"Scene {k} of {n} {'was cancelled' if last.status is JobStatus.CANCELLED else 'failed twice'}: "
@@ -228,7 +460,7 @@ class StoryDriver:
             if key in story.state:
                 state[key] = story.state[key]
         scene = Job(
-            id=_new_id(), parent_id=story.id, kind=JobKind.EXTEND if extend else JobKind.GENERATE, origin=origin, prompt=request.prompt,
+            id=new_job_id(), parent_id=story.id, kind=JobKind.EXTEND if extend else JobKind.GENERATE, origin=origin, prompt=request.prompt,
             params=GenerateParams(seconds=request.seconds, size=request.size, seed=request.seed or 0, model=request.model,
                                   image_path=str(start) if start else None),
             pipeline=story.pipeline, status=JobStatus.QUEUED, created_at=time.time(),
@@ -274,7 +506,7 @@ class StoryDriver:
             if percent != shown:
                 shown = percent
                 await r.store.set_progress(story.id, percent, fence=r.owner)
-                r._emit(EventKind.PROGRESS, story.model_copy(update={"progress": percent}), progress=percent,
+                r.emit(EventKind.PROGRESS, story.model_copy(update={"progress": percent}), progress=percent,
                         message=f"scene {k} of {n}: {current.status.value}")  # fmt: skip
             await asyncio.wait([r.wait(current.id)], timeout=WATCH_INTERVAL)
 
@@ -283,8 +515,7 @@ class StoryDriver:
         (`videobot run`) adopts orphaned scenes itself; two enqueuers of one job could drive it
         twice, so the driver only steps in on a runner without that loop (a one-shot command),
         and never while the runner's start-up adoption is still going on."""
-        r = self.runner
-        return r._ready.is_set() and not any(t.get_name() == "runner-adopt" and not t.done() for t in r._loops)
+        return self.runner.adopts_orphans is False
 
     async def _stop_scenes(self, story: Job) -> None:
         """The story was cancelled: the scene in progress stops too, and no further one starts."""
@@ -299,7 +530,7 @@ class StoryDriver:
                     pass
         scenes = [s for s in await r.store.children(story.id) if s.state.get("story_scene")]
         try:
-            await r.store.update(story.id, cost_actual=_billed(scenes))
+            await r.store.update(story.id, cost_actual=_billed(story, scenes))
         except Exception:
             log.warning("story %s: could not settle its cost after cancel", story.id, exc_info=True)
 
@@ -307,7 +538,7 @@ class StoryDriver:
 
     async def _join(self, story: Job, scenes: list[Job]) -> Job:
         r = self.runner
-        r._emit(EventKind.PROGRESS, story.model_copy(update={"progress": 99}), progress=99, message="joining the scenes")
+        r.emit(EventKind.PROGRESS, story.model_copy(update={"progress": 99}), progress=99, message="joining the scenes")
         parts = [Path(s.output_path) for s in scenes if s.output_path]
         if len(parts) != len(scenes):
             raise StoryFailed("A finished scene's file is missing; the story cannot be joined.")
@@ -334,25 +565,25 @@ class StoryDriver:
                 starts = [0.0] * len(parts)
             await asyncio.to_thread(write_storyboard, [(final, starts[i]) if extended else (p, 0.0) for i, p in enumerate(parts)], temp)
             await asyncio.to_thread(r.media.commit, temp, board)
-        return await r._write(
+        return await r.write(
             story, status=JobStatus.DELIVERING, progress=100, output_path=str(final), thumbnail_path=str(board),
-            cost_actual=_billed(scenes), detail=f"joined {len(scenes)} scenes",
+            cost_actual=_billed(story, scenes), detail=f"joined {len(scenes)} scenes",
         )  # fmt: skip
 
 
-def _billed(scenes: list[Job]) -> float:
-    """What the scenes cost, as the spend ledger would count each on its own."""
+def _billed(story: Job, scenes: list[Job]) -> float:
+    """What the story's own scenes cost, as the spend ledger would count each on its own
+    (scenes taken from an earlier story were paid for by that story)."""
     total = 0.0
     for s in scenes:
+        if s.parent_id != story.id:
+            continue
         if s.status is JobStatus.COMPLETED:
             total += s.cost_actual if s.cost_actual is not None else (s.cost_estimate or 0.0)
         elif s.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             total += s.cost_actual if s.cost_actual is not None else (s.state.get("image_step_cost") or 0.0)
     return round(total, 4)
 
-
-def _new_id() -> str:
-    return new_job_id()
 
 
 def frame_at(path: Path, seconds: float) -> Image.Image:

@@ -13,6 +13,7 @@ from typing import Any
 from bot.config import CoreSettings
 from bot.core.errors import NotAllowed
 from bot.core.models import Actor, Origin
+from bot.core.sizes import normalise_size
 from providers.base import parse_size
 from providers.errors import InvalidRequest
 from storage.contract import Store
@@ -42,8 +43,9 @@ def _names(raw: str) -> list[str]:
 
 
 def _size(raw: str) -> str:
-    parse_size(raw)
-    return raw.lower()
+    size = normalise_size(raw).lower()  # a ratio (16:9) as the size it means
+    parse_size(size)
+    return size
 
 
 def _choice(*options: str) -> Callable[[str], str]:

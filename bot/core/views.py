@@ -28,6 +28,16 @@ class Action(StrEnum):
     DELETE = "delete"
     ANIMATE = "animate"  # an image result, made into a video with the same prompt
     DM = "dm"  # the file, sent privately
+    REDO_SCENE = "redo"  # a story: one scene made again (which one: a picker of the scenes), joined again
+    ADD_SCENE = "add-scene"  # a story: one more scene from the last frame (a prompt)
+
+    @property
+    def starts_job(self) -> bool:
+        """Whether doing it makes a new job (whose status message the platform then shows)."""
+        return self in _STARTS_JOB
+
+
+_STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
 
 
 class Phase(StrEnum):
@@ -62,6 +72,8 @@ class StatusView(BaseModel):
     final: bool = False
     #: A still of the result for platforms that show one on the card.
     thumbnail_path: str | None = None
+    #: A story's scenes (number, label) for the Redo picker, when Redo is offered.
+    scenes: tuple[tuple[int, str], ...] = ()
 
 
 _PHASES = {
@@ -86,6 +98,13 @@ def actions_for(job: Job, phase: Phase) -> tuple[Action, ...]:
     """The buttons under a job's message in this phase (their permission checks are the service's)."""
     if phase in (Phase.QUEUED, Phase.RUNNING):
         return (Action.CANCEL,)
+    if job.kind is JobKind.STORY:
+        # A failed story keeps its finished scenes: Redo makes the rest from where it stopped.
+        if phase is Phase.DONE and job.media_expired_at is None:
+            return (Action.REDO_SCENE, Action.ADD_SCENE, Action.REROLL, Action.DELETE)
+        if phase is Phase.FAILED and job.media_expired_at is None:
+            return (Action.REDO_SCENE, Action.REROLL)
+        return ()
     if phase is Phase.DONE and job.media_expired_at is None:
         if job.kind is JobKind.IMAGE:
             return (Action.ANIMATE, Action.REROLL, Action.DELETE)
@@ -133,7 +152,18 @@ def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
         actions=actions_for(job, phase),
         final=event.kind.final,
         thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
+        scenes=tuple(scene_choices(job)) if job.kind is JobKind.STORY else (),
     )
+
+
+def scene_choices(job: Job, width: int = 75) -> list[tuple[int, str]]:
+    """(number, label) of each scene of a story, for a Redo picker (labels fit Slack's 75 and Discord's 100)."""
+    plan = job.state.get("plan") or {}
+    choices = []
+    for k, scene in enumerate(plan.get("scenes", []), 1):
+        label = f"Scene {k}: {scene}"
+        choices.append((k, label if len(label) <= width else label[: width - 1] + "…"))
+    return choices
 
 
 def _first_sentence(text: str, limit: int = 90) -> str:

@@ -231,6 +231,16 @@ class DiscordEmulator:
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._dispatch_interaction(3, data, user_id=user_id, permissions=permissions, message=message)
 
+    async def select(self, message_id: str, custom_id: str, values: list[str], *, user_id: str = "1001") -> Interaction:
+        """The user picks `values` in a string select of the message (they must be among its options)."""
+        message = self.messages[message_id]
+        menus = [c for row in message["components"] for c in row.get("components", []) if c.get("custom_id") == custom_id and c.get("type") == 3]
+        assert menus, f"no select {custom_id} in message {message_id}"
+        offered = {o["value"] for o in menus[0].get("options", [])}
+        assert set(values) <= offered, f"{values} not among the options {sorted(offered)}"
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return await self._dispatch_interaction(3, data, user_id=user_id, message=message)
+
     async def submit_modal(self, opened_by: Interaction, values: dict[str, str], *, user_id: str = "1001") -> Interaction:
         """The user fills the modal that `opened_by` opened; `values` are keyed by field label."""
         assert opened_by.callback and opened_by.callback["type"] == 9, "no modal was opened"

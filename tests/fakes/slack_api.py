@@ -579,6 +579,25 @@ class SlackEmulator:
         }  # fmt: skip
         return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
 
+    async def select(self, url: str, message_ts: str, action_id: str, value: str, *, user_id: str = "U0ALICE") -> Sent:
+        """An option picked in a message's static_select, as a block_actions payload (the option must be on offer)."""
+        message = self.messages[message_ts]
+        menus = [e for b in message.get("blocks") or [] if b.get("type") == "actions" for e in b["elements"]
+                 if e.get("type") == "static_select" and e.get("action_id") == action_id]  # fmt: skip
+        assert menus, f"no select {action_id} in message {message_ts}"
+        option = next((o for o in menus[0]["options"] if o["value"] == value), None)
+        assert option is not None, f"{value} is not an option of {action_id}"
+        payload = {
+            "type": "block_actions", "api_app_id": APP_ID, "token": "legacy",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID}, "team": {"id": TEAM_ID, "domain": "test"},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": message["channel"], "is_ephemeral": False},
+            "channel": {"id": message["channel"], "name": "general"}, "message": message,
+            "trigger_id": f"trig.{next(self._ids)}", "response_url": self.response_url(f"act-{user_id}"),
+            "actions": [{"type": "static_select", "action_id": action_id, "block_id": "actions", "selected_option": option,
+                         "action_ts": str(time.time())}],
+        }  # fmt: skip
+        return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
+
     async def click_ephemeral(self, url: str, response: dict[str, Any], action_id: str, value: str, *, user_id: str = "U0ALICE") -> Sent:
         """A button press in an ephemeral message (sent through a response_url): Slack sends no `message` for those."""
         payload = {

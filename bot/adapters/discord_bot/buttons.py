@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.adapters.discord_bot import flows
+from bot.adapters.discord_bot import flows, stories
 from bot.adapters.discord_bot.marks import RESULT_PREFIX, STATUS_PREFIX
 from bot.core.views import Action
 from providers.errors import InvalidRequest
@@ -29,6 +29,8 @@ LOOK: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.EXTEND: ("Extend…", "➕", discord.ButtonStyle.secondary),
     Action.DELETE: ("Delete", "🗑️", discord.ButtonStyle.danger),
     Action.ANIMATE: ("Animate", "🎬", discord.ButtonStyle.primary),
+    Action.REDO_SCENE: ("Redo scene…", "🎞️", discord.ButtonStyle.secondary),
+    Action.ADD_SCENE: ("Add scene…", "➕", discord.ButtonStyle.secondary),
 }
 
 
@@ -49,6 +51,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
                 await interaction.response.send_modal(RemixModal(self.job_id))
             elif self.action is Action.EXTEND:
                 await interaction.response.send_modal(ExtendModal(self.job_id))
+            elif self.action in (Action.REDO_SCENE, Action.ADD_SCENE):
+                await stories.on_story_button(interaction, self.action, self.job_id)
             else:
                 await flows.on_button(interaction, self.action, self.job_id)
         except Exception as exc:
@@ -133,4 +137,4 @@ class ExtendModal(discord.ui.Modal, title="Extend this video"):
 
 def register(client: discord.Client, adapter: DiscordAdapter) -> None:
     """Clicks on any message the bot ever posted, also after a restart, come to `JobButton`."""
-    client.add_dynamic_items(JobButton, OfferButton)
+    client.add_dynamic_items(JobButton, OfferButton, *stories.DYNAMIC_ITEMS)

@@ -12,11 +12,14 @@ import discord
 from discord import app_commands
 
 from bot.adapters.discord_bot.flows import adapter_of, interaction_actor, interaction_origin, reply, reply_error, start_job
-from bot.adapters.discord_bot.shims import ASPECT_RATIOS, deployment_help, normalise_size
+from bot.adapters.discord_bot.render import help_content
+from bot.adapters.discord_bot.stories import start_preview
 from bot.core.commands import Command
 from bot.core.dispatch import Reply, run_command
+from bot.core.help import deployment_help
 from bot.core.models import Job, JobStatus, Origin
-from bot.core.stories import submit_story
+from bot.core.sizes import ASPECT_RATIOS, normalise_size
+from bot.core.stories import StoryRequest
 from bot.core.tenant_settings import KEYS
 from providers.base import Capability
 from providers.errors import InvalidRequest
@@ -99,7 +102,7 @@ def _size_choices(interaction: discord.Interaction, current: str, *, image: bool
     options: list[tuple[str, str]] = []
     if pipeline is not None:
         options.append((f"{pipeline.default_size} (default)", pipeline.default_size))
-    options += [(f"{ratio} · {normalise_size(ratio)}", ratio) for ratio in ASPECT_RATIOS]
+    options += [(f"{ratio} · {size}", ratio) for ratio, size in ASPECT_RATIOS.items()]
     options += [(s, s) for s in COMMON_SIZES if pipeline is None or s != pipeline.default_size]
     return [app_commands.Choice(name=name, value=value) for name, value in options if value.startswith(typed)][:MAX_CHOICES]
 
@@ -176,7 +179,7 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     @app_commands.describe(
         prompt="What the video shows",
         pipeline="Which pipeline makes it",
-        size="WIDTHxHEIGHT or an aspect ratio (16:9, 9:16, 1:1, 4:3, 3:4)",
+        size=f"WIDTHxHEIGHT or an aspect ratio ({', '.join(ASPECT_RATIOS)})",
         seconds="Length in seconds",
         seed="The same seed and prompt make the same video",
         audio="Ask for a soundtrack (where the pipeline can make one)",
@@ -255,13 +258,14 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
             size=normalise_size(size) if size else None, seed=seed,
         )  # fmt: skip
 
-        async def submit(origin: Origin) -> Job:
-            request = cmd.story_request()
+        async def request() -> StoryRequest:
+            planned = cmd.story_request()
             if image is not None:  # the one thing a typed command cannot carry
-                request = request.model_copy(update={"image_bytes": await image.read(), "image_name": image.filename})
-            return await submit_story(service, request, origin)
+                planned = planned.model_copy(update={"image_bytes": await image.read(), "image_name": image.filename})
+            return planned
 
-        await start_job(interaction, submit)
+        # The plan is shown privately first; its Confirm starts the story (stories.py).
+        await start_preview(interaction, request)
 
     @tree.command(name="jobs", description="Your recent jobs")
     @app_commands.describe(status="Only jobs in this state", limit="How many (10 unless you say)")
@@ -301,6 +305,14 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     @app_commands.autocomplete(id=job_ids)
     async def reroll(interaction: discord.Interaction, id: str) -> None:
         await start(interaction, command("reroll", id))
+
+    @tree.command(name="animate", description="A video from an image result (its prompt, or a new one)")
+    @app_commands.describe(id="The job id of a finished image", prompt="What happens (the image's prompt unless you say)", seconds="Length in seconds")
+    @app_commands.autocomplete(id=job_ids)
+    async def animate(
+        interaction: discord.Interaction, id: str, prompt: str | None = None, seconds: app_commands.Range[int, 1, 120] | None = None
+    ) -> None:
+        await start(interaction, command("animate", id, prompt, seconds=seconds))
 
     @tree.command(name="cancel", description="Stop one of your queued or running jobs")
     @app_commands.describe(id="The job id (from /jobs)")
@@ -350,7 +362,9 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
 
     @tree.command(name="help", description="What this bot can do here: commands, pipelines, limits")
     async def help_cmd(interaction: discord.Interaction) -> None:
-        await reply(interaction, deployment_help(service)[:MAX_MESSAGE])
+        offers = await deployment_help(service, interaction_origin(interaction), upload_limit=interaction.filesize_limit)
+        options = {c.name: [p.name for p in c.parameters] for c in tree.get_commands() if isinstance(c, app_commands.Command)}
+        await reply(interaction, help_content(offers, options))
 
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -27,6 +27,7 @@ from bot.adapters.discord_bot.errors import (
     is_token_gone,
 )
 from bot.adapters.discord_bot.render import dm_content, result_content, result_mentions
+from bot.adapters.discord_bot.stories import result_files
 from bot.adapters.discord_bot.surface import needs_status
 from bot.core.errors import DeliveryFailed
 from bot.core.models import Job
@@ -141,7 +142,7 @@ class Delivery:
         kwargs: dict[str, Any],
     ) -> discord.Message:
         if upload is not None and upload.path is not None:
-            kwargs = {**kwargs, "file": discord.File(upload.path, filename=upload.filename)}
+            kwargs = {**kwargs, "files": result_files(job, upload)}
         if interaction is not None:
             # A webhook execute takes no nonce: a repeat is caught by the history scan.
             return await interaction.followup.send(content, wait=True, **kwargs)

@@ -35,8 +35,6 @@ TOKEN_LIFETIME = 15 * 60
 #: status message will answer. Stored with the job before anything is posted, so whichever
 #: process drives the job knows a status message is due and where.
 STATUS_REPLY_TO = "status_reply_to"
-#: Actions that make a new job: a click's response becomes that job's status message.
-STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
 
 StartJob = Callable[[Origin], Awaitable[Job]]
 
@@ -216,7 +214,7 @@ async def start_action(
 
 async def on_button(interaction: discord.Interaction, action: Action, job_id: str) -> None:
     """A click on a job's button: what the core says the action means, shown where it belongs."""
-    if action in STARTS_JOB:
+    if action.starts_job:  # a click's response becomes the new job's status message
         await start_action(interaction, action, job_id)
         return
     adapter = adapter_of(interaction)

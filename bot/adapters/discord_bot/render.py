@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import discord
 
+from bot.core.actions import REACTIONS
+from bot.core.help import DeploymentHelp
 from bot.core.models import Job
 from bot.core.render import job_title
 from bot.core.uploads import Upload
@@ -49,3 +51,43 @@ def failure_note(view: StatusView) -> str:
 
 def dm_content(text: str, upload: Upload) -> str:
     return clip(text + (f"\n{upload.note}" if upload.note else ""))
+
+
+def help_content(offers: DeploymentHelp, options: dict[str, list[str]]) -> str:
+    """The core's `/help` as Discord markdown: each command with its options (`options`: the
+    registered slash commands and their parameter names; a command not registered here is left
+    out), the buttons and reactions, the pipelines and the limits."""
+
+    def usage(name: str) -> str:
+        return " ".join([f"`/{name}`", *(f"`{p}`" for p in options[name])])
+
+    commands = [f"{usage(c.name)} {c.what}" for c in offers.commands if c.name in options]
+    reactions = offers.reactions({emoji: action for emoji, action in REACTIONS.items() if emoji != "✉"})
+    head = [
+        "**Commands**",
+        *commands,
+        "**Buttons** " + "; ".join(offers.buttons()) + ".",
+        "**Reactions** " + "; ".join(reactions) + ".",
+        "**Limits**",
+        *(f"• {limit}" for limit in offers.limits),
+    ]
+
+    def pipelines(detail: int) -> list[str]:
+        """Most detail first (descriptions), then without them, then names only: the limits and
+        commands are never the part cut off by Discord's 2,000 characters."""
+        lines: list[str] = []
+        for label, found in (("Video pipelines", offers.videos), ("Image pipelines", offers.images)):
+            lines.append(f"**{label}**")
+            if detail == 0:
+                lines.append(", ".join(f"`{o.name}`{' (default)' if o.default else ''}" for o in found) or "none")
+                continue
+            for o in found:
+                about = f" — {o.description}" if detail == 2 and o.description else ""
+                lines.append(f"• `{o.name}`{' (default)' if o.default else ''}: {o.summary()}{about}")
+        return lines
+
+    for detail in (2, 1, 0):
+        text = "\n".join(head + pipelines(detail))
+        if len(text) <= MAX_CONTENT:
+            return text
+    return clip(text)

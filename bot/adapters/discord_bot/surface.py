@@ -37,9 +37,8 @@ from bot.adapters.discord_bot.buttons import components, offer_components
 from bot.adapters.discord_bot.errors import is_token_gone
 from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, token_alive
 from bot.adapters.discord_bot.render import failure_note, status_content
-from bot.adapters.discord_bot.shims import RetiringPool, pacing
 from bot.core.models import Job, ProgressEvent
-from bot.core.pacing import RateScheduler, Throttled
+from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
 from bot.core.views import Action, Phase, StatusView, status_view
 
 if TYPE_CHECKING:
@@ -95,8 +94,8 @@ class StatusBoard:
     def __init__(self, adapter: DiscordAdapter) -> None:
         self.adapter = adapter
         self.margin = adapter.settings.token_margin_seconds
-        self.edits, self.window = pacing(adapter.settings)
-        self.pool: RetiringPool[Edit] = RetiringPool(self._scheduler)
+        self.edits, self.window = adapter.settings.status_edits_per_window, adapter.settings.status_edit_window_seconds
+        self.pool: SchedulerPool[Edit] = SchedulerPool(self._scheduler)
         self._shown: dict[str, Shown] = {}
         #: Live interactions whose original response is a status message, by that message's id.
         self._interactions: dict[int, discord.Interaction] = {}
@@ -237,7 +236,6 @@ class StatusBoard:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._passing_failure(shown, edit, exc)
                 return
-            self.pool.trim(edit.limit)
             if not sent:
                 return
             shown.sent_seq = edit.seq

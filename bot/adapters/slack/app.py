@@ -35,7 +35,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack import actions, commands, events, settings_modal, shortcuts, views
+from bot.adapters.slack import actions, commands, events, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.lookup import Me
 from bot.adapters.slack.surface import StatusSurface
@@ -57,7 +57,7 @@ WORK_GRACE_SECONDS = 2.0
 NOT_IDEMPOTENT = frozenset({"chat.postMessage", "files.completeUploadExternal", "chat.postEphemeral", "chat.scheduleMessage"})
 #: Calls paced by a RateScheduler: a 429 is the scheduler's to handle (it slows down), not the client's.
 PACED = frozenset({"chat.update"})
-LISTENERS = (commands, actions, views, events, shortcuts, settings_modal)
+LISTENERS = (commands, actions, views, events, shortcuts, settings_modal, stories)
 
 
 def _method(request: HttpRequest) -> str:

@@ -11,9 +11,9 @@ text, never ping.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from bot.core.help import CommandHelp, DeploymentHelp
 from bot.core.models import Job
 from bot.core.views import Action, Phase, StatusView
 
@@ -37,6 +37,9 @@ _LABELS = {
     Action.EXTEND: "➕ Extend…",
     Action.DELETE: "🗑️ Delete",
 }
+#: Slack's reaction names for the emoji the core knows. ✉️ (DM) is not offered in Slack: a file
+#: in a DM needs the im:write scope and a conversations.open the bot does not otherwise need.
+REACTIONS = {"repeat": "🔁", "x": "❌", "clapper": "🎬"}
 REMIX_MODAL, EXTEND_MODAL = "vb_remix_modal", "vb_extend_modal"
 PROMPT_BLOCK, SECONDS_BLOCK, INPUT = "prompt", "seconds", "value"
 #: The message shortcut "Animate with videobot" (manifest.yaml names the same callback id).
@@ -68,6 +71,10 @@ def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> lis
         # An image block needs a public URL or a Slack file: the bot uploads the still itself.
         blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
     buttons = [button(action, view.job_id, first=i == 0) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
+    if view.scenes:
+        from bot.adapters.slack.stories import story_elements  # it builds on this module
+
+        buttons = story_elements(view) + buttons
     if buttons:
         blocks.append({"type": "actions", "block_id": "actions", "elements": buttons})
     return blocks
@@ -159,9 +166,26 @@ def modal_value(view: dict[str, Any], block_id: str) -> str:
     return (value or "").strip()
 
 
-_SUBCOMMAND = re.compile(r"(?<![\w/])/(?!video\b|image\b)([a-z]+)")
+def typed(command: CommandHelp) -> str:
+    """A command as typed in Slack: /video and /image are slash commands, the rest go after /video."""
+    head = f"/{command.name}" if command.name in ("video", "image") else f"/video {command.name}"
+    return f"{head} {command.args}".rstrip()
 
 
-def slack_commands(help_text: str) -> str:
-    """The core's command list as typed in Slack: every command but /video and /image goes after /video."""
-    return _SUBCOMMAND.sub(r"/video \1", help_text)
+def help_markup(offers: DeploymentHelp, reactions: dict[str, Action]) -> str:
+    """The core's `/help` in Slack's mrkdwn: commands as typed here, buttons, reactions, pipelines, limits."""
+    width = 44
+    commands = "\n".join(f"{typed(c):<{width}}  {c.what}" for c in offers.commands)
+    lines = [
+        f"```{esc(commands)}```",
+        "Quote a prompt to use `--` or a command word in it: `/video \"a sign that says --stop--\" --seconds 4`.",
+        "*Buttons* " + "; ".join(esc(b) for b in offers.buttons()) + ". The message shortcut *Animate with videobot* makes a video of a posted image.",
+        "*Reactions* " + "; ".join(offers.reactions(reactions)),
+        "*Video pipelines*",
+        *(f"• *{esc(o.name)}*{' (default)' if o.default else ''}, {esc(o.summary())}" for o in offers.videos or ()),
+        "*Image pipelines*",
+        *(f"• *{esc(o.name)}*{' (default)' if o.default else ''}, {esc(o.summary())}" for o in offers.images or ()),
+        "*Limits*",
+        *(f"• {esc(limit)}" for limit in offers.limits),
+    ]
+    return "\n".join(lines)

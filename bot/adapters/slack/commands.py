@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.adapters.slack.blocks import esc, slack_commands, unesc
-from bot.adapters.slack.deployment import deployment_help
+from bot.adapters.slack.blocks import REACTIONS, esc, help_markup, unesc
 from bot.adapters.slack.settings_modal import open_settings
 from bot.adapters.slack.flows import Tell, respond_teller, show_job
+from bot.adapters.slack.stories import show_preview
+from bot.core.actions import reaction_action
 from bot.core.commands import Command, parse_command
-from bot.core.dispatch import run_command
+from bot.core.dispatch import is_help, run_command
+from bot.core.help import deployment_help
 from bot.core.models import Actor, Origin
-from bot.core.render import HELP
 
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
@@ -37,14 +38,11 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     bolt.command("/image")(image)
 
 
-def help_text(adapter: SlackAdapter) -> str:
-    commands = esc(slack_commands(HELP))
-    offers = esc(deployment_help(adapter.app.service, upload_limit=adapter.settings.file_limit_bytes))
-    return (
-        f"```{commands}```\nIn Slack every command goes after /video, for example `/video a red fox --seconds 4 --size 16:9`, "
-        "`/video remix k3f9x2m1 the same fox at night`, `/video jobs`; quote a prompt to use `--` or a command word in it. "
-        f"Buttons on each job do the same, and the message shortcut *Animate with videobot* makes a video of a posted image.\n{offers}"
-    )
+async def help_text(adapter: SlackAdapter, origin: Origin) -> str:
+    """What this deployment offers the caller, from the core, in Slack's syntax."""
+    offers = await deployment_help(adapter.app.service, origin, upload_limit=adapter.settings.file_limit_bytes)
+    reactions = {f":{name}:": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
+    return help_markup(offers, reactions)
 
 
 async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, tell: Tell) -> None:
@@ -52,8 +50,8 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
     try:
         # Slack escapes &, < and > in what people type: the prompt is kept as typed.
         command = parse_command(unesc(body.get("text") or ""), default=default)
-        if command.name == "help" or (command.name == "video" and command.text.lower() == "help"):
-            await tell.markup(help_text(adapter))
+        if is_help(command):
+            await tell.markup(await help_text(adapter, origin))
             return
         actor = await _actor(adapter, command, origin)
         if command.name == "settings" and not command.words and actor.is_admin and body.get("trigger_id"):
@@ -63,6 +61,9 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
         reply = await run_command(adapter.app.service, command, origin, actor)
     except Exception as exc:
         await tell.refusal(exc)
+        return
+    if reply.preview is not None:
+        await show_preview(reply.preview, tell)  # a story's plan, privately, before anything is spent
         return
     if reply.started and reply.job is not None:
         await show_job(adapter, reply.job, tell)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.adapters.slack.blocks import REACTIONS as EMOJI
 from bot.adapters.slack.flows import act, ephemeral_teller
 from bot.core.actions import reaction_action
 from bot.core.views import Action
@@ -20,9 +21,6 @@ from bot.core.views import Action
 if TYPE_CHECKING:
     from bot.adapters.slack.app import SlackAdapter
 
-#: Slack's reaction names for the emoji the core knows. ✉️ (DM) is not offered in Slack: a file
-#: in a DM needs the im:write scope and a conversations.open the bot does not otherwise need.
-EMOJI = {"repeat": "🔁", "x": "❌", "clapper": "🎬"}
 
 
 def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
