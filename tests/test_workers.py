@@ -15,17 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import DbView, Latency, World, clean_env, free_port, judge
+from tests.chaos import Latency, World, clean_env, free_port, judge
 from tests.chaos.emulators import first_poll_after
 from tests.chaos.verdict import PIPELINES, settled
-from tests.scaleout import RoleProcess, TakenSampler, runner_pids
+from tests.scaleout import RoleProcess, StoreView, TakenSampler
+from tests.stores import BACKENDS, backend_url
 
 pytestmark = pytest.mark.timeout(120)
 
 SPEC = PIPELINES["sora"]
 
 
-def explain(db: DbView, world: World, *procs: RoleProcess) -> str:
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """"" (SQLite in the data dir) or a fresh PostgreSQL database (skipped where none can run)."""
+    return backend_url(request)
+
+
+def explain(db: StoreView, world: World, *procs: RoleProcess) -> str:
     jobs = db.jobs()
     rows = [f"  {r.id} {r.status} remote={r.remote_id} status_message={r.status_message_id} {r.error_message or ''}" for r in jobs]
     told = [f"  {r.get('text', '')[:160]}" for r in world.slack.responses]
@@ -33,7 +40,7 @@ def explain(db: DbView, world: World, *procs: RoleProcess) -> str:
     return "\n".join([f"{len(jobs)} jobs recorded:", *rows, "told privately:", *told, "logged:", *logged[:40]])
 
 
-async def wait_until(check, timeout: float, what: str, db: DbView, world: World, *procs: RoleProcess) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(check, timeout: float, what: str, db: StoreView, world: World, *procs: RoleProcess) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
         for proc in procs:
@@ -45,9 +52,9 @@ async def wait_until(check, timeout: float, what: str, db: DbView, world: World,
         await asyncio.sleep(0.05)
 
 
-def environment(world: World, data: Path, **extra: str) -> dict[str, str]:
+def environment(world: World, data: Path, url: str, **extra: str) -> dict[str, str]:
     return clean_env(
-        **world.env(), VIDEOBOT_DATA_DIR=str(data), VIDEOBOT_LOG_LEVEL="INFO", VIDEOBOT_LEASE_SECONDS="6",
+        **world.env(), VIDEOBOT_DATA_DIR=str(data), VIDEOBOT_DATABASE_URL=url, VIDEOBOT_LOG_LEVEL="INFO", VIDEOBOT_LEASE_SECONDS="6",
         VIDEOBOT_HEARTBEAT_SECONDS="1", VIDEOBOT_MAX_QUEUED_PER_USER="100", **extra,
     )  # fmt: skip
 
@@ -75,17 +82,17 @@ async def submit(world: World, gateway: RoleProcess, prompts: list[tuple[str, st
     return token_of
 
 
-async def test_a_gateway_and_two_workers_run_thirty_jobs_once_each_under_the_caps(tmp_path: Path) -> None:
+async def test_a_gateway_and_two_workers_run_thirty_jobs_once_each_under_the_caps(tmp_path: Path, database_url: str) -> None:
     data = tmp_path / "data"
-    db = DbView(data / "videobot.sqlite3")
+    db = StoreView(database_url, data)
     async with World(tmp_path / "emulators", latency=Latency(0, 0, 0, 0, 0)) as world:
         world.openai.seconds_to_complete = 0.4
         # Four at once across both workers, though each could take three: the cap is the store's.
-        env = environment(world, data, VIDEOBOT_MAX_CONCURRENT_JOBS="4", VIDEOBOT_MAX_RUNNING_PER_USER="2", VIDEOBOT_WORKER_SLOTS="3")
+        env = environment(world, data, database_url, VIDEOBOT_MAX_CONCURRENT_JOBS="4", VIDEOBOT_MAX_RUNNING_PER_USER="2", VIDEOBOT_WORKER_SLOTS="3")
         gateway, a, b = await start_all(env, tmp_path)
         procs = (gateway, a, b)
         try:
-            with TakenSampler(data / "videobot.sqlite3") as taken:
+            with TakenSampler(database_url, data) as taken:
                 # One user asks for twelve first; three others for six each after: they all get turns.
                 prompts = [("U0ANN", f"w{i:03d}q") for i in range(12)]
                 prompts += [(user, f"w{12 + 3 * i + k:03d}q") for i in range(6) for k, user in enumerate(("U0BEN", "U0CAT", "U0DAN"))]
@@ -99,7 +106,7 @@ async def test_a_gateway_and_two_workers_run_thirty_jobs_once_each_under_the_cap
             assert len(verdicts) == 30 and all(v.status == "completed" for v in verdicts)
             assert len(world.creates()) == 30, f"{len(world.creates())} creates at the provider for 30 jobs"
             # Which worker made each job: both took part, and the gateway ran none.
-            made_by = {row.id: runner_pids(data / "videobot.sqlite3", row.id) for row in rows}
+            made_by = {row.id: db.runner_pids(row.id) for row in rows}
             assert all(len(pids) == 1 for pids in made_by.values()), made_by
             used = {pid for pids in made_by.values() for pid in pids}
             assert used == {a.pid, b.pid}, f"jobs were made by {used}; workers are {a.pid} and {b.pid}, the gateway {gateway.pid}"
@@ -121,17 +128,17 @@ async def test_a_gateway_and_two_workers_run_thirty_jobs_once_each_under_the_cap
             db.close()
 
 
-async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_once(tmp_path: Path) -> None:
+async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_once(tmp_path: Path, database_url: str) -> None:
     data = tmp_path / "data"
-    db = DbView(data / "videobot.sqlite3")
+    db = StoreView(database_url, data)
     async with World(tmp_path / "emulators", latency=Latency(0, 0, 0, 0, 0)) as world:
         world.openai.seconds_to_complete = 0.4
         world.openai.hold = True  # every video waits at 50 % until released: the kill lands mid-job
-        env = environment(world, data, VIDEOBOT_MAX_CONCURRENT_JOBS="6", VIDEOBOT_MAX_RUNNING_PER_USER="6", VIDEOBOT_WORKER_SLOTS="3")
+        env = environment(world, data, database_url, VIDEOBOT_MAX_CONCURRENT_JOBS="6", VIDEOBOT_MAX_RUNNING_PER_USER="6", VIDEOBOT_WORKER_SLOTS="3")
         gateway, a, b = await start_all(env, tmp_path)
         procs = (gateway, a, b)
         try:
-            with TakenSampler(data / "videobot.sqlite3") as taken:
+            with TakenSampler(database_url, data) as taken:
                 users = ("U0ANN", "U0BEN", "U0CAT")
                 token_of = await submit(world, gateway, [(users[i % 3], f"k{i:03d}q") for i in range(12)])
 
@@ -141,7 +148,7 @@ async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_o
 
                 await wait_until(six_running, 40, "six jobs running remotely (three per worker)", db, world, *procs)
                 rows = db.jobs()
-                held = {r.id: runner_pids(data / "videobot.sqlite3", r.id) for r in rows if r.status == "running"}
+                held = {r.id: db.runner_pids(r.id) for r in rows if r.status == "running"}
                 a_jobs = {r.id: r.remote_id for r in rows if held.get(r.id) == {a.pid}}
                 assert len(a_jobs) == 3, f"worker A holds {len(a_jobs)} jobs, expected 3: {held}"
                 killed_at = time.monotonic()
@@ -161,7 +168,7 @@ async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_o
             assert not problems, "\n".join(problems) + "\n" + explain(db, world, *procs)
             assert len(verdicts) == 12 and all(v.status == "completed" for v in verdicts)
             for job_id in a_jobs:
-                assert runner_pids(data / "videobot.sqlite3", job_id) == {a.pid, b.pid}, f"job {job_id} was not finished by B"
+                assert db.runner_pids(job_id) == {a.pid, b.pid}, f"job {job_id} was not finished by B"
             assert taken.max_total <= 6, f"{taken.max_total} jobs taken at once (cap 6), during the takeover"
             for proc in (gateway, b):
                 assert await proc.terminate(), f"{proc.name} did not stop on SIGTERM"
