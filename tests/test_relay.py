@@ -195,7 +195,14 @@ async def test_status_lists_live_processes_and_the_queue(settings: Any, capsys: 
     try:
         beat = Heartbeat(app.store, worker_id=app.runner.owner, role="worker", held=lambda: 3, interval=1.0)
         await beat.beat()
+        app.service.runner = None  # stored for a worker, as a gateway does: a "queued" signal
         queued = await app.service.submit(GenerateRequest(prompt="a kite", seconds=1, size="320x180"), ORIGIN)
+        assert [s.kind for s in await app.store.signals_after(0)] == ["queued"]
+        pruner = Heartbeat(app.store, worker_id="pruner", role="worker", held=lambda: 0, keep_signals=0.0)
+        await asyncio.sleep(0.01)
+        await pruner.beat()  # the first beat prunes; nothing is kept here
+        await app.store.drop_worker("pruner")
+        assert await app.store.signals_after(0) == []
     finally:
         await app.close()  # the runner was never started: the job stays queued
     assert queued.status is JobStatus.QUEUED
@@ -221,3 +228,38 @@ async def test_show_names_the_runner_of_each_event(app: App, capsys: pytest.Capt
     assert await asyncio.to_thread(main, ["show", job.id]) == 0
     assert f"[pid {app.runner.holder.pid} on " in capsys.readouterr().out
     assert job.kind is JobKind.GENERATE
+
+
+async def test_detached_generate_and_story_are_stored_unleased_and_made_by_a_worker(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--detach` only stores (queued, no lease, a "queued" signal); a worker claims and makes both,
+    the story's scenes included (made by the same worker, in order)."""
+    assert await asyncio.to_thread(main, ["generate", "a fox in the snow", "--seconds", "1", "--size", "320x180", "--detach"]) == 0
+    assert await asyncio.to_thread(main, ["story", "a kite rises | it lands", "--seconds", "1", "--size", "320x180", "--detach"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert len(ids) == 2
+    app = await open_app(load_settings())
+    app.runner.poll_policy = FAST
+    from bot.cli.run import Worker
+
+    worker = Worker(app)
+    try:
+        stored = [await app.store.get(job_id) for job_id in ids]
+        assert all(j is not None and j.status is JobStatus.QUEUED and j.lease_owner is None for j in stored)
+        signals = await app.store.signals_after(0)
+        assert {s.job_id for s in signals if s.kind == "queued"} == set(ids)
+        await worker.start()
+        done = await asyncio.wait_for(asyncio.gather(*(app.runner.wait(job_id) for job_id in ids)), 60)
+        assert [j.status for j in done] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
+        story = done[1]
+        assert story.kind is JobKind.STORY and Path(story.output_path or "").is_file()
+        scenes = [c for c in await app.store.children(story.id) if c.state.get("story_scene")]
+        assert len(scenes) == 2 and all(c.status is JobStatus.COMPLETED for c in scenes)
+        assert worker.claimer.claimed == 2  # the two stored jobs; the scenes were the story's own
+    finally:
+        await worker.stop()
+        await app.close()
+
+
+def test_a_gateway_needs_a_chat_platform(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--role", "gateway"]) == 78
+    assert "A gateway serves Slack or Discord" in capsys.readouterr().err

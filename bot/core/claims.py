@@ -24,11 +24,17 @@ log = logging.getLogger(__name__)
 WAKE_KINDS = frozenset({"queued", "completed", "failed", "cancelled"})
 #: After a failed claim (the database unreachable), wait this long before the next try.
 ERROR_PAUSE = 1.0
+#: Jobs taken per claim (the claim loops while there is room and work): a worker woken with
+#: many jobs waiting does not take them all in one go, so the workers woken with it share them.
+CLAIM_BATCH = 8
 
 
 class Claimer:
-    def __init__(self, runner: Runner, store: Any, *, max_running: int, max_running_per_user: int, interval: float = 1.0) -> None:
+    def __init__(
+        self, runner: Runner, store: Any, *, max_running: int, max_running_per_user: int, interval: float = 1.0, batch: int = CLAIM_BATCH
+    ) -> None:
         self.runner = runner
+        self.batch = batch
         self.store = store
         self.max_running = max_running
         self.max_running_per_user = max_running_per_user
@@ -48,7 +54,7 @@ class Claimer:
 
     async def claim_once(self) -> int:
         """Claim what there is room for and hand it to the runner; returns how many."""
-        room = self.runner.free_slots()
+        room = min(self.runner.free_slots(), self.batch)
         if room <= 0:
             return 0
         jobs = await self.store.claim_queued(
@@ -66,8 +72,8 @@ class Claimer:
         while True:
             try:
                 # A full batch may mean more waits: ask again at once while there is room.
-                while await self.claim_once():
-                    pass
+                while await self.claim_once() == self.batch:
+                    await asyncio.sleep(0)  # the runner starts what it got; other workers get their turn
                 cursor = await self._wait(cursor)
             except asyncio.CancelledError:
                 raise
