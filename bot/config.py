@@ -97,11 +97,31 @@ class CoreSettings(BaseSettings):
     #: Jobs one worker process runs at once (its machine's share); empty: up to
     #: VIDEOBOT_MAX_CONCURRENT_JOBS, the cap across all workers, which the store enforces.
     worker_slots: int | None = Field(default=None, ge=1, le=1000)
+    #: The web gallery (`videobot web`, or inside `videobot run` when web_port is set).
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+    #: Signs personal gallery links and session cookies; empty: a random one kept in the data dir.
+    web_secret: SecretStr | None = None
+    #: Where people reach the gallery (https://videos.example.org); links and "Open in gallery" use it.
+    public_url: str | None = None
+    #: How long a personal link from /gallery may be opened, and how long its browser session lasts.
+    web_link_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    web_session_hours: float = Field(default=12, gt=0, le=24 * 90)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots", mode="before")
+    @field_validator(
+        "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
+        "web_port", "web_secret", "public_url", mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://videos.example.org")
+        return value.rstrip("/") if value else value
 
     @field_validator("fallbacks")
     @classmethod

@@ -7,6 +7,7 @@ refused rather than silently used or downgraded.
 from __future__ import annotations
 
 import re
+import sqlite3
 from importlib import resources
 from pathlib import Path
 
@@ -85,4 +86,15 @@ async def _run_script(conn: aiosqlite.Connection, sql: str) -> None:
 
 def _split_sql(sql: str) -> list[str]:
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    current = ""
+    for part in "\n".join(lines).split(";"):
+        current += part + ";"
+        # A trigger's body holds `;`s of its own: a statement ends where SQLite says it is complete.
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip().removesuffix(";").strip())
+            current = ""
+    if current.strip(" \n;"):
+        statements.append(current.strip().removesuffix(";").strip())
+    return statements

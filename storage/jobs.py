@@ -13,9 +13,10 @@ from typing import Any
 
 import aiosqlite
 
-from storage import spend
+from storage import gallery, spend
 from storage.claims import Candidate, fair_pick, user_key
 from storage.db import connect
+from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
 from storage.models import (
     TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
@@ -565,6 +566,22 @@ class JobStore:
             for row in await cur.fetchall():
                 ids.extend(json.loads(row[0]).get("failed_remote_ids", []))
         return ids
+
+    # --- the web gallery (storage.gallery holds the contract a PostgreSQL store mirrors) -------
+
+    async def gallery(self, query: GalleryQuery) -> list[Job]:
+        """One page of the gallery: newest first, filtered, searched, after `query.before`."""
+        tail, args = gallery.page_sql(query)
+        return await self._select(tail, args)
+
+    async def gallery_facets(self, query: GalleryQuery) -> dict[str, list[tuple[str, str | None]]]:
+        """What the gallery's filters offer in the query's scope: users as (id, display name),
+        channels and pipelines as (value, None)."""
+        found: dict[str, list[tuple[str, str | None]]] = {}
+        for name, (sql, args) in gallery.facets_sql(query).items():
+            async with self._conn.execute(sql, tuple(args)) as cur:
+                found[name] = [(row[0], row[1] if len(row) > 1 else None) for row in await cur.fetchall()]
+        return found
 
     async def children(self, job_id: str) -> list[Job]:
         return await self._select("WHERE parent_id = ? ORDER BY created_at", (job_id,))

@@ -102,6 +102,8 @@ STEPS = [
     Step("command", "delete", "video", expect="deleted", other="refused"),
     Step("command", "usage", expect="text:Today (UTC) you have spent"),
     Step("command", "help", expect="help"),
+    # No public URL in this table's deployment: the gallery says how an admin turns it on (tests/test_web_chat.py has the link).
+    Step("command", "gallery", expect="text:The web gallery is not set up here"),
     # Buttons on the job's message.
     Step("button", Action.CANCEL, "running", expect="cancelled", other="refused"),
     Step("button", Action.REROLL, "video", expect="started:variation"),

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.cli.jobs import story_scenes
 from bot.core.actions import perform
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
@@ -93,5 +94,9 @@ async def test_a_failed_story_offers_redo_which_keeps_the_finished_scenes(settin
         assert len(server.creates) == 5  # scene 1, scene 2 twice (failed), then scenes 2 and 3
         assert redo.cost_actual == pytest.approx(0.5)
         assert (await app.service.usage(cli)).user_spent == pytest.approx(0.75), "the kept scene is not paid twice"
+        # `videobot show REDO --json` lists all three scenes, the kept one marked as reused.
+        scenes = await story_scenes(app, redo)
+        assert [(s["scene"], s["reused"]) for s in scenes or []] == [(1, True), (2, False), (3, False)]
+        assert scenes and scenes[0]["job_id"] == failed.state["scene_jobs"][0]
     finally:
         await app.close()

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "bot.cli.story",  # multi-scene videos
     "bot.cli.status",  # processes serving the database, the queue
     "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
+    "bot.cli.web",  # the web gallery
 ]
 
 

@@ -68,7 +68,11 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(describe_job(job))
     for scene in scenes or []:
-        print(f"  scene {scene['scene']}: job {scene['job_id']} {scene['status']}" + (f" (attempt {scene['attempt']})" if scene["attempt"] > 1 else ""))
+        print(
+            f"  scene {scene['scene']}: job {scene['job_id']} {scene['status']}"
+            + (f" (attempt {scene['attempt']})" if scene["attempt"] > 1 else "")
+            + (" (reused from the story it was redone from)" if scene["reused"] else "")
+        )
     for event in events:
         detail = f"  {event['detail']}" if event["detail"] else ""
         by = f"  [pid {event['runner_pid']} on {event['runner_host']}]" if event.get("runner_pid") is not None else ""
@@ -87,13 +91,19 @@ def with_runner(event: dict[str, object]) -> dict[str, object]:
 
 
 async def story_scenes(app: App, job: Job) -> list[dict[str, object]] | None:
-    """A story's scene jobs in order (every attempt), for `show`; None for other jobs."""
+    """A story's scene jobs in order (every attempt), for `show`; None for other jobs. A story made
+    by Redo scene / Add scene reuses the finished scenes of the story it came from: those are listed
+    too, marked `reused` (their rows are the earlier story's children)."""
     if job.kind is not JobKind.STORY:
         return None
     children = [c for c in await app.store.children(job.id) if c.state.get("story_scene")]
+    own = {c.id for c in children}
+    for scene_id in job.state.get("scene_jobs", []):
+        if scene_id not in own and (reused := await app.store.get(scene_id)) is not None and reused.state.get("story_scene"):
+            children.append(reused)
     return [
         {"scene": c.state["story_scene"], "attempt": c.state.get("story_attempt", 1), "job_id": c.id, "status": c.status.value,
-         "prompt": c.prompt, "output_path": c.output_path, "cost_actual": c.cost_actual}
+         "prompt": c.prompt, "output_path": c.output_path, "cost_actual": c.cost_actual, "reused": c.id not in own}
         for c in sorted(children, key=lambda c: (c.state["story_scene"], c.state.get("story_attempt", 1)))
     ]  # fmt: skip
 

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from bot.adapters.base import ChatAdapter
 from bot.app import App, open_app
@@ -28,6 +29,9 @@ from bot.core.heartbeat import Heartbeat
 from bot.core.relay import Relay, SignalPublisher
 from bot.core.retention import sweep_forever
 from bot.heap import HeapKeeper
+
+if TYPE_CHECKING:
+    from bot.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,18 @@ def configured_adapters(app: App, *, delivery_only: bool = False) -> list[ChatAd
     return adapters
 
 
+async def start_web(app: App) -> WebServer:
+    """The web gallery in this process (VIDEOBOT_WEB_PORT): its buttons' jobs run here at once
+    (role all), or are stored for the workers (role gateway)."""
+    from bot.web.server import WebServer
+
+    core = app.settings.core
+    server = WebServer(app, host=core.web_host, port=core.web_port or 0)
+    await server.start()
+    print(f"videobot: web gallery on http://{core.web_host}:{server.port}", flush=True)
+    return server
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,11 +110,14 @@ async def _all(app: App) -> int:
     _stop_on_signals(stop)
     heartbeat = _heartbeat(app, "all", held=lambda: len(app.runner.held()))
     heap = HeapKeeper()
+    web: WebServer | None = None
     try:
         # Adapters first: a resumed job that ends at once (an interrupted create that cannot be
         # settled) must find its platform listening, or its status message would never show the end.
         for adapter in adapters:
             await adapter.start()
+        if app.settings.core.web_port is not None:
+            web = await start_web(app)
         resumed = await app.runner.start(resume=True)
         if resumed:
             print(f"videobot: resumed {resumed} unfinished job{'s' if resumed != 1 else ''}", flush=True)
@@ -108,6 +127,8 @@ async def _all(app: App) -> int:
             sweeper = asyncio.create_task(sweep_forever(app.store, app.media, app.settings.core.retention_days))
         await _serve(adapters, stop)
     finally:
+        if web is not None:
+            await web.stop()
         await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
@@ -185,15 +206,20 @@ async def _gateway(app: App) -> int:
     """Chat connections; jobs are stored for the workers, their progress relayed back."""
     gateway = Gateway(app)
     heap = HeapKeeper()  # a burst of commands must not wait behind a full collection
+    web: WebServer | None = None
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
         await gateway.start()
+        if app.settings.core.web_port is not None:
+            web = await start_web(app)
         heap.start()
         platforms = ", ".join(a.platform for a in gateway.adapters)
         print(f"videobot: gateway ready (pid {os.getpid()}; {platforms})", flush=True)
         await _serve(gateway.adapters, stop)
     finally:
+        if web is not None:
+            await web.stop()
         await heap.stop()
         await gateway.stop()
         await app.close()

@@ -29,7 +29,7 @@ _ALLOWED = {
 }
 COMMANDS = (
     "video", "image", "jobs", "job", "remix", "extend", "reroll", "animate", "cancel", "delete", "usage", "help", "confirm",
-    "decline", "settings", "story",
+    "decline", "settings", "story", "gallery",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from bot.core.commands import Command
+from bot.core.grants import personal_link
 from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
 from bot.core.help import plain_commands
 from bot.core.render import INTERRUPTED, interrupted, job_row, job_title
@@ -95,12 +96,27 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
         return Reply(text=text)
     if name == "settings":
         return Reply(text=await _settings(service, command, origin, actor))
+    if name == "gallery":
+        return Reply(text=gallery_reply(service, origin, actor))
     raise AssertionError(f"unhandled command {name}")  # parse_command only returns known names
 
 
 def is_help(command: Command) -> bool:
     """`/help`, and `/video help` (what a Slack user types first)."""
     return command.name == "help" or (command.name == "video" and command.text.lower() == "help")
+
+
+def gallery_reply(service: JobService, origin: Origin, actor: Actor) -> str:
+    """A personal, expiring link to the web gallery (adapters show it only to the asker)."""
+    settings = service.settings
+    admin = actor.is_admin or service.is_admin(actor.user_id)
+    link = personal_link(origin, actor.model_copy(update={"is_admin": admin}), settings, operator=Tenant.of(origin) is None)
+    if link is None:
+        return "The web gallery is not set up here. An admin sets VIDEOBOT_PUBLIC_URL (and runs `videobot web`, or sets VIDEOBOT_WEB_PORT)."
+    minutes = settings.web_link_minutes
+    valid = f"{minutes / 60:g} hours" if minutes >= 120 else f"{minutes:g} minutes"
+    pages = "your workspace's videos, usage and diagnostics" if admin else "your workspace's videos"
+    return f"Your personal gallery link ({pages}); it works for {valid} and only for you, so do not share it:\n{link}"
 
 
 STORY_HELP = (

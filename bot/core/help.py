@@ -45,6 +45,7 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("delete", "JOB_ID", "remove a job and its files"),
     CommandHelp("usage", "", "what you spent today, and your budget"),
     CommandHelp("settings", "[set|channel|me KEY VALUE]", "what applies here and why; admins change it"),
+    CommandHelp("gallery", "", "a personal link to the web gallery: every video, its lineage and cost"),
     CommandHelp("confirm", "CODE", "start a request that waits for your OK"),
     CommandHelp("decline", "CODE", "drop a request that waits for your OK"),
     CommandHelp("help", "", "this list"),

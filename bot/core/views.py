@@ -72,6 +72,8 @@ class StatusView(BaseModel):
     final: bool = False
     #: A still of the result for platforms that show one on the card.
     thumbnail_path: str | None = None
+    #: The job's page in the web gallery ("Open in gallery"), when VIDEOBOT_PUBLIC_URL is set.
+    gallery_url: str | None = None
     #: A story's scenes (number, label) for the Redo picker, when Redo is offered.
     scenes: tuple[tuple[int, str], ...] = ()
 
@@ -118,8 +120,16 @@ def short_prompt(prompt: str, limit: int = MAX_PROMPT_SHOWN) -> str:
     return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
 
 
-def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
-    """The view of a job: from its latest event when there is one, else from the stored row."""
+def gallery_link(public_url: str | None, job: Job) -> str | None:
+    """The job's page in the web gallery (it asks for a grant; the link itself grants nothing)."""
+    if not public_url or job.deleted_at is not None or job.state.get("story_scene"):
+        return None
+    return f"{public_url.rstrip('/')}/jobs/{job.id}"
+
+
+def status_view(job: Job, event: ProgressEvent | None = None, *, public_url: str | None = None) -> StatusView:
+    """The view of a job: from its latest event when there is one, else from the stored row.
+    `public_url`: the web gallery's address (VIDEOBOT_PUBLIC_URL), for a finished job's link."""
     if job.deleted_at is not None:
         return StatusView(
             job_id=job.id, title=job_title(job), prompt=short_prompt(job.prompt), phase=Phase.DELETED,
@@ -152,6 +162,7 @@ def status_view(job: Job, event: ProgressEvent | None = None) -> StatusView:
         actions=actions_for(job, phase),
         final=event.kind.final,
         thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
+        gallery_url=gallery_link(public_url, job) if phase in (Phase.DONE, Phase.DELIVERING) else None,
         scenes=tuple(scene_choices(job)) if job.kind is JobKind.STORY else (),
     )
 

@@ -360,6 +360,10 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> No
     async def usage(interaction: discord.Interaction) -> None:
         await reply(interaction, (await run(interaction, command("usage"))).text)
 
+    @tree.command(name="gallery", description="A personal link to the web gallery (only you see it)")
+    async def gallery(interaction: discord.Interaction) -> None:
+        await reply(interaction, (await run(interaction, command("gallery"))).text)
+
     @tree.command(name="help", description="What this bot can do here: commands, pipelines, limits")
     async def help_cmd(interaction: discord.Interaction) -> None:
         offers = await deployment_help(service, interaction_origin(interaction), upload_limit=interaction.filesize_limit)

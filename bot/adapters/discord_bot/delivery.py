@@ -32,7 +32,7 @@ from bot.adapters.discord_bot.surface import needs_status
 from bot.core.errors import DeliveryFailed
 from bot.core.models import Job
 from bot.core.uploads import Upload, mb, prepare_upload
-from bot.core.views import Phase, actions_for
+from bot.core.views import Phase, actions_for, status_view
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot.client import DiscordAdapter
@@ -118,18 +118,19 @@ class Delivery:
         limit = interaction.filesize_limit if interaction is not None else self.upload_limit(job)
         upload = await prepare_upload(job, limit)
         kwargs: dict[str, Any] = {"allowed_mentions": result_mentions(job)}
+        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
         buttons = components(job.id, actions_for(job, Phase.DONE), prefix=marks.RESULT_PREFIX)
         if buttons is not None:
             kwargs["view"] = buttons
         try:
-            return await self._send(job, channel, status_id, interaction, result_content(job, upload), upload, kwargs)
+            return await self._send(job, channel, status_id, interaction, result_content(job, upload, gallery_url=gallery), upload, kwargs)
         except discord.HTTPException as exc:
             if not is_too_large(exc) or upload.path is None:
                 raise
             # Discord's limit was lower than announced: say so rather than lose the result.
             # (Same nonce: the refused create made nothing, so the nonce is still unused.)
             note = f"⚠️ Discord refused the file as too large ({mb(limit)} was the announced limit). Use /job {job.id} for details."
-            return await self._send(job, channel, status_id, interaction, result_content(job, None, extra_note=note), None, kwargs)
+            return await self._send(job, channel, status_id, interaction, result_content(job, None, extra_note=note, gallery_url=gallery), None, kwargs)
 
     async def _send(
         self,

@@ -27,7 +27,7 @@ def status_content(view: StatusView) -> str:
     return clip(f"**{view.title}**\n> {view.prompt}\n{view.line}")
 
 
-def result_content(job: Job, upload: Upload | None, *, extra_note: str | None = None) -> str:
+def result_content(job: Job, upload: Upload | None, *, extra_note: str | None = None, gallery_url: str | None = None) -> str:
     mention = f"<@{job.origin.user_id}> " if job.origin.user_id.isdigit() else ""
     lines = [f"{mention}**{job_title(job)}**", f"> {short_prompt(job.prompt)}"]
     if upload is not None and upload.note:
@@ -35,6 +35,8 @@ def result_content(job: Job, upload: Upload | None, *, extra_note: str | None = 
         lines.append(f"⚠️ {upload.note}" if upload.is_still or upload.path is None else f"-# {upload.note}")
     if extra_note:
         lines.append(extra_note)
+    if gallery_url:
+        lines.append(f"[Open in gallery](<{gallery_url}>)")  # <...>: no embed preview
     return clip("\n".join(lines))
 
 

@@ -77,7 +77,7 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
 
 
 #: Commands where being a workspace admin changes the answer (users.info is asked only for these).
-_ADMIN_MATTERS = ("usage", "settings")
+_ADMIN_MATTERS = ("usage", "settings", "gallery")
 
 
 async def _actor(adapter: SlackAdapter, command: Command, origin: Origin) -> Actor:

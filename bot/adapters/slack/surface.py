@@ -442,6 +442,9 @@ class StatusSurface:
         comment = f"{mention}*{esc(title)}*\n> {esc(short_prompt(job.prompt))}"
         if upload.note:
             comment += f"\n_{esc(upload.note)}_"
+        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
+        if gallery:
+            comment += f"\n<{gallery}|Open in gallery>"
         thread = self._result_thread(job, status_ts)
         if upload.path is None:
             # Nothing fits: the note alone, marked like a status message so a retry finds it.
