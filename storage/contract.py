@@ -13,7 +13,7 @@ import builtins
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from storage.models import Job, JobKind, JobOutcome, JobStatus, QueueStats, Signal, Spender, WorkerRow
+from storage.models import Job, JobKind, JobOutcome, JobStatus, PendingSpend, QueueStats, Signal, Spender, WorkerRow
 from storage.spend import QueueLimit, SpendLimit
 
 
@@ -70,6 +70,7 @@ class Store(Protocol):
         self, platform: str, workspace_id: str | None, scope: str, scope_id: str, key: str, value: Any, *, by: str
     ) -> None: ...
     async def put_pending(self, token: str, job: Job, *, expires_at: float) -> None: ...
+    async def peek_pending(self, token: str) -> PendingSpend | None: ...
     async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]: ...
 
     # --- spending and outcomes --------------------------------------------------------------------

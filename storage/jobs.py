@@ -19,7 +19,8 @@ from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
+    WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
 from storage.writer import GroupWriter
@@ -304,13 +305,14 @@ class JobStore:
             if names is not None:
                 where += f" AND platform IN ({_marks(names)})"
                 args.extend(names)
-            # Only each user's first max_running_per_user waiting jobs can be picked at all.
+            # Only each user's first min(max_running_per_user, limit) waiting jobs can be picked at all
+            # (a user's k-th is picked only after their first k-1).
             rows = conn.execute(
                 "SELECT id, platform, workspace_id, user_id, created_at FROM ("
                 "SELECT id, platform, workspace_id, user_id, created_at, rowid AS seq, ROW_NUMBER() OVER "
                 "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, rowid) AS rank "
                 f"FROM jobs WHERE {where}) WHERE rank <= ? ORDER BY created_at, seq",
-                (*args, max_running_per_user),
+                (*args, min(max_running_per_user, limit)),
             ).fetchall()
             candidates = [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows]
             chosen = fair_pick(
@@ -520,6 +522,18 @@ class JobStore:
             )
 
         await self._writer.run(write)
+
+    async def peek_pending(self, token: str) -> PendingSpend | None:
+        """A pending spend as it stands, without taking it (what an Edit form starts from)."""
+        async with self._conn.execute(
+            "SELECT token, platform, user_id, job_json, estimate, created_at, expires_at, state FROM pending_spends WHERE token = ?",
+            (token,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        data = dict(row)
+        return PendingSpend(job=Job.model_validate_json(data.pop("job_json")), **data)
 
     async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
         """Move a pending spend of this user out of `pending` (to `confirmed` or `cancelled`), once.

@@ -178,3 +178,17 @@ class JobOutcome(BaseModel):
     cost: float
     #: GPU time a self-hosted provider reported (state["gpu_seconds"]).
     gpu_seconds: float = 0.0
+
+
+class PendingSpend(BaseModel):
+    """A request waiting for its owner's confirmation (`put_pending`), as stored."""
+
+    token: str
+    platform: str
+    user_id: str
+    job: Job
+    estimate: float
+    created_at: float
+    expires_at: float
+    #: pending | confirmed | cancelled | expired
+    state: str

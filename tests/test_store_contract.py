@@ -6,13 +6,15 @@ on the throwaway cluster (tests/pg.py); each test runs once per backend.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from typing import Any
 
 import pytest
 
 from storage.contract import Store
-from storage.jobs import AlreadyFinished, LeaseLost
+from storage.jobs import AlreadyFinished, JobStore, LeaseLost
+from storage.pg import PgJobStore
 from storage.models import GenerateParams, JobKind, JobStatus
 from storage.spend import OverBudget, QueueFull, QueueLimit, SpendLimit
 from tests.stores import make_job
@@ -20,6 +22,18 @@ from tests.stores import make_job
 
 async def test_both_backends_satisfy_the_protocol(store: Store) -> None:
     assert isinstance(store, Store)
+
+
+@pytest.mark.parametrize("implementation", [JobStore, PgJobStore])
+def test_every_contract_method_has_the_contracts_signature(implementation: type) -> None:
+    """Same names, kinds and defaults of parameters: a caller written against the Protocol works on both."""
+    for name, member in vars(Store).items():
+        if name.startswith("_") or not inspect.iscoroutinefunction(member):
+            continue
+        ours = inspect.signature(getattr(implementation, name))
+        theirs = inspect.signature(member)
+        shape = [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+        assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == shape, f"{implementation.__name__}.{name}"
 
 
 async def test_a_job_round_trips_unchanged(store: Store) -> None:
@@ -168,7 +182,11 @@ async def test_settings_and_pending_spends(store: Store) -> None:
     assert await store.settings_rows("slack", "T1") == [("tenant", "", "user_budget_usd", {"v": [1]})]
 
     job = make_job("p1", platform="slack", user="U1", cost_estimate=3.0)
+    assert await store.peek_pending("tok") is None
     await store.put_pending("tok", job, expires_at=time.time() + 60)
+    peeked = await store.peek_pending("tok")
+    assert peeked is not None and peeked.job == job and (peeked.platform, peeked.user_id, peeked.state) == ("slack", "U1", "pending")
+    assert peeked.estimate == 3.0 and peeked.expires_at > time.time()
     await store.put_pending("old", job, expires_at=time.time() - 1)
     assert await store.take_pending("nope", to="confirmed", platform="slack", user_id="U1") == (None, "missing")
     assert (await store.take_pending("tok", to="confirmed", platform="slack", user_id="U2"))[1] == "not_owner"

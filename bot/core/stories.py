@@ -231,18 +231,16 @@ async def pending_preview(service: JobService, token: str, actor: Actor) -> Stor
     from bot.core.service import CONFIRM_SECONDS
 
     key = token.strip().lower()
-    rows = await service.store.aggregate(
-        "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (key,)
-    )
-    if not rows or rows[0][3] != (actor.platform or "cli"):
+    pending = await service.store.peek_pending(key)
+    if pending is None or pending.platform != (actor.platform or "cli"):
         raise JobNotFound(token)
-    job_json, state, expires_at, _, user_id = rows[0]
-    if user_id != actor.user_id:
+    if pending.user_id != actor.user_id:
         raise NotAllowed("Only the person who asked can change this.")
+    state, expires_at = pending.state, pending.expires_at
     if state != "pending" or expires_at < time.time():
         why = "expired" if state == "pending" else state
         raise JobStateError(f"That preview was already {why}. Ask again with /story.")
-    story = Job.model_validate_json(job_json)
+    story = pending.job
     if story.kind is not JobKind.STORY:
         raise JobStateError("That offer is not a story; there are no scenes to edit.")
     return StoryPreview(token=key, story=story, expires_in=min(CONFIRM_SECONDS, max(0.0, expires_at - time.time())))

@@ -38,7 +38,8 @@ from storage.jobs import (
 )  # fmt: skip
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, QueueStats, Signal, Spender, WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
+    WorkerRow,
 )
 from storage.pg import spend
 from storage.pg.listener import Listener
@@ -368,7 +369,9 @@ class PgJobStore:
             for _ in range(4):
                 taken: dict[str, int] = {}
                 candidates: list[Candidate] = []
-                for r in await conn.fetch(read, _TERMINAL, now, max_running_per_user, passed, *only):
+                # A user's k-th waiting job can be picked only after their first k-1: at most `limit` each.
+                depth = min(max_running_per_user, limit - len(claimed))
+                for r in await conn.fetch(read, _TERMINAL, now, depth, passed, *only):
                     key = user_key(r["platform"], r["workspace_id"], r["user_id"])
                     if r["kind"] == "taken":
                         taken[key] = int(r["x"])
@@ -521,6 +524,16 @@ class PgJobStore:
             )  # fmt: skip
 
         await self._write(write, transaction=False)
+
+    async def peek_pending(self, token: str) -> PendingSpend | None:
+        rows = await self._fetch(
+            "SELECT token, platform, user_id, job_json, estimate, created_at, expires_at, state FROM pending_spends WHERE token = $1",
+            token,
+        )  # fmt: skip
+        if not rows:
+            return None
+        data = dict(rows[0])
+        return PendingSpend(job=Job.model_validate(data.pop("job_json")), **data)
 
     async def take_pending(self, token: str, *, to: str, platform: str, user_id: str) -> tuple[Job | None, str]:
         async def write(conn: asyncpg.Connection) -> tuple[Job | None, str]:

@@ -45,6 +45,8 @@ CREATE INDEX jobs_result_message ON jobs(platform, result_message_id);
 CREATE INDEX jobs_parent ON jobs(parent_id);
 CREATE INDEX jobs_finished ON jobs(finished_at);
 CREATE INDEX jobs_queue ON jobs(status, created_at);
+-- claim_queued: each user's waiting jobs, oldest first, without a sort.
+CREATE INDEX jobs_waiting ON jobs(platform, workspace_id, user_id, created_at, seq) WHERE status = 'queued';
 CREATE INDEX jobs_created ON jobs(created_at);
 CREATE INDEX jobs_id_prefix ON jobs(id text_pattern_ops);
 
