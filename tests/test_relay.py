@@ -263,3 +263,44 @@ async def test_detached_generate_and_story_are_stored_unleased_and_made_by_a_wor
 def test_a_gateway_needs_a_chat_platform(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--role", "gateway"]) == 78
     assert "A gateway serves Slack or Discord" in capsys.readouterr().err
+
+
+async def test_a_cancel_at_the_gateway_stops_the_workers_job_at_once(settings: Any, tmp_path: Path) -> None:
+    """The gateway marks the job cancelled and signals it; the worker holding it stops it (and the
+    provider's work) on that signal, not at its next lease renewal (a third of 60 s here)."""
+    from bench.sleep_provider import sleep_pipeline
+    from bot.cli.run import Worker
+    from bot.core.models import Actor
+
+    worker_app = await open_app(settings)
+    worker_app.registry.register("sleep", lambda: sleep_pipeline(60.0, tmp_path))
+    worker_app.runner.poll_policy = FAST
+    gateway = await open_app(load_settings())
+    gateway.registry.register("sleep", lambda: sleep_pipeline(60.0, tmp_path))  # the same pipelines everywhere
+    gateway.service.runner = None
+    worker = Worker(worker_app)
+    seen: list[ProgressEvent] = []
+    relay = Relay(gateway.store, gateway.bus, wait_seconds=0.05)
+
+    async def record(event: ProgressEvent) -> None:
+        seen.append(event)
+
+    gateway.bus.subscribe(record)
+    try:
+        await relay.start()
+        await worker.start()
+        job = await gateway.service.submit(GenerateRequest(prompt="a long pan", pipeline="sleep", seconds=1, size="128x72"), ORIGIN)
+        await until(lambda: any(e.kind is EventKind.PROGRESS for e in seen), what="the worker to start the job")
+        asked = time.monotonic()
+        await gateway.service.cancel(job.id, Actor(user_id="local"))
+        ended = await asyncio.wait_for(worker_app.runner.wait(job.id), 10)
+        assert time.monotonic() - asked < 5, "the worker waited for its lease renewal"
+        assert ended.status is JobStatus.CANCELLED
+        notes = [e["detail"] or "" for e in await gateway.store.events(job.id)]
+        assert any("remote" in n and "cancelled at sleep" in n for n in notes), notes
+        await until(lambda: any(e.kind is EventKind.CANCELLED for e in seen), what="the gateway to show the cancel")
+    finally:
+        await relay.stop()
+        await worker.stop()
+        await worker_app.close()
+        await gateway.close()

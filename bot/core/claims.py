@@ -101,6 +101,8 @@ class Claimer:
             while signals := await self.store.signals_after(cursor):
                 cursor = signals[-1].id
                 wake = wake or any(s.kind in WAKE_KINDS for s in signals)
+                # A cancel from a gateway: stop the provider's work now, not at the next renewal.
+                await self.runner.notice_cancels([s.job_id for s in signals if s.kind == "cancelled"])
             if wake:
                 return cursor
         return cursor

@@ -328,6 +328,13 @@ class Runner:
                 self._lost.add(job_id)
                 task.cancel()
 
+    async def notice_cancels(self, job_ids: list[str]) -> None:
+        """Another process says it cancelled these jobs (a gateway's cancel signal): stop those we
+        hold now rather than at the next lease renewal."""
+        mine = [job_id for job_id in job_ids if self.owns(job_id) and job_id not in self._cancelling]
+        if mine:
+            await self._notice_outside_cancels(mine)
+
     async def _notice_outside_cancels(self, held: list[str]) -> None:
         """Another process (the CLI's `cancel`) may mark a job cancelled in the store."""
         for job in await self.store.with_status(held, JobStatus.CANCELLED):
@@ -336,7 +343,8 @@ class Runner:
                 self._publish_positions()
                 self._emit(EventKind.CANCELLED, job)
                 self._resolve(job)
-            elif (task := self._tasks.get(job.id)) is not None:
+            elif (task := self._tasks.get(job.id)) is not None and job.id not in self._cancelling:
+                # Once: a second cancel would cut short the first one's clean-up (the remote cancel).
                 self._cancelling.add(job.id)
                 task.cancel()
 
