@@ -19,8 +19,8 @@ from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
-    WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    Signal, Spender, WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
 from storage.writer import GroupWriter
@@ -361,11 +361,12 @@ class JobStore:
     async def wait_for_signal(self, timeout: float) -> None:
         """SQLite has no notifications: return after min(timeout, 0.2 s), or at once when this
         store published meanwhile; the caller then reads `signals_after` its cursor."""
-        self._published.clear()
         try:
             await asyncio.wait_for(self._published.wait(), max(0.0, min(timeout, 0.2)))
         except TimeoutError:
-            pass
+            return
+        # Cleared only after a wake-up, so a publish made while the caller was reading is not missed.
+        self._published.clear()
 
     async def prune_signals(self, older_than: float) -> int:
         def write(conn: sqlite3.Connection) -> int:
@@ -645,24 +646,66 @@ class JobStore:
                 for r in await cur.fetchall()
             ]
 
-    async def job_outcomes(self, *, since: float, exclude_kinds: Collection[JobKind] = ()) -> list[JobOutcome]:
-        """Every job created since `since` (but those of `exclude_kinds`), by pipeline, with what it cost."""
+    async def job_outcomes(
+        self, *, since: float, exclude_kinds: Collection[JobKind] = (), platform: str | None = None,
+        workspace_id: str | None = None, scoped: bool = False, include_scenes: bool = True,
+    ) -> list[JobOutcome]:
+        """Every job created since `since` (but those of `exclude_kinds`), by pipeline, with what it
+        cost. `scoped`: one tenant's (platform and workspace, None matching None). Without
+        `include_scenes` a story's scenes are left out (their story counts for them)."""
         kinds = [k.value for k in exclude_kinds]
         sql = (
             f"SELECT pipeline, status, created_at, finished_at, {spend.COST_SQL}, "
-            "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0) FROM jobs WHERE created_at >= ?"
+            "COALESCE(json_extract(state_json, '$.gpu_seconds'), 0), user_id, json_extract(origin_json, '$.user_name'), "
+            "json_extract(state_json, '$.ab.split'), json_extract(state_json, '$.ab.arm') FROM jobs WHERE created_at >= ?"
         )
+        args: list[Any] = [since]
         if kinds:
             sql += f" AND kind NOT IN ({_marks(kinds)})"
+            args += kinds
+        if scoped:
+            sql += " AND platform = ? AND workspace_id IS ?"
+            args += [platform, workspace_id]
+        if not include_scenes:
+            sql += " AND json_extract(state_json, '$.story_scene') IS NULL"
         sql += " ORDER BY pipeline, created_at"
-        async with self._conn.execute(sql, (since, *kinds)) as cur:
+        async with self._conn.execute(sql, args) as cur:
             return [
                 JobOutcome(
-                    pipeline=r[0], status=JobStatus(r[1]), created_at=r[2], finished_at=r[3],
-                    cost=float(r[4] or 0), gpu_seconds=float(r[5] or 0),
+                    pipeline=r[0], status=JobStatus(r[1]), created_at=r[2], finished_at=r[3], cost=float(r[4] or 0),
+                    gpu_seconds=float(r[5] or 0), user_id=r[6], user_name=_text(r[7]), ab_split=_text(r[8]), ab_arm=_text(r[9]),
                 )  # fmt: skip
                 for r in await cur.fetchall()
             ]
+
+    async def remote_jobs(
+        self, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False,
+        provider: str | None = None, remote_id: str | None = None, limit: int = 500,
+    ) -> list[RemoteRef]:
+        """Jobs with a provider-side id, newest first: all, one tenant's (`scoped`), one provider's,
+        or the one with `remote_id`."""
+        sql, args = "SELECT remote_id, id, status FROM jobs WHERE remote_id IS NOT NULL", []  # type: ignore[var-annotated]
+        if scoped:
+            sql += " AND platform = ? AND workspace_id IS ?"
+            args += [platform, workspace_id]
+        if provider is not None:
+            sql += " AND provider = ?"
+            args.append(provider)
+        if remote_id is not None:
+            sql += " AND remote_id = ?"
+            args.append(remote_id)
+        async with self._conn.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)) as cur:
+            return [RemoteRef(remote_id=r[0], job_id=r[1], status=JobStatus(r[2])) for r in await cur.fetchall()]
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds leases on unfinished jobs, most jobs first."""
+        terminal = [s.value for s in TERMINAL]
+        async with self._conn.execute(
+            f"SELECT lease_owner, COUNT(*), MAX(lease_until) FROM jobs WHERE lease_owner IS NOT NULL "
+            f"AND status NOT IN ({_marks(terminal)}) GROUP BY lease_owner ORDER BY 2 DESC, 1",
+            terminal,
+        ) as cur:
+            return [LeaseHolder(owner=r[0], jobs=int(r[1]), until=r[2]) for r in await cur.fetchall()]
 
     async def _select(self, tail: str, args: Sequence[Any]) -> list[Job]:
         async with self._conn.execute(f"SELECT * FROM jobs {tail}", tuple(args)) as cur:
@@ -686,6 +729,10 @@ def _explain_refusal(conn: sqlite3.Connection, job_id: str, fence: str | None) -
     if JobStatus(row["status"]) in TERMINAL:
         raise AlreadyFinished(job_id, f"already {row['status']}")
     raise LeaseLost(job_id, f"lease now held by {row['lease_owner']}, not {fence}")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -168,7 +168,7 @@ class Spender(BaseModel):
 
 
 class JobOutcome(BaseModel):
-    """One job as the per-pipeline statistics see it."""
+    """One job as the statistics and usage reports see it."""
 
     pipeline: str
     status: JobStatus
@@ -178,6 +178,28 @@ class JobOutcome(BaseModel):
     cost: float
     #: GPU time a self-hosted provider reported (state["gpu_seconds"]).
     gpu_seconds: float = 0.0
+    user_id: str = ""
+    user_name: str | None = None
+    #: The A/B split the job was routed by and the arm it got (state["ab"]), if any.
+    ab_split: str | None = None
+    ab_arm: str | None = None
+
+
+class RemoteRef(BaseModel):
+    """A job with a provider-side id: which of ours it is, and how it stands."""
+
+    remote_id: str
+    job_id: str
+    status: JobStatus
+
+
+class LeaseHolder(BaseModel):
+    """A runner holding leases on unfinished jobs."""
+
+    owner: str
+    jobs: int
+    #: The latest lease_until among them.
+    until: float | None
 
 
 class PendingSpend(BaseModel):

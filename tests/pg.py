@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -141,13 +142,18 @@ def pg_cluster_session() -> Iterator[PgCluster | str]:
         cluster.stop()
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test that needs PostgreSQL, with the reason; in CI (CI=true) fail it instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: PostgreSQL tests must run, not skip: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def pg_cluster(pg_cluster_session: PgCluster | str) -> PgCluster:
     """The cluster; skipped (failed with CI=true) where PostgreSQL cannot run."""
     if isinstance(pg_cluster_session, str):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: PostgreSQL tests must run, not skip: {pg_cluster_session}")
-        pytest.skip(pg_cluster_session)
+        unavailable(pg_cluster_session)
     return pg_cluster_session
 
 

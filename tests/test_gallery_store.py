@@ -1,15 +1,12 @@
 """The store's gallery query (storage.gallery's contract, which a PostgreSQL store mirrors):
-scope, filters, search kept in sync by triggers, what is left out, and keyset paging with ties."""
+scope, filters, search kept in sync by triggers, what is left out, and keyset paging with ties.
+On both backends (the `store` fixture of tests/stores.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
+from storage.contract import Store
 from storage.gallery import GalleryQuery, fts_match
-from storage.jobs import JobStore
 from storage.models import GenerateParams, Job, JobKind, JobStatus, Origin
 
 T0 = 1_750_000_000.0
@@ -23,20 +20,11 @@ def job(job_id: str, prompt: str, *, at: float, ws: str | None = "TA", user: str
     )  # fmt: skip
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    s = await JobStore.open(tmp_path / "db.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def ids(jobs: list[Job]) -> list[str]:
     return [j.id for j in jobs]
 
 
-async def test_scope_filters_and_what_is_left_out(store: JobStore) -> None:
+async def test_scope_filters_and_what_is_left_out(store: Store) -> None:
     await store.create(job("a1", "a lighthouse in a storm", at=T0 + 1))
     await store.create(job("a2", "a red kite", at=T0 + 2, user="U2", pipeline="sora", status=JobStatus.FAILED))
     await store.create(job("b1", "a lighthouse blueprint", at=T0 + 3, ws="TB"))
@@ -56,7 +44,7 @@ async def test_scope_filters_and_what_is_left_out(store: JobStore) -> None:
     assert facets["users"] == [("U1", None), ("U2", None)] and facets["pipelines"] == [("local", None), ("sora", None)]
 
 
-async def test_search_is_word_prefixes_stemmed_and_follows_prompt_changes(store: JobStore) -> None:
+async def test_search_is_word_prefixes_stemmed_and_follows_prompt_changes(store: Store) -> None:
     await store.create(job("k1", "Kites flying over the Désert", at=T0))
     search = lambda text: store.gallery(GalleryQuery(scoped=False, search=text))  # noqa: E731
     assert ids(await search("kite")) == ["k1"] and ids(await search("KIT")) == ["k1"] and ids(await search("desert fly")) == ["k1"]
@@ -66,7 +54,7 @@ async def test_search_is_word_prefixes_stemmed_and_follows_prompt_changes(store:
     assert ids(await search("kite")) == [] and ids(await search("fox")) == ["k1"]
 
 
-async def test_keyset_pages_cover_everything_once_even_with_equal_times(store: JobStore) -> None:
+async def test_keyset_pages_cover_everything_once_even_with_equal_times(store: Store) -> None:
     for i in range(25):
         await store.create(job(f"p{i:02d}", f"clip {i}", at=T0 + (i // 5)))  # five jobs per instant
     seen: list[str] = []

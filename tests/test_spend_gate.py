@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.app import App, open_app
+from bot.app import open_app
 from bot.config import Settings, load_settings
 from bot.core.errors import BudgetExceeded
 from bot.core.models import GenerateRequest, JobStatus, Origin

@@ -233,6 +233,35 @@ async def test_spend_rules_and_reports(store: Store) -> None:
     assert sum(o.gpu_seconds for o in with_images) == pytest.approx(2.5)
 
 
+async def test_usage_rows_remote_refs_and_lease_holders(store: Store) -> None:
+    now = time.time()
+    await store.create(make_job("w1", platform="slack", workspace="T1", user="u1", user_name="Ann", created_at=now - 9,
+                                cost_estimate=0.5, state={"ab": {"split": "exp", "arm": "sora"}}))  # fmt: skip
+    await store.create(make_job("w2", platform="slack", workspace=None, user="u2", created_at=now - 8, cost_estimate=0.25))
+    await store.create(make_job("w3", platform="slack", workspace="T1", user="u1", created_at=now - 7, state={"story_scene": 1}))
+    mine = await store.job_outcomes(since=0, platform="slack", workspace_id="T1", scoped=True, include_scenes=False)
+    assert [(o.user_id, o.user_name, o.ab_split, o.ab_arm, o.cost) for o in mine] == [("u1", "Ann", "exp", "sora", 0.5)]
+    assert [o.user_id for o in await store.job_outcomes(since=0, platform="slack", workspace_id=None, scoped=True)] == ["u2"]
+    assert len(await store.job_outcomes(since=0)) == 3
+
+    await store.update("w1", remote_id="r1", provider="openai")
+    await store.update("w2", remote_id="r2", provider="runway", status=JobStatus.RUNNING)
+    refs = await store.remote_jobs()
+    assert [(r.remote_id, r.job_id, r.status) for r in refs] == [("r2", "w2", JobStatus.RUNNING), ("r1", "w1", JobStatus.QUEUED)]
+    assert [r.job_id for r in await store.remote_jobs(platform="slack", workspace_id="T1", scoped=True)] == ["w1"]
+    assert [r.job_id for r in await store.remote_jobs(provider="runway")] == ["w2"]
+    assert [r.job_id for r in await store.remote_jobs(remote_id="r1", limit=1)] == ["w1"]
+    assert await store.remote_jobs(platform="slack", workspace_id=None, scoped=True, remote_id="r1") == []
+
+    assert await store.lease_holders() == []
+    await store.claim("w1", "runner-a", 60)
+    await store.claim("w2", "runner-a", 60)
+    await store.claim("w3", "runner-b", 60)
+    await store.update("w3", status=JobStatus.COMPLETED)
+    holders = await store.lease_holders()
+    assert [(h.owner, h.jobs) for h in holders] == [("runner-a", 2)] and holders[0].until is not None
+
+
 async def test_the_spend_gate_refuses_and_writes_nothing(store: Store) -> None:
     limit = [SpendLimit("slack", 1.0, 0.0, "your", user_id="u1")]
     await store.create(make_job("g1", platform="slack", user="u1", cost_estimate=0.6), spend_limits=limit)

@@ -15,7 +15,7 @@ from storage.db import DatabaseTooNew
 from storage.open import BadDatabaseUrl, open_store, sqlite_path
 from storage.pg import PgJobStore
 from storage.pg.schema import LATEST_VERSION, VERSION_TABLE
-from tests.pg import PgCluster
+from tests.pg import INSTALL_HINT, PgCluster, unavailable
 from tests.stores import make_job
 
 
@@ -131,6 +131,15 @@ async def test_sqlite_newer_schema_is_refused_through_open_store(tmp_path: Path)
     raw.close()
     with pytest.raises(DatabaseTooNew):
         await open_store(f"sqlite:///{path}", data_dir=tmp_path)
+
+
+def test_without_postgresql_the_tests_skip_with_the_reason_but_never_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL"):
+        unavailable(INSTALL_HINT)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: PostgreSQL tests must run"):
+        unavailable(INSTALL_HINT)
 
 
 def test_database_urls() -> None:

@@ -20,8 +20,8 @@ COMMAND_MODULES = [
     "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
     "bot.cli.story",  # multi-scene videos
     "bot.cli.status",  # processes serving the database, the queue
-    "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
     "bot.cli.web",  # the web gallery
+    "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
 ]
 
 

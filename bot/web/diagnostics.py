@@ -50,16 +50,10 @@ def runway_provider(ctx: WebContext) -> RunwayVideoProvider | None:
 
 async def our_remote_jobs(ctx: WebContext, grant: Grant, *, provider: str | None = None, limit: int = 500) -> dict[str, tuple[str, str]]:
     """remote id -> (our job id, status) for the jobs this grant may see (newest first)."""
-    sql = "SELECT remote_id, id, status FROM jobs WHERE remote_id IS NOT NULL"
-    args: list[Any] = []
-    if not grant.operator:
-        sql += " AND platform = ? AND workspace_id IS ?"
-        args += [grant.platform, grant.workspace_id]
-    if provider is not None:
-        sql += " AND provider = ?"
-        args.append(provider)
-    rows = await ctx.app.store.aggregate(sql + " ORDER BY created_at DESC LIMIT ?", [*args, limit])
-    return {remote: (job_id, status) for remote, job_id, status in rows}
+    rows = await ctx.app.store.remote_jobs(
+        platform=grant.platform, workspace_id=grant.workspace_id, scoped=not grant.operator, provider=provider, limit=limit
+    )
+    return {r.remote_id: (r.job_id, r.status.value) for r in rows}
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
@@ -80,11 +74,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         runway["tasks"] = [(remote, job_id, status) for remote, (job_id, status) in tasks.items()]
     runners: list[tuple[Any, ...]] = []
     if grant.operator:
-        runners = await ctx.app.store.aggregate(
-            "SELECT lease_owner, COUNT(*), MAX(lease_until) FROM jobs WHERE lease_owner IS NOT NULL "
-            "AND status NOT IN ('completed', 'failed', 'cancelled') GROUP BY lease_owner ORDER BY 2 DESC",
-            [],
-        )
+        runners = [(h.owner, h.jobs, h.until) for h in await ctx.app.store.lease_holders()]
     flash = None
     if deleted := request.query.get("deleted"):
         flash = f"Deleted {deleted[:100]} at the provider."
@@ -147,14 +137,12 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 async def _check_ours(ctx: WebContext, grant: Grant, remote_id: str) -> tuple[str, str] | None:
     """Our job for this remote id; for a tenant's admin a remote id not of their tenant is a 404."""
-    sql, args = "SELECT id, status FROM jobs WHERE remote_id = ?", [remote_id]
-    if not grant.operator:
-        sql += " AND platform = ? AND workspace_id IS ?"
-        args += [grant.platform, grant.workspace_id]
-    rows = await ctx.app.store.aggregate(sql + " ORDER BY created_at DESC LIMIT 1", args)
+    rows = await ctx.app.store.remote_jobs(
+        platform=grant.platform, workspace_id=grant.workspace_id, scoped=not grant.operator, remote_id=remote_id, limit=1
+    )
     if not rows and not grant.operator:
         raise web.HTTPNotFound(reason="no such remote video here")
-    return (rows[0][0], rows[0][1]) if rows else None
+    return (rows[0].job_id, rows[0].status.value) if rows else None
 
 
 def _need(provider: Any) -> Any:

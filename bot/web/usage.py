@@ -1,7 +1,7 @@
 """The usage page (admins): spend per day, per user, per pipeline against the daily budgets;
 success rate and median time to deliver per pipeline; the A/B splits' arms side by side.
 
-One read of the window's rows (cost as the spend gate counts it, `storage.spend.COST_SQL`),
+One read of the window's rows (cost as the spend gate counts it: the store's `job_outcomes`),
 grouped here; scenes of a story are left out (the story row carries their cost).
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from bot.web import charts
 from bot.web.auth import need_admin
 from bot.web.context import context
 from bot.web.render import render, span
-from storage.spend import COST_SQL
 
 
 @dataclass
@@ -51,12 +50,6 @@ class Outcomes:
         return statistics.median(self.durations) if self.durations else None
 
 
-def scope(grant: Grant) -> tuple[str, list[Any]]:
-    if grant.operator:
-        return "1 = 1", []
-    return "platform = ? AND workspace_id IS ?", [grant.platform, grant.workspace_id]
-
-
 async def usage_page(request: web.Request) -> web.StreamResponse:
     grant = need_admin(request)
     ctx = context(request)
@@ -66,13 +59,10 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="days is a whole number") from None
     today = day_start()
     since = today - (days - 1) * 86400
-    where, args = scope(grant)
-    rows = await ctx.app.store.aggregate(
-        f"SELECT created_at, finished_at, status, pipeline, user_id, json_extract(origin_json, '$.user_name'), "
-        f"json_extract(state_json, '$.ab.split'), json_extract(state_json, '$.ab.arm'), {COST_SQL} "
-        f"FROM jobs WHERE created_at >= ? AND {where} AND json_extract(state_json, '$.story_scene') IS NULL",
-        [since, *args],
+    outcomes = await ctx.app.store.job_outcomes(
+        since=since, platform=grant.platform, workspace_id=grant.workspace_id, scoped=not grant.operator, include_scenes=False
     )
+    rows = [(o.created_at, o.finished_at, o.status.value, o.pipeline, o.user_id, o.user_name, o.ab_split, o.ab_arm, o.cost) for o in outcomes]
     per_day = {_date(since + i * 86400): 0.0 for i in range(days)}
     users: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, Outcomes] = {}

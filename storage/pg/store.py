@@ -33,14 +33,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from storage.claims import Candidate, fair_pick, user_key
+from storage.gallery import GalleryQuery
 from storage.jobs import (
     ORIGIN_COLUMNS, PLAIN_COLUMNS, UPDATABLE, AlreadyFinished, JobEvent, LeaseLost,
 )  # fmt: skip
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, Origin, PendingSpend, QueueStats, Signal, Spender,
-    WorkerRow,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    Signal, Spender, WorkerRow,
 )
+from storage.pg import gallery as pg_gallery
 from storage.pg import spend
 from storage.pg.listener import Listener
 from storage.pg.locks import CLAIM, NAMESPACE, SIGNALS
@@ -62,12 +64,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
-    """On the way back to the pool. asyncpg's default sends a reset query (unlisten, unlock,
-    RESET ALL) every time: one more round trip per write. Pooled connections here keep no
-    session state (transaction-scoped locks only, LISTEN on its own connection, no SET), so
-    only a transaction left open by a cancelled read needs undoing."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    """On the way back to the pool. Without this hook asyncpg sends a reset query (UNLISTEN,
+    unlock, RESET ALL) every time: one more round trip per write. Pooled connections here keep
+    no session state (transaction-scoped locks only, LISTEN on its own connection, no SET); with
+    a hook, asyncpg still rolls back a transaction a cancelled caller left open."""
+    return None
 
 
 def split_url(url: str) -> tuple[str, dict[str, int]]:
@@ -470,6 +471,18 @@ class PgJobStore:
                 ids.extend(r["failed"])
         return ids
 
+    # --- the web gallery (storage.gallery's contract; storage.pg.gallery) -------------------------
+
+    async def gallery(self, query: GalleryQuery) -> list[Job]:
+        tail, args = pg_gallery.page_sql(query)
+        return await self._select(tail, *args)
+
+    async def gallery_facets(self, query: GalleryQuery) -> dict[str, list[tuple[str, str | None]]]:
+        found: dict[str, list[tuple[str, str | None]]] = {}
+        for name, (sql, args) in pg_gallery.facets_sql(query).items():
+            found[name] = [(r[0], r[1] if len(r) > 1 else None) for r in await self._fetch(sql, *args)]
+        return found
+
     async def children(self, job_id: str) -> list[Job]:
         return await self._select("WHERE parent_id = $1 ORDER BY created_at, seq", job_id)
 
@@ -577,14 +590,50 @@ class PgJobStore:
         sql += " GROUP BY platform, user_id, workspace_id ORDER BY 5 DESC, 1, 2"
         return [Spender(**{**dict(r), "spent": float(r["spent"])}) for r in await self._fetch(sql, *args)]
 
-    async def job_outcomes(self, *, since: float, exclude_kinds: Collection[JobKind] = ()) -> list[JobOutcome]:
+    async def job_outcomes(
+        self, *, since: float, exclude_kinds: Collection[JobKind] = (), platform: str | None = None,
+        workspace_id: str | None = None, scoped: bool = False, include_scenes: bool = True,
+    ) -> list[JobOutcome]:
         sql = (
             f"SELECT pipeline, status, created_at, finished_at, {spend.COST_SQL} AS cost, "
-            "COALESCE((state_json ->> 'gpu_seconds')::double precision, 0) AS gpu_seconds FROM jobs "
-            "WHERE created_at >= $1 AND kind <> ALL($2::text[]) ORDER BY pipeline, created_at"
+            "COALESCE((state_json ->> 'gpu_seconds')::double precision, 0) AS gpu_seconds, user_id, "
+            "origin_json ->> 'user_name' AS user_name, state_json #>> '{ab,split}' AS ab_split, "
+            "state_json #>> '{ab,arm}' AS ab_arm FROM jobs WHERE created_at >= $1 AND kind <> ALL($2::text[])"
         )
-        rows = await self._fetch(sql, since, [k.value for k in exclude_kinds])
+        args: list[Any] = [since, [k.value for k in exclude_kinds]]
+        if scoped:
+            sql += " AND platform = $3 AND workspace_id IS NOT DISTINCT FROM $4"
+            args += [platform, workspace_id]
+        if not include_scenes:
+            sql += " AND (state_json ->> 'story_scene') IS NULL"
+        rows = await self._fetch(sql + " ORDER BY pipeline, created_at", *args)
         return [JobOutcome(**{**dict(r), "cost": float(r["cost"] or 0), "gpu_seconds": float(r["gpu_seconds"] or 0)}) for r in rows]
+
+    async def remote_jobs(
+        self, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False,
+        provider: str | None = None, remote_id: str | None = None, limit: int = 500,
+    ) -> list[RemoteRef]:
+        sql, args = "SELECT remote_id, id, status FROM jobs WHERE remote_id IS NOT NULL", []  # type: ignore[var-annotated]
+        if scoped:
+            args += [platform, workspace_id]
+            sql += f" AND platform = ${len(args) - 1} AND workspace_id IS NOT DISTINCT FROM ${len(args)}"
+        if provider is not None:
+            args.append(provider)
+            sql += f" AND provider = ${len(args)}"
+        if remote_id is not None:
+            args.append(remote_id)
+            sql += f" AND remote_id = ${len(args)}"
+        args.append(limit)
+        rows = await self._fetch(sql + f" ORDER BY created_at DESC, seq DESC LIMIT ${len(args)}", *args)
+        return [RemoteRef(remote_id=r["remote_id"], job_id=r["id"], status=JobStatus(r["status"])) for r in rows]
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        rows = await self._fetch(
+            "SELECT lease_owner, COUNT(*) AS jobs, MAX(lease_until) AS until FROM jobs WHERE lease_owner IS NOT NULL "
+            'AND status <> ALL($1::text[]) GROUP BY lease_owner ORDER BY 2 DESC, lease_owner COLLATE "C"',
+            _TERMINAL,
+        )
+        return [LeaseHolder(owner=r["lease_owner"], jobs=int(r["jobs"]), until=r["until"]) for r in rows]
 
     # --- signals --------------------------------------------------------------------------------
 
@@ -697,6 +746,7 @@ def _to_row(job: Job) -> dict[str, Any]:
 def _from_record(record: asyncpg.Record) -> Job:
     data = dict(record)
     data.pop("seq", None)
+    data.pop("search", None)
     origin_blob = data.pop("origin_json") or {}
     origin = Origin(
         **{c: data.pop(c) for c in ORIGIN_COLUMNS}, extra=origin_blob.get("extra", {}), user_name=origin_blob.get("user_name")
