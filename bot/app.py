@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from bot.config import Settings
 from bot.core.models import Job
 from storage.spend import SpendLimit
 from bot.core.events import EventBus
+from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
 from bot.core.service import JobService
 from bot.moderation import build_moderator
@@ -44,8 +46,9 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     logging.getLogger().setLevel(core.log_level.upper())
     data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    store = await open_store(core.database_url, data_dir=data)
-    media = MediaStore(data / "media")
+    media = MediaStore(core.media_root)
+    # Media paths go into the store relative to the media directory (shared by every process).
+    store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     runner = Runner(

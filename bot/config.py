@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.core.errors import ConfigError
@@ -83,6 +83,20 @@ class CoreSettings(BaseSettings):
     moderation_model: str = "omni-moderation-latest"
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
+    #: What `videobot run` does: all (one process: chat connections and jobs), gateway (chat
+    #: connections only: answers commands, stores jobs queued, renders progress), or worker
+    #: (runs queued jobs and posts results with the bot tokens; no chat connection).
+    role: str = Field(default="all", pattern=r"(?i)^(all|gateway|worker)$")
+    #: Where media files live; every gateway and worker must see the same directory (a shared
+    #: volume). Jobs record paths relative to it. Empty: <data dir>/media.
+    media_dir: Path | None = None
+    #: Seconds between a process's heartbeats in the store (`videobot status`).
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: A worker looks for queued jobs at least this often (besides when told a job was queued).
+    claim_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Jobs one worker process runs at once (its machine's share); empty: up to
+    #: VIDEOBOT_MAX_CONCURRENT_JOBS, the cap across all workers, which the store enforces.
+    worker_slots: int | None = Field(default=None, ge=1, le=1000)
     #: The web gallery (`videobot web`, or inside `videobot run` when web_port is set).
     web_port: int | None = Field(default=None, ge=0, le=65535)
     web_host: str = "127.0.0.1"
@@ -94,7 +108,10 @@ class CoreSettings(BaseSettings):
     web_link_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     web_session_hours: float = Field(default=12, gt=0, le=24 * 90)
 
-    @field_validator("daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "web_port", "web_secret", "public_url", mode="before")
+    @field_validator(
+        "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
+        "web_port", "web_secret", "public_url", mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -123,6 +140,11 @@ class CoreSettings(BaseSettings):
     def _check_prices(cls, value: str) -> str:
         parse_prices(value)
         return value
+
+    @property
+    def media_root(self) -> Path:
+        """The media directory, absolute (VIDEOBOT_MEDIA_DIR, else <data dir>/media)."""
+        return (self.media_dir or self.data_dir / "media").resolve()
 
     @property
     def price_map(self) -> dict[str, float]:
@@ -284,6 +306,42 @@ class DiscordSettings(BaseSettings):
     guild_ready_timeout: float = Field(default=2.0, ge=0, le=60)
     #: Register the slash commands at start-up (globally and in DISCORD_GUILD_IDS).
     sync_commands: bool = True
+    #: Sharding (large bots): the total number of shards, and the ones this gateway runs
+    #: ("0,1"; empty: all of them). Either set: discord.py's AutoShardedClient.
+    shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    shard_ids: str = ""
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _blank_count(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _check_shard_ids(cls, value: str) -> str:
+        for part in value.replace(" ", "").split(","):
+            if part and not part.isdigit():
+                raise ValueError(f"shard ids are numbers separated by commas, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _shards_in_range(self) -> DiscordSettings:
+        ids = self.shard_id_list
+        if ids is not None:
+            if self.shard_count is None:
+                raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total across every gateway)")
+            if any(i >= self.shard_count for i in ids):
+                raise ValueError(f"shard ids run 0..{self.shard_count - 1} with DISCORD_SHARD_COUNT={self.shard_count}")
+        return self
+
+    @property
+    def shard_id_list(self) -> list[int] | None:
+        ids = [int(s) for s in self.shard_ids.replace(" ", "").split(",") if s]
+        return ids or None
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None or self.shard_id_list is not None
 
     @property
     def configured(self) -> bool:

@@ -267,7 +267,8 @@ def test_kill_9_during_generate_then_run_finishes_it(tmp_path: Path) -> None:
         statuses = [row[0] for row in conn.execute("SELECT status FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))]
     assert status == "completed"
     assert statuses == ["queued", "submitting", "running", "downloading", "delivering", "completed"]
-    assert_video(path, width=640, height=360, seconds=6)
+    # Stored relative to the media directory (VIDEOBOT_MEDIA_DIR, by default under the data dir).
+    assert_video(tmp_path / "data" / "media" / path, width=640, height=360, seconds=6)
     assert "interrupted" not in _cli(tmp_path, "jobs").stdout
 
 

@@ -397,7 +397,7 @@ def test_kill_9_mid_story_then_run_finishes_it_with_one_job_per_scene(tmp_path: 
     assert status == "completed", resumed.stdout + resumed.stderr
     assert scenes == [(1, "completed"), (2, "completed"), (3, "completed")], "one job per scene, none made again"
     assert submits == 1, "scene 2 was polled again after the restart, not created again"
-    assert_video(path, width=640, height=360, seconds=9)
+    assert_video(tmp_path / "data" / "media" / path, width=640, height=360, seconds=9)  # stored relative to the media dir
 
 
 async def test_scene_one_starts_from_the_users_image(app: App, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from bot.app import App
 from bot.core.models import Actor, Job, JobKind, JobStatus
 from bot.core.render import job_row
 from bot.core.retention import expire_media
+from storage.leases import Holder
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,6 +61,7 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
         job = await app.service.get(args.job_id)
         events = await app.store.events(job.id)
         scenes = await story_scenes(app, job)
+    events = [with_runner(dict(e)) for e in events]
     if args.json:
         extra = {"scenes": scenes} if scenes is not None else {}
         print(json.dumps({**job.model_dump(mode="json"), "events": events, **extra}, indent=2))
@@ -73,8 +75,19 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
         )
     for event in events:
         detail = f"  {event['detail']}" if event["detail"] else ""
-        print(f"  {event['at']:.3f}  {event['status']}{detail}")
+        by = f"  [pid {event['runner_pid']} on {event['runner_host']}]" if event.get("runner_pid") is not None else ""
+        print(f"  {event['at']:.3f}  {event['status']}{detail}{by}")
     return 0
+
+
+def with_runner(event: dict[str, object]) -> dict[str, object]:
+    """The event with the host and pid of the runner that wrote it (parsed from its lease
+    owner text, `host~boot/pid/start/token`); None for writes outside a runner (a CLI cancel)."""
+    holder = Holder.parse(str(event["runner"])) if event.get("runner") else None
+    return {
+        **event, "runner": event.get("runner"),
+        "runner_host": holder.host.split("~")[0] if holder else None, "runner_pid": holder.pid if holder else None,
+    }  # fmt: skip
 
 
 async def story_scenes(app: App, job: Job) -> list[dict[str, object]] | None:

@@ -107,6 +107,19 @@ class ModerationUnavailable(VideobotError):
     code = "moderation_unavailable"
 
 
+class MediaMissing(VideobotError):
+    """A file the job starts from (the video to remix or extend, the image to animate) is not on
+    this process's media volume: gateways and workers must share one VIDEOBOT_MEDIA_DIR."""
+
+    code = "media_missing"
+
+    def __init__(self, what: str, shown: str, path: str) -> None:
+        super().__init__(
+            f"The {what} is not on this worker's media volume: {shown}; mount VIDEOBOT_MEDIA_DIR on every worker.",
+            detail=f"missing {path}",
+        )
+
+
 class ConfigError(VideobotError):
     """A setting is invalid; start-up stops with one line."""
 
@@ -127,6 +140,7 @@ _OWN_MESSAGE = (
     Flagged,
     ModerationUnavailable,
     NeedsConfirmation,
+    MediaMissing,
 )
 
 

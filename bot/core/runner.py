@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.errors import DeliveryFailed, Flagged, ModerationUnavailable, error_code, user_message
+from bot.core.errors import DeliveryFailed, Flagged, MediaMissing, ModerationUnavailable, error_code, user_message
 from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
@@ -113,6 +113,12 @@ class Runner:
         self._loops: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
+        #: A worker (`videobot run --role worker`): queued jobs come only from the store's
+        #: `claim_queued` (fair order and caps across every worker, see bot/core/claims.py),
+        #: never from the adopt loop, which then takes over only jobs already past the queue.
+        self.claiming = False
+        #: Set whenever a job of this runner ends: a slot may be free for a claim.
+        self.freed = asyncio.Event()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -135,6 +141,15 @@ class Runner:
             self._loops.append(asyncio.create_task(self._adopt_loop(), name="runner-adopt"))
         self._ready.set()
         return resumed
+
+    def set_capacity(self, slots: int) -> None:
+        """How many jobs this runner drives at once (a worker's share of the global cap)."""
+        self._max_running = slots
+        self._queue.max_running = slots
+
+    def free_slots(self) -> int:
+        """How many more jobs this runner could start now (its own cap; the store keeps the global one)."""
+        return max(0, self._max_running - self._queue.running - len(self._queue))
 
     def held(self) -> list[str]:
         """The jobs this runner holds now: queued here or being driven."""
@@ -313,6 +328,13 @@ class Runner:
                 self._lost.add(job_id)
                 task.cancel()
 
+    async def notice_cancels(self, job_ids: list[str]) -> None:
+        """Another process says it cancelled these jobs (a gateway's cancel signal): stop those we
+        hold now rather than at the next lease renewal."""
+        mine = [job_id for job_id in job_ids if self.owns(job_id) and job_id not in self._cancelling]
+        if mine:
+            await self._notice_outside_cancels(mine)
+
     async def _notice_outside_cancels(self, held: list[str]) -> None:
         """Another process (the CLI's `cancel`) may mark a job cancelled in the store."""
         for job in await self.store.with_status(held, JobStatus.CANCELLED):
@@ -321,7 +343,8 @@ class Runner:
                 self._publish_positions()
                 self._emit(EventKind.CANCELLED, job)
                 self._resolve(job)
-            elif (task := self._tasks.get(job.id)) is not None:
+            elif (task := self._tasks.get(job.id)) is not None and job.id not in self._cancelling:
+                # Once: a second cancel would cut short the first one's clean-up (the remote cancel).
                 self._cancelling.add(job.id)
                 task.cancel()
 
@@ -331,6 +354,8 @@ class Runner:
         for job in await self.store.unfinished(self.platforms):
             if self.owns(job.id) or job.lease_owner == self.owner:
                 continue
+            if self.claiming and job.status is JobStatus.QUEUED:
+                continue  # the claim loop's, in fair order under the global caps
             # Checked here first so that jobs a live runner holds cost no write at all.
             if holder_state(job.lease_owner, job.lease_until, now=now) is HolderState.ALIVE:
                 continue
@@ -382,6 +407,7 @@ class Runner:
                 if not lost:
                     await self.store.release(self.owner, [job.id])
                 self._wake.set()
+                self.freed.set()
 
     async def _write(self, job: Job, *, detail: str | None = None, spend_limits: list[SpendLimit] | None = None, **fields: Any) -> Job:
         """Every runner write: only while this runner still holds the job's lease."""
@@ -456,6 +482,7 @@ class Runner:
         if job.state.get("submit_sent_to") == provider.name and job.remote_id is None:
             return await self._resolve_ambiguous_submit(job, pipeline)
         request = video_request_for(job)
+        self._check_sources(request)
         if pipeline.uses_image_step(request):
             image_path, job = await self._image_step(job, pipeline, request)
             request = request.model_copy(update={"input_image": image_path})
@@ -483,6 +510,14 @@ class Runner:
                 await self._wait_out_rate_limit(job, exc, attempt)
                 continue
             return await self._accept_remote(job, remote)
+
+    def _check_sources(self, request: VideoRequest) -> None:
+        """The files the job starts from must be here: a worker without the shared media volume
+        says so instead of failing somewhere in a provider (or making something else)."""
+        for what, path in (("source video", request.source_video), ("input image", request.input_image)):
+            if path is not None and not path.exists():
+                shown = path.relative_to(self.media.root).as_posix() if path.is_relative_to(self.media.root) else str(path)
+                raise MediaMissing(what, shown, str(path))
 
     async def _wait_out_rate_limit(self, job: Job, exc: RateLimited, attempt: int) -> None:
         """Wait as long as the provider asks (or back off), within the job's own deadline."""

@@ -170,6 +170,8 @@ class JobService:
             except AlreadyFinished:
                 current = await self.get(job.id)
                 raise JobStateError(f"Job {job.id} is already {current.status.value}; nothing to cancel.") from None
+            # Gateways show it now (a queued job has no runner that would say so).
+            await self._signal(job.id, "cancelled")
         return await self.get(job.id)
 
     async def redeliver(self, job_id: str) -> Job:
@@ -486,7 +488,18 @@ class JobService:
             self._last_paid[(job.origin.platform, job.origin.user_id)] = time.monotonic()
         if self.runner is not None:
             await self.runner.enqueue(job)
+        else:
+            # Stored for another process to run (a gateway's job, `--detach`): the workers are told.
+            await self._signal(job.id, "queued")
         return job
+
+    async def _signal(self, job_id: str, kind: str) -> None:
+        """Tell other processes (workers, gateways) that a job changed; best effort, the
+        workers also look for queued work on their own every VIDEOBOT_CLAIM_INTERVAL_SECONDS."""
+        try:
+            await self.store.publish(job_id, kind, {})
+        except Exception:
+            log.warning("job %s: could not signal %s to other processes", job_id, kind, exc_info=True)
 
     def _needs_confirmation(self, job: Job, here: Effective) -> bool:
         threshold = here.get("confirm_above_usd")

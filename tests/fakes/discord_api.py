@@ -115,6 +115,10 @@ class DiscordEmulator:
         #: channel ids whose history (GET messages) the bot may not read (no Read Message History).
         self.history_forbidden: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
+        #: The `shard` of every IDENTIFY ([id, count]; None: unsharded), in order.
+        self.identifies: list[list[int] | None] = []
+        #: Which shard each socket identified as (sharded gateways only get their guilds' events).
+        self._shard_of: dict[int, list[int]] = {}
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
@@ -285,17 +289,39 @@ class DiscordEmulator:
                     await ws.send_str(json.dumps({"op": 11, "d": None}))
                 elif frame["op"] in (2, 6):  # IDENTIFY, or RESUME: start a fresh session either way
                     self.sessions += 1
-                    await self._send(ws, "READY", {
+                    shard = (frame.get("d") or {}).get("shard") if frame["op"] == 2 else None
+                    self.identifies.append(shard)
+                    if shard:
+                        self._shard_of[id(ws)] = list(shard)
+                    if not self._serves_guild(ws):
+                        # Like Discord: a shard only hears about the guilds that map to it.
+                        await self._send(ws, "READY", {
+                            "v": 10, "user": self.user_payload(self.bot_user_id, bot=True), "guilds": [],
+                            "session_id": f"session-{self.sessions}", "resume_gateway_url": self.gateway_url,
+                            "application": {"id": self.application_id, "flags": 0}, "private_channels": [], "relationships": [],
+                            "shard": shard,
+                        })  # fmt: skip
+                        continue
+                    ready = {
                         "v": 10, "user": self.user_payload(self.bot_user_id, bot=True), "guilds": [{"id": self.guild_id, "unavailable": True}],
                         "session_id": f"session-{self.sessions}", "resume_gateway_url": self.gateway_url,
                         "application": {"id": self.application_id, "flags": 0}, "private_channels": [], "relationships": [],
-                    })  # fmt: skip
+                    }  # fmt: skip
+                    if shard:
+                        ready["shard"] = shard  # Discord echoes a sharded session's [id, count]
+                    await self._send(ws, "READY", ready)
                     await self._send(ws, "GUILD_CREATE", self._guild())
                     self.identified.set()
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            self._shard_of.pop(id(ws), None)
         return ws
+
+    def _serves_guild(self, ws: web.WebSocketResponse) -> bool:
+        """Whether this socket's shard is the guild's: (guild_id >> 22) % shard count (Discord's rule)."""
+        shard = self._shard_of.get(id(ws))
+        return shard is None or (int(self.guild_id) >> 22) % shard[1] == shard[0]
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
         await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
@@ -303,7 +329,8 @@ class DiscordEmulator:
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         assert self._sockets, "the bot is not connected to the gateway"
         for ws in list(self._sockets):
-            await self._send(ws, event, data)
+            if self._serves_guild(ws):  # every event here is the one guild's
+                await self._send(ws, event, data)
 
     def _guild(self) -> dict[str, Any]:
         return {

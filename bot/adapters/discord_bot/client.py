@@ -36,24 +36,38 @@ def intents() -> discord.Intents:
     return chosen
 
 
-class VideoBotClient(discord.Client):
-    def __init__(self, adapter: DiscordAdapter) -> None:
-        super().__init__(
-            intents=intents(),
-            guild_ready_timeout=adapter.settings.guild_ready_timeout,
-            # Prompts and names are user text: nothing the bot says pings anyone unless a
-            # post names its mentions explicitly (the result post: its requester).
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+def client_options(adapter: DiscordAdapter) -> dict[str, Any]:
+    settings = adapter.settings
+    options: dict[str, Any] = {
+        "intents": intents(),
+        "guild_ready_timeout": settings.guild_ready_timeout,
+        # Prompts and names are user text: nothing the bot says pings anyone unless a
+        # post names its mentions explicitly (the result post: its requester).
+        "allowed_mentions": discord.AllowedMentions.none(),
+    }
+    if settings.sharded:
+        # This gateway's shards of DISCORD_SHARD_COUNT; Discord routes each guild's events to
+        # shard (guild_id >> 22) % count, so the gateways together cover every guild once.
+        options.update(shard_count=settings.shard_count, shard_ids=settings.shard_id_list)
+    return options
+
+
+class _VideoBot:
+    """What the plain and the sharded client share: the command tree and the set-up."""
+
+    adapter: DiscordAdapter
+    tree: app_commands.CommandTree[Any]
+
+    def _setup(self, adapter: DiscordAdapter) -> None:
         self.adapter = adapter
-        self.tree: app_commands.CommandTree[VideoBotClient] = app_commands.CommandTree(self)
+        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
         adapter = self.adapter
-        buttons.register(self, adapter)
-        reactions.register(self, adapter)
+        buttons.register(self, adapter)  # type: ignore[arg-type]
+        reactions.register(self, adapter)  # type: ignore[arg-type]
         commands.register(self.tree, adapter)
-        if adapter.settings.sync_commands:
+        if adapter.settings.sync_commands and not adapter.delivery_only:
             await self.tree.sync()
             # Global commands take a while to show up; guild copies are there at once.
             for guild_id in adapter.settings.guild_id_list:
@@ -63,19 +77,41 @@ class VideoBotClient(discord.Client):
         adapter.ready.set()
 
 
+class VideoBotClient(_VideoBot, discord.Client):
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        discord.Client.__init__(self, **client_options(adapter))
+        self._setup(adapter)
+
+
+class ShardedVideoBotClient(_VideoBot, discord.AutoShardedClient):
+    """DISCORD_SHARD_COUNT / DISCORD_SHARD_IDS: several shards over one connection pool."""
+
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        discord.AutoShardedClient.__init__(self, **client_options(adapter))
+        self._setup(adapter)
+
+
+def make_client(adapter: DiscordAdapter) -> discord.Client:
+    return ShardedVideoBotClient(adapter) if adapter.settings.sharded else VideoBotClient(adapter)
+
+
 class DiscordAdapter:
     platform = PLATFORM
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, delivery_only: bool = False) -> None:
         self.app = app
         self.settings = app.settings.discord
+        #: A worker's adapter: logs in for the REST API (results go out with the bot token) but
+        #: opens no gateway connection, registers no commands and renders no progress.
+        self.delivery_only = delivery_only
         self.ready = asyncio.Event()
         self.acks = AcksFirst()
         self.surface = StatusBoard(self)
         self.delivery = Delivery(self)
-        self.client = VideoBotClient(self)
+        self.client = make_client(self)
         self._subscription: Subscription | None = None
         self._connection: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
         #: Jobs created before this are "adopted": an earlier process may have posted for them.
         self.started_at = time.time()
         #: Set by stop(): deliveries then fail as transient (the runner retries after a restart).
@@ -87,6 +123,9 @@ class DiscordAdapter:
         assert token is not None, "DISCORD_TOKEN is not set"
         self.stopped = False
         apply_endpoints(self.settings)
+        if self.delivery_only:
+            await self.client.login(token.get_secret_value())  # REST only: sets `ready` (setup_hook)
+            return
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
         await self.client.login(token.get_secret_value())
         self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
@@ -97,6 +136,9 @@ class DiscordAdapter:
             self._connection.result()  # raises why the gateway could not be reached
 
     async def wait_closed(self) -> None:
+        if self.delivery_only:
+            await self._closed.wait()
+            return
         if self._connection is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connection
@@ -110,6 +152,8 @@ class DiscordAdapter:
             self._subscription = None
         await self.surface.close()
         await self.client.close()
+        if self.delivery_only:
+            self._closed.set()
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._connection

@@ -126,20 +126,25 @@ def _answer_needed(content_type: str, body: str) -> bool:
 class SlackAdapter:
     platform = PLATFORM
 
-    def __init__(self, app: App) -> None:
-        """Build inside a running event loop (the HTTP session belongs to it)."""
+    def __init__(self, app: App, *, delivery_only: bool = False) -> None:
+        """Build inside a running event loop (the HTTP session belongs to it).
+
+        `delivery_only`: a worker's adapter. It posts results and stills with the bot token
+        (the Web API needs no connection of the gateway's) but serves no requests and renders
+        no progress: the gateway does that, from the worker's signals."""
         self.app = app
+        self.delivery_only = delivery_only
         self.settings = settings = app.settings.slack
         if settings.bot_token is None:
             raise ConfigError("SLACK_BOT_TOKEN is not set.")
-        if not settings.socket_mode and settings.signing_secret is None:
+        if not delivery_only and not settings.socket_mode and settings.signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is needed in HTTP mode (or set SLACK_APP_TOKEN to use Socket Mode).")
         self.client = web_client(settings.bot_token.get_secret_value(), settings.api_url, settings.rate_limit_retries)
         self.bolt = AsyncApp(
             client=self.client,
             signing_secret=settings.signing_secret.get_secret_value() if settings.signing_secret else "",
             # Socket Mode messages come over an authenticated WebSocket, unsigned.
-            request_verification_enabled=not settings.socket_mode,
+            request_verification_enabled=not settings.socket_mode and not delivery_only,
             # A listener's return is the answer, sent at once (bolt does not poll for the ack); each
             # listener acks and hands its work to `later`. So an ack never waits behind other requests' work.
             process_before_response=True,
@@ -169,6 +174,8 @@ class SlackAdapter:
             raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({slack_error(exc)}).") from None
         self.bot_user_id = auth.get("user_id")
         self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
+        if self.delivery_only:
+            return
         self.surface.started_at = time.time()
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
         # Jobs from before this start: a status message that never reached the store is adopted or

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: How long a finished job waits for its status message before posting without a thread.
 STATUS_WAIT_SECONDS = 10.0
+#: A worker looks for the gateway's status message in the store this often while it waits.
+STORED_STATUS_POLL = 0.2
 #: files.info reads while Slack shares the upload into the channel (the share ts comes later).
 SHARE_LOOKUPS = 6
 SHARE_LOOKUP_PAUSE = 0.25
@@ -499,6 +501,8 @@ class StatusSurface:
         """The channel and status message of a job, waiting briefly if the message is being posted."""
         if job.origin.status_message_id:
             return job.origin.channel_id, job.origin.status_message_id
+        if self.adapter.delivery_only:
+            return await self._where_stored(job)
         card = self._track(job)
         if self._orphan(card):
             self._spawn_ensure(card)
@@ -508,6 +512,18 @@ class StatusSurface:
             log.warning("job %s has no status message; posting its file in the channel", job.id)
             return job.origin.channel_id, None
         return card.channel_id or job.origin.channel_id, card.ts
+
+    async def _where_stored(self, job: Job) -> tuple[str | None, str | None]:
+        """A worker's view: the gateway posts the status message and stores its ts; wait for it
+        briefly in the store (a job can finish before the gateway's post is written)."""
+        deadline = time.monotonic() + STATUS_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            stored = await self.adapter.app.store.get(job.id)
+            if stored is not None and stored.origin.status_message_id:
+                return stored.origin.channel_id, stored.origin.status_message_id
+            await asyncio.sleep(STORED_STATUS_POLL)
+        log.warning("job %s has no status message; posting its file in the channel", job.id)
+        return job.origin.channel_id, None
 
     async def _still(self, job: Job, again: bool) -> str | None:
         """The still's Slack file: the one stored or (on a retry) already uploaded, else a new upload."""
