@@ -151,6 +151,7 @@ class DiscordAdapter:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
         await self.surface.close()
+        self.acks.close()
         await self.client.close()
         if self.delivery_only:
             self._closed.set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,31 +43,88 @@ StartJob = Callable[[Origin], Awaitable[Job]]
 class AcksFirst:
     """Answering Discord comes before work: while interactions wait for their defer, the work
     that can wait (submitting new jobs, status edits) waits, briefly. Under a burst of commands
-    every one of them is acknowledged before the first submission takes the loop."""
+    every one of them is acknowledged before the first submission takes the loop.
+
+    The cyclic garbage collector waits too. A burst allocates fast (every interaction, its
+    task, its request), so CPython's young-generation collections fire dozens of times inside
+    it and walk the burst's live objects each time: measured at 15-30 ms of a 200-command
+    burst. Automatic collection is paused from the first pending ack until acks have been clear
+    for `GC_GRACE` (gateway frames arrive in batches: the next batch is usually close behind),
+    and never longer than `GC_MAX_PAUSE`; reference counting still frees everything acyclic.
+    """
 
     #: Work never waits longer than this for acks (a steady stream of commands cannot starve it).
     MAX_WAIT = 0.5
+    #: Collection resumes once no ack has been pending for this long...
+    GC_GRACE = 0.05
+    #: ...or after this long in any case (a steady stream of commands cannot grow the heap unchecked).
+    GC_MAX_PAUSE = 1.0
 
     def __init__(self) -> None:
         self.pending = 0
         self._clear = asyncio.Event()
         self._clear.set()
+        self._gc_paused_at: float | None = None
+        self._gc_resume: asyncio.TimerHandle | None = None
+        self._gc_grace = False
 
     def enter(self) -> None:
         self.pending += 1
         self._clear.clear()
+        self._pause_gc()
 
     def leave(self) -> None:
         self.pending -= 1
         if self.pending <= 0:
             self.pending = 0
             self._clear.set()
+            self._schedule_gc_resume(self.GC_GRACE)
 
     async def wait(self) -> None:
         if self._clear.is_set():
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._clear.wait(), self.MAX_WAIT)
+
+    # --- the collector's pause ----------------------------------------------------------------
+
+    def _pause_gc(self) -> None:
+        if self._gc_paused_at is None:
+            if not gc.isenabled():
+                return  # someone else (a test, a profiler) owns the collector: leave it alone
+            gc.disable()
+            self._gc_paused_at = time.monotonic()
+            self._schedule_gc_resume(self.GC_MAX_PAUSE)
+        elif self._gc_grace:
+            self._schedule_gc_resume(self.GC_MAX_PAUSE)  # acks are pending again: no grace yet
+
+    def _schedule_gc_resume(self, delay: float) -> None:
+        if self._gc_paused_at is None:
+            return
+        self._gc_grace = delay == self.GC_GRACE
+        if self._gc_resume is not None:
+            self._gc_resume.cancel()
+        left = self.GC_MAX_PAUSE - (time.monotonic() - self._gc_paused_at)
+        self._gc_resume = asyncio.get_running_loop().call_later(max(0.0, min(delay, left)), self._resume_gc)
+
+    def _resume_gc(self) -> None:
+        self._gc_resume = None
+        if self._gc_paused_at is None:
+            return
+        if self.pending and time.monotonic() - self._gc_paused_at < self.GC_MAX_PAUSE:
+            self._schedule_gc_resume(self.GC_MAX_PAUSE)
+            return
+        self._gc_paused_at = None
+        gc.enable()
+
+    def close(self) -> None:
+        """Give the collector back (the adapter stops)."""
+        if self._gc_resume is not None:
+            self._gc_resume.cancel()
+            self._gc_resume = None
+        if self._gc_paused_at is not None:
+            self._gc_paused_at = None
+            gc.enable()
 
 
 def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
