@@ -83,8 +83,10 @@ class AcksFirst:
     async def wait(self) -> None:
         if self._clear.is_set():
             return
+        # asyncio.timeout, not wait_for: no task per waiter (hundreds wait during a burst).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._clear.wait(), self.MAX_WAIT)
+            async with asyncio.timeout(self.MAX_WAIT):
+                await self._clear.wait()
 
     # --- the collector's pause ----------------------------------------------------------------
 

@@ -132,6 +132,9 @@ class StatusBoard:
     # --- what to show -----------------------------------------------------------------------
 
     async def on_event(self, event: ProgressEvent) -> None:
+        # Rendering progress comes after answering Discord: while interactions wait for their
+        # defer, events queue (in order) on this subscription instead of taking the loop.
+        await self.adapter.acks.wait()
         job = event.job
         view = status_view(job, event)
         shown = self._status_of(job)
