@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from bot.core.runner import Runner
+from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CLAIM_BATCH = 8
 
 class Claimer:
     def __init__(
-        self, runner: Runner, store: Any, *, max_running: int, max_running_per_user: int, interval: float = 1.0, batch: int = CLAIM_BATCH
+        self, runner: Runner, store: Store, *, max_running: int, max_running_per_user: int, interval: float = 1.0, batch: int = CLAIM_BATCH
     ) -> None:
         self.runner = runner
         self.batch = batch

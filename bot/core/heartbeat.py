@@ -14,7 +14,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+
+from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ ALIVE_INTERVALS = 3
 
 class Heartbeat:
     def __init__(
-        self, store: Any, *, worker_id: str, role: str, held: Callable[[], int], interval: float = 5.0,
+        self, store: Store, *, worker_id: str, role: str, held: Callable[[], int], interval: float = 5.0,
         prune_every: float = PRUNE_EVERY_SECONDS, keep_signals: float = SIGNAL_KEEP_SECONDS,
     ) -> None:
         self.store = store

@@ -32,6 +32,7 @@ from typing import Any
 
 from bot.core.events import EventBus, Subscription
 from bot.core.models import EventKind, Job, JobStatus, ProgressEvent
+from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def payload_of(event: ProgressEvent) -> dict[str, Any]:
 class SignalPublisher:
     """Worker side: the runner's events, into the store as signals (see the module doc)."""
 
-    def __init__(self, store: Any, bus: EventBus) -> None:
+    def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
         #: Events waiting to be written, in order; key (job id, seq).
@@ -145,7 +146,7 @@ class Relay:
     """Gateway side: signals from the store, as events on the local bus (see the module doc)."""
 
     def __init__(
-        self, store: Any, bus: EventBus, *, platforms: set[str] | None = None, wait_seconds: float = 1.0,
+        self, store: Store, bus: EventBus, *, platforms: set[str] | None = None, wait_seconds: float = 1.0,
         sweep_seconds: float = 5.0, error_pause: float = 1.0, positions_seconds: float = POSITIONS_SECONDS,
     ) -> None:
         self.store = store

@@ -38,10 +38,11 @@ from providers.moderation import BlocklistModerator, Moderator
 from providers.pipeline import Pipeline
 from providers.polling import PollPolicy, backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
-from storage.jobs import AlreadyFinished, JobStore, LeaseLost
+from storage.jobs import AlreadyFinished, LeaseLost
 from storage.leases import Holder, HolderState, holder_state
 from storage.spend import OverBudget, SpendLimit
 from storage.media import MediaStore
+from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ _TRANSIENT_DELIVERY = (aiohttp.ClientError, OSError, TimeoutError, ConnectionErr
 class Runner:
     def __init__(
         self,
-        store: JobStore,
+        store: Store,
         media: MediaStore,
         registry: PipelineRegistry,
         bus: EventBus,
