@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
+from bot.adapters.base import ChatAdapter
 from bot.config import Settings
 from bot.core.models import Job
 from storage.spend import SpendLimit
@@ -20,6 +21,8 @@ from storage.contract import Store
 from storage.media import MediaStore
 from storage.open import open_store
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class App:
@@ -30,6 +33,22 @@ class App:
     bus: EventBus
     runner: Runner
     service: JobService
+    #: The chat adapters rendering progress in this process, by platform (each registers itself
+    #: when it starts serving, and leaves on stop): jobs started outside chat are announced there.
+    adapters: dict[str, ChatAdapter] = field(default_factory=dict)
+
+    async def announce(self, job: Job) -> None:
+        """A job started outside chat (the web gallery): have its platform's adapter post its status
+        message now. Without that adapter here (`videobot web` alone) the process that adopts the job
+        posts it on the job's first event (the origin's VIA mark, bot.core.actions)."""
+        adapter = self.adapters.get(job.origin.platform)
+        if adapter is None:
+            return
+        try:
+            await adapter.announce(job)
+        except Exception:
+            # The job runs anyway; its card comes with its first event, its result at the end.
+            log.warning("job %s: could not announce it in %s", job.id, job.origin.platform, exc_info=True)
 
     async def close(self) -> None:
         await self.runner.stop()

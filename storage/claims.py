@@ -9,9 +9,13 @@ The order is round-robin across users: a user's k-th waiting job (k = 0, 1, ...)
 level `taken + k`; lower levels go first (so users with fewer jobs running go first), ties
 go to the user whose oldest queued job is older, and within a user oldest first. A job at
 level `max_running_per_user` or above is not taken, nor anything past the global cap.
+
+`fair_order` is the same order over every waiting job, without the caps: the place each
+would start in if nothing else arrived (a gateway shows it as the job's queue position).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -51,3 +55,10 @@ def fair_pick(
             order += 1
     ranked.sort()
     return [item[-1] for item in ranked[:room]]
+
+
+def fair_order(candidates: Iterable[Candidate], taken_by_user: Mapping[str, int]) -> list[str]:
+    """Every candidate's id in the order `fair_pick` would hand them out, caps aside (caps delay
+    starts but do not reorder them). `candidates` must come oldest first."""
+    jobs = list(candidates)
+    return fair_pick(jobs, taken_by_user, taken_total=0, max_running=len(jobs), max_running_per_user=sys.maxsize, limit=len(jobs))

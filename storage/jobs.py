@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 
 from storage import gallery, spend
-from storage.claims import Candidate, fair_pick, user_key
+from storage.claims import Candidate, fair_order, fair_pick, user_key
 from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
@@ -416,6 +416,33 @@ class JobStore:
             row = await cur.fetchone()
         assert row is not None
         return QueueStats(queued=int(row[0]), oldest_queued_at=row[1], running=int(row[2]))
+
+    async def queue_order(self, platforms: Collection[str] | None = None) -> list[str]:
+        """The queued jobs no runner holds yet, in the order the workers' claims will start them
+        (storage.claims.fair_order: what each user has taken counts, as in `claim_queued`)."""
+        names = None if platforms is None else list(platforms)
+        if names == []:
+            return []
+        now = time.time()
+        terminal = [s.value for s in TERMINAL]
+        taken: dict[str, int] = {}
+        async with self._conn.execute(
+            f"SELECT platform, workspace_id, user_id, COUNT(*) FROM jobs WHERE status NOT IN ({_marks(terminal)}) "
+            "AND lease_owner IS NOT NULL AND lease_until > ? GROUP BY platform, workspace_id, user_id",
+            (*terminal, now),
+        ) as cur:
+            async for row in cur:
+                taken[user_key(row[0], row[1], row[2])] = int(row[3])
+        where = "status = ? AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?)"
+        args: list[Any] = [JobStatus.QUEUED.value, now]
+        if names is not None:
+            where += f" AND platform IN ({_marks(names)})"
+            args.extend(names)
+        async with self._conn.execute(
+            f"SELECT id, platform, workspace_id, user_id, created_at FROM jobs WHERE {where} ORDER BY created_at, rowid", args
+        ) as cur:
+            candidates = [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) async for r in cur]
+        return fair_order(candidates, taken)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -96,7 +96,12 @@ async def test_the_relay_resumes_from_its_cursor_after_a_store_error_without_ski
     worker, gateway, publisher, relay, seen = await worker_and_gateway(settings)
     try:
         job = await gateway.service.submit(GenerateRequest(prompt="a kite", seconds=1, size="320x180"), ORIGIN)
-        await until(lambda: len(seen) == 1, what="the queued signal")
+        # The queued signal, and the job's place in line (read from the store's order) after it.
+        last = await gateway.store.last_signal_id()
+        await until(lambda: relay.cursor >= last and not relay._order_due, what="the queued signal and the place in line")
+        await gateway.bus.drain()
+        assert seen[-1].kind is EventKind.QUEUED and seen[-1].position == 1
+        shown = len(seen)
         real_get = gateway.store.get
         failures = {"left": 2}
 
@@ -109,9 +114,9 @@ async def test_the_relay_resumes_from_its_cursor_after_a_store_error_without_ski
         monkeypatch.setattr(gateway.store, "get", flaky_get)
         for k in range(5):
             await worker.store.publish(job.id, "progress", {"progress": 10 * (k + 1), "message": f"tick {k}"})
-        await until(lambda: len(seen) == 6, what="five progress events after two failed reads")
-        assert [e.progress for e in seen[1:]] == [10, 20, 30, 40, 50]
-        assert [e.message for e in seen[1:]] == [f"tick {k}" for k in range(5)]
+        await until(lambda: len(seen) == shown + 5, what="five progress events after two failed reads")
+        assert [e.progress for e in seen[shown:]] == [10, 20, 30, 40, 50]
+        assert [e.message for e in seen[shown:]] == [f"tick {k}" for k in range(5)]
         assert failures["left"] == 0
     finally:
         await close(worker, gateway, publisher=publisher, relay=relay)
@@ -122,7 +127,7 @@ async def test_an_ending_nobody_signalled_is_found_by_the_sweep(settings: Any) -
     worker, gateway, publisher, relay, seen = await worker_and_gateway(settings)
     try:
         job = await gateway.service.submit(GenerateRequest(prompt="a kite", seconds=1, size="320x180"), ORIGIN)
-        await until(lambda: len(seen) == 1, what="the queued signal")
+        await until(lambda: any(e.job.id == job.id for e in seen), what="the queued signal")
         await worker.store.update(job.id, status=JobStatus.FAILED, error_message="it broke", finished_at=time.time() - 5)
         await until(lambda: any(e.kind is EventKind.FAILED for e in seen), what="the sweep")
         assert seen[-1].job.id == job.id and seen[-1].message == "it broke"

@@ -342,6 +342,30 @@ async def test_a_queued_job_with_a_live_lease_is_not_claimed_but_an_expired_one_
     assert [j.id for j in got] == ["q2"]
 
 
+async def test_queue_order_is_the_claims_fair_order_over_every_waiting_job(store: Store) -> None:
+    t = time.time() - 100
+    for i, (job_id, user, platform) in enumerate([
+        ("a1", "alice", "slack"), ("a2", "alice", "slack"), ("a3", "alice", "slack"),
+        ("b1", "bob", "slack"), ("b2", "bob", "slack"), ("c1", "carol", "slack"), ("d1", "dave", "discord"),
+    ]):  # fmt: skip
+        await store.create(make_job(job_id, user=user, platform=platform, created_at=t + i))
+    # Round-robin across users, oldest first, no caps (a user's third job still has a place).
+    assert await store.queue_order() == ["a1", "b1", "c1", "d1", "a2", "b2", "a3"]
+    assert await store.queue_order(["slack"]) == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    assert await store.queue_order([]) == []
+    # What a user has running (a live lease, any runner) puts their waiting jobs further back;
+    # a job already claimed waits in its worker, not in the store.
+    await store.create(make_job("held", user="bob", platform="slack", created_at=t - 10), lease_owner="w", lease_seconds=60)
+    await store.update("held", status=JobStatus.RUNNING)
+    claimed = await store.claim_queued("w", 60, platforms=["slack"], max_running=10, max_running_per_user=5, limit=1)
+    assert [j.id for j in claimed] == ["a1"]
+    assert await store.queue_order(["slack"]) == ["c1", "a2", "b1", "a3", "b2"]
+    # The order is exactly what the claims then take.
+    got = await store.claim_queued("w", 60, platforms=["slack"], max_running=10, max_running_per_user=5, limit=10)
+    assert [j.id for j in got] == ["c1", "a2", "b1", "a3", "b2"]
+    assert await store.queue_order(["slack"]) == []
+
+
 async def test_signals(store: Store) -> None:
     start = await store.last_signal_id()
     assert await store.signals_after(start) == []

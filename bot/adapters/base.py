@@ -21,3 +21,7 @@ class ChatAdapter(Protocol):
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
         """Post the finished job's file; return job fields to store (result message ids)."""
+
+    async def announce(self, job: Job) -> None:
+        """Show a job started outside chat (the web gallery) at once: post its status message where
+        its origin says. Chat flows do this themselves for the jobs they start."""

@@ -54,6 +54,9 @@ class ConsoleAdapter:
         if self._reader is not None:
             await self._reader
 
+    async def announce(self, job: Job) -> None:
+        return None  # every event of a console job is printed already
+
     async def stop(self) -> None:
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()

@@ -15,6 +15,11 @@ from bot.core.stories import add_scene, redo_scene
 from providers.errors import InvalidRequest
 from bot.core.views import Action
 
+#: In a job's origin extras, where it was started when not in chat ("web"): no chat flow posts
+#: its status message, so the adapter rendering its platform does (`App.announce`, or on the
+#: job's first event in a process that did not start it).
+VIA = "via"
+
 #: Reactions every platform understands (the emoji as the platform reports it).
 REACTIONS = {"🔁": Action.REROLL, "❌": Action.CANCEL, "✉️": Action.DM, "✉": Action.DM, "🎬": Action.ANIMATE}
 

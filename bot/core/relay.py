@@ -16,6 +16,11 @@ connection in a gateway, so:
   skipped. A worker killed between a job's last write and its signal leaves the job's end
   unsignalled: the relay also looks, every `sweep_seconds`, at the rows of the jobs it has
   seen unfinished and relays the end of any that ended meanwhile.
+  A job waiting in the store for a claim has no runner to tell its place in line, so the relay
+  reads the workers' fair order (`store.queue_order`) when signals say it may have changed (a
+  job queued, started or ended), at most every `positions_seconds`, and publishes a QUEUED
+  event with the position of each waiting job whose place changed, as the runner does in one
+  process.
 """
 from __future__ import annotations
 
@@ -36,6 +41,11 @@ _FINAL_KIND = {JobStatus.COMPLETED: EventKind.COMPLETED, JobStatus.FAILED: Event
 SWEEP_GRACE_SECONDS = 2.0
 #: Signals written at once by the publisher (distinct jobs; one job's signals stay in order).
 PUBLISH_BATCH = 64
+#: Signal kinds after which the waiting jobs' order may differ: one more waits, one was claimed
+#: (its worker's queued signal) or started, or one ended (what its user holds changed).
+ORDER_KINDS = frozenset({EventKind.QUEUED, EventKind.STARTED, EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
+#: The waiting jobs' order is read at most this often, however many signals arrive.
+POSITIONS_SECONDS = 0.5
 
 
 def payload_of(event: ProgressEvent) -> dict[str, Any]:
@@ -137,7 +147,7 @@ class Relay:
 
     def __init__(
         self, store: Store, bus: EventBus, *, platforms: set[str] | None = None, wait_seconds: float = 1.0,
-        sweep_seconds: float = 5.0, error_pause: float = 1.0,
+        sweep_seconds: float = 5.0, error_pause: float = 1.0, positions_seconds: float = POSITIONS_SECONDS,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -145,7 +155,11 @@ class Relay:
         self.wait_seconds = wait_seconds
         self.sweep_seconds = sweep_seconds
         self.error_pause = error_pause
+        self.positions_seconds = positions_seconds
         self.cursor = 0
+        #: The place in line last shown for each waiting job, and whether to read the order again.
+        self._positions: dict[str, int] = {}
+        self._order_due = True
         #: Jobs seen unfinished and not yet seen ending: the sweep checks their rows.
         self._open: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -167,6 +181,7 @@ class Relay:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + self.sweep_seconds
+        next_order = loop.time()
         while True:
             try:
                 signals = await self.store.signals_after(self.cursor)
@@ -174,11 +189,17 @@ class Relay:
                     await self._relay(signals)
                     # Only after they were handed on: an error above retries from the same place.
                     self.cursor = signals[-1].id
+                if self._order_due and loop.time() >= next_order:
+                    await self._show_positions()
+                    next_order = loop.time() + self.positions_seconds
                 if loop.time() >= next_sweep:
                     await self._sweep()
                     next_sweep = loop.time() + self.sweep_seconds
                 if not signals:
-                    await self.store.wait_for_signal(self.wait_seconds)
+                    wait = self.wait_seconds
+                    if self._order_due:
+                        wait = min(wait, max(next_order - loop.time(), 0.0))
+                    await self.store.wait_for_signal(wait)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -198,9 +219,25 @@ class Relay:
                 kind = EventKind(signal.kind)
             except ValueError:
                 continue  # a signal for other readers
+            payload = signal.payload
+            if kind in ORDER_KINDS:
+                self._order_due = True
+                if kind is EventKind.QUEUED and payload.get("position") is None and job.id in self._positions:
+                    payload = {**payload, "position": self._positions[job.id]}  # read already (before its signal came)
             if not kind.final and job.terminal:
                 continue  # stale: its ending is signalled after it (or found by the sweep)
-            self._publish(kind, job, signal.payload, at=signal.at)
+            self._publish(kind, job, payload, at=signal.at)
+
+    async def _show_positions(self) -> None:
+        """Each waiting job's place in the workers' fair order, as a QUEUED event where it changed."""
+        order = await self.store.queue_order(self.platforms)
+        positions = {job_id: place for place, job_id in enumerate(order, 1)}
+        changed = [job_id for job_id, place in positions.items() if self._positions.get(job_id) != place]
+        # Still waiting when read back (a claim may have taken one since): one read for all of them.
+        for job in await self.store.with_status(changed, JobStatus.QUEUED):
+            self._publish(EventKind.QUEUED, job, {"position": positions[job.id]})
+        self._positions = positions
+        self._order_due = False
 
     def _publish(self, kind: EventKind, job: Job, payload: dict[str, Any], *, at: float | None = None) -> None:
         progress = payload.get("progress")

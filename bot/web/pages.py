@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.actions import perform
+from bot.core.actions import VIA, perform
 from bot.core.errors import JobNotFound, JobStateError, NeedsConfirmation, NotAllowed, user_message
 from bot.core.grants import Grant
 from bot.core.models import Job, JobKind, JobStatus, Origin
@@ -158,7 +158,7 @@ def web_origin(original: Job, grant: Grant) -> Origin:
     """Where a job started from the web lives: the original's platform, tenant, channel (and
     thread), so its result is posted where the original was asked; owned by the asker."""
     o = original.origin
-    extra: dict[str, Any] = {"via": "web"}
+    extra: dict[str, Any] = {VIA: "web"}
     if o.extra.get("thread_ts"):
         extra["thread_ts"] = o.extra["thread_ts"]
     reply_to = o.result_message_id or o.status_message_id
@@ -196,6 +196,8 @@ async def act(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(reason=user_message(exc)) from None
     except VideobotError as exc:
         raise web.HTTPBadRequest(reason=user_message(exc)) from None
+    if outcome.started:
+        await context(request).app.announce(outcome.job)  # its status card in chat now, not with its result
     raise web.HTTPSeeOther(f"/jobs/{outcome.job.id}" if outcome.started else f"/jobs/{job.id}")
 
 
@@ -215,4 +217,5 @@ async def confirm(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(reason=user_message(exc)) from None
     except VideobotError as exc:
         raise web.HTTPConflict(reason=user_message(exc)) from None
+    await context(request).app.announce(job)
     raise web.HTTPSeeOther(f"/jobs/{job.id}")

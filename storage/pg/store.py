@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.claims import Candidate, fair_pick, user_key
+from storage.claims import Candidate, fair_order, fair_pick, user_key
 from storage.gallery import GalleryQuery
 from storage.jobs import (
     ORIGIN_COLUMNS, PLAIN_COLUMNS, UPDATABLE, AlreadyFinished, JobEvent, LeaseLost,
@@ -709,6 +709,33 @@ class PgJobStore:
             args.append(list(platforms))
         row = (await self._fetch(sql, *args))[0]
         return QueueStats(queued=int(row["queued"]), oldest_queued_at=row["oldest_queued_at"], running=int(row["running"]))
+
+    async def queue_order(self, platforms: Collection[str] | None = None) -> list[str]:
+        names = None if platforms is None else list(platforms)
+        if names == []:
+            return []
+        free = "status = 'queued' AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2)"
+        only: list[Any] = []
+        if names is not None:
+            only.append(names)
+            free += " AND platform = ANY($3::text[])"
+        # One read, as in claim_queued: what every user has taken, and every waiting job.
+        read = (
+            "SELECT 'taken' AS kind, NULL AS id, platform, workspace_id, user_id, COUNT(*)::float8 AS x, 0::bigint AS seq "
+            "FROM jobs WHERE status <> ALL($1::text[]) AND lease_owner IS NOT NULL AND lease_until > $2 "
+            "GROUP BY platform, workspace_id, user_id "
+            f"UNION ALL SELECT 'queued', id, platform, workspace_id, user_id, created_at, seq FROM jobs WHERE {free} "
+            "ORDER BY kind, x, seq"
+        )
+        taken: dict[str, int] = {}
+        candidates: list[Candidate] = []
+        for r in await self._fetch(read, _TERMINAL, time.time(), *only):
+            key = user_key(r["platform"], r["workspace_id"], r["user_id"])
+            if r["kind"] == "taken":
+                taken[key] = int(r["x"])
+            else:
+                candidates.append(Candidate(r["id"], key, r["x"]))
+        return fair_order(candidates, taken)
 
 
 async def _event(

@@ -127,6 +127,7 @@ class DiscordAdapter:
             await self.client.login(token.get_secret_value())  # REST only: sets `ready` (setup_hook)
             return
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
+        self.app.adapters[PLATFORM] = self  # jobs started outside chat (the web) are announced here
         await self.client.login(token.get_secret_value())
         self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
         connected = asyncio.create_task(self.client.wait_until_ready())
@@ -147,6 +148,8 @@ class DiscordAdapter:
         """Disconnect. Pending status edits get a moment to go out; the next start resumes
         the rest through the bot token."""
         self.stopped = True
+        if self.app.adapters.get(PLATFORM) is self:
+            del self.app.adapters[PLATFORM]
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
@@ -161,6 +164,10 @@ class DiscordAdapter:
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
         return await self.delivery.deliver(job)
+
+    async def announce(self, job: Job) -> None:
+        """A job started outside chat (the web gallery): its status message now, as for a reaction's."""
+        await self.surface.announce(job)
 
     @property
     def bot_user_id(self) -> int:

@@ -37,6 +37,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import actions, commands, events, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
+from bot.adapters.slack.flows import ephemeral_teller, show_job
 from bot.adapters.slack.lookup import Me
 from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
@@ -178,6 +179,7 @@ class SlackAdapter:
             return
         self.surface.started_at = time.time()
         self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
+        self.app.adapters[PLATFORM] = self  # jobs started outside chat (the web) are announced here
         # Jobs from before this start: a status message that never reached the store is adopted or
         # posted, and a finished job whose card may not show its ending yet is updated.
         self.surface.spawn(self.surface.reconcile(), "slack-reconcile")
@@ -260,6 +262,8 @@ class SlackAdapter:
         """Stop serving. Pending card states get a moment to go out (final ones first); the next
         start picks the jobs up from the store."""
         self._stopping = True
+        if self.app.adapters.get(PLATFORM) is self:
+            del self.app.adapters[PLATFORM]
         if self._subscription is not None:
             self.app.bus.unsubscribe(self._subscription)
             self._subscription = None
@@ -287,6 +291,14 @@ class SlackAdapter:
         if self.client.session is not None and not self.client.session.closed:
             await self.client.session.close()
         self._closed.set()
+
+    async def announce(self, job: Job) -> None:
+        """A job started outside chat (the web gallery): its status message now, as for a command
+        (and a refusal handled alike: the job is stopped and its owner told privately)."""
+        self.surface.posting_here(job)
+        origin = job.origin
+        if origin.channel_id:
+            await show_job(self, job, ephemeral_teller(self, origin.channel_id, origin.user_id, origin.extra.get("thread_ts")))
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:
         """Post the result; failures come out as DeliveryFailed, transient or permanent (apierror.py)."""

@@ -34,6 +34,7 @@ from bot.adapters.slack import lookup
 from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_error, throttled
 from bot.adapters.slack.blocks import Block, esc, status_blocks, status_text
 from bot.adapters.slack.upload import upload_file
+from bot.core.actions import VIA
 from bot.core.errors import DeliveryFailed, JobNotFound
 from bot.core.models import TERMINAL, EventKind, Job, JobKind, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
@@ -230,12 +231,18 @@ class StatusSurface:
             log.warning("job %s: could not note that its card shows the ending", job_id, exc_info=True)
 
     def _orphan(self, card: Card) -> bool:
-        """A job from before this process started, with no status message known: it needs ensure_status."""
+        """A job with no status message known that no flow of this process posts one for: from before
+        this process started, or started outside chat (the web; maybe `videobot web` in another
+        process, the job adopted here). It needs ensure_status."""
         job = card.job
-        return (
-            card.ts is None and not job.origin.status_message_id and self.started_at is not None
-            and job.created_at < self.started_at and not card.ensuring
-        )  # fmt: skip
+        if card.ts is not None or job.origin.status_message_id or card.ensuring:
+            return False
+        return (self.started_at is not None and job.created_at < self.started_at) or VIA in job.origin.extra
+
+    def posting_here(self, job: Job) -> None:
+        """This process posts the job's status message itself now (announce): its events must not
+        start a second post."""
+        self._track(job).ensuring = True
 
     def _spawn_ensure(self, card: Card) -> None:
         card.ensuring = True
