@@ -781,6 +781,7 @@ async def start_slack_bot(*, register: Any = None) -> SlackBot:
     from bot.adapters.slack.app import SlackAdapter
     from bot.app import open_app
     from bot.config import load_settings
+    from bot.heap import HeapKeeper
 
     app = await open_app(load_settings())
     if register is not None:
@@ -789,6 +790,7 @@ async def start_slack_bot(*, register: Any = None) -> SlackBot:
     app.runner.deliverers[adapter.platform] = adapter.deliver
     await app.runner.start(resume=True)
     await adapter.start()
+    HeapKeeper().settle()  # as `videobot run` does once started (bot/heap.py)
     return SlackBot(app, adapter)
 
 
