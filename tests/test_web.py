@@ -316,6 +316,12 @@ async def test_diagnostics_list_show_and_delete_remote_videos_of_the_tenant(worl
     operator = await world.visitor(OPERATOR, operator=True)
     everything = await operator.text("/admin")
     assert theirs.remote_id in everything and "Runners" in everything
+    assert "no videobot run process has reported" in everything
+    # A worker's heartbeat: the operator sees the process, as `videobot status` lists it.
+    await world.app.store.heartbeat("w-1", host="render-box-7", pid=4242, role="worker", started_at=time.time(), held=3)
+    everything = await operator.text("/admin")
+    assert "render-box-7" in everything and "4242" in everything and ">worker<" in everything and "alive" in everything
+    assert "render-box-7" not in await admin.text("/admin"), "a tenant admin does not see the deployment's processes"
 
 
 # --- chat: /gallery and "Open in gallery" -------------------------------------------------------

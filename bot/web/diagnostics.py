@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from bot.core.errors import user_message
 from bot.core.grants import Grant
+from bot.core.heartbeat import ALIVE_INTERVALS
 from bot.web.auth import need_admin, need_post
 from bot.web.context import WebContext, context
 from bot.web.render import render
@@ -73,14 +75,23 @@ async def overview(request: web.Request) -> web.StreamResponse:
         tasks = await our_remote_jobs(ctx, grant, provider="runway", limit=LIMIT)
         runway["tasks"] = [(remote, job_id, status) for remote, (job_id, status) in tasks.items()]
     runners: list[tuple[Any, ...]] = []
+    processes: list[tuple[Any, ...]] = []
+    queue = None
     if grant.operator:
         runners = [(h.owner, h.jobs, h.until) for h in await ctx.app.store.lease_holders()]
+        # The processes serving this database, as `videobot status` lists them (their heartbeats).
+        now, silent_after = time.time(), ALIVE_INTERVALS * ctx.settings.heartbeat_seconds
+        processes = [
+            (w.role, w.host, w.pid, w.held, w.last_seen, now - w.last_seen <= silent_after)
+            for w in sorted(await ctx.app.store.workers(), key=lambda w: (w.role, w.host, w.pid))
+        ]
+        queue = await ctx.app.store.queue_stats()
     flash = None
     if deleted := request.query.get("deleted"):
         flash = f"Deleted {deleted[:100]} at the provider."
     elif kept := request.query.get("kept"):
         flash = f"The provider did not delete {kept[:100]}."
-    return render(request, "diagnostics.html", {"openai": openai, "runway": runway, "ours": ours, "runners": runners, "flash": flash})
+    return render(request, "diagnostics.html", {"openai": openai, "runway": runway, "ours": ours, "runners": runners, "processes": processes, "queue": queue, "flash": flash})
 
 
 async def show(request: web.Request) -> web.StreamResponse:
