@@ -107,17 +107,23 @@ async def test_preview_edit_confirm_progress_result_redo_and_add_scene(
     new_token = buttons_of(preview)[0].rsplit(":", 1)[1]
     assert new_token != token and "$0.75" in preview["content"] and await bot.app.store.list() == []
 
-    # Confirm: its response is the story's one public status message.
+    # Confirm: its response is the story's one public status message. Scene 2 is held until the
+    # status shows it (the edit budget may otherwise skip a state that passes in milliseconds).
+    scene_2 = server.hold[2] = asyncio.Event()
     confirmed = await emu.click(preview["id"], f"vbp:confirm:{new_token}")
     story = await job_of(bot, confirmed)
     status = emu.messages[confirmed.original_id or ""]
     assert not status["flags"] & EPHEMERAL
     assert story.kind is JobKind.STORY and story.state["plan"]["scenes"][1] == "the lamp turns green"
+
+    def edits() -> list[str]:
+        return [str((c.json or {}).get("content")) for c in emu.calls if c.method == "PATCH" and confirmed.token in c.path]
+
+    await emu.wait_for(lambda: any("scene 2 of 3" in e for e in edits()))
+    scene_2.set()
     done = await finished(bot, story.id)
     assert done.status is JobStatus.COMPLETED, done.error_message
     assert len(server.creates) == 3
-    edits = [str((c.json or {}).get("content")) for c in emu.calls if c.method == "PATCH" and confirmed.token in c.path]
-    assert any("scene 2 of 3" in e for e in edits), edits
     assert not any(job_of_scene in m["content"] for m in emu.messages.values() for job_of_scene in done.state["scene_jobs"]), \
         "scenes have no messages of their own"
 

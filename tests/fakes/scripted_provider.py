@@ -29,6 +29,9 @@ class ScriptedServer:
     jobs: dict[str, dict[str, object]] = field(default_factory=dict)
     fail_submit: VideobotError | None = None
     fail_job: tuple[str, str] | None = None
+    #: Create number (1-based) -> an event: that job stays in progress until it is set (lets a
+    #: test see a state that would otherwise pass faster than the status budget shows it).
+    hold: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.release.set()
@@ -58,7 +61,7 @@ class ScriptedProvider(VideoProvider):
             raise self.server.fail_submit
         remote_id = f"vid_{secrets.token_hex(4)}"
         self.server.creates.append(request)
-        self.server.jobs[remote_id] = {"polls": 0, "status": RemoteStatus.QUEUED, "request": request}
+        self.server.jobs[remote_id] = {"polls": 0, "status": RemoteStatus.QUEUED, "request": request, "n": len(self.server.creates)}
         return RemoteJob(id=remote_id, status=RemoteStatus.QUEUED, poll_after=0.01)
 
     async def poll(self, remote_id: str) -> RemoteJob:
@@ -69,7 +72,9 @@ class ScriptedProvider(VideoProvider):
             code, message = self.server.fail_job
             return RemoteJob(id=remote_id, status=RemoteStatus.FAILED, error_code=code, error_message=message)
         job["polls"] = int(job["polls"]) + 1  # type: ignore[call-overload]
-        if not self.server.release.is_set() or int(job["polls"]) < self.server.polls_to_finish:  # type: ignore[call-overload]
+        gate = self.server.hold.get(int(job["n"]))  # type: ignore[call-overload]
+        held = not self.server.release.is_set() or (gate is not None and not gate.is_set())
+        if held or int(job["polls"]) < self.server.polls_to_finish:  # type: ignore[call-overload]
             progress = min(90, 10 * int(job["polls"]))  # type: ignore[call-overload]
             return RemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=progress, poll_after=0.01)
         return RemoteJob(id=remote_id, status=RemoteStatus.COMPLETED, progress=100, cost=self.cost)
