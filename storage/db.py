@@ -22,8 +22,10 @@ class DatabaseTooNew(VideobotError):
     code = "database_too_new"
 
 
-def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("storage") / "migrations"
+def migrations(folder_name: str = "migrations") -> list[tuple[int, str]]:
+    """The numbered SQL files of a migrations folder in the `storage` package, in order (both
+    backends keep theirs this way: `migrations` for SQLite, `pg_migrations` for PostgreSQL)."""
+    folder = resources.files("storage") / folder_name
     found = []
     for entry in folder.iterdir():
         m = _MIGRATION_RE.match(entry.name)
@@ -32,7 +34,7 @@ def migrations() -> list[tuple[int, str]]:
     found.sort()
     for expected, (number, _) in enumerate(found, start=1):
         if number != expected:
-            raise RuntimeError(f"migration numbers must run 1..N without gaps; found {number} at {expected}")
+            raise RuntimeError(f"{folder_name}: migration numbers must run 1..N without gaps; found {number} at {expected}")
     return found
 
 

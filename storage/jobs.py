@@ -571,18 +571,15 @@ class JobStore:
             row = conn.execute(
                 "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = ?", (token,)
             ).fetchone()
-            if row is None or row["platform"] != platform:
+            if row is None:
                 return None, "missing"
-            job = Job.model_validate_json(row["job_json"])
-            if row["user_id"] != user_id:
-                return job, "not_owner"
-            state = row["state"]
-            if state == "pending" and row["expires_at"] < time.time():
-                conn.execute("UPDATE pending_spends SET state = 'expired' WHERE token = ?", (token,))
-                return job, "expired"
-            if state == "pending":
-                conn.execute("UPDATE pending_spends SET state = ? WHERE token = ?", (to, token))
-            return job, state
+            answer, write_state = spend.pending_answer(
+                row_platform=row["platform"], row_user=row["user_id"], state=row["state"], expires_at=row["expires_at"],
+                platform=platform, user_id=user_id, to=to, now=time.time(),
+            )  # fmt: skip
+            if write_state is not None:
+                conn.execute("UPDATE pending_spends SET state = ? WHERE token = ?", (write_state, token))
+            return (None if answer == "missing" else Job.model_validate_json(row["job_json"])), answer
 
         result: tuple[Job | None, str] = await self._writer.run(write)
         return result

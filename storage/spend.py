@@ -116,3 +116,17 @@ def check_queue(conn: sqlite3.Connection, limit: QueueLimit) -> None:
     if pending >= limit.limit:
         raise QueueFull(limit, pending)
 
+
+def pending_answer(
+    *, row_platform: str, row_user: str, state: str, expires_at: float, platform: str, user_id: str, to: str, now: float
+) -> tuple[str, str | None]:
+    """How a request to move a pending spend to `to` is answered: (the state it reports, the state
+    to write or None). Both stores run this on the row they locked, so the rule is written once."""
+    if row_platform != platform:
+        return "missing", None
+    if row_user != user_id:
+        return "not_owner", None
+    if state == "pending":
+        return ("expired", "expired") if expires_at < now else ("pending", to)
+    return state, None
+

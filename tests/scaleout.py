@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,25 +27,12 @@ class RoleProcess(BotProcess):
     def __init__(self, env: dict[str, str], *, role: str, work_dir: Path, name: str, port: int = 0) -> None:
         super().__init__({**env, "VIDEOBOT_ROLE": role}, port=port, work_dir=work_dir, name=name)
         self.role = role
+        self.argv = ["run", "--role", role]
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
-
-    def start(self) -> None:
-        assert not self.alive, "already running"
-        self.stopped = False
-        self.starts += 1
-        log = self.work_dir / f"{self.name}-{self.starts:03d}.log"
-        self.logs.append(log)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            self.started_at, self.started_wall = time.monotonic(), time.time()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bot", "run", "--role", self.role], cwd=self.work_dir, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
 
     async def ready(self, timeout: float = 30.0) -> float:
         if self.role == "gateway":

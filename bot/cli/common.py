@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,16 @@ from bot.core.models import EventKind, Job, JobStatus, Origin, ProgressEvent
 from bot.core.render import status_line
 
 CLI_ORIGIN = Origin(platform="cli", user_id="local")
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set `stop` (a long-running command stops gracefully)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
 
 
 async def deliver_to_out(job: Job) -> dict[str, Any] | None:

@@ -16,12 +16,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 from typing import TYPE_CHECKING
 
 from bot.adapters.base import ChatAdapter
 from bot.app import App, open_app
-from bot.cli.common import deliver_to_out
+from bot.cli.common import deliver_to_out, stop_on_signals
 from bot.config import Settings
 from bot.core.claims import Claimer
 from bot.core.errors import ConfigError
@@ -78,15 +77,6 @@ async def start_web(app: App) -> WebServer:
     return server
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-
-
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger().setLevel(settings.core.log_level.upper())
     role = (getattr(args, "role", None) or settings.core.role).lower()
@@ -107,7 +97,7 @@ async def _all(app: App) -> int:
     app.runner.deliverers.setdefault("cli", deliver_to_out)
     stop = asyncio.Event()
     sweeper: asyncio.Task[None] | None = None
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     heartbeat = _heartbeat(app, "all", held=lambda: len(app.runner.held()))
     heap = HeapKeeper()
     web: WebServer | None = None
@@ -208,7 +198,7 @@ async def _gateway(app: App) -> int:
     heap = HeapKeeper()  # a burst of commands must not wait behind a full collection
     web: WebServer | None = None
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     try:
         await gateway.start()
         if app.settings.core.web_port is not None:
@@ -232,7 +222,7 @@ async def _worker(app: App) -> int:
     heap = HeapKeeper()
     sweeper: asyncio.Task[None] | None = None
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     try:
         await worker.start()
         heap.start()

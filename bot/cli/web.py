@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
-from bot.cli.common import cli_app
+from bot.cli.common import cli_app, stop_on_signals
 from bot.config import Settings
 from bot.core.grants import link_grant, secret, sign
 from bot.core.models import Actor, Origin
@@ -52,12 +51,7 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
             minutes = core.web_link_minutes
             print(f"operator link (every workspace; opens for {minutes:g} minutes):\n{operator_link(settings, base)}", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+        stop_on_signals(stop)
         try:
             await stop.wait()
         finally:

@@ -188,14 +188,8 @@ async def act(request: web.Request) -> web.StreamResponse:
         )  # fmt: skip
     except NeedsConfirmation as offer:
         return render(request, "confirm.html", {"job": job, "offer": offer, "text": user_message(offer)})
-    except JobNotFound:
-        raise web.HTTPNotFound(reason="no such job") from None
-    except NotAllowed as exc:
-        raise web.HTTPForbidden(reason=user_message(exc)) from None
-    except JobStateError as exc:
-        raise web.HTTPConflict(reason=user_message(exc)) from None
     except VideobotError as exc:
-        raise web.HTTPBadRequest(reason=user_message(exc)) from None
+        raise http_error(exc, missing="no such job") from None
     if outcome.started:
         await context(request).app.announce(outcome.job)  # its status card in chat now, not with its result
     raise web.HTTPSeeOther(f"/jobs/{outcome.job.id}" if outcome.started else f"/jobs/{job.id}")
@@ -211,11 +205,20 @@ async def confirm(request: web.Request) -> web.StreamResponse:
             await service.decline(token, grant.actor())
             raise web.HTTPSeeOther("/")
         job = await service.confirm(token, grant.actor())
-    except JobNotFound:
-        raise web.HTTPNotFound(reason="no such offer") from None
-    except NotAllowed as exc:
-        raise web.HTTPForbidden(reason=user_message(exc)) from None
     except VideobotError as exc:
-        raise web.HTTPConflict(reason=user_message(exc)) from None
+        raise http_error(exc, missing="no such offer") from None
     await context(request).app.announce(job)
     raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+
+def http_error(exc: VideobotError, *, missing: str) -> web.HTTPException:
+    """The core's refusals as HTTP answers (the same refusals chat shows as text): unknown or another
+    tenant's -> 404, not yours -> 403, not in a state for it -> 409, anything else wrong -> 400."""
+    if isinstance(exc, JobNotFound):
+        return web.HTTPNotFound(reason=missing)
+    if isinstance(exc, NotAllowed):
+        return web.HTTPForbidden(reason=user_message(exc))
+    if isinstance(exc, JobStateError):
+        return web.HTTPConflict(reason=user_message(exc))
+    return web.HTTPBadRequest(reason=user_message(exc))
+

@@ -8,30 +8,16 @@ anything is written to it.
 """
 from __future__ import annotations
 
-import re
-from importlib import resources
-
 import asyncpg
 
-from storage.db import DatabaseTooNew
+from storage.db import DatabaseTooNew, migrations as sql_migrations
 from storage.pg.locks import MIGRATE, NAMESPACE
 
-_MIGRATION_RE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 VERSION_TABLE = "videobot_schema"
 
 
 def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("storage") / "pg_migrations"
-    found = []
-    for entry in folder.iterdir():
-        m = _MIGRATION_RE.match(entry.name)
-        if m:
-            found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
-    found.sort()
-    for expected, (number, _) in enumerate(found, start=1):
-        if number != expected:
-            raise RuntimeError(f"PostgreSQL migration numbers must run 1..N without gaps; found {number} at {expected}")
-    return found
+    return sql_migrations("pg_migrations")
 
 
 LATEST_VERSION = len(migrations())

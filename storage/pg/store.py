@@ -47,7 +47,7 @@ from storage.pg import spend
 from storage.pg.listener import Listener
 from storage.pg.locks import CLAIM, NAMESPACE, SIGNALS
 from storage.pg.schema import migrate
-from storage.spend import QueueLimit, SpendLimit
+from storage.spend import QueueLimit, SpendLimit, pending_answer
 from storage.writer import StoreClosed
 
 log = logging.getLogger(__name__)
@@ -554,18 +554,15 @@ class PgJobStore:
             row = await conn.fetchrow(
                 "SELECT job_json, state, expires_at, platform, user_id FROM pending_spends WHERE token = $1 FOR UPDATE", token
             )
-            if row is None or row["platform"] != platform:
+            if row is None:
                 return None, "missing"
-            job = Job.model_validate(row["job_json"])
-            if row["user_id"] != user_id:
-                return job, "not_owner"
-            state = row["state"]
-            if state == "pending" and row["expires_at"] < time.time():
-                await conn.execute("UPDATE pending_spends SET state = 'expired' WHERE token = $1", token)
-                return job, "expired"
-            if state == "pending":
-                await conn.execute("UPDATE pending_spends SET state = $1 WHERE token = $2", to, token)
-            return job, state
+            answer, write_state = pending_answer(
+                row_platform=row["platform"], row_user=row["user_id"], state=row["state"], expires_at=row["expires_at"],
+                platform=platform, user_id=user_id, to=to, now=time.time(),
+            )  # fmt: skip
+            if write_state is not None:
+                await conn.execute("UPDATE pending_spends SET state = $1 WHERE token = $2", write_state, token)
+            return (None if answer == "missing" else Job.model_validate(row["job_json"])), answer
 
         return await self._write(write)
 

@@ -55,6 +55,8 @@ class BotProcess:
         self.started_at = 0.0
         self.started_wall = 0.0
         self.logs: list[Path] = []
+        #: What is run after `python -m bot` (a subclass may add options).
+        self.argv: list[str] = ["run"]
 
     @property
     def url(self) -> str:
@@ -75,7 +77,7 @@ class BotProcess:
             self.started_at, self.started_wall = time.monotonic(), time.time()
             # stdin is /dev/null: with Slack configured, `videobot run` serves until it is signalled.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bot", "run"], cwd=self.work_dir, env=self.env,
+                [sys.executable, "-m", "bot", *self.argv], cwd=self.work_dir, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
