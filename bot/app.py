@@ -7,12 +7,16 @@ from typing import cast
 
 from bot.adapters.base import ChatAdapter
 from bot.config import Settings
-from bot.core.models import Job
-from storage.spend import SpendLimit
+from bot.core.admission import Admission
+from bot.core.budget import BudgetGuard
+from bot.core.models import Job, JobKind
+from bot.core.story_driver import StoryDriver
+from bot.core.stories import story_rule
+from bot.core.tenant_settings import TenantSettings
 from bot.core.events import EventBus
 from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
-from bot.core.service import JobService
+from bot.core.service import JobService, default_pipeline
 from bot.moderation import build_moderator
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
@@ -70,6 +74,12 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
+    budget = BudgetGuard(store, user_budget=core.daily_budget_user_usd, workspace_budget=core.daily_budget_workspace_usd)
+    admission = Admission(
+        store, media, registry, core, TenantSettings(store, core), budget,
+        default_pipeline=lambda image: default_pipeline(core, registry, image=image),
+    )  # fmt: skip
+    admission.kind_rules[JobKind.STORY] = story_rule(core)
     runner = Runner(
         store,
         media,
@@ -79,16 +89,10 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         max_running_per_user=core.max_running_per_user,
         lease_seconds=core.lease_seconds,
         poll_policy=PollPolicy(timeout=core.job_timeout_minutes * 60),
+        drivers={JobKind.STORY: StoryDriver},
+        moderator=build_moderator(settings),
+        moderation_on_outage=core.moderation_on_outage.lower(),
+        hops=admission,
     )
-    runner.moderator = build_moderator(settings)
-    runner.moderation_on_outage = core.moderation_on_outage.lower()
-    service = JobService(store, media, registry, bus, runner, core)
-    async def limits(job: Job) -> list[SpendLimit]:
-        # The tenant's own budgets (its settings) when a fallback hop is re-priced, as at submit.
-        here = await service.tenant_settings.effective(job.origin)
-        return service.budget.limits_for(
-            job.origin, user_budget=here.get("user_budget_usd"), workspace_budget=here.get("tenant_budget_usd"), overridden=True
-        )
-
-    runner.spend_limits = limits
+    service = JobService(store, media, registry, bus, runner, core, admission=admission)
     return App(settings, store, media, registry, bus, runner, service)

@@ -5,6 +5,7 @@ with one line naming the variable (see `load_settings`).
 """
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +84,15 @@ class CoreSettings(BaseSettings):
     moderation_model: str = "omni-moderation-latest"
     daily_budget_user_usd: float | None = Field(default=None, ge=0)
     daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
+    #: The operator's ceilings on what tenants may allow (empty: no ceiling). Tenant, channel and
+    #: user settings can only tighten them: the longest clip, the largest size (by pixel count),
+    #: and comma-separated pipelines and models allowed at all.
+    max_seconds: int | None = Field(default=None, ge=1, le=3600)
+    max_size: str | None = None
+    allowed_pipelines: str = ""
+    allowed_models: str = ""
+    #: Story premises sent to the paid planner model, per user per hour (the plan preview included).
+    planner_calls_per_hour: int = Field(default=20, ge=1, le=10_000)
     #: What `videobot run` does: all (one process: chat connections and jobs), gateway (chat
     #: connections only: answers commands, stores jobs queued, renders progress), or worker
     #: (runs queued jobs and posts results with the bot tokens; no chat connection).
@@ -110,7 +120,7 @@ class CoreSettings(BaseSettings):
 
     @field_validator(
         "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
-        "web_port", "web_secret", "public_url", mode="before",
+        "max_seconds", "max_size", "web_port", "web_secret", "public_url", mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -122,6 +132,15 @@ class CoreSettings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL, e.g. https://videos.example.org")
         return value.rstrip("/") if value else value
+
+    @field_validator("max_size")
+    @classmethod
+    def _check_max_size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"\d{2,5}x\d{2,5}", value.strip().lower()):
+            raise ValueError("must be WIDTHxHEIGHT, e.g. 1280x720")
+        return value.strip().lower()
 
     @field_validator("fallbacks")
     @classmethod
@@ -153,6 +172,14 @@ class CoreSettings(BaseSettings):
     @property
     def free_set(self) -> frozenset[str]:
         return frozenset(m.strip() for m in self.free_models.split(",") if m.strip())
+
+    @property
+    def allowed_pipeline_list(self) -> list[str]:
+        return [n.strip() for n in self.allowed_pipelines.split(",") if n.strip()]
+
+    @property
+    def allowed_model_list(self) -> list[str]:
+        return [n.strip() for n in self.allowed_models.split(",") if n.strip()]
 
     @property
     def fallback_map(self) -> dict[str, tuple[str, ...]]:

@@ -141,6 +141,10 @@ class VideoProvider(ABC):
     async def cancel(self, remote_id: str) -> None:
         """Cancel or delete the remote job; best effort."""
 
+    #: True when an EXTEND continues the provider's own source video and returns source + new
+    #: seconds in one file (a story's scenes can then be extensions of each other).
+    continues_source: bool = False
+
     #: True when `find_remote` returning None proves that no create was accepted (so the
     #: runner may send it again without risking a second bill).
     proves_absence: bool = False

@@ -56,6 +56,7 @@ def is_sora_model(model: str) -> bool:
 class OpenAIVideoProvider(VideoProvider):
     name = "sora"
     capabilities = frozenset({Capability.TEXT_TO_VIDEO, Capability.IMAGE_TO_VIDEO, Capability.REMIX, Capability.EXTEND})
+    continues_source = True
     default_seconds = 4
     default_size = "1280x720"
 

@@ -58,6 +58,24 @@ class Origin(BaseModel):
     #: Platform extras the adapter needs later (thread ts, interaction token and expiry, ...).
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def place(self) -> str:
+        """"direct" (a DM or IM: its own tenant, owned by its user), "private" (a private channel,
+        group DM or a channel @everyone cannot view) or "public". Adapters say it in `extra`."""
+        return str(self.extra.get(PLACE, "public"))
+
+    @property
+    def direct(self) -> bool:
+        return self.place == "direct"
+
+    @property
+    def private(self) -> bool:
+        return self.place != "public"
+
+
+#: The key in `Origin.extra` where adapters say what kind of place a conversation is.
+PLACE = "place"
+
 
 class GenerateParams(BaseModel):
     """What the user asked for, after defaults were filled in."""

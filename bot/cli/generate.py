@@ -7,6 +7,7 @@ from pathlib import Path
 from bot.cli.common import cli_app, follow, origin_with_out
 from bot.config import Settings
 from bot.core.models import GenerateRequest
+from bot.core.stories import reroll as reroll_any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,4 +68,4 @@ async def extend(args: argparse.Namespace, settings: Settings) -> int:
 
 async def reroll(args: argparse.Namespace, settings: Settings) -> int:
     async with cli_app(settings) as app:
-        return await follow(app, await app.service.reroll(args.job_id, origin_with_out(args.out)))
+        return await follow(app, await reroll_any(app.service, args.job_id, origin_with_out(args.out)))

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from bot.core.models import Actor, Job, Origin
 from bot.core.render import job_title
 from bot.core.service import JobService
-from bot.core.stories import add_scene, redo_scene
+from bot.core.stories import add_scene, redo_scene, reroll
 from providers.errors import InvalidRequest
 from bot.core.views import Action
 
@@ -53,9 +53,12 @@ async def perform(
     ❌ and the Cancel button mean "stop it" while a job runs and "remove it" once it is
     finished, so one gesture always does the sensible thing. On a story, Re-roll tells the
     same script again with new seeds; Redo makes scene `scene` again; Add scene adds `prompt`.
+    A new job passes admission (bot.core.admission) like a typed command; `actor.is_admin` counts
+    for the reuse rule only in the actor's own tenant.
     """
+    admin = actor.is_admin and not actor.direct
     if action is Action.CANCEL:
-        job = await service.get_for(job_id, origin)
+        job = await service.get_for(job_id, origin, admin=admin)
         if job.terminal:
             job = await service.delete(job_id, actor)
             return Outcome(text=f"Job {job.id} deleted.", job=job)
@@ -65,21 +68,21 @@ async def perform(
         job = await service.delete(job_id, actor)
         return Outcome(text=f"Job {job.id} deleted.", job=job)
     if action is Action.REROLL:
-        job = await service.reroll(job_id, origin)
+        job = await reroll(service, job_id, origin, admin=admin)
     elif action is Action.REMIX:
-        job = await service.remix(job_id, prompt or "", origin)
+        job = await service.remix(job_id, prompt or "", origin, admin=admin)
     elif action is Action.EXTEND:
-        job = await service.extend(job_id, origin, seconds=seconds, prompt=prompt or None)
+        job = await service.extend(job_id, origin, seconds=seconds, prompt=prompt or None, admin=admin)
     elif action is Action.REDO_SCENE:
         if scene is None:
             raise InvalidRequest("Pick the scene to make again.")
-        job = await redo_scene(service, job_id, scene, origin)
+        job = await redo_scene(service, job_id, scene, origin, admin=admin)
     elif action is Action.ADD_SCENE:
-        job = await add_scene(service, job_id, prompt or "", origin)
+        job = await add_scene(service, job_id, prompt or "", origin, admin=admin)
     elif action is Action.ANIMATE:
-        job = await service.animate(job_id, origin, prompt=prompt or None, seconds=seconds)
+        job = await service.animate(job_id, origin, prompt=prompt or None, seconds=seconds, admin=admin)
     else:  # DM
-        job = await service.get_for(job_id, origin)
-        path = await service.file_for(job_id, origin)
+        job = await service.get_for(job_id, origin, admin=admin)
+        path = await service.file_for(job_id, origin, admin=admin)
         return Outcome(text=f"Here is job {job.id}.", job=job, file_path=path)
     return Outcome(text=f"Queued {job_title(job)}", job=job, started=True)

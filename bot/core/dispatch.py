@@ -13,7 +13,7 @@ from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
 from bot.core.help import plain_commands
 from bot.core.render import INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
-from bot.core.stories import StoryPreview, preview_story, submit_story
+from bot.core.stories import StoryPreview, preview_story, reroll, submit_story
 
 
 class Reply(BaseModel):
@@ -33,6 +33,8 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
     if not actor.is_admin and service.is_admin(actor.user_id):
         # VIDEOBOT_ADMIN_USER_IDS are admins for every command on every platform (settings, usage), not only cancel/delete.
         actor = actor.model_copy(update={"is_admin": True})
+    # Where the command comes from decides what the actor may see (a DM is its own tenant, without admins).
+    actor = actor.model_copy(update={"direct": origin.direct, "channel_id": origin.channel_id, "is_admin": actor.is_admin and not origin.direct})
     name = command.name
     if is_help(command):
         return Reply(text=plain_commands())
@@ -59,21 +61,21 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
             return Reply(text="You have no jobs yet. Try /video a teal coupe crossing a desert at noon")
         return Reply(text="\n".join(job_row(j) for j in jobs))
     if name == "job":
-        job = await service.get_for(command.job_id(), origin)
+        job = await service.get_for(command.job_id(), origin, admin=actor.is_admin)
         return Reply(text=describe_job(job, operator=Tenant.of(origin) is None), job=job)
     if name == "remix":
         job_id = command.job_id()
-        job = await service.remix(job_id, command.rest(), origin)
+        job = await service.remix(job_id, command.rest(), origin, admin=actor.is_admin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "extend":
         job_id = command.job_id()
-        job = await service.extend(job_id, origin, seconds=command.int_flag("seconds"), prompt=command.rest() or None)
+        job = await service.extend(job_id, origin, seconds=command.int_flag("seconds"), prompt=command.rest() or None, admin=actor.is_admin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "reroll":
-        job = await service.reroll(command.job_id(), origin)
+        job = await reroll(service, command.job_id(), origin, admin=actor.is_admin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "animate":
-        job = await service.animate(command.job_id(), origin, prompt=command.rest() or None, seconds=command.int_flag("seconds"))
+        job = await service.animate(command.job_id(), origin, prompt=command.rest() or None, seconds=command.int_flag("seconds"), admin=actor.is_admin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "cancel":
         job = await service.cancel(command.job_id(), actor)

@@ -11,7 +11,7 @@ from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Or
 
 __all__ = [
     "OPERATOR_PLATFORMS", "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind",
-    "JobStatus", "Origin", "ProgressEvent", "Tenant",
+    "JobStatus", "Origin", "ProgressEvent", "Tenant", "may_see",
 ]
 
 
@@ -68,22 +68,37 @@ OPERATOR_PLATFORMS = frozenset({"cli", "console"})
 
 
 class Tenant(BaseModel):
-    """A Slack workspace or Discord guild on one platform: the boundary nobody's job crosses."""
+    """A Slack workspace or Discord guild on one platform, or one person's direct conversation
+    with the bot (a Discord DM, a Slack IM: `owner` is that person): the boundary nobody's job crosses."""
 
     model_config = ConfigDict(frozen=True)
 
     platform: str
     workspace_id: str | None = None
+    #: Set for a direct conversation: only this user (and the operator) sees its jobs.
+    owner: str | None = None
 
     @classmethod
     def of(cls, origin: Origin) -> Tenant | None:
         """The caller's tenant; None for the operator (CLI, console), who sees every tenant."""
         if origin.platform in OPERATOR_PLATFORMS:
             return None
-        return cls(platform=origin.platform, workspace_id=origin.workspace_id)
+        return cls(platform=origin.platform, workspace_id=origin.workspace_id, owner=origin.user_id if origin.direct else None)
 
     def holds(self, job: Job) -> bool:
-        return job.origin.platform == self.platform and job.origin.workspace_id == self.workspace_id
+        return Tenant.of(job.origin) == self
+
+
+def may_see(job: Job, *, user_id: str, channel_id: str | None = None, admin: bool = False) -> bool:
+    """Within its tenant, may this person see `job`? A public job: anyone there. A private one
+    (private channel, group DM, a channel @everyone cannot view): its owner, the tenant's admins,
+    and whoever asks from inside that same conversation. A direct one: its owner (the tenant
+    check already says so)."""
+    if not job.origin.private or user_id == job.origin.user_id:
+        return True
+    if job.origin.direct:
+        return False
+    return admin or (channel_id is not None and channel_id == job.origin.channel_id)
 
 
 class Actor(BaseModel):
@@ -98,10 +113,17 @@ class Actor(BaseModel):
     is_admin: bool = False
     platform: str | None = None
     workspace_id: str | None = None
+    #: Acting from a direct conversation (DM, IM): their own tenant, where nobody else is an admin.
+    direct: bool = False
+    #: The conversation the action comes from (a private job is visible from inside it).
+    channel_id: str | None = None
 
     @classmethod
     def of(cls, origin: Origin, *, is_admin: bool = False) -> Actor:
-        return cls(user_id=origin.user_id, is_admin=is_admin, platform=origin.platform, workspace_id=origin.workspace_id)
+        return cls(
+            user_id=origin.user_id, is_admin=is_admin and not origin.direct, platform=origin.platform,
+            workspace_id=origin.workspace_id, direct=origin.direct, channel_id=origin.channel_id,
+        )  # fmt: skip
 
     @property
     def operator(self) -> bool:
@@ -111,4 +133,13 @@ class Actor(BaseModel):
     def tenant(self) -> Tenant | None:
         if self.platform is None or self.operator:
             return None
-        return Tenant(platform=self.platform, workspace_id=self.workspace_id)
+        return Tenant(platform=self.platform, workspace_id=self.workspace_id, owner=self.user_id if self.direct else None)
+
+    def sees(self, job: Job) -> bool:
+        """The operator sees everything; anyone else only their tenant's jobs they may see."""
+        if self.operator:
+            return True
+        tenant = self.tenant
+        return tenant is not None and tenant.holds(job) and may_see(
+            job, user_id=self.user_id, channel_id=self.channel_id, admin=self.is_admin and not self.direct
+        )

@@ -18,20 +18,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bot.core.errors import DeliveryFailed, Flagged, MediaMissing, ModerationUnavailable, error_code, user_message
-from bot.core.budget import BudgetGuard, estimate_job_cost
+from bot.core.budget import BudgetGuard
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
+from bot.core.requests import video_request_for
 from bot.core.scheduler import FairQueue
-from bot.core.stories import StoryDriver
-from providers.base import ImageRequest, Operation, RemoteJob, VideoRequest
+from bot.core.context import DriverFactory
+from providers.base import ImageRequest, RemoteJob, VideoRequest
 from providers.errors import GenerationFailed, NotConfigured, ProviderTimeout, RateLimited, Unavailable, VideobotError
 from providers.media import probe_video, write_thumbnail
 from providers.moderation import BlocklistModerator, Moderator
@@ -48,13 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Posts the finished job where it belongs; returns job fields to store (result message ids...).
 Deliverer = Callable[[Job], Awaitable[dict[str, Any] | None]]
-
-_OPERATION = {
-    JobKind.GENERATE: Operation.GENERATE,
-    JobKind.VARIATION: Operation.GENERATE,
-    JobKind.REMIX: Operation.REMIX,
-    JobKind.EXTEND: Operation.EXTEND,
-}
 
 #: Progress ticks are written to the job row at most this often (events carry every tick).
 PROGRESS_WRITE_INTERVAL = 2.0
@@ -80,6 +75,10 @@ class Runner:
         lease_seconds: float = 60.0,
         poll_policy: PollPolicy = PollPolicy(),
         adopt_interval: float = 2.0,
+        drivers: Mapping[JobKind, DriverFactory] | None = None,
+        moderator: Moderator | None = None,
+        moderation_on_outage: str = "auto",
+        hops: HopGate | None = None,
     ) -> None:
         self.store = store
         self.media = media
@@ -89,11 +88,13 @@ class Runner:
         self.lease_seconds = lease_seconds
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
-        #: The daily limits a job's spend is checked against (set by the app from the budgets).
-        self.spend_limits: Callable[[Job], Awaitable[list[SpendLimit]]] = _no_limits
+        #: Drivers for kinds of jobs made of other jobs (stories), by kind; the rest run here.
+        self.drivers: dict[JobKind, DriverFactory] = dict(drivers or {})
         #: Checks prompts and images before any paid step; None: no moderation.
-        self.moderator: Moderator | None = None
-        self.moderation_on_outage = "auto"
+        self.moderator = moderator
+        self.moderation_on_outage = moderation_on_outage
+        #: Admission for a fallback hop (allowed, priced, the budgets it is reserved against).
+        self.hops = hops
         self.holder = Holder.current()
         self.owner = str(self.holder)
         self.delivery_policy = PollPolicy(backoff_base=2.0, backoff_max=DELIVERY_BACKOFF_MAX)
@@ -416,9 +417,9 @@ class Runner:
 
     async def _drive(self, job: Job) -> Job:
         while not job.status.terminal:
-            if job.kind is JobKind.STORY and job.status is not JobStatus.DELIVERING:
-                # A story's scenes are child jobs; the driver runs them in order and joins them.
-                job = await StoryDriver(self).drive(job)
+            if (factory := self.drivers.get(job.kind)) is not None and job.status is not JobStatus.DELIVERING:
+                # A job made of child jobs (a story's scenes): its driver runs them and joins them.
+                job = await factory(self).drive(job)
             elif job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
                 job = await self._submit(job)
             elif job.status is JobStatus.RUNNING:
@@ -585,16 +586,20 @@ class Runner:
         return None
 
     async def _take_fallback(self, job: Job, fallback: str, exc: Unavailable) -> Job:
-        # The hop goes through the spend gate: the new pipeline's price replaces the old one's
-        # (which billed nothing: it was unavailable), checked against the budgets in the same write.
-        estimate = estimate_job_cost(self.registry.get(fallback), video_request_for(job), job)
-        if estimate is not None and job.state.get("image_step_cost") and not self.registry.get(fallback).uses_image_step(video_request_for(job)):
-            estimate = round(estimate + job.state["image_step_cost"], 4)
+        # The hop passes admission like a direct request: the fallback must be allowed here and
+        # priced; its price replaces the old one's (which billed nothing: it was unavailable),
+        # checked against the budgets in the same write.
+        if self.hops is None:
+            raise exc
+        estimate = await self.hops.admit_hop(job, fallback)
         try:
             job = await self._write(job, cost_estimate=estimate if estimate is not None else job.cost_estimate,
-                                    spend_limits=await self.spend_limits(job))  # fmt: skip
+                                    spend_limits=await self.hops.hop_limits(job))  # fmt: skip
         except OverBudget as over:
             raise BudgetGuard.refusal(over) from exc
+        if job.state.get("moderated") == "skipped" and (job.cost_estimate or 0.0) > 0:
+            # The free hop went on through a moderation outage; the paid one is checked again (closed).
+            job = await self._write(job, state={k: v for k, v in job.state.items() if k != "moderated"})
         tried = [*job.state.get("pipelines_tried", []), job.pipeline]
         moves = [*job.state.get("fallbacks", []), {"from": job.pipeline, "to": fallback, "reason": exc.code}]
         state = {k: v for k, v in job.state.items() if k != "submit_sent_to"}
@@ -869,8 +874,12 @@ class _AmbiguousSubmit(Exception):
     pass
 
 
-async def _no_limits(job: Job) -> list[SpendLimit]:
-    return []
+class HopGate(Protocol):
+    """Admission's part in a fallback hop (bot.core.admission.Admission implements it)."""
+
+    async def admit_hop(self, job: Job, fallback: str) -> float | None: ...
+
+    async def hop_limits(self, job: Job) -> list[SpendLimit]: ...
 
 
 def _as_delivery_failure(exc: Exception) -> DeliveryFailed:
@@ -887,26 +896,3 @@ def _as_delivery_failure(exc: Exception) -> DeliveryFailed:
 
 def _user_key(job: Job) -> str:
     return f"{job.origin.platform}:{job.origin.user_id}"
-
-
-def video_request_for(job: Job) -> VideoRequest:
-    """The provider request a stored job stands for."""
-    params = job.params
-    source = job.state.get("source_video")
-    image = params.image_path
-    if job.kind is JobKind.REMIX and not image:
-        # The parent's own input image, for providers that remix by animating it again.
-        image = job.state.get("source_image")
-    return VideoRequest(
-        operation=_OPERATION[job.kind],
-        prompt=job.prompt,
-        seconds=params.seconds,
-        size=params.size,
-        model=params.model,
-        seed=params.seed,
-        input_image=Path(image) if image else None,
-        source_video=Path(source) if source else None,
-        source_remote_id=job.state.get("source_remote_id"),
-        client_ref=job.id,
-        audio=bool(params.options.get("audio")),
-    )

@@ -118,6 +118,15 @@ class StoryPlanner:
         key = s.api_key.get_secret_value() if s.api_key else None
         return cls(api_key=key, base_url=s.base_url, model=s.text_model, timeout=s.request_timeout_seconds)
 
+    def calls_model(self, script: str) -> bool:
+        """Whether planning this script asks the (paid) planner model: a premise, with a key."""
+        return bool(self.api_key) and len(split_script(script)) == 1
+
+    def scene_count(self, script: str, scenes: int | None) -> int:
+        """How many scenes the plan will have (known before planning)."""
+        parts = split_script(script)
+        return len(parts) if len(parts) > 1 else (scenes if scenes is not None else DEFAULT_SCENES)
+
     async def plan(self, script: str, *, scenes: int | None = None, max_scenes: int = 12) -> StoryPlan:
         parts = split_script(script)
         if not parts:

@@ -3,6 +3,11 @@
 Resolution, most specific first: the user's own defaults (only the keys users may set),
 the channel's values, the tenant's values, then the environment (`VIDEOBOT_*`). Every
 value says where it came from, so `/settings` can show why a limit applies.
+
+The operator's values are ceilings: a limit (budgets, the longest clip, the largest size, the
+confirm threshold, the allowed pipelines and models, the moderation mode, the cooldown) set in
+chat can only be stricter than the environment's. Asking to loosen one is refused with the
+ceiling; a value stored before the operator tightened it is clamped when it is read.
 """
 from __future__ import annotations
 
@@ -57,6 +62,32 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+#: Moderation modes from the most lenient to the strictest (auto and openai both ask the service).
+MODERATION_RANK = {"off": 0, "blocklist": 1, "auto": 2, "openai": 2}
+
+
+def _pixels(size: str) -> int:
+    w, h = parse_size(size)
+    return w * h
+
+
+def _stricter(direction: str, chat: Any, ceiling: Any) -> bool:
+    """Is `chat` at least as strict as the operator's `ceiling` (for a key of that `direction`)?"""
+    if ceiling is None or ceiling == [] or chat is None:
+        return True
+    if direction == "max":  # a smaller number is stricter
+        return float(chat) <= float(ceiling)
+    if direction == "min":  # a larger number is stricter (cooldown)
+        return float(chat) >= float(ceiling)
+    if direction == "pixels":
+        return _pixels(chat) <= _pixels(ceiling)
+    if direction == "subset":  # an allow-list: only names the operator allows
+        return chat != [] and set(chat) <= set(ceiling)
+    if direction == "rank":
+        return MODERATION_RANK.get(chat, 0) >= MODERATION_RANK.get(ceiling, 0)
+    return True
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -64,24 +95,28 @@ class Key:
     help: str
     #: May a user set it for themselves (`/settings me ...`)?
     personal: bool = False
+    #: How the operator's value bounds it: "max", "min", "pixels", "subset", "rank"; "" for none.
+    ceiling: str = ""
+    #: The environment variable the operator sets it with (for the refusal's text).
+    env: str = ""
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("pipelines", _names, "pipelines allowed here (comma-separated; empty: all)"),
-    Key("models", _names, "models allowed with --model (empty: any priced model)"),
+    Key("pipelines", _names, "pipelines allowed here (comma-separated; empty: all)", ceiling="subset", env="VIDEOBOT_ALLOWED_PIPELINES"),
+    Key("models", _names, "models allowed with --model (empty: any priced model)", ceiling="subset", env="VIDEOBOT_ALLOWED_MODELS"),
     Key("default_pipeline", str, "pipeline when a command names none", personal=True),
     Key("seconds", _int, "default clip length", personal=True),
     Key("size", _size, "default size WxH", personal=True),
-    Key("max_seconds", _int, "longest clip allowed"),
-    Key("max_size", _size, "largest WxH allowed (by pixel count)"),
-    Key("user_budget_usd", _float, "daily budget per user"),
-    Key("tenant_budget_usd", _float, "daily budget for the whole workspace or server"),
-    Key("confirm_above_usd", _float, "jobs above this wait for a Confirm"),
-    Key("cooldown_seconds", _float, "seconds between one user's paid commands"),
+    Key("max_seconds", _int, "longest clip allowed", ceiling="max", env="VIDEOBOT_MAX_SECONDS"),
+    Key("max_size", _size, "largest WxH allowed (by pixel count)", ceiling="pixels", env="VIDEOBOT_MAX_SIZE"),
+    Key("user_budget_usd", _float, "daily budget per user", ceiling="max", env="VIDEOBOT_DAILY_BUDGET_USER_USD"),
+    Key("tenant_budget_usd", _float, "daily budget for the whole workspace or server", ceiling="max", env="VIDEOBOT_DAILY_BUDGET_WORKSPACE_USD"),
+    Key("confirm_above_usd", _float, "jobs above this wait for a Confirm", ceiling="max", env="VIDEOBOT_CONFIRM_ABOVE_USD"),
+    Key("cooldown_seconds", _float, "seconds between one user's paid commands", ceiling="min", env="VIDEOBOT_COOLDOWN_SECONDS"),
     Key("channels", _names, "channel ids where the bot answers (empty: everywhere)"),
     Key("roles", _names, "Discord role ids allowed to generate (empty: everyone)"),
     Key("reuse", _choice("channel", "tenant", "owner"), "who may re-roll/remix others' jobs: same channel, anywhere here, or owner only"),
-    Key("moderation", _choice("auto", "openai", "blocklist", "off"), "moderation mode"),
+    Key("moderation", _choice("auto", "openai", "blocklist", "off"), "moderation mode (only stricter than the operator's)", ceiling="rank", env="VIDEOBOT_MODERATION"),
     Key("blocklist", _names, "words or phrases refused here"),
 )}  # fmt: skip
 
@@ -91,6 +126,8 @@ class Value:
     value: Any
     #: "user", "channel", "tenant", "env" or "default".
     source: str
+    #: The operator's value bounding a chat-set one (shown beside it), when there is one.
+    ceiling: Any = None
 
 
 class Effective:
@@ -113,6 +150,8 @@ class Effective:
             value = self._values.get(name)
             shown = "—" if value is None or value.value in (None, [], "") else _show(value.value)
             where = f" ({value.source})" if value is not None and value.value not in (None, [], "") else ""
+            if value is not None and value.ceiling not in (None, [], "") and value.source != "env":
+                where += f" · ceiling {_show(value.ceiling)} (operator, {key.env})"
             lines.append(f"{name}: {shown}{where}  · {key.help}")
         return "\n".join(lines)
 
@@ -137,6 +176,10 @@ class TenantSettings:
             ("cooldown_seconds", env.cooldown_seconds or None),
             ("moderation", env.moderation.lower()),
             ("reuse", "channel"),
+            ("max_seconds", env.max_seconds),
+            ("max_size", env.max_size),
+            ("pipelines", env.allowed_pipeline_list or None),
+            ("models", env.allowed_model_list or None),
         ):
             if value is not None:
                 out[name] = Value(value, "env")
@@ -151,12 +194,27 @@ class TenantSettings:
         for scope, scope_id, key, value in rows:
             if scope == "tenant" or (scope == "channel" and scope_id == origin.channel_id) or (scope == "user" and scope_id == origin.user_id):
                 by_scope[scope][key] = value
-        for scope in SCOPES:  # later scopes are more specific and win
+        ceilings = {k: v.value for k, v in values.items() if KEYS.get(k) is not None and KEYS[k].ceiling}
+        for scope in SCOPES:  # later scopes are more specific and win, within the operator's ceilings
             for key, value in by_scope[scope].items():
-                if scope == "user" and not KEYS[key].personal:
+                spec = KEYS.get(key)
+                if spec is None or (scope == "user" and not spec.personal):
                     continue
-                values[key] = Value(value, scope)
+                ceiling = ceilings.get(key)
+                if not _stricter(spec.ceiling, value, ceiling):
+                    # Stored before the operator tightened the ceiling: the ceiling holds.
+                    values[key] = Value(_clamp(spec.ceiling, value, ceiling), "env", ceiling)
+                    continue
+                values[key] = Value(value, scope, ceiling)
         return Effective(values)
+
+    def ceiling(self, key: str) -> Any:
+        """The operator's value for a key that chat settings may only tighten (None: no ceiling)."""
+        spec = KEYS.get(key)
+        if spec is None or not spec.ceiling:
+            return None
+        found = self._env_values().get(key)
+        return None if found is None else found.value
 
     async def set(self, origin: Origin, actor: Actor, scope: str, key: str, raw: str | None) -> str:
         """Change one value; tenant and channel values need an admin of this tenant."""
@@ -174,6 +232,29 @@ class TenantSettings:
                 raise NotAllowed("Only an admin of this workspace or server can change its settings.")
             scope_id = origin.channel_id or "" if scope == "channel" else ""
         value = None if raw is None or raw.strip() == "" else spec.parse(raw.strip())
+        ceiling = self.ceiling(key)
+        if value is not None and not _stricter(spec.ceiling, value, ceiling):
+            raise NotAllowed(
+                f"{key} here can only be stricter than the operator's {_show(ceiling)} ({spec.env}, set by whoever runs the bot). "
+                f"{_tighter_hint(spec.ceiling, ceiling)}"
+            )
         await self.store.put_setting(origin.platform, origin.workspace_id, scope, scope_id, key, value, by=actor.user_id)
         where = {"tenant": "here", "channel": "in this channel", "user": "for you"}[scope]
         return f"{key} {where}: {'back to the default' if value is None else _show(value)}."
+
+
+def _clamp(direction: str, value: Any, ceiling: Any) -> Any:
+    if direction == "subset":
+        kept = [v for v in value if v in ceiling]
+        return kept or list(ceiling)
+    return ceiling
+
+
+def _tighter_hint(direction: str, ceiling: Any) -> str:
+    return {
+        "max": f"Choose {_show(ceiling)} or less.",
+        "min": f"Choose {_show(ceiling)} or more.",
+        "pixels": f"Choose {_show(ceiling)} or smaller.",
+        "subset": f"Choose among: {_show(ceiling)}.",
+        "rank": "Choose " + " or ".join(m for m, r in MODERATION_RANK.items() if r >= MODERATION_RANK.get(ceiling, 0)) + ".",
+    }.get(direction, "")
