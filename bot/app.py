@@ -9,7 +9,7 @@ from bot.adapters.base import ChatAdapter
 from bot.config import Settings
 from bot.core.admission import Admission
 from bot.core.budget import BudgetGuard
-from bot.core.models import Job, JobKind
+from bot.core.models import Job, JobKind, in_chat
 from bot.core.story_driver import StoryDriver
 from bot.core.stories import story_rule
 from bot.core.tenant_settings import TenantSettings
@@ -46,7 +46,7 @@ class App:
         message now. Without that adapter here (`videobot web` alone) the process that adopts the job
         posts it on the job's first event (the origin's VIA mark, bot.core.actions)."""
         adapter = self.adapters.get(job.origin.platform)
-        if adapter is None:
+        if adapter is None or not in_chat(job):
             return
         try:
             await adapter.announce(job)

@@ -56,7 +56,7 @@ async def perform(
     A new job passes admission (bot.core.admission) like a typed command; `actor.is_admin` counts
     for the reuse rule only in the actor's own tenant.
     """
-    admin = actor.is_admin and not actor.direct
+    admin = actor.is_admin and not actor.direct and not origin.direct
     if action is Action.CANCEL:
         job = await service.get_for(job_id, origin, admin=admin)
         if job.terminal:

@@ -100,7 +100,8 @@ class Admission:
     def check_where(self, origin: Origin, here: Effective) -> None:
         """The channels and (Discord) roles a tenant's admins chose."""
         channels = here.get("channels") or []
-        if channels and not origin.direct and origin.channel_id not in channels:
+        # A job posted nowhere (shown on the web alone) has no channel to check.
+        if channels and not origin.direct and origin.channel_id is not None and origin.channel_id not in channels:
             raise NotAllowed("The bot makes videos only in the channels this server's admins chose. Try one of those.")
         roles = here.get("roles") or []
         if roles and origin.platform == "discord" and not origin.direct and not set(roles) & set(origin.extra.get("roles", [])):
@@ -293,7 +294,8 @@ class Admission:
         rule = self.kind_rules.get(job.kind)
         if rule is not None:
             rule(job)
-        if job.cost_estimate is None and job.kind is not JobKind.STORY:
+        if job.kind is not JobKind.STORY:
+            # Priced now, even when a price was shown before (a confirmation: prices may have moved).
             job.cost_estimate = self.estimate(job, pipeline)
         self.require_price(job)
         job.state.setdefault("moderation_mode", here.get("moderation"))
@@ -337,7 +339,7 @@ class Admission:
             model = job.params.model or (pipeline.video.default_model if pipeline.video else None)
             if not (model in self.settings.free_set or fallback in self.settings.free_set):
                 raise InvalidRequest(
-                    f"{job.pipeline} is unavailable and its fallback {fallback} has no known price, so it was not tried. "
+                    f"{job.pipeline} is unavailable, and the price of its fallback {fallback} is not known, so it was not tried. "
                     f"An admin can set VIDEOBOT_PRICES={model or fallback}=USD."
                 )
             estimate = 0.0

@@ -35,26 +35,31 @@ class Grant(BaseModel):
     workspace_id: str | None = None
     is_admin: bool = False
     operator: bool = False
+    #: Asked for from a direct conversation: that person's own tenant, without admins.
+    direct: bool = False
     expires_at: float
     #: A session's id (CSRF tokens are derived from it).
     sid: str | None = None
 
     @property
     def tenant(self) -> Tenant | None:
-        return None if self.operator else Tenant(platform=self.platform or "", workspace_id=self.workspace_id)
+        if self.operator:
+            return None
+        return Tenant(platform=self.platform or "", workspace_id=self.workspace_id, owner=self.user_id if self.direct else None)
 
     @property
     def admin(self) -> bool:
-        return self.operator or self.is_admin
+        return self.operator or (self.is_admin and not self.direct)
 
     def actor(self) -> Actor:
         if self.operator:
             return Actor(user_id=self.user_id, is_admin=True, platform="cli")
-        return Actor(user_id=self.user_id, is_admin=self.is_admin, platform=self.platform, workspace_id=self.workspace_id)
+        return Actor(user_id=self.user_id, is_admin=self.admin, platform=self.platform, workspace_id=self.workspace_id, direct=self.direct)
 
     def can_see(self, job: Job) -> bool:
-        tenant = self.tenant
-        return tenant is None or tenant.holds(job)
+        """The operator sees every job; anyone else their tenant's, and of those the private ones
+        only when they own them or are an admin there."""
+        return self.operator or self.actor().sees(job)
 
     def owns(self, job: Job) -> bool:
         return self.operator or (job.origin.platform == self.platform and job.origin.user_id == self.user_id)
@@ -112,7 +117,7 @@ def link_grant(origin: Origin, actor: Actor, settings: CoreSettings, *, operator
     return Grant(
         kind="link", user_id=origin.user_id, user_name=origin.user_name,
         platform=None if operator else origin.platform, workspace_id=None if operator else origin.workspace_id,
-        is_admin=operator or actor.is_admin, operator=operator,
+        is_admin=operator or (actor.is_admin and not origin.direct), operator=operator, direct=not operator and origin.direct,
         expires_at=time.time() + settings.web_link_minutes * 60,
     )  # fmt: skip
 

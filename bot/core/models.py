@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.models import TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
+from storage.models import PLACE, TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 
 __all__ = [
-    "OPERATOR_PLATFORMS", "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind",
-    "JobStatus", "Origin", "ProgressEvent", "Tenant", "may_see",
+    "OPERATOR_PLATFORMS", "PLACE", "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind",
+    "JobStatus", "Origin", "ProgressEvent", "Tenant", "may_see", "in_chat", "DELIVER", "WEB_ONLY",
 ]
 
 
@@ -87,6 +87,17 @@ class Tenant(BaseModel):
 
     def holds(self, job: Job) -> bool:
         return Tenant.of(job.origin) == self
+
+
+#: In a job's origin extras: `DELIVER: WEB_ONLY` marks a job started on the web whose result shows
+#: on its web page alone (the asker could not see the original's conversation), never in chat.
+DELIVER = "deliver"
+WEB_ONLY = "web"
+
+
+def in_chat(job: Job) -> bool:
+    """Whether the job's status and result are posted where it was asked (not only on the web)."""
+    return job.origin.extra.get(DELIVER) != WEB_ONLY
 
 
 def may_see(job: Job, *, user_id: str, channel_id: str | None = None, admin: bool = False) -> bool:

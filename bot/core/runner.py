@@ -29,7 +29,7 @@ from bot.core.errors import DeliveryFailed, Flagged, MediaMissing, ModerationUna
 from bot.core.budget import BudgetGuard
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
-from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
+from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent, in_chat
 from bot.core.requests import video_request_for
 from bot.core.scheduler import FairQueue
 from bot.core.context import DriverFactory
@@ -709,7 +709,10 @@ class Runner:
 
     async def _retry_remote(self, job: Job, exc: GenerationFailed) -> Job:
         """Once, for a failure the provider calls its own fault: the failed remote job is over,
-        so a new create cannot bill it twice; done steps (the image) are kept."""
+        so a new create cannot bill it twice; done steps (the image) are kept. The new create
+        passes admission's hop gate first (the pipeline may have been disallowed, or lost its price)."""
+        if self.hops is not None:
+            await self.hops.admit_hop(job, job.pipeline)
         state = {k: v for k, v in job.state.items() if k not in ("submit_sent_to", "remote_since")}
         state["remote_retries"] = job.state.get("remote_retries", 0) + 1
         state["failed_remote_ids"] = [*job.state.get("failed_remote_ids", []), job.remote_id]
@@ -750,7 +753,8 @@ class Runner:
         permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
         self._emit(EventKind.DELIVERING, job, progress=100)
         # A story's scene is posted as part of its story, never on its own.
-        deliverer = None if job.state.get("story_scene") else self.deliverers.get(job.origin.platform)
+        # A job whose result shows on the web alone is not posted anywhere.
+        deliverer = None if job.state.get("story_scene") or not in_chat(job) else self.deliverers.get(job.origin.platform)
         while deliverer is not None:
             previous = job.state.get("delivery", {})
             first_at = previous.get("first_at") or time.time()

@@ -10,7 +10,8 @@ from aiohttp import web
 from bot.core.actions import VIA, perform
 from bot.core.errors import JobNotFound, JobStateError, NeedsConfirmation, NotAllowed, user_message
 from bot.core.grants import Grant
-from bot.core.models import Job, JobKind, JobStatus, Origin
+from bot.core.tenant_settings import Effective
+from bot.core.models import DELIVER, PLACE, WEB_ONLY, Job, JobKind, JobStatus, Origin
 from bot.core.views import Action, Phase, actions_for, status_view
 from bot.web.auth import need, need_post
 from bot.web.context import context
@@ -154,9 +155,12 @@ def _timings(job: Job) -> list[tuple[str, float]]:
     return rows
 
 
-def web_origin(original: Job, grant: Grant) -> Origin:
-    """Where a job started from the web lives: the original's platform, tenant, channel (and
-    thread), so its result is posted where the original was asked; owned by the asker."""
+async def web_origin(original: Job, grant: Grant, rules: Effective) -> Origin:
+    """Where a job started from the web lives. The operator acts for the original's owner; the
+    owner's new job goes where the original was asked; someone else's goes there only when the
+    original is public and the tenant's reuse rule lets others reuse jobs in their channels. Else
+    (a private or direct original, or reuse "owner") the new job's result shows on its web page
+    alone: nothing of the asker's is posted into a place they may not see."""
     o = original.origin
     extra: dict[str, Any] = {VIA: "web"}
     if o.extra.get("thread_ts"):
@@ -164,8 +168,15 @@ def web_origin(original: Job, grant: Grant) -> Origin:
     reply_to = o.result_message_id or o.status_message_id
     if o.platform == "discord" and reply_to:
         extra[_DISCORD_REPLY_TO] = reply_to
-    user_id, name = (o.user_id, o.user_name) if grant.operator else (grant.user_id, grant.user_name)
-    return Origin(platform=o.platform, workspace_id=o.workspace_id, channel_id=o.channel_id, user_id=user_id, user_name=name, extra=extra)
+    if PLACE in o.extra:
+        extra[PLACE] = o.extra[PLACE]
+    if grant.operator or grant.user_id == o.user_id:
+        user_id, name = (o.user_id, o.user_name) if grant.operator else (grant.user_id, grant.user_name)
+        return Origin(platform=o.platform, workspace_id=o.workspace_id, channel_id=o.channel_id, user_id=user_id, user_name=name, extra=extra)
+    if not o.private and rules.get("reuse", "channel") in ("channel", "tenant"):
+        return Origin(platform=o.platform, workspace_id=o.workspace_id, channel_id=o.channel_id, user_id=grant.user_id, user_name=grant.user_name, extra=extra)
+    web_only = {VIA: "web", DELIVER: WEB_ONLY, PLACE: "direct" if grant.direct else "private"}
+    return Origin(platform=o.platform, workspace_id=o.workspace_id, channel_id=None, user_id=grant.user_id, user_name=grant.user_name, extra=web_only)
 
 
 async def act(request: web.Request) -> web.StreamResponse:
@@ -183,7 +194,7 @@ async def act(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="seconds and scene are whole numbers") from None
     try:
         outcome = await perform(
-            service, action, job.id, actor=grant.actor(), origin=web_origin(job, grant),
+            service, action, job.id, actor=grant.actor(), origin=await web_origin(job, grant, await service.admission.rules(job.origin)),
             prompt=form.get("prompt") or None, seconds=seconds, scene=scene,
         )  # fmt: skip
     except NeedsConfirmation as offer:

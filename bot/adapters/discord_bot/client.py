@@ -22,7 +22,7 @@ from bot.adapters.discord_bot.flows import PLATFORM, AcksFirst
 from bot.adapters.discord_bot.surface import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
-from bot.core.models import Job
+from bot.core.models import Job, in_chat
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class DiscordAdapter:
         if self.delivery_only:
             await self.client.login(token.get_secret_value())  # REST only: sets `ready` (setup_hook)
             return
-        self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
+        self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM and in_chat(e.job))
         self.app.adapters[PLATFORM] = self  # jobs started outside chat (the web) are announced here
         await self.client.login(token.get_secret_value())
         self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")

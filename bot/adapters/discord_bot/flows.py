@@ -21,7 +21,8 @@ from bot.core.actions import Outcome, perform
 from bot.core.commands import Command
 from bot.core.dispatch import run_command
 from bot.core.errors import NeedsConfirmation, user_message
-from bot.core.models import Actor, Job, Origin
+from bot.core.models import PLACE, Actor, Job, Origin
+
 from bot.core.views import Action, status_view
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ def origin_for(
     interaction: discord.Interaction | None = None,
     status_message_id: int | None = None,
     reply_to: int | None = None,
+    channel: object | None = None,
 ) -> Origin:
     """The one origin builder: a command or click (`interaction`, its response is the status
     message) or a reaction (`reply_to`: a status message is due, answering that message)."""
@@ -163,6 +165,9 @@ def origin_for(
     if isinstance(user, discord.Member):
         # For the roles a server's admins may require (`/settings set roles ...`).
         extra["roles"] = [str(role.id) for role in user.roles]
+    place = place_of(guild_id, channel if channel is not None else (interaction.channel if interaction is not None else None))
+    if place != "public":
+        extra[PLACE] = place
     return Origin(
         platform=PLATFORM,
         workspace_id=str(guild_id) if guild_id else None,
@@ -174,6 +179,21 @@ def origin_for(
     )
 
 
+def place_of(guild_id: int | None, channel: object | None) -> str:
+    """A DM is "direct" (its own tenant); a private thread, or a channel (or a thread's parent)
+    that @everyone cannot view, is "private"; anything else "public". A channel not in the
+    cache counts as private: better to hide a public job than to show a private one."""
+    if guild_id is None:
+        return "direct"
+    if isinstance(channel, discord.Thread):
+        if channel.type is discord.ChannelType.private_thread:
+            return "private"
+        channel = channel.parent
+    if isinstance(channel, discord.abc.GuildChannel):
+        return "public" if channel.permissions_for(channel.guild.default_role).view_channel else "private"
+    return "private"
+
+
 def interaction_origin(interaction: discord.Interaction, *, status_message_id: int | None = None) -> Origin:
     return origin_for(
         user=interaction.user, user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
@@ -181,17 +201,20 @@ def interaction_origin(interaction: discord.Interaction, *, status_message_id: i
     )  # fmt: skip
 
 
-def reaction_origin(payload: discord.RawReactionActionEvent) -> Origin:
+def reaction_origin(payload: discord.RawReactionActionEvent, client: discord.Client | None = None) -> Origin:
+    guild = client.get_guild(payload.guild_id) if client is not None and payload.guild_id else None
     return origin_for(
         user=payload.member, user_id=payload.user_id, guild_id=payload.guild_id, channel_id=payload.channel_id,
-        reply_to=payload.message_id,
+        reply_to=payload.message_id, channel=guild.get_channel_or_thread(payload.channel_id) if guild is not None else None,
     )  # fmt: skip
 
 
 def actor_for(origin: Origin, permissions: discord.Permissions | None) -> Actor:
-    """Who acts, in their guild. Members who may manage the server or its messages are admins of
-    this guild (the service adds VIDEOBOT_ADMIN_USER_IDS, and judges admins only at home)."""
-    admin = permissions is not None and (permissions.administrator or permissions.manage_guild or permissions.manage_messages)
+    """Who acts, in their guild. Admins of a guild are members with Administrator or Manage Server:
+    guild-level permissions a channel's overwrites cannot grant (Manage Messages can be, so it does
+    not count). The service adds VIDEOBOT_ADMIN_USER_IDS, and judges admins only at home; in a DM
+    nobody is an admin."""
+    admin = permissions is not None and (permissions.administrator or permissions.manage_guild)
     return Actor.of(origin, is_admin=bool(admin))
 
 

@@ -42,7 +42,7 @@ async def on_reaction(adapter: DiscordAdapter, payload: discord.RawReactionActio
     job = await find_job(adapter, payload)
     if job is None:
         return
-    origin = reaction_origin(payload)
+    origin = reaction_origin(payload, adapter.client)
     try:
         actor = actor_for(origin, _permissions(adapter, payload))
         outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=origin)
@@ -79,7 +79,7 @@ async def find_job(adapter: DiscordAdapter, payload: discord.RawReactionActionEv
     if job_id is None:
         return None
     try:
-        job = await service.get_for(job_id, reaction_origin(payload))
+        job = await service.get_for(job_id, reaction_origin(payload, adapter.client))
     except JobNotFound:
         return None
     same_place = job.origin.platform == adapter.platform and job.origin.channel_id == str(payload.channel_id)

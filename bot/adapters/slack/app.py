@@ -43,7 +43,7 @@ from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
 from bot.core.events import Subscription
-from bot.core.models import Actor, Job, Origin
+from bot.core.models import PLACE, Actor, Job, Origin, in_chat
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ def _answer_needed(content_type: str, body: str) -> bool:
     return False
 
 
+def slack_place(channel_id: str | None, channel_name: str | None = None) -> str:
+    """An IM (D…) is "direct": its own tenant. A private channel or group DM (G…, or Slack's
+    `privategroup` / `mpdm-…` channel names in command payloads) is "private"."""
+    if channel_id and channel_id.startswith("D") or channel_name == "directmessage":
+        return "direct"
+    if channel_id and channel_id.startswith("G") or channel_name == "privategroup" or (channel_name or "").startswith("mpdm-"):
+        return "private"
+    return "public"
+
+
 class SlackAdapter:
     platform = PLATFORM
 
@@ -178,7 +188,7 @@ class SlackAdapter:
         if self.delivery_only:
             return
         self.surface.started_at = time.time()
-        self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM)
+        self._subscription = self.app.bus.subscribe(self.surface.on_event, lambda e: e.job.origin.platform == PLATFORM and in_chat(e.job))
         self.app.adapters[PLATFORM] = self  # jobs started outside chat (the web) are announced here
         # Jobs from before this start: a status message that never reached the store is adopted or
         # posted, and a finished job whose card may not show its ending yet is updated.
@@ -320,8 +330,10 @@ class SlackAdapter:
 
     # --- helpers for commands, actions, views and events ------------------------------------
 
-    def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None) -> Origin:
-        return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name)
+    def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None, *, channel_name: str | None = None) -> Origin:
+        place = slack_place(channel_id, channel_name)
+        extra = {PLACE: place} if place != "public" else {}
+        return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name, extra=extra)
 
     async def actor(self, user_id: str, *, team_id: str | None, check_workspace_admin: bool = False) -> Actor:
         """The user in their workspace, marked admin there if the bot's settings or (when it matters) Slack say so."""
