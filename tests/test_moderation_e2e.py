@@ -94,3 +94,26 @@ async def test_the_blocklist_applies_without_openai(make_app: AppFactory, openai
     job = await run(app, GenerateRequest(prompt="a Spider-Venom close up", pipeline="runway", seconds=5))
     assert job.status is JobStatus.FAILED and "blocklist: spider venom" in (job.error_message or "")
     assert runway_server.creates() == [] and openai_server.calls("moderations") == []
+
+
+async def test_a_free_hop_that_skipped_moderation_is_moderated_before_a_paid_fallback(
+    make_app: AppFactory, openai_server: OpenAIEmulator, runway_server: RunwayServer
+) -> None:
+    """Finding 4 of the one-door read: a free first hop (priced 0) goes on through a moderation
+    outage; when it fails over to a paid pipeline, the paid hop is moderated again and fails closed."""
+    from providers.errors import ModelUnavailable
+    from providers.pipeline import Pipeline
+    from tests.fakes.scripted_provider import ScriptedProvider, ScriptedServer
+
+    app = await make_app()
+    down = ScriptedServer(fail_submit=ModelUnavailable("the free GPU box is off"))
+    app.registry.register("free-box", lambda: Pipeline(name="free-box", video=ScriptedProvider(down, cost=0.0), fallbacks=("runway",)))
+    openai_server.fail("moderations", 500, times=100)
+    job = await run(app, GenerateRequest(prompt="a harbour", pipeline="free-box", seconds=5, size="1280x720"))
+    assert job.status is JobStatus.FAILED and job.error_code == "moderation_unavailable", (job.status, job.error_code, job.error_message)
+    assert runway_server.creates() == [], "the paid hop ran unmoderated"
+    assert job.pipeline == "runway" and (job.cost_estimate or 0) > 0
+
+    openai_server.faults.clear()
+    passed = await run(app, GenerateRequest(prompt="a harbour", pipeline="free-box", seconds=5, size="1280x720"))
+    assert passed.status is JobStatus.COMPLETED and len(runway_server.creates()) == 1

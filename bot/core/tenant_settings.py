@@ -251,10 +251,14 @@ def _clamp(direction: str, value: Any, ceiling: Any) -> Any:
 
 
 def _tighter_hint(direction: str, ceiling: Any) -> str:
-    return {
-        "max": f"Choose {_show(ceiling)} or less.",
-        "min": f"Choose {_show(ceiling)} or more.",
-        "pixels": f"Choose {_show(ceiling)} or smaller.",
-        "subset": f"Choose among: {_show(ceiling)}.",
-        "rank": "Choose " + " or ".join(m for m, r in MODERATION_RANK.items() if r >= MODERATION_RANK.get(ceiling, 0)) + ".",
-    }.get(direction, "")
+    if direction == "max":
+        return f"Choose {_show(ceiling)} or less."
+    if direction == "min":
+        return f"Choose {_show(ceiling)} or more."
+    if direction == "pixels":
+        return f"Choose {_show(ceiling)} or smaller."
+    if direction == "subset":
+        return f"Choose among: {_show(ceiling)}."
+    if direction == "rank":
+        return "Choose " + " or ".join(m for m, r in MODERATION_RANK.items() if r >= MODERATION_RANK.get(str(ceiling), 0)) + "."
+    return ""
