@@ -1,5 +1,6 @@
 """Buttons and reactions as only Discord has them, through the real discord.py client against the
-loopback Discord: a moderator by channel permission (Manage Messages), the interaction callback
+loopback Discord: a server admin (Manage Server) and a channel moderator (Manage Messages, which a
+channel overwrite can grant and so makes no admin), the interaction callback
 each click gets (a modal, an in-place edit, a deferred update), status messages of reaction-started
 jobs answering the reacted message, ✉️'s file by DM, and an animated image decoded.
 
@@ -34,9 +35,14 @@ from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline
 from tests.helpers import assert_video
 
 pytestmark = pytest.mark.timeout(90)
-OWNER, OTHER, ADMIN, MODERATOR = "1001", "2002", "9009", "4004"
-#: Who acts, as (user id, channel permissions): an admin by the bot's setting, a moderator by Manage Messages.
-WHO = {"owner": (OWNER, 0), "other": (OTHER, 0), "admin": (ADMIN, 0), "moderator": (MODERATOR, MANAGE_MESSAGES)}
+OWNER, OTHER, ADMIN, MODERATOR, SERVER_ADMIN = "1001", "2002", "9009", "4004", "5005"
+MANAGE_GUILD = 1 << 5
+#: Who acts, as (user id, permissions): an admin by the bot's setting, a server admin by Manage Server,
+#: a channel moderator by Manage Messages (no admin of the bot: a channel overwrite can grant it).
+WHO = {
+    "owner": (OWNER, 0), "other": (OTHER, 0), "admin": (ADMIN, 0), "moderator": (MODERATOR, MANAGE_MESSAGES),
+    "server admin": (SERVER_ADMIN, MANAGE_GUILD),
+}  # fmt: skip
 REFUSED = "Only the person who asked"
 
 
@@ -90,7 +96,7 @@ async def dms(emu: DiscordEmulator, user_id: str, *, with_file: bool = False) ->
     return await emu.wait_for(lambda: emu.dm_channels.get(user_id) and channel_posts(emu, emu.dm_channels[user_id], with_file=with_file))
 
 
-@pytest.mark.parametrize("who", ["moderator"])
+@pytest.mark.parametrize("who", ["server admin"])
 async def test_cancel_button_while_running(bot: DiscordBot, emu: DiscordEmulator, server: ScriptedServer, who: str) -> None:
     server.release.clear()  # the job keeps running until the test is done with it
     interaction = await emu.slash("video", {"prompt": "a slow sunrise", "pipeline": "scripted", "seconds": 1})
@@ -109,7 +115,23 @@ async def test_cancel_button_while_running(bot: DiscordBot, emu: DiscordEmulator
     assert buttons_of(emu.messages[status_id]) == [], "nothing left to click on a cancelled job"
 
 
-@pytest.mark.parametrize("who", ["moderator", "other"])
+async def test_a_channel_moderator_cannot_cancel_someone_elses_job(bot: DiscordBot, emu: DiscordEmulator, server: ScriptedServer) -> None:
+    server.release.clear()
+    interaction = await emu.slash("video", {"prompt": "a slow sunrise", "pipeline": "scripted", "seconds": 1})
+    job = await job_of(bot, interaction)
+    status_id = interaction.original_id or ""
+    cancel = f"vbs:cancel:{job.id}"
+    await emu.wait_for(lambda: buttons_of(emu.messages[status_id]) == [cancel])
+    user, permissions = WHO["moderator"]
+    click = await emu.click(status_id, cancel, user_id=user, permissions=permissions)
+    await asyncio.wait_for(click.answered.wait(), 3)
+    assert click.callback is not None and REFUSED in click.callback["data"]["content"]
+    assert click.callback["data"]["flags"] & 64, "the refusal is private"
+    assert (await bot.app.service.get(job.id)).status is not JobStatus.CANCELLED and server.cancels == []
+    server.release.set()
+
+
+@pytest.mark.parametrize("who", ["server admin", "moderator", "other"])
 async def test_result_buttons_and_reactions(bot: DiscordBot, emu: DiscordEmulator, who: str) -> None:
     result, parent = await make_video(bot, emu)
     assert buttons_of(result) == [f"vb:{a}:{parent.id}" for a in ("reroll", "remix", "extend", "delete")]
@@ -152,7 +174,7 @@ async def test_result_buttons_and_reactions(bot: DiscordBot, emu: DiscordEmulato
     # Delete (button) and ❌ (reaction, on a finished job): the owner and admins only.
     delete = await emu.click(result["id"], f"vb:delete:{parent.id}", user_id=user, permissions=permissions)
     await asyncio.wait_for(delete.answered.wait(), 3)
-    if who == "other":
+    if who in ("other", "moderator"):  # a channel moderator is a member like any other here
         assert REFUSED in ephemeral_text(delete)
         await emu.react(result["id"], "❌", user_id=user)
         notice = await emu.wait_for(lambda: [m for m in channel_posts(emu, emu.dm_channels[user]) if REFUSED in m["content"]])

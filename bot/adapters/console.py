@@ -21,7 +21,7 @@ from bot.core.errors import user_message
 from bot.core.help import deployment_help
 from bot.core.models import EventKind, Job, Origin, ProgressEvent
 from bot.core.views import Action, Phase, StatusView, status_view
-from providers.errors import VideobotError
+from bot.core.errors import VideobotError
 
 PLATFORM = "console"
 

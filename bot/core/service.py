@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.config import CoreSettings
 from bot.core.admission import CONFIRM_SECONDS, Admission
 from bot.core.budget import BudgetGuard, Usage
+from bot.core.catalog import PipelineInfo, offered, pipeline_info
 from bot.core.errors import JobNotFound, JobStateError, NotAllowed
 from bot.core.events import EventBus
 from bot.core.ids import new_job_id, new_seed
@@ -283,6 +284,13 @@ class JobService:
 
     def pipelines(self) -> list[str]:
         return self.registry.names()
+
+    def offered_pipelines(self, *, image: bool) -> list[PipelineInfo]:
+        """The configured pipelines a command may name (for autocomplete and help)."""
+        return offered(self.registry, image=image)
+
+    def pipeline_info(self, name: str) -> PipelineInfo | None:
+        return pipeline_info(self.registry, name)
 
     async def usage(self, origin: Origin) -> Usage:
         """What the user (and their workspace) spent today against the daily budgets."""

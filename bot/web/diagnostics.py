@@ -24,7 +24,7 @@ from bot.core.heartbeat import ALIVE_INTERVALS
 from bot.web.auth import need_admin, need_post
 from bot.web.context import WebContext, context
 from bot.web.render import render
-from providers.errors import VideobotError
+from bot.core.errors import VideobotError
 from providers.openai_videos import OpenAIVideoProvider
 from providers.runway import RunwayVideoProvider
 

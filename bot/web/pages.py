@@ -17,7 +17,7 @@ from bot.web.auth import need, need_post
 from bot.web.context import context
 from bot.web.files import visible_job
 from bot.web.render import render
-from providers.errors import VideobotError
+from bot.core.errors import VideobotError
 from storage.gallery import GalleryQuery
 
 PAGE = 24

@@ -13,10 +13,10 @@ import discord
 from bot.adapters.discord_bot import flows, stories
 from bot.adapters.discord_bot.marks import RESULT_PREFIX, STATUS_PREFIX
 from bot.core.views import Action
-from providers.errors import InvalidRequest
+from bot.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 _ACTIONS = "|".join(a.value for a in Action if a is not Action.DM)  # DM is a reaction (✉️), not a button
 TEMPLATE = rf"(?P<prefix>{STATUS_PREFIX}|{RESULT_PREFIX}):(?P<action>{_ACTIONS}):(?P<job>[a-z0-9]{{4,32}})"
@@ -135,6 +135,6 @@ class ExtendModal(discord.ui.Modal, title="Extend this video"):
         await flows.reply_error(interaction, error)
 
 
-def register(client: discord.Client, adapter: DiscordAdapter) -> None:
+def register(client: discord.Client, adapter: DiscordHost) -> None:
     """Clicks on any message the bot ever posted, also after a restart, come to `JobButton`."""
     client.add_dynamic_items(JobButton, OfferButton, *stories.DYNAMIC_ITEMS)

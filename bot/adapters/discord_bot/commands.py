@@ -21,12 +21,11 @@ from bot.core.models import Job, JobStatus, Origin
 from bot.core.sizes import ASPECT_RATIOS, normalise_size
 from bot.core.stories import StoryRequest
 from bot.core.tenant_settings import KEYS
-from providers.base import Capability
-from providers.errors import InvalidRequest
-from providers.pipeline import Pipeline
+from bot.core.errors import InvalidRequest
+from bot.core.catalog import PipelineInfo
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 MAX_CHOICES = 25  # Discord's cap on autocomplete suggestions
 COMMON_SIZES = ("1280x720", "720x1280", "1024x1024", "1792x1024", "1024x1792", "640x360", "256x144")
@@ -48,32 +47,13 @@ SETTINGS_KEYS = [app_commands.Choice(name=f"{k.name} — {k.help}"[:100], value=
 # --- autocomplete -----------------------------------------------------------------------------
 
 
-def _pipelines(adapter: DiscordAdapter, *, image: bool) -> list[Pipeline]:
-    registry = adapter.app.registry
-    found = []
-    for name in registry.names():
-        try:
-            pipeline = registry.get(name)
-        except Exception:  # a pipeline that cannot even be built is not offered
-            continue
-        if not pipeline.configured:
-            continue
-        if image and pipeline.video is None and Capability.TEXT_TO_IMAGE in pipeline.capabilities:
-            found.append(pipeline)
-        elif not image and pipeline.video is not None and Capability.TEXT_TO_VIDEO in pipeline.capabilities:
-            found.append(pipeline)
-    return found
+def _pipelines(adapter: DiscordHost, *, image: bool) -> list[PipelineInfo]:
+    return adapter.app.service.offered_pipelines(image=image)
 
 
-def _chosen(adapter: DiscordAdapter, interaction: discord.Interaction, *, image: bool = False) -> Pipeline | None:
+def _chosen(adapter: DiscordHost, interaction: discord.Interaction, *, image: bool = False) -> PipelineInfo | None:
     name = getattr(interaction.namespace, "pipeline", None) or adapter.app.service.default_pipeline(image=image)
-    registry = adapter.app.registry
-    if name and name in registry:
-        try:
-            return registry.get(name)
-        except Exception:
-            return None
-    return None
+    return adapter.app.service.pipeline_info(name) if name else None
 
 
 def _pipeline_choices(interaction: discord.Interaction, current: str, *, image: bool) -> list[app_commands.Choice[str]]:
@@ -158,7 +138,7 @@ def _code(text: str) -> str:
     return "```\n" + text[: MAX_MESSAGE - 8] + "\n```"
 
 
-def register(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
     service = adapter.app.service
 
     async def run(interaction: discord.Interaction, cmd: Command) -> Reply:

@@ -35,7 +35,7 @@ from bot.core.uploads import Upload, mb, prepare_upload
 from bot.core.views import Phase, actions_for, status_view
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ POST_PERMISSIONS = discord.Permissions(send_messages=True, attach_files=True)
 
 
 class Delivery:
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: DiscordHost) -> None:
         self.adapter = adapter
 
     async def deliver(self, job: Job) -> dict[str, Any] | None:

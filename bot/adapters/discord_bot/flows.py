@@ -26,7 +26,7 @@ from bot.core.models import PLACE, Actor, Job, Origin
 from bot.core.views import Action, status_view
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AcksFirst:
             gc.enable()
 
 
-def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
+def adapter_of(interaction: discord.Interaction) -> DiscordHost:
     return interaction.client.adapter  # type: ignore[attr-defined,no-any-return]
 
 
@@ -322,7 +322,7 @@ async def on_offer(interaction: discord.Interaction, verb: str, token: str) -> N
         await interaction.response.edit_message(content=answer.text, view=None)
 
 
-async def after_reaction(adapter: DiscordAdapter, outcome: Outcome, user_id: int) -> None:
+async def after_reaction(adapter: DiscordHost, outcome: Outcome, user_id: int) -> None:
     """What a reaction's outcome shows: a new job's status message, the file by DM, or a deletion."""
     if outcome.started:
         await adapter.surface.announce(outcome.job)

@@ -20,19 +20,19 @@ from bot.core.errors import JobNotFound, user_message
 from bot.core.models import Job
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 log = logging.getLogger(__name__)
 
 
-def register(client: discord.Client, adapter: DiscordAdapter) -> None:
+def register(client: discord.Client, adapter: DiscordHost) -> None:
     async def on_raw_reaction_add(payload: discord.RawReactionActionEvent) -> None:
         await on_reaction(adapter, payload)
 
     client.event(on_raw_reaction_add)
 
 
-async def on_reaction(adapter: DiscordAdapter, payload: discord.RawReactionActionEvent) -> None:
+async def on_reaction(adapter: DiscordHost, payload: discord.RawReactionActionEvent) -> None:
     client = adapter.client
     if client.user is not None and payload.user_id == client.user.id:
         return
@@ -52,7 +52,7 @@ async def on_reaction(adapter: DiscordAdapter, payload: discord.RawReactionActio
         await adapter.surface.tell(payload.user_id, user_message(exc))
 
 
-def _permissions(adapter: DiscordAdapter, payload: discord.RawReactionActionEvent) -> discord.Permissions | None:
+def _permissions(adapter: DiscordHost, payload: discord.RawReactionActionEvent) -> discord.Permissions | None:
     """The reacting member's permissions in that channel, when the guild is known."""
     guild = adapter.client.get_guild(payload.guild_id) if payload.guild_id else None
     channel = guild.get_channel_or_thread(payload.channel_id) if guild is not None else None
@@ -61,7 +61,7 @@ def _permissions(adapter: DiscordAdapter, payload: discord.RawReactionActionEven
     return channel.permissions_for(payload.member)
 
 
-async def find_job(adapter: DiscordAdapter, payload: discord.RawReactionActionEvent) -> Job | None:
+async def find_job(adapter: DiscordHost, payload: discord.RawReactionActionEvent) -> Job | None:
     """The job behind the reacted message: by stored message id, else by the job id in it."""
     service = adapter.app.service
     job = await service.find_by_message(adapter.platform, str(payload.message_id))

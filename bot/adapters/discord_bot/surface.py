@@ -42,7 +42,7 @@ from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
 from bot.core.views import Action, Phase, StatusView, status_view
 
 if TYPE_CHECKING:
-    from bot.adapters.discord_bot.client import DiscordAdapter
+    from bot.adapters.discord_bot.host import DiscordHost
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Edit:
 
 
 class StatusBoard:
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: DiscordHost) -> None:
         self.adapter = adapter
         self.margin = adapter.settings.token_margin_seconds
         self.edits, self.window = adapter.settings.status_edits_per_window, adapter.settings.status_edit_window_seconds

@@ -17,7 +17,7 @@ from bot.core.errors import user_message
 from bot.core.views import Action
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def _channel(body: dict[str, Any]) -> str:
     return str((body.get("channel") or {}).get("id") or body["container"]["channel_id"])
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def button(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
         adapter.later(pressed(body, respond), "slack-button")

@@ -72,8 +72,6 @@ def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> lis
         blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
     buttons = [button(action, view.job_id, first=i == 0) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
     if view.scenes:
-        from bot.adapters.slack.stories import story_elements  # it builds on this module
-
         buttons = story_elements(view) + buttons
     if buttons:
         blocks.append({"type": "actions", "block_id": "actions", "elements": buttons})
@@ -189,3 +187,21 @@ def help_markup(offers: DeploymentHelp, reactions: dict[str, Action]) -> str:
         *(f"• {esc(limit)}" for limit in offers.limits),
     ]
     return "\n".join(lines)
+
+
+#: A story card's controls (handled in bot.adapters.slack.stories).
+REDO_SELECT, ADD_SCENE_BUTTON = "vb_redo_scene", "vb_add_scene"
+
+
+def story_elements(view: StatusView) -> list[Block]:
+    """A story card's own controls (the view says which): the Redo select, Add scene…."""
+    elements: list[Block] = []
+    if Action.REDO_SCENE in view.actions and view.scenes:
+        elements.append({
+            "type": "static_select", "action_id": REDO_SELECT, "placeholder": {"type": "plain_text", "text": "🎞️ Redo scene…", "emoji": True},
+            "options": [{"text": {"type": "plain_text", "text": label[:75]}, "value": f"{view.job_id}:{k}"} for k, label in view.scenes[:100]],
+        })  # fmt: skip
+    if Action.ADD_SCENE in view.actions:
+        elements.append({"type": "button", "action_id": ADD_SCENE_BUTTON, "value": view.job_id,
+                         "text": {"type": "plain_text", "text": "➕ Add scene…", "emoji": True}})  # fmt: skip
+    return elements

@@ -21,10 +21,10 @@ from bot.core.help import deployment_help
 from bot.core.models import Actor, Origin
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     # Acked at once (Slack's 3 s): the answer goes out before the command touches the store.
     async def video(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
@@ -38,14 +38,14 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     bolt.command("/image")(image)
 
 
-async def help_text(adapter: SlackAdapter, origin: Origin) -> str:
+async def help_text(adapter: SlackHost, origin: Origin) -> str:
     """What this deployment offers the caller, from the core, in Slack's syntax."""
     offers = await deployment_help(adapter.app.service, origin, upload_limit=adapter.settings.file_limit_bytes)
     reactions = {f":{name}:": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
     return help_markup(offers, reactions)
 
 
-async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, tell: Tell) -> None:
+async def run_text(adapter: SlackHost, body: dict[str, Any], default: str, tell: Tell) -> None:
     origin = adapter.origin_for(body.get("team_id"), body["channel_id"], body["user_id"], body.get("user_name"), channel_name=body.get("channel_name"))
     try:
         # Slack escapes &, < and > in what people type: the prompt is kept as typed.
@@ -80,7 +80,7 @@ async def run_text(adapter: SlackAdapter, body: dict[str, Any], default: str, te
 _ADMIN_MATTERS = ("usage", "settings", "gallery")
 
 
-async def _actor(adapter: SlackAdapter, command: Command, origin: Origin) -> Actor:
+async def _actor(adapter: SlackHost, command: Command, origin: Origin) -> Actor:
     """Who is asking, in their workspace: whether Slack calls them an admin is asked only where it
     matters (cancel/delete of someone else's job, usage, settings)."""
     team_id = origin.workspace_id

@@ -19,11 +19,11 @@ from bot.core.actions import reaction_action
 from bot.core.views import Action
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def reaction_added(ack: Any, body: dict[str, Any], event: dict[str, Any]) -> None:
         await ack()
         adapter.later(on_reaction(adapter, event, body.get("team_id")), "slack-reaction")
@@ -31,7 +31,7 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     bolt.event("reaction_added")(reaction_added)
 
 
-async def on_reaction(adapter: SlackAdapter, event: dict[str, Any], team_id: str | None) -> None:
+async def on_reaction(adapter: SlackHost, event: dict[str, Any], team_id: str | None) -> None:
     item = event.get("item") or {}
     name = str(event.get("reaction", "")).split("::")[0]  # skin tones arrive as name::skin-tone-N
     action = reaction_action(EMOJI.get(name, ""))

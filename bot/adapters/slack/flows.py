@@ -20,7 +20,7 @@ from bot.core.models import Actor, Job
 from bot.core.views import Action
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def respond_teller(respond: Any) -> Tell:
     return Tell(send)
 
 
-def ephemeral_teller(adapter: SlackAdapter, channel_id: str, user_id: str, thread_ts: str | None = None) -> Tell:
+def ephemeral_teller(adapter: SlackHost, channel_id: str, user_id: str, thread_ts: str | None = None) -> Tell:
     """Ephemeral with chat.postEphemeral, for requests without a response_url (modals, reactions)."""
 
     async def send(text: str, blocks: list[dict[str, Any]] | None) -> None:
@@ -81,7 +81,7 @@ def ephemeral_teller(adapter: SlackAdapter, channel_id: str, user_id: str, threa
     return Tell(send)
 
 
-async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
+async def show_job(adapter: SlackHost, job: Job, tell: Tell) -> None:
     """A job just started: post its status message (the job is stored first, so a refused one never shows)."""
     try:
         await adapter.surface.post_status(job)
@@ -107,7 +107,7 @@ async def show_job(adapter: SlackAdapter, job: Job, tell: Tell) -> None:
 
 
 async def act(
-    adapter: SlackAdapter,
+    adapter: SlackHost,
     action: Action,
     job_id: str,
     *,

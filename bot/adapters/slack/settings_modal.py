@@ -20,7 +20,7 @@ from bot.core.models import Origin
 from bot.core.tenant_settings import KEYS
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def settings_modal(values: dict[str, str], channel_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def open_settings(adapter: SlackAdapter, origin: Origin, trigger_id: str) -> None:
+async def open_settings(adapter: SlackHost, origin: Origin, trigger_id: str) -> None:
     here = await adapter.app.service.tenant_settings.effective(origin)
     values = {name: shown(here.get(name)) for name in KEYS}
     await adapter.client.views_open(trigger_id=trigger_id, view=settings_modal(values, origin.channel_id or ""))
@@ -89,7 +89,7 @@ def _slips(changed: dict[str, str]) -> dict[str, str]:
     return slips
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         changed = _changes(view)
         slips = _slips(changed)

@@ -15,17 +15,17 @@ from bot.adapters.slack.blocks import ANIMATE_SHORTCUT, unesc
 from bot.adapters.slack.flows import Tell, act, respond_teller, show_job
 from bot.core.models import GenerateRequest
 from bot.core.views import Action
-from providers.errors import InvalidRequest
+from bot.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 #: The prompt when the message has no text of its own.
 DEFAULT_PROMPT = "the scene comes to life with gentle, natural motion"
 CHUNK = 1 << 16
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def animate(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
         adapter.later(on_animate(adapter, body, respond_teller(respond)), "slack-shortcut")
@@ -33,7 +33,7 @@ def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
     bolt.shortcut({"type": "message_action", "callback_id": ANIMATE_SHORTCUT})(animate)
 
 
-async def on_animate(adapter: SlackAdapter, body: dict[str, Any], tell: Tell) -> None:
+async def on_animate(adapter: SlackHost, body: dict[str, Any], tell: Tell) -> None:
     message = body.get("message") or {}
     channel, user = str(body["channel"]["id"]), body["user"]
     ts = str(message.get("ts") or body.get("message_ts"))
@@ -61,7 +61,7 @@ async def on_animate(adapter: SlackAdapter, body: dict[str, Any], tell: Tell) ->
     await show_job(adapter, job, tell)
 
 
-async def _image_file(adapter: SlackAdapter, message: dict[str, Any]) -> dict[str, Any] | None:
+async def _image_file(adapter: SlackHost, message: dict[str, Any]) -> dict[str, Any] | None:
     for file in message.get("files") or []:
         if file.get("file_access") == "check_file_info" or "mimetype" not in file:
             file = dict((await adapter.client.files_info(file=file["id"]))["file"])
@@ -70,7 +70,7 @@ async def _image_file(adapter: SlackAdapter, message: dict[str, Any]) -> dict[st
     return None
 
 
-async def _download(adapter: SlackAdapter, file: dict[str, Any]) -> bytes:
+async def _download(adapter: SlackHost, file: dict[str, Any]) -> bytes:
     """The file's bytes with the bot token, read no further than just past the core's image limit
     (the core checks what arrives: its size, that it is an image)."""
     url = file.get("url_private_download") or file.get("url_private")

@@ -18,21 +18,21 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.adapters.slack.blocks import Block, esc, modal_value, read_metadata
+from bot.adapters.slack.blocks import ADD_SCENE_BUTTON, REDO_SELECT, Block, esc, modal_value, read_metadata
 from bot.adapters.slack.flows import Tell, act, ephemeral_teller, reply_thread, respond_teller, show_job
 from bot.core.errors import user_message
 from bot.core.stories import StoryPreview, confirm_story, edit_preview, pending_preview
 from bot.core.story_plan import MIN_SCENES, split_script
-from bot.core.views import Action, StatusView
+from bot.core.views import Action
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 log = logging.getLogger(__name__)
 
 STORY_CONFIRM, STORY_EDIT, STORY_CANCEL = "vb_story_confirm", "vb_story_edit", "vb_story_cancel"
 STORY_EDIT_MODAL = "vb_story_edit_modal"
-REDO_SELECT, ADD_SCENE_BUTTON, ADD_SCENE_MODAL = "vb_redo_scene", "vb_add_scene", "vb_add_scene_modal"
+ADD_SCENE_MODAL = "vb_add_scene_modal"
 SCENES_BLOCK, PROMPT_BLOCK, INPUT = "scenes", "prompt", "value"
 #: Slack's cap on a plain_text_input.
 INPUT_MAX = 3000
@@ -55,20 +55,6 @@ def preview_blocks(preview: StoryPreview) -> list[Block]:
         {"type": "button", "action_id": STORY_CANCEL, "value": token, "text": {"type": "plain_text", "text": "Cancel"}},
     ]})  # fmt: skip
     return blocks
-
-
-def story_elements(view: StatusView) -> list[Block]:
-    """A story card's own controls (the view says which): the Redo select, Add scene…."""
-    elements: list[Block] = []
-    if Action.REDO_SCENE in view.actions and view.scenes:
-        elements.append({
-            "type": "static_select", "action_id": REDO_SELECT, "placeholder": {"type": "plain_text", "text": "🎞️ Redo scene…", "emoji": True},
-            "options": [{"text": {"type": "plain_text", "text": label[:75]}, "value": f"{view.job_id}:{k}"} for k, label in view.scenes[:100]],
-        })  # fmt: skip
-    if Action.ADD_SCENE in view.actions:
-        elements.append({"type": "button", "action_id": ADD_SCENE_BUTTON, "value": view.job_id,
-                         "text": {"type": "plain_text", "text": "➕ Add scene…", "emoji": True}})  # fmt: skip
-    return elements
 
 
 def edit_modal(preview: StoryPreview, channel: str, response_url: str | None) -> dict[str, Any]:
@@ -110,7 +96,7 @@ def _channel(body: dict[str, Any]) -> str:
     return str((body.get("channel") or {}).get("id") or body["container"]["channel_id"])
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     service = adapter.app.service
 
     def origin_of(body: dict[str, Any], channel: str) -> Any:

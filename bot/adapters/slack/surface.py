@@ -43,7 +43,7 @@ from bot.core.uploads import Upload, prepare_upload
 from bot.core.views import StatusView, short_prompt, status_view
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Card:
 
 
 class StatusSurface:
-    def __init__(self, adapter: SlackAdapter) -> None:
+    def __init__(self, adapter: SlackHost) -> None:
         self.adapter = adapter
         self.limits = adapter.settings  # chat.update budget, upload limit
         self.in_thread = adapter.settings.upload_in_thread

@@ -14,7 +14,7 @@ from bot.adapters.slack.flows import act, ephemeral_teller
 from bot.core.views import Action
 
 if TYPE_CHECKING:
-    from bot.adapters.slack.app import SlackAdapter
+    from bot.adapters.slack.host import SlackHost
 
 
 def _seconds_slip(view: dict[str, Any]) -> bool:
@@ -22,7 +22,7 @@ def _seconds_slip(view: dict[str, Any]) -> bool:
     return bool(raw) and not raw.isdigit()
 
 
-def register(bolt: AsyncApp, adapter: SlackAdapter) -> None:
+def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     # The ack closes the modal (or keeps it open with a form slip); the work runs after it.
     async def remix(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()

@@ -1,0 +1,63 @@
+"""The Discord adapter as its parts see it: the discord.py client, the status board, the ack gate.
+`DiscordAdapter` (client.py) implements it; commands, buttons, reactions, the status board and
+delivery are typed against this, not the class, so none of them imports the client module back."""
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import discord
+
+from bot.adapters.deps import CoreApp
+from bot.config import DiscordSettings
+from bot.core.models import Job
+
+
+class Board(Protocol):
+    """The status board's part the listeners and delivery use (surface.StatusBoard implements it)."""
+
+    def register_interaction(self, message_id: int, interaction: discord.Interaction) -> None: ...
+
+    def forget_interaction(self, message_id: int) -> None: ...
+
+    def offer_view(self, token: str) -> discord.ui.View: ...
+
+    async def announce(self, job: Job) -> None: ...
+
+    def show_deleted(self, job: Job, *, skip: int | None = None) -> None: ...
+
+    async def dm_channel(self, user_id: str | int) -> discord.PartialMessageable: ...
+
+    async def tell(self, user_id: str | int, text: str) -> None: ...
+
+
+class Acks(Protocol):
+    """The ack gate (flows.AcksFirst): status rendering waits while interactions wait for their defer."""
+
+    def enter(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+
+class DiscordHost(Protocol):
+    app: CoreApp
+    settings: DiscordSettings
+    client: discord.Client
+    platform: str
+    delivery_only: bool
+    ready: asyncio.Event
+    started_at: float
+    stopped: bool
+
+    @property
+    def acks(self) -> Acks: ...
+
+    @property
+    def surface(self) -> Board: ...
+
+    @property
+    def bot_user_id(self) -> int: ...
+
+    def upload_limit(self, guild_id: str | None) -> int: ...
