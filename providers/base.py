@@ -96,6 +96,8 @@ class RemoteJob(BaseModel):
     poll_after: float | None = None
     #: A short status the user may see, e.g. "queued at the provider".
     note: str | None = None
+    #: GPU time the job used, for providers that report it (self-hosted ComfyUI).
+    gpu_seconds: float | None = None
 
     @property
     def done(self) -> bool:
@@ -140,6 +142,9 @@ class VideoProvider(ABC):
 
     async def cancel(self, remote_id: str) -> None:
         """Cancel or delete the remote job; best effort."""
+
+    def forget(self, remote_id: str) -> None:
+        """The job's result is safely stored: drop whatever the provider kept about it locally."""
 
     #: True when an EXTEND continues the provider's own source video and returns source + new
     #: seconds in one file (a story's scenes can then be extensions of each other).

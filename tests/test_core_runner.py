@@ -9,7 +9,7 @@ import pytest
 from bot.app import App, open_app
 from bot.config import load_settings
 from bot.core.errors import LimitReached
-from bot.core.runner import video_request_for
+from bot.core.requests import video_request_for
 from bot.core.models import Actor, EventKind, GenerateRequest, Job, JobStatus, Origin, ProgressEvent
 from providers.polling import PollPolicy
 from tests.fakes.scripted_provider import ScriptedServer, scripted_pipeline

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.core.models import EventKind, Job
+from providers.polling import PollPolicy
 from storage.contract import Store
 from storage.media import MediaStore
 
@@ -22,6 +23,8 @@ class JobContext(Protocol):
     #: This runner's lease holder id, and how long its leases last.
     owner: str
     lease_seconds: float
+    #: Polling cadence, retries and the overall deadline of remote work.
+    poll_policy: PollPolicy
 
     async def write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
         """A fenced write: only while this runner still holds the job's lease."""
