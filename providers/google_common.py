@@ -236,7 +236,7 @@ def map_error(
         if create and f.status not in (503,):
             return ambiguous(label, provider, f"create {detail}")
         return TransientError(f"{label} is having trouble.", provider=provider, detail=detail)
-    if f.status in (401, 403) and not is_safety(f.message):
+    if (f.status in (401, 403) and not is_safety(f.message)) or "API key not valid" in f.message or "API_KEY_INVALID" in f.message:
         return NotConfigured(f"{label} refused the credentials.", provider=provider, detail=detail)
     if f.status == 404 and create:
         where = f" (set {model_setting})" if model_setting else ""
