@@ -226,9 +226,11 @@ def map_error(
             return TransientError(f"{label} did not answer.", provider=provider, detail=f"{type(exc).__name__}: {f.message}")
         return ambiguous(label, provider, f"create: {type(exc).__name__}: {f.message}")
     if f.status is None:
-        if isinstance(exc, ValueError):
+        if isinstance(exc, ValueError) and "only supported in" in str(exc):
             # The SDK refused before sending (e.g. Veo asked of the Gemini Developer API).
             return NotConfigured(f"{label} cannot run this here: {exc}", provider=provider, detail=str(exc))
+        if isinstance(exc, ValueError):
+            return ProviderInvalidRequest(f"{label} refused the request: {exc}", provider=provider, detail=str(exc)[:500])
         return ProviderError(f"{label} failed: {f.message}", provider=provider, detail=detail)
     if f.status == 429:
         return RateLimited(f"{label} is over its limit.", retry_after=f.retry_after, provider=provider, detail=detail)

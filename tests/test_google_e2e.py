@@ -141,7 +141,7 @@ async def test_omni_image_to_video_portrait_inline(make_app: AppFactory, google_
 
 async def test_omni_remix_and_extend_continue_the_interaction(make_app: AppFactory, google_server: GoogleServer) -> None:
     app = await make_app()
-    first = await run(app, GenerateRequest(prompt="a fox in fresh snow", pipeline="gemini-video", seconds=6))
+    first = await run(app, GenerateRequest(prompt="a fox in fresh snow", pipeline="gemini-video", seconds=6, audio=True))
     assert first.status is JobStatus.COMPLETED, first.error_message
     remix = await wait_job(app, await app.service.remix(first.id, "the fox in autumn leaves", ORIGIN))
     assert remix.status is JobStatus.COMPLETED, remix.error_message
@@ -155,8 +155,10 @@ async def test_omni_remix_and_extend_continue_the_interaction(make_app: AppFacto
     assert extend_body["generation_config"]["video_config"] == {"task": "extend"} and extend_body["response_format"]["duration"] == "4s"
     assert remix.remote_id != first.remote_id != extended.remote_id
     assert_video(remix.output_path, width=128, height=72, seconds=6)  # type: ignore[arg-type]
-    # Omni answers an extension with the new seconds: the bot joins them to the source.
+    # Omni answers an extension with the new seconds: the bot joins them to the source, sound and all.
     assert_video(extended.output_path, width=128, height=72, seconds=10)  # type: ignore[arg-type]
+    assert_audio(extended.output_path, seconds=10, tolerance=0.2)  # type: ignore[arg-type]
+    assert remix_body["response_modalities"] == extend_body["response_modalities"] == ["video", "audio"]
 
 
 async def test_omni_safety_block_is_a_refusal_never_retried(make_app: AppFactory, google_server: GoogleServer) -> None:
