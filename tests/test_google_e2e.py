@@ -375,3 +375,17 @@ async def test_a_blocked_image_prompt_is_a_refusal(make_app: AppFactory, google_
     job = await run(app, GenerateRequest(prompt="something forbidden", pipeline="gemini-image+veo", seconds=4))
     assert job.status is JobStatus.FAILED and job.error_code == "content_policy"
     assert len(google_server.calls("POST", ":generateContent")) == 1 and google_server.creates() == []
+
+
+async def test_help_offers_the_google_pipelines(make_app: AppFactory, google_server: GoogleServer) -> None:
+    from bot.core.help import deployment_help
+
+    app = await make_app(start=False, GOOGLE_GENAI_USE_VERTEXAI=None)
+    text = (await deployment_help(app.service)).plain_text()
+    offered = {line.split(",")[0].strip() for line in text.splitlines() if line.startswith("    ")}
+    # The only configured video provider is the default, ahead of the offline renderer.
+    assert {"gemini-video (default)", "gemini-image+gemini-video", "gemini-image"} <= offered
+    line = next(line for line in text.splitlines() if line.strip().startswith("gemini-video (default),"))
+    assert "animate" in line and "remix" in line and "extend" in line
+    not_here = next(line for line in text.splitlines() if "not configured here" in line)
+    assert "veo" in not_here and "gemini-image+veo" in not_here and google_server.requests == []
