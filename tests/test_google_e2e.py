@@ -383,8 +383,8 @@ async def test_help_offers_the_google_pipelines(make_app: AppFactory, google_ser
     app = await make_app(start=False, GOOGLE_GENAI_USE_VERTEXAI=None)
     text = (await deployment_help(app.service)).plain_text()
     offered = {line.split(",")[0].strip() for line in text.splitlines() if line.startswith("    ")}
-    # The only configured video provider is the default, ahead of the offline renderer.
-    assert {"gemini-video (default)", "gemini-image+gemini-video", "gemini-image"} <= offered
+    # The only configured providers are the defaults, ahead of the offline ones.
+    assert {"gemini-video (default)", "gemini-image+gemini-video", "gemini-image (default)"} <= offered
     line = next(line for line in text.splitlines() if line.strip().startswith("gemini-video (default),"))
     assert "animate" in line and "remix" in line and "extend" in line
     not_here = next(line for line in text.splitlines() if "not configured here" in line)
