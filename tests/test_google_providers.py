@@ -152,3 +152,21 @@ async def test_download_after_a_restart_reads_the_interaction_again(
     finally:
         await fresh.aclose()
     assert_video(tmp_path / "out.mp4", width=128, height=72, seconds=4)
+
+
+class _WithLastFrame(VideoRequest):
+    """A request carrying a last frame (the bot's commands have no option for one yet)."""
+
+    last_frame: Path | None = None
+
+
+async def test_veo_sends_a_last_frame_when_the_request_has_one(veo: VeoVideoProvider, google_server: GoogleServer, tmp_path: Path) -> None:
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    Image.new("RGB", (640, 360), (250, 0, 0)).save(first)
+    Image.new("RGB", (640, 360), (0, 0, 250)).save(last)
+    request = _WithLastFrame(prompt="red to blue", seconds=4, size="1280x720", input_image=first, last_frame=last)
+    await _finish(veo, request, tmp_path / "out.mp4")
+    instance = google_server.creates()[0].json["instances"][0]
+    pixels = [Image.open(io.BytesIO(base64.b64decode(instance[k]["bytesBase64Encoded"]))).getpixel((640, 360)) for k in ("image", "lastFrame")]
+    assert pixels[0][0] > 200 and pixels[1][2] > 200  # red first, blue last, both at 1280x720
+    assert_video(tmp_path / "out.mp4", width=128, height=72, seconds=4)
