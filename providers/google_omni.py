@@ -60,6 +60,9 @@ _FAILED = {"failed", "incomplete", "budget_exceeded", "requires_action"}
 class GeminiOmniVideoProvider(VideoProvider):
     name = "gemini-video"
     capabilities = frozenset({Capability.TEXT_TO_VIDEO, Capability.IMAGE_TO_VIDEO, Capability.REMIX, Capability.EXTEND})
+    #: An extension comes back as the whole clip (the new seconds are joined to the source), so a
+    #: story's scenes can be extensions of each other.
+    continues_source = True
 
     def __init__(
         self,

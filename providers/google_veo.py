@@ -12,8 +12,8 @@ not configured, with the reason.
 
 Remix is image-to-video from the source's input image or first frame, with the new prompt.
 Extend sends the source as Veo's video input when Veo made it (a file beside the operation
-marks it) and the model extends (`extend_seconds` not empty); otherwise the source's last
-frame is animated and the clip joined to the source.
+marks it), the seconds are what one extension adds (`extend_seconds`, 7) and it fits inline;
+otherwise the source's last frame is animated and the clip joined to the source.
 
 Vertex cannot look an operation up by a caller's reference, and the SDK has no cancel for video
 operations: an interrupted create is not sent again (as Runway's), and cancel stops polling.
@@ -53,6 +53,9 @@ MAX_PROMPT_CHARS = 4000
 class VeoVideoProvider(VideoProvider):
     name = "veo"
     capabilities = frozenset({Capability.TEXT_TO_VIDEO, Capability.IMAGE_TO_VIDEO, Capability.REMIX, Capability.EXTEND})
+    #: An extension comes back as the whole clip (Veo's own, or the last-frame clip joined to the
+    #: source), so a story's scenes can be extensions of each other.
+    continues_source = True
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class VeoVideoProvider(VideoProvider):
         sizes: tuple[str, ...] = ("1280x720", "720x1280", "1920x1080", "1080x1920"),
         prices: dict[str, float] | None = None,
         negative_prompt: str = "",
+        max_inline_video_bytes: int = 15_000_000,
         poll_seconds: float = 10.0,
         timeout: float = 120.0,
         policy: PollPolicy | None = None,
@@ -86,6 +90,7 @@ class VeoVideoProvider(VideoProvider):
         self.default_size = sizes[0]
         self.prices = dict(prices or {})
         self.negative_prompt = negative_prompt
+        self._max_inline_video = max_inline_video_bytes
         self._poll_seconds = poll_seconds
         self._timeout = timeout
         self.policy = policy or PollPolicy()
@@ -122,7 +127,13 @@ class VeoVideoProvider(VideoProvider):
         return request.model or self.default_model
 
     def _extends_natively(self, request: VideoRequest) -> bool:
-        return bool(self.extend_seconds) and self._ours(request.source_remote_id) and request.source_video is not None
+        """Veo's own video input: for a clip Veo made, by the seconds an extension adds, small
+        enough to send inline. Anything else continues from the last frame (and is joined)."""
+        source = request.source_video
+        return (
+            request.seconds in self.extend_seconds and self._ours(request.source_remote_id)
+            and source is not None and source.exists() and source.stat().st_size <= self._max_inline_video
+        )  # fmt: skip
 
     def _seconds_for(self, request: VideoRequest) -> int:
         """Remix keeps about the source's length: the nearest duration Veo makes."""
@@ -137,10 +148,11 @@ class VeoVideoProvider(VideoProvider):
         if request.operation in (Operation.REMIX, Operation.EXTEND) and request.source_video is None:
             raise InvalidRequest(f"{request.operation.value.capitalize()} needs the source video, which is missing.")
         if request.operation is Operation.EXTEND and self._extends_natively(request):
-            if request.seconds not in self.extend_seconds:
-                raise InvalidRequest(f"Veo's {model} extends its own clips by {span(self.extend_seconds)} seconds.")
             return
         if self._seconds_for(request) not in self.seconds:
+            if request.operation is Operation.EXTEND and self.extend_seconds and self._ours(request.source_remote_id):
+                choices = span(tuple(sorted({*self.seconds, *self.extend_seconds})))
+                raise InvalidRequest(f"Veo's {model} extends its own clips by {choices} seconds.")
             raise InvalidRequest(f"Veo's {model} makes clips of {span(self.seconds)} seconds.")
         shape_for(request.size, self.sizes, f"Veo's {model}")
 

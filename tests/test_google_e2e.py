@@ -389,3 +389,13 @@ async def test_help_offers_the_google_pipelines(make_app: AppFactory, google_ser
     assert "animate" in line and "remix" in line and "extend" in line
     not_here = next(line for line in text.splitlines() if "not configured here" in line)
     assert "veo" in not_here and "gemini-image+veo" in not_here and google_server.requests == []
+
+
+async def test_veo_extends_by_other_lengths_from_the_last_frame(make_app: AppFactory, google_server: GoogleServer) -> None:
+    app = await make_app()
+    first = await run(app, GenerateRequest(prompt="a slow pan", pipeline="veo", seconds=4))
+    extended = await wait_job(app, await app.service.extend(first.id, ORIGIN, seconds=6))
+    assert extended.status is JobStatus.COMPLETED, extended.error_message
+    _, body = veo_bodies(google_server)
+    assert "video" not in body["instances"][0] and "image" in body["instances"][0] and body["parameters"]["durationSeconds"] == 6
+    assert_video(extended.output_path, width=128, height=72, seconds=10)  # type: ignore[arg-type]

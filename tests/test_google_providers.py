@@ -89,11 +89,13 @@ async def test_checks_refuse_before_anything_is_sent(omni: GeminiOmniVideoProvid
         omni.validate(VideoRequest(prompt="x", seconds=5, size="1280x720"))
     with pytest.raises(InvalidRequest, match=r"makes videos of size 1280x720, 720x1280, 1920x1080, 1080x1920"):
         veo.validate(VideoRequest(prompt="x", seconds=8, size="1024x1024"))
-    # Veo's own clip extends by 7 seconds with Veo's video input.
+    # Veo's own clip extends by 7 seconds with Veo's video input, or by a clip's length from its last frame.
     job = await veo.submit(VideoRequest(prompt="first", seconds=4, size="1280x720"))
-    own = VideoRequest(operation=Operation.EXTEND, prompt="x", seconds=4, size="1280x720", source_video=clip, source_remote_id=job.id)
-    with pytest.raises(InvalidRequest, match="extends its own clips by 7 seconds"):
+    own = VideoRequest(operation=Operation.EXTEND, prompt="x", seconds=5, size="1280x720", source_video=clip, source_remote_id=job.id)
+    with pytest.raises(InvalidRequest, match="extends its own clips by 4, 6, 7 or 8 seconds"):
         veo.validate(own)
+    veo.validate(own.model_copy(update={"seconds": 7}))
+    veo.validate(own.model_copy(update={"seconds": 4}))
     with pytest.raises(InvalidRequest, match="needs the source video"):
         omni.validate(VideoRequest(operation=Operation.EXTEND, prompt="x", seconds=4, size="1280x720", source_remote_id="unknown"))
     assert len(google_server.creates()) == 1
