@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.core.errors import ConfigError
@@ -437,6 +437,102 @@ def _fal_table(path: Path | None = None) -> EndpointTable:
     return load_table(path)
 
 
+#: USD per second of video (`MODEL+audio` with sound), per image for image models; check
+#: Google's price pages (ai.google.dev/pricing, cloud.google.com/vertex-ai/generative-ai/pricing).
+GOOGLE_PRICES = {
+    "gemini-omni-1.2-flash": 0.10, "gemini-omni-1.2-flash+audio": 0.15,
+    "gemini-omni-1.1-flash": 0.08, "gemini-omni-1.1-flash+audio": 0.12,
+    "veo-3.1-generate-001": 0.20, "veo-3.1-generate-001+audio": 0.40,
+    "veo-3.1-fast-generate-001": 0.10, "veo-3.1-fast-generate-001+audio": 0.15,
+    "gemini-2.5-flash-image": 0.039, "gemini-3-pro-image": 0.134, "gemini-3.1-flash-lite-image": 0.02,
+}  # fmt: skip
+
+
+class GoogleSettings(BaseSettings):
+    """Google through google-genai: `gemini-video` (Gemini Omni, Gemini Developer API key),
+    `veo` (Veo 3.1, Vertex AI), `gemini-image` (either). The SDK's own variable names."""
+
+    model_config = SettingsConfigDict(**_section("GOOGLE_"), env_ignore_empty=True)
+
+    #: The Gemini Developer API key (GOOGLE_API_KEY wins when both are set, as in google-genai).
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY"))
+    #: Vertex AI (Veo): GOOGLE_GENAI_USE_VERTEXAI=true, GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION.
+    genai_use_vertexai: bool = False
+    cloud_project: str | None = None
+    cloud_location: str = "us-central1"
+    #: A Vertex OAuth access token sent as it is (e.g. `gcloud auth print-access-token`; it expires
+    #: within the hour); empty: application default credentials.
+    access_token: SecretStr | None = None
+    #: Other endpoints (a gateway, a regional host); google-genai reads the same variables.
+    gemini_base_url: str | None = None
+    vertex_base_url: str | None = None
+    omni_model: str = "gemini-omni-1.2-flash"
+    #: Durations (seconds) and sizes the Omni models make.
+    omni_seconds: str = "4,6,8"
+    omni_sizes: str = "1280x720,720x1280,1920x1080,1080x1920"
+    #: uri (the video is downloaded and streamed to disk) or inline (base64 in the interaction).
+    omni_delivery: str = Field(default="uri", pattern=r"^(uri|inline)$")
+    veo_model: str = "veo-3.1-generate-001"
+    veo_seconds: str = "4,6,8"
+    #: Seconds one Veo extension adds to a Veo clip; empty: extend from the last frame instead.
+    veo_extend_seconds: str = "7"
+    veo_sizes: str = "1280x720,720x1280,1920x1080,1080x1920"
+    #: Sent to Veo as the negative prompt; empty: none.
+    veo_negative_prompt: str = ""
+    image_model: str = "gemini-2.5-flash-image"
+    prices: dict[str, float] = Field(default_factory=lambda: dict(GOOGLE_PRICES))
+    omni_poll_seconds: float = Field(default=5.0, ge=0, le=300)
+    veo_poll_seconds: float = Field(default=10.0, ge=0, le=300)
+    request_timeout_seconds: float = Field(default=120, gt=0, le=600)
+    #: First backoff step when Google refuses a create with 429/503.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("gemini_base_url", "vertex_base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("omni_seconds", "veo_seconds", "veo_extend_seconds")
+    @classmethod
+    def _check_seconds(cls, value: str) -> str:
+        items = [s for s in value.replace(" ", "").split(",") if s]
+        if not all(s.isdigit() and 0 < int(s) <= 120 for s in items):
+            raise ValueError("must be whole seconds separated by commas, e.g. 4,6,8")
+        return value
+
+    @field_validator("omni_sizes", "veo_sizes")
+    @classmethod
+    def _check_sizes(cls, value: str) -> str:
+        from providers.google_common import VIDEO_SHAPES
+
+        items = [s for s in value.replace(" ", "").split(",") if s]
+        unknown = [s for s in items if s not in VIDEO_SHAPES]
+        if not items or unknown:
+            raise ValueError(f"must be sizes from {', '.join(VIDEO_SHAPES)}")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return {**GOOGLE_PRICES, **value}
+
+    @property
+    def vertex_reason(self) -> str:
+        """Why Veo cannot run; empty when it can."""
+        if not self.genai_use_vertexai:
+            return (
+                "Veo runs on Vertex AI only (google-genai refuses generate_videos with a Gemini API key): "
+                "set GOOGLE_GENAI_USE_VERTEXAI=true, GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION"
+            )
+        if not self.cloud_project:
+            return "GOOGLE_CLOUD_PROJECT is not set"
+        return ""
+
+
 class ComfyUISettings(BaseSettings):
     """A self-hosted ComfyUI server (`comfyui`, `comfyui-image`, `comfyui-image+comfyui`)."""
 
@@ -527,9 +623,13 @@ class Settings:
     def comfyui(self) -> ComfyUISettings:
         return ComfyUISettings()
 
+    @cached_property
+    def google(self) -> GoogleSettings:
+        return GoogleSettings()
+
     def check(self) -> Settings:
         """Read every section now so a bad value fails at start-up, not mid-job."""
-        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord", "comfyui"):
+        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord", "comfyui", "google"):
             try:
                 getattr(self, name)
             except ValidationError as exc:
@@ -547,6 +647,7 @@ _SECTION_PREFIX = {
     "SlackSettings": "SLACK_",
     "DiscordSettings": "DISCORD_",
     "ComfyUISettings": "COMFYUI_",
+    "GoogleSettings": "GOOGLE_",
 }
 
 

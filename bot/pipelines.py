@@ -59,14 +59,15 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     _register_runway(registry, settings)
     _register_flux(registry, settings)
     _register_comfyui(registry, settings)
+    _register_google(registry, settings)
     # A provider the operator configured beats the offline renderer; direct text-to-video
     # before chains (one paid step instead of two); the operator's own ComfyUI GPU before the
     # always-there local renderer.
     registry.video_preference = [
-        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
+        "runway", "sora", "fal", "veo", "gemini-video", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
         "comfyui", "local",
     ]  # fmt: skip
-    registry.image_preference = ["gpt-image", "comfyui-image", "local-image"]
+    registry.image_preference = ["gpt-image", "gemini-image", "comfyui-image", "local-image"]
     return registry
 
 
@@ -285,3 +286,83 @@ def _register_comfyui(registry: PipelineRegistry, settings: Settings) -> None:
             name="comfyui-image", provider=lambda: stills(image_flow), not_configured=no_url,
             still=f"A ComfyUI ({image_flow.name}) still",
         ))  # fmt: skip
+
+
+def _register_google(registry: PipelineRegistry, settings: Settings) -> None:
+    """`gemini-video` (Gemini Omni, API key), `veo` (Veo 3.1, Vertex AI), `gemini-image` (either),
+    and the chain parts: `gemini-image` a source, `veo` and `gemini-video` targets."""
+    from providers.google_common import gemini_client, seconds_list, vertex_client
+    from providers.google_images import GeminiImageProvider
+    from providers.google_omni import GeminiOmniVideoProvider
+    from providers.google_veo import VeoVideoProvider
+    from providers.polling import PollPolicy
+
+    gg, core = settings.google, settings.core
+    key = _secret(gg.api_key)
+    token = _secret(gg.access_token)
+    policy = PollPolicy(backoff_base=gg.retry_backoff_seconds, backoff_max=max(gg.retry_backoff_seconds * 30, 0.05))
+    no_key = "" if key else "GEMINI_API_KEY (or GOOGLE_API_KEY) is not set"
+    no_vertex = gg.vertex_reason
+    sizes = lambda text: tuple(s for s in text.replace(" ", "").split(",") if s)  # noqa: E731
+    shared: dict[str, object] = {}
+
+    def omni() -> GeminiOmniVideoProvider:
+        # One provider per process: one connection pool and one output cache for every pipeline.
+        if "omni" not in shared:
+            shared["omni"] = GeminiOmniVideoProvider(
+                api_key=key, work_dir=core.data_dir / "gemini-provider", base_url=gg.gemini_base_url, model=gg.omni_model,
+                seconds=seconds_list(gg.omni_seconds), sizes=sizes(gg.omni_sizes), prices=gg.prices,
+                delivery=gg.omni_delivery, poll_seconds=gg.omni_poll_seconds, timeout=gg.request_timeout_seconds, policy=policy,
+            )  # fmt: skip
+        return shared["omni"]  # type: ignore[return-value]
+
+    def veo() -> VeoVideoProvider:
+        if "veo" not in shared:
+            shared["veo"] = VeoVideoProvider(
+                project=gg.cloud_project, location=gg.cloud_location, work_dir=core.data_dir / "veo-provider",
+                not_configured=no_vertex, access_token=token, base_url=gg.vertex_base_url, model=gg.veo_model,
+                seconds=seconds_list(gg.veo_seconds), extend_seconds=seconds_list(gg.veo_extend_seconds),
+                sizes=sizes(gg.veo_sizes), prices=gg.prices, negative_prompt=gg.veo_negative_prompt,
+                poll_seconds=gg.veo_poll_seconds, timeout=gg.request_timeout_seconds, policy=policy,
+            )  # fmt: skip
+        return shared["veo"]  # type: ignore[return-value]
+
+    # Images: the API key when there is one, else Vertex.
+    if key:
+        image_client = lambda: gemini_client(key, base_url=gg.gemini_base_url, timeout=gg.request_timeout_seconds)  # noqa: E731
+    elif not no_vertex:
+        image_client = lambda: vertex_client(  # noqa: E731
+            project=gg.cloud_project or "", location=gg.cloud_location, access_token=token, base_url=gg.vertex_base_url,
+            timeout=gg.request_timeout_seconds,
+        )
+    else:
+        image_client = None
+    no_image = "" if image_client else "GEMINI_API_KEY (or Vertex AI: GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_CLOUD_PROJECT) is not set"
+
+    def images() -> GeminiImageProvider:
+        return GeminiImageProvider(client_factory=image_client, not_configured=no_image, model=gg.image_model,
+                                   prices=gg.prices, policy=policy)  # fmt: skip
+
+    registry.register("gemini-video", lambda: Pipeline(
+        name="gemini-video", video=omni(), configured=not no_key, not_configured_reason=no_key,
+        description=f"Gemini Omni ({gg.omni_model}, Interactions API): text or image to video, remix, extend.",
+    ))  # fmt: skip
+    registry.register("veo", lambda: Pipeline(
+        name="veo", video=veo(), configured=not no_vertex, not_configured_reason=no_vertex,
+        description=f"Veo ({gg.veo_model}) on Vertex AI: text or image to video, remix, extend; --audio for sound.",
+    ))  # fmt: skip
+    registry.register("gemini-image", lambda: Pipeline(
+        name="gemini-image", video=None, image=images(), configured=not no_image, not_configured_reason=no_image,
+        description=f"Gemini {gg.image_model} stills.",
+    ))  # fmt: skip
+    registry.add_image_source(ImageSource(
+        name="gemini-image", provider=images, not_configured=no_image, still=f"A Gemini ({gg.image_model}) still",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="veo", provider=veo, not_configured=no_vertex,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Veo ({gg.veo_model}).",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="gemini-video", provider=omni, not_configured=no_key,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Gemini Omni ({gg.omni_model}).",
+    ))  # fmt: skip

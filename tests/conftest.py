@@ -11,7 +11,7 @@ from bot.app import App, open_app
 from bot.config import Settings, load_settings
 
 # Keep a developer's own keys and .env out of every test.
-_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "FAL_", "COMFYUI_", "SLACK_", "DISCORD_")
+_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "FAL_", "COMFYUI_", "SLACK_", "DISCORD_", "GOOGLE_", "GEMINI_")
 
 
 @pytest.fixture
