@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
+from urllib.parse import unquote
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -99,12 +101,24 @@ async def open_link(request: web.Request) -> web.StreamResponse:
         "kind": "session", "sid": secrets.token_urlsafe(16),
         "expires_at": time.time() + ctx.settings.web_session_hours * 3600,
     })  # fmt: skip
-    target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"  # only our own pages: a link never redirects elsewhere
-    response = web.HTTPSeeOther(target)
+    response = web.HTTPSeeOther(local_target(request.query.get("next", "/")))
     set_session(response, session, ctx, secure=request.secure or (ctx.settings.public_url or "").startswith("https://"))
     raise response
+
+
+#: Where a link may land: the gallery's own pages (and their query strings), nothing else.
+_LOCAL_PAGE = re.compile(r"/(?:jobs/[A-Za-z0-9_-]{1,64}|usage|admin)?(?:\?[A-Za-z0-9._~%=&+-]*)?")
+
+
+def local_target(raw: str) -> str:
+    """`next` if it names one of our pages, else `/`. Browsers drop tabs and newlines from a
+    Location and read a backslash as a slash, so `/%09/evil.example` would leave the site: any
+    control character or backslash, raw or percent-decoded (twice: double encoding) refuses it."""
+    forms = [raw, unquote(raw)]
+    forms.append(unquote(forms[-1]))
+    if any(c == "\\" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for text in forms for c in text):
+        return "/"
+    return raw if _LOCAL_PAGE.fullmatch(raw) else "/"
 
 
 def set_session(response: web.StreamResponse, grant: Grant, ctx: WebContext, *, secure: bool) -> None:
