@@ -20,6 +20,7 @@ import pytest
 from yarl import URL
 
 from bot.app import App
+from bot.cli import main
 from bot.config import CoreSettings, Settings
 from bot.core.errors import NeedsConfirmation
 from bot.core.grants import Grant, read, secret, sign
@@ -193,27 +194,44 @@ def one_line_refusal(code: int, out: str, err: str) -> str:
     return lines[0]
 
 
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The `videobot` entry point in this process (argparse main, settings from the environment)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.mark.parametrize("content", [b"", b"\n", b"x" * (MIN_BYTES - 1), b"0123456789abcdef\n"], ids=["empty", "newline", "31-bytes", "cut-short"])
-async def test_a_short_key_file_is_refused_at_start_with_one_line(tmp_path: Path, content: bytes) -> None:
+def test_a_short_key_file_is_refused_at_start_with_one_line(settings: Settings, capsys: pytest.CaptureFixture[str], content: bytes) -> None:
+    data = Path(settings.core.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "web_secret").write_bytes(content)
+    for args in (("web", "--link-only"), ("web", "--port", "0")):  # a link, and serving: both refuse before anything
+        line = one_line_refusal(*cli(capsys, *args))
+        assert "web_secret" in line and f"at least {MIN_BYTES}" in line, line
+    assert (data / "web_secret").read_bytes() == content, "the file is left for the operator to look at"
+
+
+async def test_a_real_process_refuses_an_empty_key_file_with_one_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "web_secret").write_bytes(content)
-    line = one_line_refusal(*await videobot(data, "web", "--link-only"))
-    assert "web_secret" in line and f"at least {MIN_BYTES}" in line, line
-    assert (data / "web_secret").read_bytes() == content, "the file is left for the operator to look at"
-    # Serving refuses too, before it listens.
+    (data / "web_secret").write_bytes(b"")
     line = one_line_refusal(*await videobot(data, "web", "--port", "0"))
-    assert f"at least {MIN_BYTES}" in line
+    assert "holds a signing key of 0 bytes" in line
 
 
-async def test_a_short_env_secret_is_refused_at_start_with_one_line(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    line = one_line_refusal(*await videobot(data, "web", "--port", "0", VIDEOBOT_WEB_SECRET="short-secret"))
-    assert "VIDEOBOT_WEB_SECRET is 12 bytes" in line and f"at least {MIN_BYTES}" in line
-    code, out, err = await videobot(data, "web", "--link-only", VIDEOBOT_WEB_SECRET="y" * MIN_BYTES)
+def test_a_short_env_secret_is_refused_at_start_with_one_line(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIDEOBOT_WEB_SECRET", "short-secret")
+    for args in (("web", "--link-only"), ("web", "--port", "0")):
+        line = one_line_refusal(*cli(capsys, *args))
+        assert "VIDEOBOT_WEB_SECRET is 12 bytes" in line and f"at least {MIN_BYTES}" in line, line
+    monkeypatch.setenv("VIDEOBOT_WEB_SECRET", "y" * MIN_BYTES)
+    code, out, err = cli(capsys, "web", "--link-only")
     assert code == 0 and "/g/" in out, err
     with pytest.raises(WeakSigningKey):
-        secret(CoreSettings(data_dir=data, web_secret="z" * (MIN_BYTES - 1)))  # type: ignore[call-arg]
+        secret(CoreSettings(data_dir=settings.core.data_dir, web_secret="z" * (MIN_BYTES - 1)))  # type: ignore[call-arg]
 
 
 def _first_start(data_dir: str, barrier: object, out: object) -> None:
@@ -226,10 +244,10 @@ def _first_start(data_dir: str, barrier: object, out: object) -> None:
 
 
 def test_concurrent_first_starts_make_one_key_that_all_use(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    for round_ in range(3):
+    ctx = multiprocessing.get_context("fork")  # separate processes, started in milliseconds
+    for round_ in range(10):
         data = tmp_path / f"data{round_}"
-        n = 4
+        n = 6
         barrier, out = ctx.Barrier(n), ctx.Queue()
         procs = [ctx.Process(target=_first_start, args=(str(data), barrier, out)) for _ in range(n)]
         for p in procs:
@@ -274,11 +292,13 @@ async def test_rotate_secret_ends_every_session_and_link(site: Site) -> None:
     assert job.id in await fresh.text("/")
 
 
-async def test_rotate_secret_refuses_when_the_key_comes_from_the_environment(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    line = one_line_refusal(*await videobot(data, "web", "--rotate-secret", VIDEOBOT_WEB_SECRET=WEB_SECRET))
+def test_rotate_secret_refuses_when_the_key_comes_from_the_environment(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIDEOBOT_WEB_SECRET", WEB_SECRET)
+    line = one_line_refusal(*cli(capsys, "web", "--rotate-secret"))
     assert "VIDEOBOT_WEB_SECRET" in line and "restart" in line
-    assert not (data / "web_secret").exists()
+    assert not (Path(settings.core.data_dir) / "web_secret").exists()
 
 
 # --- what a job page tells whom ------------------------------------------------------------------
