@@ -224,7 +224,9 @@ def test_a_short_env_secret_is_refused_at_start_with_one_line(
     settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VIDEOBOT_WEB_SECRET", "short-secret")
-    for args in (("web", "--link-only"), ("web", "--port", "0")):
+    monkeypatch.setenv("VIDEOBOT_PUBLIC_URL", PUBLIC_URL)
+    # `videobot run` signs /gallery links with it: it refuses too, before any chat is served.
+    for args in (("web", "--link-only"), ("web", "--port", "0"), ("run",)):
         line = one_line_refusal(*cli(capsys, *args))
         assert "VIDEOBOT_WEB_SECRET is 12 bytes" in line and f"at least {MIN_BYTES}" in line, line
     monkeypatch.setenv("VIDEOBOT_WEB_SECRET", "y" * MIN_BYTES)
