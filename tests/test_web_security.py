@@ -4,6 +4,7 @@ what a job page tells members, and a costly request confirmed in the browser (Ru
 from __future__ import annotations
 
 import asyncio
+import errno
 import multiprocessing
 import os
 import re
@@ -234,6 +235,24 @@ def test_a_short_env_secret_is_refused_at_start_with_one_line(
     assert code == 0 and "/g/" in out, err
     with pytest.raises(WeakSigningKey):
         secret(CoreSettings(data_dir=settings.core.data_dir, web_secret="z" * (MIN_BYTES - 1)))  # type: ignore[call-arg]
+
+
+def test_a_full_disk_leaves_no_key_file_and_says_so_in_one_line(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = Path(settings.core.data_dir)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as disk:
+        disk.setattr(os, "fsync", full_disk)  # the write is only sure once fsync says so
+        line = one_line_refusal(*cli(capsys, "web", "--link-only"))
+        assert "No space left on device" in line and "web_secret" in line, line
+        assert sorted(p.name for p in data.iterdir() if "web_secret" in p.name) == [], "no empty or half key, no temp file"
+    code, out, err = cli(capsys, "web", "--link-only")  # space again: a whole key is made
+    assert code == 0 and "/g/" in out, err
+    assert len((data / "web_secret").read_bytes()) >= MIN_BYTES
 
 
 def _first_start(data_dir: str, barrier: object, out: object) -> None:

@@ -115,6 +115,16 @@ def _read(path: Path) -> bytes:
 
 
 def _write_new(path: Path, *, replace: bool) -> None:
+    try:
+        _write_whole(path, replace=replace)
+    except OSError as exc:  # a full disk, a read-only data dir: nothing half-written is left behind
+        raise ConfigError(
+            f"Could not write the gallery's signing key to {path} ({exc.strerror or exc}); "
+            "free some space or fix the data dir's permissions, or set VIDEOBOT_WEB_SECRET."
+        ) from exc
+
+
+def _write_whole(path: Path, *, replace: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=path.parent)  # mode 0600
     try:
