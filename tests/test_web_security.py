@@ -24,7 +24,7 @@ from bot.app import App
 from bot.cli import main
 from bot.config import CoreSettings, Settings
 from bot.core.errors import NeedsConfirmation
-from bot.core.grants import Grant, read, secret, sign
+from bot.core.grants import read, secret, sign
 from bot.core.models import Actor, GenerateRequest, Job, JobStatus
 from bot.core.signing_key import MIN_BYTES, WeakSigningKey
 from tests.apps import AppMaker

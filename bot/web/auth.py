@@ -12,8 +12,8 @@ import hmac
 import re
 import secrets
 import time
-from urllib.parse import unquote
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
