@@ -26,7 +26,7 @@ from bot.config import CoreSettings, Settings
 from bot.core.errors import NeedsConfirmation
 from bot.core.grants import read, secret, sign
 from bot.core.models import Actor, GenerateRequest, Job, JobStatus
-from bot.core.signing_key import MIN_BYTES, WeakSigningKey
+from bot.core.signing_key import MIN_BYTES, WeakSigningKey, rotate
 from tests.apps import AppMaker
 from tests.fakes.runway_server import SECRET as RUNWAY_SECRET, RunwayServer
 from tests.web_support import ALICE, BOB, MALLORY, OPERATOR, PUBLIC_URL, WEB_SECRET, Served, Visitor, link_for, serve
@@ -311,6 +311,23 @@ async def test_rotate_secret_ends_every_session_and_link(site: Site) -> None:
     # A link made now (as /gallery makes it) works.
     fresh = await site.visitor(ALICE)
     assert job.id in await fresh.text("/")
+
+
+async def test_a_key_file_cut_short_under_a_running_gallery_stops_it_with_503(site: Site) -> None:
+    alice = await site.visitor(ALICE)
+    link = link_for(site.app, ALICE)
+    path = Path(site.app.settings.core.data_dir) / "web_secret"
+    short = path.with_name("short")
+    short.write_bytes(b"tiny")
+    os.replace(short, path)
+    for person in (alice, await site.visitor()):
+        response = await person.get("/")
+        assert response.status == 503 and "signing key is not usable" in await response.text()
+    assert (await alice.get(link)).status == 503, "no link opens: nothing is signed with a short key"
+    # A whole key again (as `--rotate-secret` writes it): the gallery serves, the old session is void.
+    rotate(site.app.settings.core)
+    assert (await alice.get("/")).status == 401
+    assert (await (await site.visitor(ALICE)).get("/")).status == 200
 
 
 def test_rotate_secret_refuses_when_the_key_comes_from_the_environment(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -17,9 +18,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from bot.core.errors import ConfigError
 from bot.core.grants import BadGrant, Grant, csrf_token, read, sign
 from bot.web.context import WebContext, context
 
+log = logging.getLogger(__name__)
 COOKIE = "videobot_session"
 GRANT_KEY = web.RequestKey("grant", object)
 
@@ -29,11 +32,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = context(request)
+    try:
+        key = ctx.key
+    except ConfigError as exc:  # the key file was replaced by a short one while we run: sign nothing, check nothing
+        log.error("web gallery refuses requests: %s", exc.message)
+        return web.Response(status=503, text="The gallery is unavailable: its signing key is not usable (the operator's log says why).")
     grant: Grant | None = None
     token = request.cookies.get(COOKIE)
     if token:
         try:
-            grant = read(token, ctx.key, kind="session")
+            grant = read(token, key, kind="session")
         except BadGrant:
             grant = None
     request[GRANT_KEY] = grant
