@@ -273,9 +273,13 @@ def test_concurrent_first_starts_make_one_key_that_all_use(tmp_path: Path) -> No
         procs = [ctx.Process(target=_first_start, args=(str(data), barrier, out)) for _ in range(n)]
         for p in procs:
             p.start()
-        keys = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(30)
+        try:
+            keys = [out.get(timeout=60) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
         assert all(isinstance(k, bytes) for k in keys), keys
         assert len(set(keys)) == 1 and len(keys[0]) >= MIN_BYTES, keys
         path = data / "web_secret"
