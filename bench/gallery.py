@@ -29,7 +29,7 @@ from bot.core.grants import link_grant, sign
 from bot.core.models import Actor, GenerateParams, Job, JobKind, JobStatus, Origin
 from storage.jobs import JobStore, _to_row
 
-SECRET = "bench-web-secret"
+SECRET = "bench-web-secret-0123456789-abcdefghijklmnop"
 WORDS = ("kite lighthouse coupe desert storm harbour lantern fox meadow neon city rain glacier "
          "orchard robot comet violin canyon tram market owl bridge sunrise dune ferry").split()  # fmt: skip
 PIPELINES = ("local", "sora", "runway", "gpt-image+runway", "fal")

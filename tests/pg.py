@@ -23,6 +23,8 @@ from typing import NoReturn
 import asyncpg
 import pytest
 
+from tests.ci import skip_or_fail
+
 INSTALL_HINT = "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb); apt-get install postgresql to run these tests"
 
 
@@ -143,10 +145,8 @@ def pg_cluster_session() -> Iterator[PgCluster | str]:
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Skip a test that needs PostgreSQL, with the reason; in CI (CI=true) fail it instead."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: PostgreSQL tests must run, not skip: {reason}")
-    pytest.skip(reason)
+    """Skip a test that needs PostgreSQL, with the reason; in CI (CI=true, 1, ...) fail it instead."""
+    skip_or_fail(reason, what="PostgreSQL tests")
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ async def test_delete_by_someone_else_is_403_and_by_the_owner_removes_the_files(
     alice = await world.visitor(ALICE)
     assert "Delete" in await alice.text(f"/jobs/{world.alice.id}")
     done = await alice.post(f"/jobs/{world.alice.id}/delete")
-    assert done.status == 303 and done.headers["Location"] == f"/jobs/{world.alice.id}"
+    assert done.status == 303 and done.headers["Location"] == "/", "back to the grid: the job's page is gone"
     job = await world.app.store.get(world.alice.id)
     assert job is not None and job.deleted_at is not None and not Path(world.alice.output_path or "").exists()
     assert (await alice.get(f"/media/{job.id}/file")).status == 404
@@ -190,6 +190,24 @@ async def test_delete_by_someone_else_is_403_and_by_the_owner_removes_the_files(
     # A tenant admin may delete anyone's job in the tenant (the core's rule, as in chat).
     admin = await world.visitor(ALICE, admin=True)
     assert (await admin.post(f"/jobs/{world.bob.id}/delete")).status == 303
+
+
+async def test_a_deleted_jobs_page_and_files_are_404_for_everyone(world: World) -> None:
+    app = world.app
+    child = await asyncio.wait_for(app.runner.wait((await app.service.reroll(world.alice.id, ALICE)).id), 30)
+    alice, admin, operator = await world.visitor(ALICE), await world.visitor(ALICE, admin=True), await world.visitor(OPERATOR, operator=True)
+    gone = world.alice.id
+    paths = (f"/jobs/{gone}", f"/media/{gone}/file", f"/media/{gone}/thumb")
+    for path in paths:
+        assert (await alice.get(path)).status == 200, path
+    assert f'href="/jobs/{child.id}"' in await alice.text(f"/jobs/{gone}")
+    assert (await alice.post(f"/jobs/{gone}/delete")).status == 303
+    for person in (alice, admin, operator):
+        for path in paths:
+            assert (await person.get(path)).status == 404, path
+        assert (await person.post(f"/jobs/{gone}/reroll")).status == 404
+    page = await alice.text(f"/jobs/{child.id}")
+    assert f'href="/jobs/{gone}"' not in page, "no link to a page that is gone"
 
 
 async def test_reroll_remix_extend_from_the_page_make_children_posted_where_the_original_was(world: World) -> None:

@@ -5,13 +5,15 @@ metadata with the right duration and seeks (the file is served with Range reques
 lineage link leads to the parent. Screenshots of the gallery and a job page are kept under
 tests/artifacts/ (printed) for a person to look at.
 
-Skipped with a reason where Chromium is absent, except in CI (CI=true), where it must run.
+Skipped with a reason where Chromium or Playwright is absent, except in CI (CI=1, true, True...),
+where it fails instead.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from bot.config import Settings
 from bot.core.models import GenerateRequest, Job, Origin
 from bot.core.stories import StoryRequest, submit_story
 from tests.apps import AppMaker
+from tests.ci import skip_or_fail
 from tests.web_support import ALICE, BOB, PUBLIC_URL, WEB_SECRET, Served, link_for, serve
 
 CHROMIUM = Path(os.environ.get("VIDEOBOT_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -39,9 +42,43 @@ def _need_browser() -> None:
         except ImportError:
             missing = "the playwright package is not installed (pip install -e '.[test]')"
     if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser test must run in CI: {missing}")
-        pytest.skip(missing)
+        skip_or_fail(missing, what="the browser test")
+
+
+def _outcome() -> tuple[str, str]:
+    """What `_need_browser` does: "fail", "skip" or "run", with its message (a skip is caught
+    too, so a test expecting a failure fails when it skips)."""
+    try:
+        _need_browser()
+    except pytest.fail.Exception as exc:
+        return "fail", str(exc)
+    except pytest.skip.Exception as exc:
+        return "skip", str(exc)
+    return "run", ""
+
+
+@pytest.mark.parametrize("ci", ["1", "true", "True", "yes"])
+def test_in_ci_a_missing_browser_fails_the_test(ci: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CI", ci)
+    with monkeypatch.context() as no_chromium:
+        no_chromium.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+        kind, message = _outcome()
+        assert kind == "fail" and "the browser test must run" in message and "apt-get install chromium" in message, (kind, message)
+    if CHROMIUM.exists():
+        monkeypatch.setitem(sys.modules, "playwright.async_api", None)  # the package missing: its import fails
+        kind, message = _outcome()
+        assert kind == "fail" and "playwright" in message, (kind, message)
+
+
+@pytest.mark.parametrize("ci", [None, "", "0", "false"])
+def test_outside_ci_a_missing_browser_skips_with_the_reason(ci: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    kind, message = _outcome()
+    assert kind == "skip" and "apt-get install chromium" in message, (kind, message)
 
 
 async def _make(app: App, prompt: str, origin: Origin, seconds: int = 2, **kw: object) -> Job:

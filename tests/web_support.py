@@ -18,7 +18,7 @@ from bot.core.grants import link_grant, secret, sign
 from bot.core.models import Actor, Origin
 from bot.web.server import create_app
 
-WEB_SECRET = "test-web-secret-0123456789"
+WEB_SECRET = "test-web-secret-0123456789-abcdefghijklmnop"
 PUBLIC_URL = "http://gallery.test"
 
 ALICE = Origin(platform="slack", workspace_id="TA", channel_id="C1", user_id="UALICE", user_name="alice")

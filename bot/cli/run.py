@@ -24,6 +24,7 @@ from bot.cli.common import deliver_to_out, stop_on_signals
 from bot.config import Settings
 from bot.core.claims import Claimer
 from bot.core.errors import ConfigError
+from bot.core.grants import base_url, secret
 from bot.core.heartbeat import Heartbeat
 from bot.core.relay import Relay, SignalPublisher
 from bot.core.retention import sweep_forever
@@ -82,6 +83,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     role = (getattr(args, "role", None) or settings.core.role).lower()
     if role == "gateway" and not (settings.slack.configured or settings.discord.configured):
         raise ConfigError("A gateway serves Slack or Discord: set SLACK_BOT_TOKEN or DISCORD_TOKEN (the console chat is role all).")
+    if base_url(settings.core) is not None:
+        secret(settings.core)  # /gallery signs links with it: a weak key stops the start (one line), not a chat command
     app = await open_app(settings)
     if role == "gateway":
         return await _gateway(app)

@@ -1,4 +1,5 @@
 """`videobot web [--host H] [--port P] [--link]`: the web gallery on its own.
+`videobot web --rotate-secret`: a new signing key; every session and personal link ends.
 
 It stores what its buttons ask (re-roll, remix, extend) as queued jobs; a running `videobot run`
 takes them up within seconds and posts their results where the originals were asked. With
@@ -11,6 +12,7 @@ import asyncio
 
 from bot.cli.common import cli_app, stop_on_signals
 from bot.config import Settings
+from bot.core import signing_key
 from bot.core.grants import link_grant, secret, sign
 from bot.core.models import Actor, Origin
 
@@ -23,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, help="port (VIDEOBOT_WEB_PORT, default 8080)")
     p.add_argument("--link", action="store_true", help="print an operator link (every workspace, admin pages) and serve")
     p.add_argument("--link-only", action="store_true", help="print the operator link and exit (the gallery runs elsewhere)")
+    p.add_argument(
+        "--rotate-secret", action="store_true",
+        help="replace the signing key in the data dir and exit: every gallery session and personal link stops working",
+    )  # fmt: skip
     p.set_defaults(handler=web_command)
 
 
@@ -39,6 +45,10 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else (core.web_port or 8080)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = core.public_url or f"http://{shown}:{port}"
+    if args.rotate_secret:
+        path = signing_key.rotate(core)
+        print(f"videobot: new signing key in {path}: every gallery session and personal link made before now is refused (running galleries too); ask /gallery for a new link.")
+        return 0
     if args.link_only:
         print(operator_link(settings, base))
         return 0

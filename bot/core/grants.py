@@ -13,17 +13,15 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import time
-from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from bot.config import CoreSettings
+from bot.core import signing_key
 from bot.core.models import Actor, Job, Origin, Tenant
 
-SECRET_FILE = "web_secret"
+SECRET_FILE = signing_key.FILE_NAME
 
 
 class Grant(BaseModel):
@@ -70,23 +68,9 @@ class BadGrant(Exception):
 
 
 def secret(settings: CoreSettings) -> bytes:
-    """VIDEOBOT_WEB_SECRET, else a random secret made once and kept (0600) in the data dir."""
-    if settings.web_secret is not None:
-        return settings.web_secret.get_secret_value().encode()
-    path = Path(settings.data_dir) / SECRET_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    made = secrets.token_urlsafe(32).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()  # another process made it first: use theirs
-    with os.fdopen(fd, "wb") as out:
-        out.write(made)
-    return made
+    """VIDEOBOT_WEB_SECRET, else a random secret made once and kept (0600) in the data dir;
+    a key under 32 bytes is refused (`bot.core.signing_key`)."""
+    return signing_key.load(settings)
 
 
 def sign(grant: Grant, key: bytes) -> str:

@@ -9,15 +9,20 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
+from bot.core.errors import ConfigError
 from bot.core.grants import BadGrant, Grant, csrf_token, read, sign
 from bot.web.context import WebContext, context
 
+log = logging.getLogger(__name__)
 COOKIE = "videobot_session"
 GRANT_KEY = web.RequestKey("grant", object)
 
@@ -27,11 +32,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = context(request)
+    try:
+        key = ctx.key
+    except ConfigError as exc:  # the key file was replaced by a short one while we run: sign nothing, check nothing
+        log.error("web gallery refuses requests: %s", exc.message)
+        return web.Response(status=503, text="The gallery is unavailable: its signing key is not usable (the operator's log says why).")
     grant: Grant | None = None
     token = request.cookies.get(COOKIE)
     if token:
         try:
-            grant = read(token, ctx.key, kind="session")
+            grant = read(token, key, kind="session")
         except BadGrant:
             grant = None
     request[GRANT_KEY] = grant
@@ -99,12 +109,24 @@ async def open_link(request: web.Request) -> web.StreamResponse:
         "kind": "session", "sid": secrets.token_urlsafe(16),
         "expires_at": time.time() + ctx.settings.web_session_hours * 3600,
     })  # fmt: skip
-    target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"  # only our own pages: a link never redirects elsewhere
-    response = web.HTTPSeeOther(target)
+    response = web.HTTPSeeOther(local_target(request.query.get("next", "/")))
     set_session(response, session, ctx, secure=request.secure or (ctx.settings.public_url or "").startswith("https://"))
     raise response
+
+
+#: Where a link may land: the gallery's own pages (and their query strings), nothing else.
+_LOCAL_PAGE = re.compile(r"/(?:jobs/[A-Za-z0-9_-]{1,64}|usage|admin)?(?:\?[A-Za-z0-9._~%=&+-]*)?")
+
+
+def local_target(raw: str) -> str:
+    """`next` if it names one of our pages, else `/`. Browsers drop tabs and newlines from a
+    Location and read a backslash as a slash, so `/%09/evil.example` would leave the site: any
+    control character or backslash, raw or percent-decoded (twice: double encoding) refuses it."""
+    forms = [raw, unquote(raw)]
+    forms.append(unquote(forms[-1]))
+    if any(c == "\\" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for text in forms for c in text):
+        return "/"
+    return raw if _LOCAL_PAGE.fullmatch(raw) else "/"
 
 
 def set_session(response: web.StreamResponse, grant: Grant, ctx: WebContext, *, secure: bool) -> None:

@@ -8,13 +8,19 @@ from aiohttp import web
 
 from bot.app import App
 from bot.config import CoreSettings
+from bot.core.signing_key import KeyRing
 
 
 @dataclass
 class WebContext:
     app: App
-    key: bytes
+    keys: KeyRing
     templates: jinja2.Environment
+
+    @property
+    def key(self) -> bytes:
+        """The signing key now (a rotation replaces it while the gallery runs)."""
+        return self.keys.current()
 
     @property
     def settings(self) -> CoreSettings:

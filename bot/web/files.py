@@ -25,10 +25,11 @@ CHUNK = 256 * 1024
 
 
 async def visible_job(request: web.Request, job_id: str) -> Job:
-    """The job if this session's tenant holds it; 404 otherwise (whether or not it exists)."""
+    """The job if this session's tenant holds it and its owner has not deleted it; 404 otherwise
+    (whether or not it exists: a deleted job's page and files are gone for everyone)."""
     grant = need(request)
     job = await context(request).app.store.get(job_id)
-    if job is None or not grant.can_see(job):
+    if job is None or job.deleted_at is not None or not grant.can_see(job):
         raise web.HTTPNotFound(reason="no such job")
     return job
 

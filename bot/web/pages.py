@@ -15,6 +15,7 @@ from bot.core.models import DELIVER, PLACE, WEB_ONLY, Job, JobKind, JobStatus, O
 from bot.core.views import Action, Phase, actions_for, status_view
 from bot.web.auth import need, need_post
 from bot.web.context import context
+from bot.web.disclosure import timeline
 from bot.web.files import visible_job
 from bot.web.render import render
 from bot.core.errors import VideobotError
@@ -115,17 +116,17 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     store = context(request).app.store
     job = await visible_job(request, request.match_info["job_id"])
     parent = await store.get(job.parent_id) if job.parent_id else None
-    if parent is not None and not grant.can_see(parent):
+    if parent is not None and (parent.deleted_at is not None or not grant.can_see(parent)):
         parent = None
-    children = [c for c in await store.children(job.id) if grant.can_see(c)]
+    children = [c for c in await store.children(job.id) if c.deleted_at is None and grant.can_see(c)]
     scenes = _scenes(children) if job.kind is JobKind.STORY else []
     others = [c for c in children if not c.state.get("story_scene")]
     view = status_view(job)
     may_act = grant.owns(job) or grant.admin
-    buttons = [a for a in actions_for(job, view.phase) if a.value in WEB_ACTIONS] if may_act and job.deleted_at is None else []
+    buttons = [a for a in actions_for(job, view.phase) if a.value in WEB_ACTIONS] if may_act else []
     return render(request, "job.html", {
         "job": job, "view": view, "parent": parent, "children": others, "scenes": scenes,
-        "events": await store.events(job.id), "buttons": buttons, "timings": _timings(job),
+        "events": timeline(await store.events(job.id), grant), "buttons": buttons, "timings": _timings(job),
         "is_video": _is_video(job), "phase_done": view.phase is Phase.DONE,
     })  # fmt: skip
 
@@ -203,6 +204,8 @@ async def act(request: web.Request) -> web.StreamResponse:
         raise http_error(exc, missing="no such job") from None
     if outcome.started:
         await context(request).app.announce(outcome.job)  # its status card in chat now, not with its result
+    if action is Action.DELETE:
+        raise web.HTTPSeeOther("/")  # the job's page is gone with it
     raise web.HTTPSeeOther(f"/jobs/{outcome.job.id}" if outcome.started else f"/jobs/{job.id}")
 
 

@@ -21,7 +21,7 @@ from importlib import resources
 from aiohttp import web
 
 from bot.app import App
-from bot.core.grants import secret
+from bot.core.signing_key import KeyRing
 from bot.web import auth, diagnostics, files, pages, usage
 from bot.web.auth import Handler
 from bot.web.context import CONTEXT, WebContext
@@ -65,7 +65,7 @@ async def bye(request: web.Request) -> web.StreamResponse:
 
 def create_app(app: App) -> web.Application:
     web_app = web.Application(middlewares=[auth.session_middleware, error_pages], client_max_size=64 * 1024)
-    web_app[CONTEXT] = WebContext(app=app, key=secret(app.settings.core), templates=environment())
+    web_app[CONTEXT] = WebContext(app=app, keys=KeyRing(app.settings.core), templates=environment())
     r = web_app.router
     r.add_get("/g/{token}", auth.open_link)
     r.add_get("/", pages.gallery)
