@@ -15,6 +15,7 @@ from bot.core.runner import Runner
 from bot.core.service import JobService
 from bot.moderation import build_moderator
 from bot.pipelines import build_registry
+from providers import input_images
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -63,6 +64,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
+    input_images.configure(max_pixels=core.max_image_pixels)  # providers re-read stored inputs under it too
     data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)

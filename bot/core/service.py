@@ -20,7 +20,7 @@ from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Jo
 from bot.core.runner import Runner, video_request_for
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
-from providers.media import decode_image
+from providers.input_images import open_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -416,7 +416,7 @@ class JobService:
 
         def to_png() -> bytes:
             out = io.BytesIO()
-            decode_image(data, name=name).save(out, "PNG")
+            open_image(data, name=name, limit=self.settings.max_image_pixels).save(out, "PNG")
             return out.getvalue()
 
         return await asyncio.to_thread(to_png)
