@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -98,6 +99,23 @@ def _refusals(name: str, data: bytes, limit: int) -> Iterator[None]:
         raise InvalidRequest(_too_many(name, 0, 0, limit)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidRequest(f"'{name}' is not an image I can read; send a {KINDS}.") from exc
+
+
+def readable_file(path: Path) -> Path:
+    """`path` if it names a file this process can read, else InvalidRequest saying what is wrong
+    with it (a folder, nothing there, no permission) in one line."""
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except IsADirectoryError:
+        raise InvalidRequest(f"'{path}' is a folder, not an image. Give the path of a {KINDS} file.") from None
+    except FileNotFoundError:
+        raise InvalidRequest(f"There is no file '{path}'. Check the path.") from None
+    except PermissionError:
+        raise InvalidRequest(f"Cannot read '{path}': permission denied. Check the file's permissions.") from None
+    except OSError as exc:
+        raise InvalidRequest(f"Cannot read '{path}' ({exc.strerror or exc}). Check the path.") from None
+    return path
 
 
 async def decode(data: bytes, *, name: str = "image", limit: int | None = None) -> Image.Image:
