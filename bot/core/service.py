@@ -16,7 +16,7 @@ from bot.core.render import job_title
 from bot.core.tenant_settings import Effective, TenantSettings
 from bot.core.events import EventBus
 from bot.core.ids import new_job_id, new_seed
-from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
+from bot.core.models import TERMINAL, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant, clean_text
 from bot.core.runner import Runner, video_request_for
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
@@ -308,7 +308,7 @@ class JobService:
     # --- internals --------------------------------------------------------------------------
 
     def _check_prompt(self, prompt: str | None) -> str:
-        text = " ".join((prompt or "").split())
+        text = " ".join(clean_text(prompt or "").split())  # every door: remix, extend, scenes too
         if not text:
             raise InvalidRequest("The prompt is empty. Describe the video, for example: /video a teal coupe crossing a desert at noon")
         limit = self.settings.max_prompt_chars

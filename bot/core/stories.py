@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.core.budget import estimate_job_cost
 from bot.core.errors import JobNotFound, JobStateError, NotAllowed
 from bot.core.ids import new_job_id, new_seed
-from bot.core.models import Actor, EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
+from bot.core.models import Actor, CleanText, EventKind, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
 from bot.core.story_plan import MIN_SCENES, StoryPlan, StoryPlanner, split_script
 from providers.base import Capability, Operation, VideoRequest, parse_size
 from providers.errors import InvalidRequest, VideobotError
@@ -56,7 +56,7 @@ WATCH_INTERVAL = 0.25
 class StoryRequest(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    script: str
+    script: CleanText
     scenes: int | None = None
     #: Seconds per scene.
     seconds: int | None = None
