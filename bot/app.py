@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import cast
 
+from bot import logsafe
 from bot.adapters.base import ChatAdapter
 from bot.config import Settings
 from bot.core.models import Job
@@ -65,6 +66,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
     input_images.configure(max_pixels=core.max_image_pixels)  # providers re-read stored inputs under it too
+    logsafe.protect(logsafe.settings_secrets(settings))  # no token, key or personal link in any log record
     data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)

@@ -556,6 +556,11 @@ class SlackEmulator:
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
+        for i, (name, status, _, _) in enumerate(self._faults):
+            if name == "response_url":  # fail_next("response_url", 500): Slack's hook refused the answer
+                del self._faults[i]
+                self._record("response_url", body, status)
+                return web.Response(status=status, text="internal_error")
         self.responses.append({"key": request.match_info["key"], **body})
         self._record("response_url", body, 200)
         return web.Response(text="ok")

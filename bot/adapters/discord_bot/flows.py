@@ -215,8 +215,11 @@ async def reply_error(interaction: discord.Interaction, exc: BaseException) -> N
     text = plain(user_message(exc))
     try:
         await reply(interaction, text)
-    except discord.HTTPException:
-        log.warning("could not tell the user about an error: %s", text, exc_info=True)
+    except discord.HTTPException as failed:
+        # The error's kind, never its text (it may quote the user, or hold a link).
+        log.warning(
+            "could not tell user %s about an error (%s): discord %s code %s", interaction.user.id, type(exc).__name__, failed.status, failed.code
+        )
 
 
 # --- starting jobs and acting on them -------------------------------------------------------
