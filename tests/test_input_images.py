@@ -67,7 +67,15 @@ async def test_the_core_refuses_it_before_anything_is_stored(app: App) -> None:
     with pytest.raises(InvalidRequest, match="too large"):
         await app.service.submit(GenerateRequest(prompt="animate it", image_bytes=bomb_png(), image_name="huge.png"), Origin())
     assert rss() - before < 50 * MB
+    bmp = encoded(Image.new("RGB", (64, 48)), "BMP")
+    with pytest.raises(InvalidRequest, match="'photo.png' is not an image I can read; send a PNG, JPEG, WebP or GIF"):
+        await app.service.submit(GenerateRequest(prompt="animate it", image_bytes=bmp, image_name="photo.png"), Origin())
     assert await app.store.list(limit=10) == [] and not any(app.media.root.iterdir())
+    # A GIF is animated from its first frame.
+    gif = encoded(Image.new("RGB", (64, 48), (250, 0, 0)), "GIF")
+    job = await app.service.submit(GenerateRequest(prompt="animate it", image_bytes=gif, image_name="a.gif", seconds=1, size="128x72"), Origin())
+    with Image.open(job.params.image_path or "") as stored:
+        assert stored.format == "PNG" and stored.size == (64, 48)
 
 
 async def test_the_pixel_ceiling_is_the_operators_setting(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
