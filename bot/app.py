@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import cast
 
+from bot import logsafe
 from bot.adapters.base import ChatAdapter
 from bot.config import Settings
 from bot.core.admission import Admission
@@ -19,6 +20,7 @@ from bot.core.runner import Runner
 from bot.core.service import JobService, default_pipeline
 from bot.moderation import build_moderator
 from bot.pipelines import build_registry
+from providers import input_images
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -67,6 +69,8 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
+    input_images.configure(max_pixels=core.max_image_pixels)  # providers re-read stored inputs under it too
+    logsafe.protect(logsafe.settings_secrets(settings))  # no token, key or personal link in any log record
     data = core.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)

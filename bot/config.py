@@ -45,6 +45,8 @@ class CoreSettings(BaseSettings):
     max_queued_per_user: int = Field(default=20, ge=1, le=10_000)
     max_prompt_chars: int = Field(default=1000, ge=10, le=32_000)
     max_image_mb: float = Field(default=20, gt=0, le=200)
+    #: Largest input image in pixels (width × height), read from its header before it is decoded.
+    max_image_pixels: int = Field(default=40_000_000, ge=1_000_000, le=500_000_000)
     #: Stories (`videobot story`, `/story`): total seconds and scenes at most.
     story_max_seconds: int = Field(default=60, ge=1, le=3600)
     story_max_scenes: int = Field(default=12, ge=2, le=50)

@@ -5,7 +5,6 @@ Blocking functions: call them through `asyncio.to_thread` from async code.
 from __future__ import annotations
 
 import array
-import io
 import shutil
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -13,10 +12,11 @@ from pathlib import Path
 from typing import Literal, Self
 
 import av
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pydantic import BaseModel
 
 from providers.errors import InvalidRequest, OutputInvalid
+from providers.input_images import open_image
 
 DEFAULT_FPS = 24
 
@@ -126,14 +126,9 @@ def load_image(path: Path, *, max_bytes: int) -> Image.Image:
 
 
 def decode_image(data: bytes, *, name: str = "image") -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.verify()  # verify() leaves the image unusable: open again to load pixels
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidRequest(f"'{name}' is not an image Pillow can read; send a PNG, JPEG or WebP.") from exc
-    return ImageOps.exif_transpose(image).convert("RGB")
+    """An image from outside, through the one door (`providers.input_images`): allowed formats
+    only, the pixel ceiling checked from the header before decoding, decodes bounded per core."""
+    return open_image(data, name=name)
 
 
 def crop_to_size(image: Image.Image, width: int, height: int) -> Image.Image:

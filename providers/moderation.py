@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel
 
 from providers.errors import InvalidRequest, NotConfigured, TransientError, Unavailable
+from providers.input_images import open_image, probe
 from providers.openai_common import make_client, reraise
 from providers.polling import PollPolicy, retrying
 
 #: The long side an image is scaled down to before it is sent: the classifier needs no more,
 #: and a phone photo as a data URI would be megabytes per check.
 MAX_IMAGE_SIDE = 1024
-_EXIF_ORIENTATION = 0x0112
 log = logging.getLogger(__name__)
 
 
@@ -150,23 +150,17 @@ def image_data_uri(path: Path, max_side: int = MAX_IMAGE_SIDE) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidRequest(f"Cannot read the image '{path.name}'.") from exc
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt = image.format
-            upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
-            if fmt in ("PNG", "JPEG") and upright and max(image.size) <= max_side:
-                return _data_uri(data, fmt)
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # decodes a JPEG reduced
-            image = ImageOps.exif_transpose(image)
-            out = io.BytesIO()
-            if fmt == "JPEG":
-                image.convert("RGB").save(out, "JPEG", quality=90)
-            else:
-                has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-                image.convert("RGBA" if has_alpha else "RGB").save(out, "PNG")
-                fmt = "PNG"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidRequest(f"'{path.name}' is not an image Pillow can read; send a PNG, JPEG or WebP.") from exc
+    header = probe(data, name=path.name)  # allowed formats and the pixel ceiling, from the header
+    if header.format in ("PNG", "JPEG") and not header.turned and max(header.width, header.height) <= max_side:
+        return _data_uri(data, header.format)
+    image = open_image(data, name=path.name)  # upright RGB
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    fmt = "JPEG" if header.format == "JPEG" else "PNG"
+    if fmt == "JPEG":
+        image.save(out, "JPEG", quality=90)
+    else:
+        image.save(out, "PNG")
     return _data_uri(out.getvalue(), fmt)
 
 

@@ -14,6 +14,7 @@ from bot.app import App
 from bot.core.models import Job, JobKind, JobStatus
 from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
+    as_read,
     DiscordBot,
     DiscordEmulator,
     Interaction,
@@ -54,7 +55,7 @@ async def answer(interaction: Interaction) -> str:
     await asyncio.wait_for(interaction.answered.wait(), 3)
     assert interaction.callback is not None and interaction.callback["type"] == 4, interaction.callback
     assert interaction.callback["data"]["flags"] & 64, "answers to one user are ephemeral"
-    return str(interaction.callback["data"]["content"])
+    return as_read(str(interaction.callback["data"]["content"]))  # as the user reads it (markdown escapes resolved)
 
 
 async def choices(emu: DiscordEmulator, command: str, option: str, value: str, **others: Any) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from bot.config import load_settings
 from bot.core.models import GenerateParams, Job, JobKind, JobStatus, Origin, ProgressEvent
 from providers.polling import PollPolicy
 from tests.fakes.discord_api import (  # noqa: F401 (emu is a fixture)
+    as_read,
     DiscordEmulator,
     buttons_of,
     channel_posts,
@@ -147,7 +148,7 @@ async def test_a_failure_after_start_is_short_in_public_and_full_in_private(
         else:
             (note,) = await emu.wait_for(lambda: emu.dm_channels.get("1001") and channel_posts(emu, emu.dm_channels["1001"]))
             assert not ephemerals(emu, interaction.token)
-        assert failed.error_message in note["content"] and f"job {job.id}" in note["content"]
+        assert failed.error_message in as_read(note["content"]) and f"job {job.id}" in note["content"]
         assert "flagged by the safety system" in note["content"]
 
         server.fail_job = None

@@ -4,14 +4,18 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
+from bot.adapters.slack.shortcuts import file_url
 from bot.core.models import JobKind, JobStatus
-from tests.fakes.slack_api import SlackBot, SlackEmulator, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
+from providers.errors import InvalidRequest
+from tests.fakes.slack_api import BOT_TOKEN, SlackBot, SlackEmulator, job_of_message, slack, slack_env, start_slack_bot  # noqa: F401 (slack is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 SHORTCUT = "vb_animate_message"
@@ -94,3 +98,74 @@ async def test_no_image_or_too_big_an_image_is_answered_privately(bot: SlackBot,
     answer = (await slack.wait_for(lambda: answers(slack)[2:]))[0]
     assert "no image in this message" in answer
     assert not cards(slack) and await bot.app.store.count(statuses=list(JobStatus)) == 0
+
+
+# --- the bot token goes to Slack's file host only --------------------------------------------
+
+
+@dataclass
+class Foreign:
+    """A second loopback host standing in for Google Drive or an attacker: it serves a fine PNG to
+    anyone and records every request it gets, with its headers."""
+
+    base: str
+    seen: list[dict[str, str]]
+
+
+@pytest.fixture
+async def foreign() -> AsyncIterator[Foreign]:
+    seen: list[dict[str, str]] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(body=png(), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Foreign(f"http://127.0.0.1:{port}", seen)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("where", ["external", "elsewhere"])
+async def test_a_file_not_on_slacks_file_host_is_refused_and_never_gets_the_token(
+    bot: SlackBot, slack: SlackEmulator, foreign: Foreign, where: str
+) -> None:
+    link = f"{foreign.base}/drive/kite.png"
+    kw = {"external_url": link} if where == "external" else {"url": link}
+    message = slack.user_file_message(png(), "kite.png", "a kite in the wind", **kw)  # type: ignore[arg-type]
+    await slack.shortcut(bot.url, message, SHORTCUT)
+    await slack.wait_for(lambda: answers(slack) or cards(slack))  # refused, or (the bug) a job started
+    assert not [h for h in foreign.seen if BOT_TOKEN in str(h)], "the bot token reached another host"
+    assert foreign.seen == [], "nothing is fetched from another host"
+    [answer] = answers(slack)
+    assert answer.startswith("That image is not a file uploaded to Slack") and "Upload the image itself to Slack" in answer
+    assert not cards(slack) and await bot.app.store.count(statuses=list(JobStatus)) == 0
+
+
+def test_only_slacks_file_host_over_https_or_the_configured_api_base() -> None:
+    slack_api = "https://slack.com/api/"
+    assert file_url({"url_private": "https://files.slack.com/files-pri/T1-F1/a.png"}, slack_api)
+    for url in (
+        "http://files.slack.com/files-pri/T1-F1/a.png",  # not over HTTPS
+        "https://files.slack.com.evil.example/a.png",
+        "https://files.slack.com:8443/a.png",
+        "https://evil.example/a.png",
+        "https://user@files.slack.com/a.png",
+        "not a url",
+    ):
+        with pytest.raises(InvalidRequest, match="Upload the image itself"):
+            file_url({"url_private": url}, slack_api)
+    with pytest.raises(InvalidRequest, match="Upload the image itself"):
+        file_url({"url_private": "https://files.slack.com/a.png", "is_external": True}, slack_api)
+    # A configured base (GovSlack, a proxy, an emulator): its own origin and its files. host too.
+    assert file_url({"url_private": "https://files.slack-gov.com/a.png"}, "https://slack-gov.com/api/")
+    assert file_url({"url_private": "http://127.0.0.1:9/files-pri/a.png"}, "http://127.0.0.1:9/api/")
+    with pytest.raises(InvalidRequest):
+        file_url({"url_private": "http://127.0.0.1:10/files-pri/a.png"}, "http://127.0.0.1:9/api/")

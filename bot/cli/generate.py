@@ -8,6 +8,7 @@ from bot.cli.common import cli_app, follow, origin_with_out
 from bot.config import Settings
 from bot.core.models import GenerateRequest
 from bot.core.stories import reroll as reroll_any
+from providers.input_images import readable_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def generate(args: argparse.Namespace, settings: Settings) -> int:
     request = GenerateRequest(
         prompt=args.prompt, pipeline=args.pipeline, model=args.model, seconds=args.seconds,
-        size=args.size, image_path=args.image, seed=args.seed,
+        size=args.size, image_path=readable_file(args.image) if args.image else None, seed=args.seed,
     )  # fmt: skip
     async with cli_app(settings, run_jobs=not args.detach) as app:
         job = await app.service.submit(request, origin_with_out(args.out))

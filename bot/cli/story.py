@@ -8,6 +8,7 @@ from bot.cli.common import cli_app, follow, origin_with_out
 from bot.config import Settings
 from bot.core.models import Job
 from bot.core.stories import StoryRequest, submit_story
+from providers.input_images import readable_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +44,7 @@ def print_plan(job: Job) -> None:
 async def story(args: argparse.Namespace, settings: Settings) -> int:
     request = StoryRequest(
         script=args.script, scenes=args.scenes, seconds=args.seconds, pipeline=args.pipeline, model=args.model,
-        size=args.size, image_path=args.image, seed=args.seed, transition=args.transition,
+        size=args.size, image_path=readable_file(args.image) if args.image else None, seed=args.seed, transition=args.transition,
     )  # fmt: skip
     async with cli_app(settings, run_jobs=not args.detach) as app:
         job = await submit_story(app.service, request, origin_with_out(args.out))

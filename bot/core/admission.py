@@ -30,13 +30,13 @@ from pathlib import Path
 from bot.config import CoreSettings
 from bot.core.budget import BudgetGuard, estimate_job_cost
 from bot.core.errors import LimitReached, NeedsConfirmation, NotAllowed
-from bot.core.models import GenerateRequest, Job, JobKind, Origin, Tenant
+from bot.core.models import GenerateRequest, Job, JobKind, Origin, Tenant, clean_text
 from bot.core.render import job_title
 from bot.core.requests import video_request_for
 from bot.core.tenant_settings import Effective, TenantSettings
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
-from providers.media import decode_image
+from providers.input_images import open_image
 from providers.pipeline import Pipeline
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -89,7 +89,7 @@ class Admission:
     # --- the cheap checks (each door may call them early; `admit` calls them all again) ------
 
     def prompt(self, prompt: str | None) -> str:
-        text = " ".join((prompt or "").split())
+        text = " ".join(clean_text(prompt or "").split())  # every door: remix, extend, scenes too
         if not text:
             raise InvalidRequest("The prompt is empty. Describe the video, for example: /video a teal coupe crossing a desert at noon")
         limit = self.settings.max_prompt_chars
@@ -264,7 +264,7 @@ class Admission:
 
         def to_png() -> bytes:
             out = io.BytesIO()
-            decode_image(data, name=name).save(out, "PNG")
+            open_image(data, name=name, limit=self.settings.max_image_pixels).save(out, "PNG")
             return out.getvalue()
 
         return await asyncio.to_thread(to_png)

@@ -4,15 +4,35 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from storage.models import PLACE, TERMINAL, GenerateParams, Job, JobKind, JobStatus, Origin
 
 __all__ = [
     "OPERATOR_PLATFORMS", "PLACE", "TERMINAL", "Actor", "EventKind", "GenerateParams", "GenerateRequest", "Job", "JobKind",
-    "JobStatus", "Origin", "ProgressEvent", "Tenant", "may_see", "in_chat", "DELIVER", "WEB_ONLY",
+    "JobStatus", "Origin", "ProgressEvent", "Tenant", "may_see", "in_chat", "DELIVER", "WEB_ONLY", "CleanText", "clean_text",
 ]
+
+#: Characters no prompt needs and chat clients act on: C0 and C1 controls (newline kept, tab
+#: made a space), DEL, and the bidirectional marks, embeddings, overrides and isolates that
+#: make a message read differently from what it says ("a\u202eexe.gif" shows as "afig.exe").
+_DROPPED = dict.fromkeys(
+    [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0),
+     0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)  # fmt: skip
+_LINE_BREAKS = {0x0D: "\n", 0x2028: "\n", 0x2029: "\n", 0x09: " "}
+
+
+def clean_text(text: str) -> str:
+    """User text as it may be stored and shown: line breaks kept (CR LF, CR and the Unicode line
+    and paragraph separators become one newline), tabs become spaces, the rest above dropped."""
+    return text.replace("\r\n", "\n").translate(_LINE_BREAKS).translate(_DROPPED)
+
+
+#: A prompt field: cleaned whichever door it came through.
+CleanText = Annotated[str, AfterValidator(clean_text)]
 
 
 class GenerateRequest(BaseModel):
@@ -20,7 +40,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    prompt: str
+    prompt: CleanText
     kind: JobKind = JobKind.GENERATE
     pipeline: str | None = None
     model: str | None = None

@@ -32,7 +32,7 @@ from bot.core.admission import CONFIRM_SECONDS, KindRule
 from bot.core.budget import estimate_job_cost
 from bot.core.errors import JobNotFound, JobStateError, NotAllowed
 from bot.core.ids import new_seed
-from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
+from bot.core.models import Actor, CleanText, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin
 from bot.core.service import JobService
 from bot.core.story_driver import scene_request
 from bot.core.story_plan import MIN_SCENES, StoryPlan, StoryPlanner, split_script
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class StoryRequest(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    script: str
+    script: CleanText
     scenes: int | None = None
     #: Seconds per scene.
     seconds: int | None = None

@@ -728,6 +728,12 @@ async def emu() -> Any:
         reset_discord_endpoints()
 
 
+def as_read(content: str) -> str:
+    """A message's content as a Discord user reads it: each markdown escape shown as the character
+    it escapes, an escaped mention's zero-width space gone."""
+    return re.sub(r"\\([^\w\s]|_)", r"\1", content).replace("@\u200b", "@")
+
+
 def followup_with_file(emu: DiscordEmulator, token: str) -> dict[str, Any] | None:
     """The first follow-up of that interaction that carries a file."""
     for message_id in emu.interactions[token].followups:

@@ -149,12 +149,19 @@ class SlackEmulator:
         self.messages[ts] = {"type": "message", "ts": ts, "channel": channel or self.channel_id, "user": user, "text": _slack_escape(text)}
         return ts
 
-    def user_file_message(self, data: bytes, name: str, text: str = "", *, user: str = "U0ALICE", thread_ts: str | None = None) -> str:
-        """A person's message with an uploaded file (shared in the channel); returns its ts."""
+    def user_file_message(
+        self, data: bytes, name: str, text: str = "", *, user: str = "U0ALICE", thread_ts: str | None = None,
+        external_url: str | None = None, url: str | None = None,
+    ) -> str:
+        """A person's message with an uploaded file (shared in the channel); returns its ts.
+        `external_url`: an external file instead (a Google Drive or Dropbox link: `is_external`,
+        its `url_private` the link); `url`: an uploaded file whose address Slack would not give
+        (another host), for tests of what the bot sends where."""
         file_id = f"F{next(self._ids):07d}"
         ts = self._next_ts()
         self.files[file_id] = {"id": file_id, "name": name, "length": len(data), "data": data, "completed": True, "title": name,
-                               "shares": {"public": {self.channel_id: [{"ts": ts}]}}, "created": int(time.time()), "user": user}  # fmt: skip
+                               "shares": {"public": {self.channel_id: [{"ts": ts}]}}, "created": int(time.time()), "user": user,
+                               "external_url": external_url, "url": url}  # fmt: skip
         message = {"type": "message", "ts": ts, "channel": self.channel_id, "user": user, "text": _slack_escape(text), "files": [file_id]}
         if thread_ts:
             message["thread_ts"] = thread_ts
@@ -412,7 +419,7 @@ class SlackEmulator:
         filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
         url = f"{self.base}/files-pri/{TEAM_ID}-{file['id']}/{urllib.parse.quote(name)}"
         shares = file.get("shares") or {}
-        return {
+        shown: dict[str, Any] = {
             "id": file["id"], "created": file["created"], "timestamp": file["created"], "name": name,
             "title": file.get("title") or name, "mimetype": mimetype, "filetype": filetype,
             "pretty_type": filetype.upper(), "user": file.get("user", BOT_USER_ID), "user_team": TEAM_ID,
@@ -423,6 +430,12 @@ class SlackEmulator:
             "is_starred": False, "has_rich_preview": False, "file_access": "visible", "alt_txt": file.get("alt_txt"),
             "shares": shares, "channels": sorted(shares.get("public", {})), "groups": sorted(shares.get("private", {})), "ims": [],
         }  # fmt: skip
+        if file.get("external_url"):
+            shown.update(is_external=True, external_type="gdrive", mode="external", url_private=file["external_url"])
+            shown.pop("url_private_download")
+        elif file.get("url"):
+            shown.update(url_private=file["url"], url_private_download=file["url"])
+        return shown
 
     def _m_files_list(self, args: dict[str, Any]) -> dict[str, Any]:
         """files.list: completed files, newest first, filtered by user, channel, ts_from/ts_to and types."""
@@ -543,6 +556,11 @@ class SlackEmulator:
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
+        for i, (name, status, _, _) in enumerate(self._faults):
+            if name == "response_url":  # fail_next("response_url", 500): Slack's hook refused the answer
+                del self._faults[i]
+                self._record("response_url", body, status)
+                return web.Response(status=status, text="internal_error")
         self.responses.append({"key": request.match_info["key"], **body})
         self._record("response_url", body, 200)
         return web.Response(text="ok")

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.adapters.discord_bot.flows import adapter_of, interaction_actor, interaction_origin, reply, reply_error, start_job
-from bot.adapters.discord_bot.render import help_content
+from bot.adapters.discord_bot.render import code_block, help_content, plain
 from bot.adapters.discord_bot.stories import start_preview
 from bot.core.commands import Command
 from bot.core.dispatch import Reply, run_command
@@ -135,7 +135,7 @@ def command(name: str, *words: str | None, **flags: Any) -> Command:
 
 
 def _code(text: str) -> str:
-    return "```\n" + text[: MAX_MESSAGE - 8] + "\n```"
+    return code_block(text[: MAX_MESSAGE - 16])
 
 
 def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
@@ -252,14 +252,14 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
     @app_commands.choices(status=STATUSES)
     async def jobs(interaction: discord.Interaction, status: str | None = None, limit: app_commands.Range[int, 1, 25] | None = None) -> None:
         text = (await run(interaction, command("jobs", status=status, limit=limit))).text
-        await reply(interaction, text if text.startswith("You have no jobs") else _code(text))
+        await reply(interaction, plain(text) if text.startswith("You have no jobs") else _code(text))
 
     @tree.command(name="job", description="One job in full")
     @app_commands.describe(id="The job id (from /jobs)")
     @app_commands.autocomplete(id=job_ids)
     async def job(interaction: discord.Interaction, id: str) -> None:
         answer = await run(interaction, command("job", id))
-        text = answer.text
+        text = plain(answer.text)
         found = answer.job
         if found is not None and found.origin.platform == "discord" and found.origin.result_message_id and found.origin.channel_id:
             where = found.origin.workspace_id or "@me"
@@ -298,7 +298,7 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
     @app_commands.describe(id="The job id (from /jobs)")
     @app_commands.autocomplete(id=job_ids)
     async def cancel(interaction: discord.Interaction, id: str) -> None:
-        await reply(interaction, (await run(interaction, command("cancel", id))).text)
+        await reply(interaction, plain((await run(interaction, command("cancel", id))).text))
 
     @tree.command(name="delete", description="Remove one of your jobs and its files")
     @app_commands.describe(id="The job id (from /jobs)")
@@ -307,18 +307,18 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
         answer = await run(interaction, command("delete", id))
         if answer.job is not None and answer.job.origin.platform == "discord":
             adapter.surface.show_deleted(answer.job)
-        await reply(interaction, answer.text)
+        await reply(interaction, plain(answer.text))
 
     @tree.command(name="confirm", description="Start a request that waits for your Confirm (it costs more than usual)")
     @app_commands.describe(token="The code in the offer")
     async def confirm(interaction: discord.Interaction, token: str) -> None:
         # The job's status message is the offer the request got: its events edit it from now on.
-        await reply(interaction, (await run(interaction, command("confirm", token))).text)
+        await reply(interaction, plain((await run(interaction, command("confirm", token))).text))
 
     @tree.command(name="decline", description="Drop a request that waits for your Confirm; nothing is spent")
     @app_commands.describe(token="The code in the offer")
     async def decline(interaction: discord.Interaction, token: str) -> None:
-        await reply(interaction, (await run(interaction, command("decline", token))).text)
+        await reply(interaction, plain((await run(interaction, command("decline", token))).text))
 
     @tree.command(name="settings", description="What applies to you here, and where it comes from; admins change it")
     @app_commands.describe(
@@ -334,15 +334,15 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
             words = [change, key, value]
         if change is not None and (key is None or (not change.startswith("unset") and not value)):
             raise InvalidRequest("Pick a setting (key) and give it a value, for example: change set, key max_seconds, value 8.")
-        await reply(interaction, (await run(interaction, command("settings", *words))).text[:MAX_MESSAGE])
+        await reply(interaction, plain((await run(interaction, command("settings", *words))).text)[:MAX_MESSAGE])
 
     @tree.command(name="usage", description="What you spent today, and your budget")
     async def usage(interaction: discord.Interaction) -> None:
-        await reply(interaction, (await run(interaction, command("usage"))).text)
+        await reply(interaction, plain((await run(interaction, command("usage"))).text))
 
     @tree.command(name="gallery", description="A personal link to the web gallery (only you see it)")
     async def gallery(interaction: discord.Interaction) -> None:
-        await reply(interaction, (await run(interaction, command("gallery"))).text)
+        await reply(interaction, plain((await run(interaction, command("gallery"))).text))
 
     @tree.command(name="help", description="What this bot can do here: commands, pipelines, limits")
     async def help_cmd(interaction: discord.Interaction) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.adapters.discord_bot.render import status_content
+from bot.adapters.discord_bot.render import plain, status_content
 from bot.core.actions import Outcome, perform
 from bot.core.commands import Command
 from bot.core.dispatch import run_command
@@ -235,11 +235,14 @@ async def reply(interaction: discord.Interaction, text: str) -> None:
 
 async def reply_error(interaction: discord.Interaction, exc: BaseException) -> None:
     """Ephemeral, short, and says what to do (the text comes from bot.core.errors)."""
-    text = user_message(exc)
+    text = plain(user_message(exc))
     try:
         await reply(interaction, text)
-    except discord.HTTPException:
-        log.warning("could not tell the user about an error: %s", text, exc_info=True)
+    except discord.HTTPException as failed:
+        # The error's kind, never its text (it may quote the user, or hold a link).
+        log.warning(
+            "could not tell user %s about an error (%s): discord %s code %s", interaction.user.id, type(exc).__name__, failed.status, failed.code
+        )
 
 
 # --- starting jobs and acting on them -------------------------------------------------------
@@ -267,7 +270,7 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
     except NeedsConfirmation as offer:
         # The job waits for its owner: the response shows the offer, and becomes the job's
         # status message if it is confirmed (the waiting job's origin already points at it).
-        await interaction.edit_original_response(content=user_message(offer), view=adapter.surface.offer_view(offer.token))
+        await interaction.edit_original_response(content=plain(user_message(offer)), view=adapter.surface.offer_view(offer.token))
         return None
     except Exception as exc:
         adapter.surface.forget_interaction(message_id)
@@ -319,7 +322,7 @@ async def on_offer(interaction: discord.Interaction, verb: str, token: str) -> N
     if answer.started:
         await interaction.response.defer()  # the offer is the job's status message now: its events edit it
     else:
-        await interaction.response.edit_message(content=answer.text, view=None)
+        await interaction.response.edit_message(content=plain(answer.text), view=None)
 
 
 async def after_reaction(adapter: DiscordHost, outcome: Outcome, user_id: int) -> None:

@@ -15,6 +15,7 @@ import discord
 
 from bot.adapters.discord_bot import marks
 from bot.adapters.discord_bot.flows import actor_for, after_reaction, reaction_origin
+from bot.adapters.discord_bot.render import plain
 from bot.core.actions import perform, reaction_action
 from bot.core.errors import JobNotFound, user_message
 from bot.core.models import Job
@@ -49,7 +50,7 @@ async def on_reaction(adapter: DiscordHost, payload: discord.RawReactionActionEv
         await after_reaction(adapter, outcome, payload.user_id)
     except Exception as exc:
         # No interaction to answer ephemerally: the reacting user gets the reason privately.
-        await adapter.surface.tell(payload.user_id, user_message(exc))
+        await adapter.surface.tell(payload.user_id, plain(user_message(exc)))
 
 
 def _permissions(adapter: DiscordHost, payload: discord.RawReactionActionEvent) -> discord.Permissions | None:

@@ -1,9 +1,15 @@
 """The core's views as Discord message text. Markup only: what to say is the core's.
 
-Every text that carries user input (prompts, names) is sent with no allowed mentions (the
-client's default); only the result post names the requester, explicitly (`result_mentions`).
+The core's text is plain, and much of it carries user input (prompts, file names, scene
+lines), so all of it goes through `plain` before it is put in a message: Discord then shows
+it as written (no masked links, bold, headings or quotes made from a prompt, no `@everyone`).
+The adapter's own markup (bold titles, quotes, code blocks, links) is added around it. It
+is also sent with no allowed mentions (the client's default); only the result post names the
+requester, explicitly (`result_mentions`).
 """
 from __future__ import annotations
+
+import re
 
 import discord
 
@@ -22,17 +28,48 @@ def clip(text: str, limit: int = MAX_CONTENT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def plain(text: str) -> str:
+    """The core's text (with whatever users wrote in it) shown literally in Discord markdown:
+    every markdown character escaped (bare links left whole), mentions broken.
+
+    Not `discord.utils.escape_markdown`: its pattern for a masked link (`[.+](.+)`) takes all
+    of "[a] **b** [c](url)" as one match and escapes only the first "[", leaving the bold and
+    the masked link after it live."""
+    return discord.utils.escape_mentions(_MARKUP.sub(_escaped, text))
+
+
+#: A bare link (kept whole, as Discord links it), a markup character anywhere (`<` too: channel
+#: links, timestamps and command mentions), or a quote, heading or list mark starting a line.
+_MARKUP = re.compile(
+    r"(?P<url>https?://[^\s<]+[^<.,:;\"'\]\s])|(?P<char>[\\*_~|`\[\]<])|^(?P<indent>[ \t]*)(?P<start>[>#-])",
+    re.MULTILINE,
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    if match["url"]:
+        return match["url"]
+    if match["char"]:
+        return "\\" + match["char"]
+    return match["indent"] + "\\" + match["start"]
+
+
+def code_block(text: str) -> str:
+    """Text in a code block (nothing in it is markdown), which a ``` in a prompt cannot end."""
+    return "```\n" + text.replace("```", "`\u200b`\u200b`") + "\n```"
+
+
 def status_content(view: StatusView) -> str:
     """A status message: the title (it names `job JOBID`, see `marks`), the prompt, the line."""
-    return clip(f"**{view.title}**\n> {view.prompt}\n{view.line}")
+    return clip(f"**{plain(view.title)}**\n> {plain(view.prompt)}\n{plain(view.line)}")
 
 
 def result_content(job: Job, upload: Upload | None, *, extra_note: str | None = None, gallery_url: str | None = None) -> str:
     mention = f"<@{job.origin.user_id}> " if job.origin.user_id.isdigit() else ""
-    lines = [f"{mention}**{job_title(job)}**", f"> {short_prompt(job.prompt)}"]
+    lines = [f"{mention}**{plain(job_title(job))}**", f"> {plain(short_prompt(job.prompt))}"]
     if upload is not None and upload.note:
         # A re-encode is a detail (small print); a still instead of the video is a warning.
-        lines.append(f"⚠️ {upload.note}" if upload.is_still or upload.path is None else f"-# {upload.note}")
+        lines.append(f"⚠️ {plain(upload.note)}" if upload.is_still or upload.path is None else f"-# {plain(upload.note)}")
     if extra_note:
         lines.append(extra_note)
     if gallery_url:
@@ -48,11 +85,11 @@ def result_mentions(job: Job) -> discord.AllowedMentions:
 
 def failure_note(view: StatusView) -> str:
     """What the owner of a job that failed after it started reads privately (the public line is short)."""
-    return clip(f"**{view.title}** failed.\n{view.error or view.line}")
+    return clip(f"**{plain(view.title)}** failed.\n{plain(view.error or view.line)}")
 
 
 def dm_content(text: str, upload: Upload) -> str:
-    return clip(text + (f"\n{upload.note}" if upload.note else ""))
+    return clip(plain(text) + (f"\n{plain(upload.note)}" if upload.note else ""))
 
 
 def help_content(offers: DeploymentHelp, options: dict[str, list[str]]) -> str:

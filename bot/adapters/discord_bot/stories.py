@@ -18,7 +18,7 @@ from typing import Any
 import discord
 
 from bot.adapters.discord_bot.flows import adapter_of, interaction_actor, interaction_origin, reply_error, start_action, start_job
-from bot.adapters.discord_bot.render import clip
+from bot.adapters.discord_bot.render import clip, plain
 from bot.core.actions import perform
 from bot.core.errors import user_message
 from bot.core.models import Job, JobKind, Origin
@@ -34,11 +34,11 @@ STORYBOARD_SUFFIX = "-storyboard.jpg"
 
 def preview_content(preview: StoryPreview) -> str:
     plan = preview.plan
-    lines = [f"**{preview.headline()}**"]
+    lines = [f"**{plain(preview.headline())}**"]
     if plan.look:
-        lines.append(f"-# Look: {plan.look}")
-    lines += preview.scene_lines()
-    lines.append(preview.estimate_line())
+        lines.append(f"-# Look: {plain(plan.look)}")
+    lines += [plain(line) for line in preview.scene_lines()]
+    lines.append(plain(preview.estimate_line()))
     return clip("\n".join(lines))
 
 
@@ -60,7 +60,7 @@ async def start_preview(interaction: discord.Interaction, request: Callable[[], 
     try:
         preview = await preview_story(adapter.app.service, await request(), interaction_origin(interaction))
     except Exception as exc:
-        await interaction.edit_original_response(content=clip(user_message(exc)))
+        await interaction.edit_original_response(content=clip(plain(user_message(exc))))
         return
     await interaction.edit_original_response(content=preview_content(preview), view=preview_components(preview.token))
 

@@ -319,8 +319,9 @@ class StatusBoard:
             return
         try:
             await (await self.dm_channel(user_id)).send(text)
-        except discord.HTTPException:
-            log.warning("could not DM %s: %s", user_id, text, exc_info=True)
+        except discord.HTTPException as exc:
+            # Never the text: a note may hold a personal gallery link.
+            log.warning("could not DM %s (%d characters): discord %s code %s", user_id, len(text), exc.status, exc.code)
 
     # --- status messages a job starts without (reactions) -----------------------------------
 

@@ -76,7 +76,8 @@ def ephemeral_teller(adapter: SlackHost, channel_id: str, user_id: str, thread_t
         try:
             await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks, thread_ts=thread_ts)
         except SlackApiError as exc:
-            log.warning("could not tell %s: %s (%s)", user_id, text, slack_error(exc))
+            # Never the text: a reply may hold a personal gallery link.
+            log.warning("could not tell %s a private answer (%d characters): %s", user_id, len(text), slack_error(exc))
 
     return Tell(send)
 

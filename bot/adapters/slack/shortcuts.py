@@ -1,15 +1,19 @@
 """The message shortcut "Animate with videobot": a video from the image in a message.
 
 On one of the bot's own image results it is the core's Animate on that job. On anyone
-else's message with an image file, the file is downloaded with the bot token and handed
-to the core as an image-to-video request (the core checks the size and that it is an
-image), and the job runs in that message's thread.
+else's message with an image file, the file is downloaded with the bot token (only from
+Slack's own file host: an external file is refused) and handed to the core as an
+image-to-video request (the core checks the size and that it is an image), and the job runs
+in that message's thread.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from yarl import URL
 
 from bot.adapters.slack.blocks import ANIMATE_SHORTCUT, unesc
 from bot.adapters.slack.flows import Tell, act, respond_teller, show_job
@@ -70,12 +74,57 @@ async def _image_file(adapter: SlackHost, message: dict[str, Any]) -> dict[str, 
     return None
 
 
-async def _download(adapter: SlackHost, file: dict[str, Any]) -> bytes:
-    """The file's bytes with the bot token, read no further than just past the core's image limit
-    (the core checks what arrives: its size, that it is an image)."""
+NOT_UPLOADED = (
+    "That image is not a file uploaded to Slack (it links somewhere else), so I will not fetch it. "
+    "Upload the image itself to Slack, then use Animate with videobot on that message."
+)
+
+
+def file_origins(api_url: str) -> frozenset[URL]:
+    """Where a file's bytes may be fetched with the bot token: Slack's file host over HTTPS, and
+    for a configured Web API base (GovSlack, a proxy, the tests' emulator) its own origin and
+    its `files.` host."""
+    origins = {URL("https://files.slack.com")}
+    api = URL(api_url)
+    if api.host and api.origin() != URL(AsyncWebClient.BASE_URL).origin():
+        origins.add(api.origin())
+        if not _is_address(api.host):
+            origins.add(URL.build(scheme="https", host=f"files.{api.host}"))
+    return frozenset(origins)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def file_url(file: dict[str, Any], api_url: str) -> str:
+    """The address to download `file` from with the bot token, or why not: an external file (a
+    link to Google Drive, Dropbox...) or one whose address is not Slack's file host would send
+    the token to someone else."""
     url = file.get("url_private_download") or file.get("url_private")
+    if file.get("is_external"):
+        raise InvalidRequest(NOT_UPLOADED)
     if not url:
         raise InvalidRequest("Slack gave no address for this image. Try uploading it again.")
+    try:
+        parsed = URL(str(url))
+        origin = parsed.origin()
+    except ValueError:
+        raise InvalidRequest(NOT_UPLOADED) from None
+    if parsed.user or parsed.password or origin not in file_origins(api_url):
+        raise InvalidRequest(NOT_UPLOADED)
+    return str(url)
+
+
+async def _download(adapter: SlackHost, file: dict[str, Any]) -> bytes:
+    """The file's bytes with the bot token, read no further than just past the core's image limit
+    (the core checks what arrives: its size, that it is an image). aiohttp drops the token on a
+    redirect to another origin."""
+    url = file_url(file, adapter.client.base_url)
     limit = int(adapter.app.service.settings.max_image_mb * 1_000_000)
     size = int(file.get("size") or 0)
     if size > limit:
