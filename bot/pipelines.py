@@ -55,6 +55,8 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     )
     registry.register("local-image", local_image_pipeline)
     _register_fal(registry, settings)
+    _register_kling(registry, settings)
+    _register_replicate(registry, settings)
     _register_openai(registry, settings)
     _register_runway(registry, settings)
     _register_flux(registry, settings)
@@ -63,7 +65,7 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     # before chains (one paid step instead of two); the operator's own ComfyUI GPU before the
     # always-there local renderer.
     registry.video_preference = [
-        "runway", "sora", "fal", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
+        "runway", "sora", "kling", "fal", "replicate", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
         "comfyui", "local",
     ]  # fmt: skip
     registry.image_preference = ["gpt-image", "comfyui-image", "local-image"]
@@ -99,6 +101,37 @@ def _register_fal(registry: PipelineRegistry, settings: Settings) -> None:
     registry.add_video_target(VideoTarget(
         name="fal", provider=lambda: fal("image"), not_configured=no_fal,
         describe=f"{{still}}, written for video and cropped to the ratio, animated by fal {fl.i2v_model}.",
+    ))  # fmt: skip
+
+
+def _register_kling(registry: PipelineRegistry, settings: Settings) -> None:
+    """`kling`, and Kling as an image-to-video target (`gpt-image+kling`, `flux+kling`, ...)."""
+    from providers.kling import KlingVideoProvider
+    from providers.polling import PollPolicy
+
+    kl, core = settings.kling, settings.core
+    access, secret = _secret(kl.access_key), _secret(kl.secret_key)
+    no_kling = "" if access and secret else "KLING_ACCESS_KEY and KLING_SECRET_KEY are not set"
+    shared: list[KlingVideoProvider] = []
+
+    def kling() -> KlingVideoProvider:
+        # One client for every Kling pipeline: one connection pool, one token.
+        if not shared:
+            shared.append(KlingVideoProvider(
+                access_key=access, secret_key=secret, work_dir=core.data_dir / "kling-provider", base_url=kl.base_url,
+                model=kl.model, mode=kl.mode, prices=kl.prices, negative_prompt=kl.negative_prompt, cfg_scale=kl.cfg_scale,
+                poll_seconds=kl.poll_seconds, timeout=kl.request_timeout_seconds, absence_grace=kl.absence_grace_seconds,
+                policy=PollPolicy(backoff_base=kl.retry_backoff_seconds, backoff_max=max(kl.retry_backoff_seconds * 30, 0.05)),
+            ))  # fmt: skip
+        return shared[0]
+
+    registry.register("kling", lambda: Pipeline(
+        name="kling", video=kling(), configured=not no_kling, not_configured_reason=no_kling,
+        description=f"Kling ({kl.model}, {kl.mode}): text or image to video, extend; never created twice after a crash.",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="kling", provider=kling, not_configured=no_kling,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Kling {kl.model}.",
     ))  # fmt: skip
 
 
@@ -285,3 +318,7 @@ def _register_comfyui(registry: PipelineRegistry, settings: Settings) -> None:
             name="comfyui-image", provider=lambda: stills(image_flow), not_configured=no_url,
             still=f"A ComfyUI ({image_flow.name}) still",
         ))  # fmt: skip
+
+
+def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
+    """Filled in with the Replicate provider."""

@@ -40,7 +40,7 @@ from providers.local_render import render_clip
 from providers.media import concat_videos, last_frame
 
 ACCESS_KEY = "ak_test_kling"
-SECRET_KEY = "sk_test_kling_secret"
+SECRET_KEY = "sk_test_kling_secret_0123456789abcdef"
 MODELS = {
     "kling-v1": {"std", "pro"}, "kling-v1-5": {"std", "pro"}, "kling-v1-6": {"std", "pro"},
     "kling-v2-master": {"pro"}, "kling-v2-1": {"std", "pro"}, "kling-v2-1-master": {"pro"},
