@@ -63,6 +63,8 @@ class Recorded:
     headers: dict[str, str]
     json: Any = None
     claims: dict[str, Any] | None = None
+    #: When it arrived (epoch seconds).
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
