@@ -437,10 +437,13 @@ class KlingVideoProvider(VideoProvider):
         """The task our create made, read back by its external_task_id (our job id). A miss is
         proof that nothing was made once a create cut off by the crash would have arrived."""
         first = self.kind_for(request) if request is not None else "text2video"
+        started = time.time()
         found = await self._by_external_id(client_ref, first=first)
-        wait = (sent_at or 0) + self.ABSENCE_GRACE_SECONDS - time.time()
+        # A miss proves absence only for a look that began after the grace (each kind is a
+        # separate read: one begun earlier may have missed a create that arrived meanwhile).
+        wait = (sent_at or 0) + self.ABSENCE_GRACE_SECONDS - started
         if found is None and wait > 0:
-            await asyncio.sleep(wait)
+            await asyncio.sleep(max(0.0, (sent_at or 0) + self.ABSENCE_GRACE_SECONDS - time.time()))
             found = await self._by_external_id(client_ref, first=first)
         if found is not None and found.id in exclude:
             raise Unavailable("The task found for this job belongs to another job.", provider=self.name,

@@ -261,7 +261,7 @@ async def test_an_output_stopped_in_review_is_a_content_refusal(make_app: AppFac
 
 
 async def test_a_wrong_secret_is_refused_by_kling_as_not_configured(make_app: AppFactory, kling_server: KlingServer) -> None:
-    app = await make_app(KLING_SECRET_KEY="not-the-secret")
+    app = await make_app(KLING_SECRET_KEY="not-the-secret-but-long-enough-for-hs256")
     job = await run(app, GenerateRequest(prompt="a fox", pipeline="kling"))
     assert job.status is JobStatus.FAILED and job.error_code == "not_configured"
     assert kling_server.tasks == {} and len(kling_server.creates()) == 1
