@@ -321,4 +321,29 @@ def _register_comfyui(registry: PipelineRegistry, settings: Settings) -> None:
 
 
 def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
-    """Filled in with the Replicate provider."""
+    """`replicate` (REPLICATE_VIDEO_MODEL, REPLICATE_I2V_MODEL, or any catalogue model with --model),
+    and Replicate as an image-to-video target (`gpt-image+replicate`, `flux+replicate`, ...)."""
+    from providers.polling import PollPolicy
+    from providers.replicate import ReplicateVideoProvider
+    from providers.replicate_models import load_catalogue
+
+    rp, core = settings.replicate, settings.core
+    token = _secret(rp.api_token)
+    no_token = "" if token else "REPLICATE_API_TOKEN is not set"
+
+    def replicate(default_mode: str) -> ReplicateVideoProvider:
+        return ReplicateVideoProvider(
+            api_token=token, work_dir=core.data_dir / "replicate-provider", base_url=rp.base_url, video_model=rp.video_model,
+            i2v_model=rp.i2v_model, catalogue=load_catalogue(rp.models_file), prices=rp.prices, default_mode=default_mode,
+            poll_seconds=rp.poll_seconds, timeout=rp.request_timeout_seconds, absence_grace=rp.absence_grace_seconds,
+            policy=PollPolicy(backoff_base=rp.retry_backoff_seconds, backoff_max=max(rp.retry_backoff_seconds * 30, 0.05)),
+        )  # fmt: skip
+
+    registry.register("replicate", lambda: Pipeline(
+        name="replicate", video=replicate("text"), configured=not no_token, not_configured_reason=no_token,
+        description=f"Replicate: text to video ({rp.video_model}), image to video ({rp.i2v_model}); other models with --model.",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="replicate", provider=lambda: replicate("image"), not_configured=no_token,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Replicate {rp.i2v_model}.",
+    ))  # fmt: skip

@@ -49,4 +49,4 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await application.close()
 
-pytest_plugins = ["tests.pg", "tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server", "tests.fakes.kling_server"]  # emulator fixtures
+pytest_plugins = ["tests.pg", "tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server", "tests.fakes.kling_server", "tests.fakes.replicate_server"]  # emulator fixtures
