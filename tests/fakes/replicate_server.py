@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import io
 import itertools
 import secrets
@@ -177,7 +178,7 @@ class ReplicateServer:
         self.requests: list[Recorded] = []
         self.predictions: dict[str, Prediction] = {}
         self.faults: list[Fault] = []
-        self.schemas = dict(SCHEMAS)
+        self.schemas = copy.deepcopy(SCHEMAS)
         self.versions = {model: secrets.token_hex(32) for model in self.schemas}
         #: Reads a processing prediction takes to finish.
         self.steps = 2
