@@ -175,6 +175,7 @@ class KlingServer:
                 parsed = None
         record = Recorded(request.method, request.path, dict(request.query), dict(request.headers), parsed)
         self.requests.append(record)
+        request["json"] = parsed
         if request.path.startswith("/files/"):
             return await handler(request)  # the CDN takes no token
         refused = self._check_token(request.headers.get("Authorization", ""), record)
@@ -213,7 +214,7 @@ class KlingServer:
         kind = request.match_info["kind"]
         if kind not in ("text2video", "image2video", "video-extend"):
             return self._answer(404, 1202, "Invalid request method")
-        body = self.requests[-1].json
+        body = request["json"]
         if not isinstance(body, dict):
             return self._answer(400, 1200, "Invalid request parameters")
         external_id = body.get("external_task_id") or None

@@ -250,6 +250,7 @@ class ReplicateServer:
             except ValueError:
                 parsed = None
         self.requests.append(Recorded(request.method, request.path, dict(request.query), dict(request.headers), parsed))
+        request["json"] = parsed
         if request.path.startswith("/files/"):
             return await handler(request)  # delivery URLs take no token
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -292,10 +293,10 @@ class ReplicateServer:
         model = f"{request.match_info['owner']}/{request.match_info['name']}"
         if model not in self.schemas:
             return self._not_found()
-        return self._create(model, self.requests[-1].json)
+        return self._create(model, request["json"])
 
     async def _create_for_version(self, request: web.Request) -> web.Response:
-        body = self.requests[-1].json or {}
+        body = request["json"] or {}
         model = next((m for m, v in self.versions.items() if v == body.get("version")), None)
         if model is None:
             return self._problem(422, "Invalid version or not permitted", "The specified version does not exist (or perhaps you don't have permission to use it?)")
