@@ -469,6 +469,8 @@ class ReplicateSettings(BaseSettings):
     video_model: str = "wan-video/wan-2.5-t2v"
     #: Image to video (and the chained pipelines).
     i2v_model: str = "wan-video/wan-2.5-i2v"
+    #: Text to image (`replicate-image`, and the image step of `replicate-image+VIDEO` chains).
+    image_model: str = "black-forest-labs/flux-schnell"
     #: A copy of providers/replicate_models.json with more models; empty: the shipped catalogue.
     models_file: Path | None = None
     #: Over the catalogue's prices: `owner/name` = USD per second, `owner/name@run` = USD per prediction.
@@ -513,6 +515,11 @@ class ReplicateSettings(BaseSettings):
                     f"{setting}={model} has no row in the Replicate model catalogue {catalogue.path} (its inputs and price "
                     "are not known); add one, or set REPLICATE_MODELS_FILE"
                 )
+        if catalogue.image_row(self.image_model) is None:
+            raise ValueError(
+                f"REPLICATE_IMAGE_MODEL={self.image_model} has no row under 'images' in the Replicate model catalogue "
+                f"{catalogue.path}; add one, or set REPLICATE_MODELS_FILE"
+            )
         return self
 
     @field_validator("prices")

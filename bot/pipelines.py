@@ -68,7 +68,7 @@ def build_registry(settings: Settings) -> PipelineRegistry:
         "runway", "sora", "kling", "fal", "replicate", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
         "comfyui", "local",
     ]  # fmt: skip
-    registry.image_preference = ["gpt-image", "comfyui-image", "local-image"]
+    registry.image_preference = ["gpt-image", "comfyui-image", "replicate-image", "local-image"]
     return registry
 
 
@@ -324,7 +324,7 @@ def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
     """`replicate` (REPLICATE_VIDEO_MODEL, REPLICATE_I2V_MODEL, or any catalogue model with --model),
     and Replicate as an image-to-video target (`gpt-image+replicate`, `flux+replicate`, ...)."""
     from providers.polling import PollPolicy
-    from providers.replicate import ReplicateVideoProvider
+    from providers.replicate import ReplicateImageProvider, ReplicateVideoProvider
     from providers.replicate_models import load_catalogue
 
     rp, core = settings.replicate, settings.core
@@ -346,4 +346,17 @@ def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
     registry.add_video_target(VideoTarget(
         name="replicate", provider=lambda: replicate("image"), not_configured=no_token,
         describe=f"{{still}}, written for video and cropped to the size, animated by Replicate {rp.i2v_model}.",
+    ))  # fmt: skip
+
+    def stills(*, snap_size: bool) -> ReplicateImageProvider:
+        return ReplicateImageProvider(replicate("text"), model=rp.image_model, snap_size=snap_size)
+
+    registry.register("replicate-image", lambda: Pipeline(
+        name="replicate-image", video=None, image=stills(snap_size=False), configured=not no_token,
+        not_configured_reason=no_token, description=f"Replicate {rp.image_model} stills.",
+    ))  # fmt: skip
+    # As a first frame the still is cropped to the video's size afterwards: it is made in the nearest shape.
+    registry.add_image_source(ImageSource(
+        name="replicate-image", provider=lambda: stills(snap_size=True), not_configured=no_token,
+        still=f"A Replicate {rp.image_model} still",
     ))  # fmt: skip

@@ -41,7 +41,18 @@ import replicate
 from replicate.exceptions import ReplicateError
 from PIL import Image
 
-from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
+from providers.base import (
+    Capability,
+    ImageProvider,
+    ImageRequest,
+    ImageResult,
+    Operation,
+    RemoteJob,
+    RemoteStatus,
+    VideoProvider,
+    VideoRequest,
+    parse_size,
+)
 from providers.downloads import stream_to_file
 from providers.errors import (
     ContentExpired,
@@ -57,7 +68,7 @@ from providers.errors import (
     Unavailable,
 )
 from providers.media import crop_to_size, decode_image
-from providers.polling import PollPolicy, retrying
+from providers.polling import PollPolicy, retrying, wait_for_completion
 from providers.replicate_models import Catalogue, InputSchema, ModelRow, load_catalogue
 
 log = logging.getLogger(__name__)
@@ -65,6 +76,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.replicate.com"
 DEFAULT_VIDEO_MODEL = "wan-video/wan-2.5-t2v"
 DEFAULT_I2V_MODEL = "wan-video/wan-2.5-i2v"
+DEFAULT_IMAGE_MODEL = "black-forest-labs/flux-schnell"
 QUEUED_NOTE = "starting at Replicate"
 _MODEL_RE = re.compile(r"^[\w.-]+/[\w.-]+(:[0-9a-f]{8,64})?$")
 _PERCENT_RE = re.compile(r"(\d{1,3})%")
@@ -239,6 +251,12 @@ class ReplicateVideoProvider(VideoProvider):
         model = self.model_for(request)
         row = self.row_for(model)
         args = await self.arguments(request)
+        await self.check_input(model, row, args)
+        prediction = await self.create(model, args)
+        return RemoteJob(id=prediction.id, status=RemoteStatus.QUEUED, model=model, note=QUEUED_NOTE, poll_after=self._poll_seconds)
+
+    async def check_input(self, model: str, row: ModelRow, args: dict[str, Any]) -> None:
+        """The input checked against the model's own schema, before anything is sent or billed."""
         schema = await self.input_schema(model)
         if schema is not None:
             if not any(name in schema.properties for name in (row.prompt, row.image) if name):
@@ -248,6 +266,9 @@ class ReplicateVideoProvider(VideoProvider):
                     f"Replicate's {model} would refuse this input ({'; '.join(problems)}): its row in the model catalogue "
                     f"({self.catalogue.path}) no longer matches the model. Tell an admin."
                 )
+
+    async def create(self, model: str, args: dict[str, Any]) -> Any:
+        """One prediction; repeated only when Replicate refused it (503), never when its answer was lost."""
         owner_name, _, version = model.partition(":")
         client = self.client
 
@@ -263,8 +284,7 @@ class ReplicateVideoProvider(VideoProvider):
             except httpx.HTTPError as exc:
                 raise _ambiguous(self.name, f"create: {exc!r}") from exc
 
-        prediction = await retrying(create, policy=self.policy, attempts=3, what="replicate create")
-        return RemoteJob(id=prediction.id, status=RemoteStatus.QUEUED, model=model, note=QUEUED_NOTE, poll_after=self._poll_seconds)
+        return await retrying(create, policy=self.policy, attempts=3, what="replicate create")
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -445,6 +465,107 @@ class ReplicateVideoProvider(VideoProvider):
         return ProviderInvalidRequest(f"Replicate refused the request: {exc.detail or exc.title}.", provider=self.name, detail=detail)
 
 
+class ReplicateImageProvider(ImageProvider):
+    """Stills from a catalogued text-to-image model (REPLICATE_IMAGE_MODEL), alone or as a chain's
+    first frame. Shares the video provider's client, schema checks and error mapping."""
+
+    name = "replicate-image"
+
+    def __init__(self, video: ReplicateVideoProvider, *, model: str = DEFAULT_IMAGE_MODEL, snap_size: bool = False,
+                 timeout: float = 600.0) -> None:  # fmt: skip
+        self.video = video
+        self.default_model = model
+        #: As a chain's first frame: any size is asked for the nearest shape the model makes (then cropped).
+        self.snap_size = snap_size
+        self.policy = PollPolicy(interval=max(video._poll_seconds, 0.01), min_interval=0.01, timeout=timeout,
+                                 backoff_base=video.policy.backoff_base, backoff_max=video.policy.backoff_max)  # fmt: skip
+        row = video.catalogue.image_row(model)
+        self.default_size = row.sizes[0] if row is not None else "1024x1024"
+
+    def _row(self, model: str) -> ModelRow:
+        row = self.video.catalogue.image_row(model)
+        if row is None:
+            raise InvalidRequest(
+                f"The Replicate image model '{model}' is not in the model catalogue ({self.video.catalogue.path}); "
+                "an admin can add it under 'images' (or in REPLICATE_MODELS_FILE)."
+            )
+        return row
+
+    def _size(self, row: ModelRow, size: str) -> str:
+        """The size asked for, or when snapping the one the model makes nearest its shape."""
+        if not self.snap_size:
+            row.check_size(size)
+            return size.lower()
+        width, height = parse_size(size)
+        return min(row.sizes, key=lambda s: abs(_aspect(s) - width / height))
+
+    def validate(self, request: ImageRequest) -> None:
+        self._size(self._row(request.model or self.default_model), request.size)
+
+    def estimate_cost(self, request: ImageRequest) -> float | None:
+        model = (request.model or self.default_model).split(":", 1)[0]
+        if f"{model}@run" in self.video.prices:
+            return self.video.prices[f"{model}@run"]
+        row = self.video.catalogue.image_row(model)
+        return row.per_run if row is not None else None
+
+    async def generate(self, request: ImageRequest, dest: Path) -> ImageResult:
+        model = request.model or self.default_model
+        row = self._row(model)
+        width, height = parse_size(self._size(row, request.size))
+        args: dict[str, Any] = dict(row.fixed)
+        args[row.prompt or "prompt"] = request.prompt
+        args.update(row.size_arguments(width, height))
+        if row.seed:
+            args[row.seed] = request.seed % 2_147_483_648 if request.seed is not None else ref_seed(request.client_ref or request.prompt)
+        await self.video.check_input(model, row, args)
+        prediction = await self.video.create(model, args)
+        waiter = _ImageWait(self.video)
+        await wait_for_completion(waiter, prediction.id, policy=self.policy)  # type: ignore[arg-type]
+        url = _output_url(waiter.outputs[prediction.id])
+        assert url is not None
+        await stream_to_file(self.video.http, url, dest, provider=self.name, label="Replicate")
+        size = await asyncio.to_thread(_as_png, dest)
+        return ImageResult(path=dest, width=size[0], height=size[1], model=model, remote_id=prediction.id,
+                           cost=self.estimate_cost(request))  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.video.aclose()
+
+
+class _ImageWait:
+    """An image prediction seen as a remote job, so the one polling engine waits on it."""
+
+    def __init__(self, video: ReplicateVideoProvider) -> None:
+        self.video = video
+        self.name = "replicate-image"
+        self.outputs: dict[str, Any] = {}
+
+    async def poll(self, remote_id: str) -> RemoteJob:
+        prediction = await self.video._get(remote_id)
+        job = self.video._translate(prediction)
+        if job.status is RemoteStatus.COMPLETED:
+            self.outputs[remote_id] = prediction.output
+        return job
+
+    def error_for(self, job: RemoteJob) -> Exception:
+        return self.video.error_for(job)
+
+    async def cancel(self, remote_id: str) -> None:
+        await self.video.cancel(remote_id)
+
+
+def _aspect(size: str) -> float:
+    width, height = parse_size(size)
+    return width / height
+
+
+def _as_png(path: Path) -> tuple[int, int]:
+    image = decode_image(path.read_bytes(), name="replicate image")
+    image.save(path, "PNG")
+    return image.size
+
+
 def ref_seed(client_ref: str) -> int:
     """A seed derived from our job id: it puts the job's name into a prediction's input."""
     return int.from_bytes(hashlib.sha256(client_ref.encode()).digest()[:4], "big") % 2_147_483_648
@@ -501,4 +622,4 @@ def _ambiguous(provider: str, detail: str) -> ProviderError:
     )
 
 
-__all__ = ["ReplicateVideoProvider", "ref_seed", "DEFAULT_BASE_URL", "DEFAULT_VIDEO_MODEL", "DEFAULT_I2V_MODEL"]
+__all__ = ["ReplicateVideoProvider", "ReplicateImageProvider", "ref_seed", "DEFAULT_IMAGE_MODEL", "DEFAULT_BASE_URL", "DEFAULT_VIDEO_MODEL", "DEFAULT_I2V_MODEL"]

@@ -19,7 +19,9 @@ from typing import Any
 from providers.errors import InvalidRequest
 
 CATALOGUE_PATH = Path(__file__).with_name("replicate_models.json")
-_SIZE_STYLES = ({"param", "format"}, {"resolution"}, {"aspect_ratio", "resolution"}, {"width", "height"}, {"aspect_ratio", "long_side"})
+_SIZE_STYLES = (
+    {"param", "format"}, {"resolution"}, {"aspect_ratio"}, {"aspect_ratio", "resolution"}, {"width", "height"}, {"aspect_ratio", "long_side"},
+)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,14 @@ class ModelRow:
 class Catalogue:
     path: Path
     rows: dict[str, ModelRow]
+    #: Text-to-image models (their `duration` is empty).
+    images: dict[str, ModelRow] = field(default_factory=dict)
 
     def row(self, model: str) -> ModelRow | None:
         return self.rows.get(model.split(":", 1)[0])
+
+    def image_row(self, model: str) -> ModelRow | None:
+        return self.images.get(model.split(":", 1)[0])
 
 
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
@@ -104,22 +111,23 @@ def _load(path: Path) -> Catalogue:
     items = data.get("models") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ValueError(f"the Replicate model catalogue {path} has no 'models' list")
-    rows: dict[str, ModelRow] = {}
-    for index, item in enumerate(items):
-        name = item.get("model", f"#{index + 1}") if isinstance(item, dict) else f"#{index + 1}"
-        try:
-            row = _row(item)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"Replicate model catalogue {path}, row '{name}': {exc}") from None
-        rows[row.model] = row
-    return Catalogue(path=path, rows=rows)
+    lists: dict[str, dict[str, ModelRow]] = {"models": {}, "images": {}}
+    for key, found in lists.items():
+        for index, item in enumerate(data.get(key) or []):
+            name = item.get("model", f"#{index + 1}") if isinstance(item, dict) else f"#{index + 1}"
+            try:
+                row = _row(item, image=key == "images")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"Replicate model catalogue {path}, row '{name}': {exc}") from None
+            found[row.model] = row
+    return Catalogue(path=path, rows=lists["models"], images=lists["images"])
 
 
-def _row(item: dict[str, Any]) -> ModelRow:
+def _row(item: dict[str, Any], *, image: bool = False) -> ModelRow:
     model = str(item["model"])
     if model.count("/") != 1 or ":" in model:
         raise ValueError("'model' must be owner/name")
-    spec = item["duration"]
+    spec = item["duration"] if not image else {"param": "", "choices": [1]}
     duration = Duration(
         param=str(spec["param"]), choices=tuple(int(c) for c in spec["choices"]),
         frames_per_second=spec.get("frames_per_second"), extra_frames=int(spec.get("extra_frames", 0)),
@@ -218,14 +226,22 @@ def is_file_input(prop: dict[str, Any] | None) -> bool:
 # --- sizes ------------------------------------------------------------------------------------
 
 
+_LABELS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21", "4:5", "5:4")
+
+
 def ratio_label(width: int, height: int) -> str:
+    """The common aspect-ratio label nearest a size, within 3 % (1344x768 is sold as 16:9), else W:H."""
+    actual = width / height
+    best = min(_LABELS, key=lambda label: abs(_value(label) - actual) / _value(label))
+    if abs(_value(best) - actual) / _value(best) <= 0.03:
+        return best
     g = math.gcd(width, height)
-    w, h = width // g, height // g
-    # 854x480 and friends are 16:9 within rounding.
-    for label, (a, b) in {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4)}.items():
-        if abs(width / height - a / b) <= 0.01 * (a / b):
-            return label
-    return f"{w}:{h}"
+    return f"{width // g}:{height // g}"
+
+
+def _value(label: str) -> float:
+    w, h = (int(v) for v in label.split(":"))
+    return w / h
 
 
 def listing(values: list[str]) -> str:

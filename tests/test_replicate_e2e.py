@@ -23,6 +23,7 @@ from providers.errors import InvalidRequest
 from providers.polling import PollPolicy
 from providers.replicate_models import CATALOGUE_PATH
 from tests.fakes.openai_server import OpenAIEmulator
+from tests.fakes.kling_server import KlingServer
 from tests.fakes.replicate_server import TOKEN, ReplicateServer, sent_image
 from tests.helpers import assert_video
 
@@ -297,3 +298,39 @@ async def test_two_matching_predictions_are_not_guessed_between(make_app: AppFac
     done = await asyncio.wait_for(again.runner.wait(before.id), 30)
     assert done.status is JobStatus.FAILED and "not sent again" in (done.error_message or "")
     assert len(replicate_server.creates()) == 1
+
+
+# --- stills ---------------------------------------------------------------------------------------
+
+
+async def test_an_image_job_on_replicate(make_app: AppFactory, replicate_server: ReplicateServer) -> None:
+    from bot.core.models import JobKind
+
+    app = await make_app()
+    job = await run(app, GenerateRequest(prompt="a teal coupe", kind=JobKind.IMAGE, pipeline="replicate-image", size="1344x768"))
+    assert job.status is JobStatus.COMPLETED, job.error_message
+    (create,) = replicate_server.creates()
+    assert create.path == "/v1/models/black-forest-labs/flux-schnell/predictions"
+    assert {k: create.json["input"][k] for k in ("prompt", "aspect_ratio", "output_format")} == {
+        "prompt": "a teal coupe", "aspect_ratio": "16:9", "output_format": "png",
+    }  # fmt: skip
+    assert Image.open(job.output_path).size == (1344, 768)  # type: ignore[arg-type]
+    assert job.cost_estimate == pytest.approx(0.003)
+
+
+async def test_a_replicate_still_animated_by_kling(
+    make_app: AppFactory, replicate_server: ReplicateServer, kling_server: KlingServer
+) -> None:
+    from tests.fakes.kling_server import ACCESS_KEY, SECRET_KEY
+    from tests.fakes.kling_server import sent_image as kling_image
+
+    app = await make_app(KLING_ACCESS_KEY=ACCESS_KEY, KLING_SECRET_KEY=SECRET_KEY, KLING_BASE_URL=kling_server.base_url,
+                         KLING_POLL_SECONDS="0.01")  # fmt: skip
+    job = await run(app, GenerateRequest(prompt="a lighthouse at dusk", pipeline="replicate-image+kling"))
+    assert job.status is JobStatus.COMPLETED, job.error_message
+    (still,) = replicate_server.creates()
+    assert still.json["input"]["aspect_ratio"] == "16:9"  # made in the nearest shape, then cropped
+    (create,) = kling_server.creates()
+    assert create.path == "/v1/videos/image2video" and kling_image(create).size == (1280, 720)
+    assert job.cost_estimate == pytest.approx(0.003 + 0.21)
+    assert_video(job.output_path, width=128, height=72, seconds=5)  # type: ignore[arg-type]

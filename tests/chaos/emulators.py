@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tests.fakes.kling_server import ACCESS_KEY as KLING_ACCESS_KEY
 from tests.fakes.kling_server import SECRET_KEY as KLING_SECRET_KEY
+from tests.fakes.kling_server import BODY as KLING_BODY
 from tests.fakes.kling_server import KlingServer
 from tests.fakes.openai_server import OpenAIEmulator, Recorded
 from tests.fakes.runway_server import SECRET as RUNWAY_SECRET
@@ -148,7 +149,7 @@ class TimedKling(KlingServer):
         response = await super()._create(request)
         await asyncio.sleep(self.latency.create)
         if response.status < 300:
-            self.create_log.append(Create("kling", str((request["json"] or {}).get("prompt", "")), started, time.monotonic()))
+            self.create_log.append(Create("kling", str((request[KLING_BODY] or {}).get("prompt", "")), started, time.monotonic()))
         return response
 
     async def _file(self, request: web.Request) -> web.StreamResponse:

@@ -54,6 +54,8 @@ SCALE = 10
 FPS = 8
 EXTEND_SECONDS = 5
 
+#: The parsed JSON body of a request, kept by the middleware for its handler.
+BODY = web.RequestKey("body", object)
 
 @dataclass
 class Recorded:
@@ -175,7 +177,7 @@ class KlingServer:
                 parsed = None
         record = Recorded(request.method, request.path, dict(request.query), dict(request.headers), parsed)
         self.requests.append(record)
-        request["json"] = parsed
+        request[BODY] = parsed
         if request.path.startswith("/files/"):
             return await handler(request)  # the CDN takes no token
         refused = self._check_token(request.headers.get("Authorization", ""), record)
@@ -214,7 +216,7 @@ class KlingServer:
         kind = request.match_info["kind"]
         if kind not in ("text2video", "image2video", "video-extend"):
             return self._answer(404, 1202, "Invalid request method")
-        body = request["json"]
+        body = request[BODY]
         if not isinstance(body, dict):
             return self._answer(400, 1200, "Invalid request parameters")
         external_id = body.get("external_task_id") or None

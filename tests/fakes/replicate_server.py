@@ -60,6 +60,8 @@ def _ref(name: str, order: int, default: Any) -> dict[str, Any]:
     return {"allOf": [{"$ref": f"#/components/schemas/{name}"}], "default": default, "x-order": order}
 
 
+#: Text-to-image models: their output is a list of image URLs.
+IMAGE_SIZES = {"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344), "3:2": (1216, 832), "2:3": (832, 1216)}
 WAN_SIZES = ["832*480", "480*832", "1280*720", "720*1280", "1920*1080", "1080*1920"]
 SCHEMAS: dict[str, dict[str, Any]] = {
     "wan-video/wan-2.5-t2v": _cog(
@@ -117,10 +119,27 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         [], {},
     ),
+    "black-forest-labs/flux-schnell": _cog(
+        {
+            "prompt": {"type": "string", "x-order": 0},
+            "aspect_ratio": _ref("aspect_ratio", 1, "1:1"),
+            "num_outputs": {"type": "integer", "default": 1, "minimum": 1, "maximum": 4, "x-order": 2},
+            "seed": {"type": "integer", "x-order": 3},
+            "output_format": _ref("output_format", 4, "webp"),
+            "go_fast": {"type": "boolean", "default": True, "x-order": 5},
+        },
+        ["prompt"],
+        {
+            **_enum("aspect_ratio", ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"], "string"),
+            **_enum("output_format", ["webp", "jpg", "png"], "string"),
+        },
+    ),
     # An upscaler: no prompt and no image input, so the bot cannot drive it.
     "acme/video-upscaler": _cog({"video": {"type": "string", "format": "uri", "x-order": 0}}, ["video"], {}),
 }
 
+#: The parsed JSON body of a request, kept by the middleware for its handler.
+BODY = web.RequestKey("body", object)
 
 @dataclass
 class Recorded:
@@ -155,6 +174,8 @@ class Prediction:
     error: str | None = None
     video: Path | None = None
     image: Image.Image | None = None
+    #: The still an image model made.
+    still: Path | None = None
     expired: bool = False
     completed_at: float | None = None
 
@@ -162,7 +183,7 @@ class Prediction:
         done = self.status in ("succeeded", "failed", "canceled")
         return {
             "id": self.id, "model": self.model, "version": self.version, "input": self.input, "logs": self.logs,
-            "output": f"{base_url}/files/{self.id}.mp4" if self.status == "succeeded" else None,
+            "output": self._output(base_url) if self.status == "succeeded" else None,
             "data_removed": self.expired, "error": self.error, "status": self.status, "source": "api",
             "created_at": _iso(self.created_at), "started_at": _iso(self.created_at) if self.status != "starting" else None,
             "completed_at": _iso(self.completed_at) if done and self.completed_at else None,
@@ -170,6 +191,15 @@ class Prediction:
                      "web": f"https://replicate.com/p/{self.id}"},
             "metrics": {"predict_time": 1.5} if done else {},
         }  # fmt: skip
+
+
+    def _output(self, base_url: str) -> Any:
+        if self.model in IMAGE_MODELS:
+            return [f"{base_url}/files/{self.id}.{self.input.get('output_format', 'webp')}"]
+        return f"{base_url}/files/{self.id}.mp4"
+
+
+IMAGE_MODELS = {"black-forest-labs/flux-schnell"}
 
 
 class ReplicateServer:
@@ -215,6 +245,7 @@ class ReplicateServer:
     async def start(self) -> ReplicateServer:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
         app.router.add_get("/files/{id}.mp4", self._file)
+        app.router.add_get("/files/{id}.{ext}", self._still)
         app.router.add_get("/v1/models/{owner}/{name}", self._model)
         app.router.add_get("/v1/models/{owner}/{name}/versions/{version}", self._version)
         app.router.add_post("/v1/models/{owner}/{name}/predictions", self._create_for_model)
@@ -250,7 +281,7 @@ class ReplicateServer:
             except ValueError:
                 parsed = None
         self.requests.append(Recorded(request.method, request.path, dict(request.query), dict(request.headers), parsed))
-        request["json"] = parsed
+        request[BODY] = parsed
         if request.path.startswith("/files/"):
             return await handler(request)  # delivery URLs take no token
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -293,10 +324,10 @@ class ReplicateServer:
         model = f"{request.match_info['owner']}/{request.match_info['name']}"
         if model not in self.schemas:
             return self._not_found()
-        return self._create(model, request["json"])
+        return self._create(model, request[BODY])
 
     async def _create_for_version(self, request: web.Request) -> web.Response:
-        body = request["json"] or {}
+        body = request[BODY] or {}
         model = next((m for m, v in self.versions.items() if v == body.get("version")), None)
         if model is None:
             return self._problem(422, "Invalid version or not permitted", "The specified version does not exist (or perhaps you don't have permission to use it?)")
@@ -357,11 +388,25 @@ class ReplicateServer:
         if p.error:
             p.status, p.completed_at = "failed", time.time()
             return
+        if p.model in IMAGE_MODELS:
+            width, height = IMAGE_SIZES[str(p.input.get("aspect_ratio", "1:1"))]
+            fmt = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[str(p.input.get("output_format", "webp"))]
+            p.still = self.work_dir / f"replicate-{p.id}.{fmt.lower()}"
+            colour = (int(p.input.get("seed", 0)) % 200 + 30, 90, 160)
+            await asyncio.to_thread(Image.new("RGB", (width, height), colour).save, p.still, fmt)
+            p.status, p.completed_at = "succeeded", time.time()
+            return
         p.video = self.work_dir / f"replicate-{p.id}.mp4"
         width, height, seconds = _output_shape(p)
         await asyncio.to_thread(render_clip, p.video, prompt=str(p.input.get("prompt", "replicate")), seconds=seconds,
                                 width=width, height=height, fps=FPS, seed=p.input.get("seed"), base_image=p.image)  # fmt: skip
         p.status, p.completed_at = "succeeded", time.time()
+
+    async def _still(self, request: web.Request) -> web.StreamResponse:
+        p = self.predictions.get(request.match_info["id"])
+        if p is None or p.still is None or p.expired:
+            return web.Response(status=404, text="Not Found")
+        return web.FileResponse(p.still)
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         p = self.predictions.get(request.match_info["id"])
