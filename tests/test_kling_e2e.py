@@ -283,3 +283,21 @@ async def test_cancel_stops_the_job_and_sends_nothing_kling_has_no_cancel_call(m
     done = await asyncio.wait_for(app.runner.wait(job.id), 10)
     assert done.status is JobStatus.CANCELLED and done.output_path is None
     assert {r.method for r in kling_server.requests} == {"POST", "GET"} and len(kling_server.creates()) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KLING_MODE": "ultra"}, "Invalid setting KLING_MODE='ultra'"),
+        ({"KLING_BASE_URL": "api.klingai.com"}, "Invalid setting KLING_BASE_URL='api.klingai.com'"),
+        ({"KLING_CFG_SCALE": "3"}, "Invalid setting KLING_CFG_SCALE='3'"),
+    ],
+)
+def test_a_bad_kling_setting_stops_start_up_naming_it(settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                      message: str) -> None:  # fmt: skip
+    from bot.core.errors import ConfigError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings()
