@@ -148,6 +148,7 @@ class ReplicateVideoProvider(VideoProvider):
 
     async def aclose(self) -> None:
         if self._client is not None:
+            # replicate.Client has no close of its own; its httpx client holds the connections.
             await self._client._async_client.aclose()
             self._client = None
         if self._http is not None:
