@@ -345,6 +345,14 @@ class KlingVideoProvider(VideoProvider):
                 raise exc.error from None
             log.info("kling: a create whose answer was lost is task %s", found.id)
             data = {"task_id": found.id.partition(":")[2]}
+        except ProviderInvalidRequest as exc:
+            # Kling already has a task with this job's id (an earlier create arrived after all):
+            # that task is this job's, adopted rather than made again.
+            found = await self._by_external_id(request.client_ref, first=kind) if "external_task_id" in (exc.detail or "") else None
+            if found is None:
+                raise
+            log.info("kling: job %s already has task %s", request.client_ref, found.id)
+            data = {"task_id": found.id.partition(":")[2]}
         task_id = str(data.get("task_id") or "")
         if not task_id:
             raise _ambiguous(self.name, f"create answered without a task_id: {str(data)[:300]}")

@@ -168,3 +168,11 @@ async def test_find_remote_without_a_task_proves_absence_after_the_grace(kling: 
     assert {c.path.rsplit("/", 1)[1] for c in lookups} == {"text2video", "image2video", "video-extend"}
     # The miss that counts was seen only once a create sent at `sent_at` would have arrived.
     assert lookups[-1].at >= sent_at + 0.2
+
+
+async def test_a_create_kling_refuses_as_a_duplicate_id_adopts_the_existing_task(kling: KlingVideoProvider, kling_server: KlingServer) -> None:
+    first = await kling.submit(VideoRequest(prompt="a kite", seconds=5, size="1280x720", client_ref="job-dup"))
+    again = await kling.submit(VideoRequest(prompt="a kite", seconds=5, size="1280x720", client_ref="job-dup"))
+    assert again.id == first.id and len(kling_server.tasks) == 1 and len(kling_server.creates()) == 2
+    with pytest.raises(ProviderInvalidRequest):
+        await kling.submit(VideoRequest(prompt="a kite", seconds=7, size="1280x720", client_ref="job-other"))
