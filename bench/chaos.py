@@ -1,6 +1,6 @@
 """Chaos benchmark: at least 20 SIGKILLs per pipeline, across every job state, and what they cost.
 
-For each pipeline (local, sora, runway, gpt-image+runway) a real `videobot run` serves
+For each pipeline (local, sora, runway, gpt-image+runway, kling) a real `videobot run` serves
 Slack in HTTP mode against the emulators; /video commands arrive in waves and the process
 is killed with SIGKILL whenever the database shows a job in the next target state (the
 targets run through all five states in a seeded random order), then started again, until
@@ -60,7 +60,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs per pipeline (default 20)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated (default: all four)")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated (default: all of them)")
     parser.add_argument("--verbose", action="store_true", help="print every failed promise, not only the counts")
     args = parser.parse_args(argv)
     results: list[ChaosResult] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -433,6 +433,132 @@ class FalSettings(BaseSettings):
         return value
 
 
+class KlingSettings(BaseSettings):
+    """Kling's own API (pipelines `kling`, `gpt-image+kling`, `flux+kling`, ...)."""
+
+    model_config = SettingsConfigDict(**_section("KLING_"), env_ignore_empty=True)
+
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    #: api-singapore.klingai.com serves the global API; any base that speaks it (a gateway, loopback).
+    base_url: str = "https://api-singapore.klingai.com"
+    #: model_name for text and image to video (kling-v2-5-turbo, kling-v2-1, kling-v1-6, ...).
+    model: str = "kling-v2-5-turbo"
+    #: std (720p) or pro (1080p, and end frames on most models).
+    mode: Literal["std", "pro"] = "std"
+    #: USD per second of output by `model@mode` (a model alone prices both modes).
+    prices: dict[str, float] = Field(default_factory=lambda: dict(_kling_prices()))
+    #: Sent as negative_prompt; empty: none.
+    negative_prompt: str = ""
+    #: Kling's cfg_scale (0..1, how closely the prompt is followed); empty: Kling's default.
+    cfg_scale: float | None = Field(default=None, ge=0, le=1)
+    #: Seconds between task reads.
+    poll_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: After a crash mid-create: how long a create may still be on its way before a miss counts.
+    absence_grace_seconds: float = Field(default=15.0, ge=0, le=600)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: First backoff step when Kling refuses a create (503, an expired token).
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("access_key", "secret_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api-singapore.klingai.com")
+        return value.rstrip("/")
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return value
+
+
+def _kling_prices() -> dict[str, float]:
+    from providers.kling import PRICES
+
+    return PRICES
+
+
+class ReplicateSettings(BaseSettings):
+    """Replicate's predictions API (pipelines `replicate`, `gpt-image+replicate`, `flux+replicate`, ...)."""
+
+    model_config = SettingsConfigDict(**_section("REPLICATE_"), env_ignore_empty=True)
+
+    api_token: SecretStr | None = None
+    #: Any base that speaks Replicate's HTTP API (a gateway, or plain HTTP on loopback).
+    base_url: str = "https://api.replicate.com"
+    #: `owner/name` or `owner/name:version`, each with a row in the model catalogue.
+    video_model: str = "wan-video/wan-2.5-t2v"
+    #: Image to video (and the chained pipelines).
+    i2v_model: str = "wan-video/wan-2.5-i2v"
+    #: Text to image (`replicate-image`, and the image step of `replicate-image+VIDEO` chains).
+    image_model: str = "black-forest-labs/flux-schnell"
+    #: A copy of providers/replicate_models.json with more models; empty: the shipped catalogue.
+    models_file: Path | None = None
+    #: Over the catalogue's prices: `owner/name` = USD per second, `owner/name@run` = USD per prediction.
+    prices: dict[str, float] = Field(default_factory=dict)
+    #: Seconds between prediction reads.
+    poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    #: After a crash mid-create: how long a create may still be on its way before a miss counts.
+    absence_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    #: First backoff step when Replicate refuses a create with 503.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("api_token", "models_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api.replicate.com")
+        return value.rstrip("/")
+
+    @field_validator("models_file")
+    @classmethod
+    def _check_catalogue(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from providers.replicate_models import load_catalogue
+
+            load_catalogue(value)  # a bad row stops start-up with the file and the row named
+        return value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> ReplicateSettings:
+        from providers.replicate_models import load_catalogue
+
+        catalogue = load_catalogue(self.models_file)
+        for setting, model in (("REPLICATE_VIDEO_MODEL", self.video_model), ("REPLICATE_I2V_MODEL", self.i2v_model)):
+            if catalogue.row(model) is None:
+                raise ValueError(
+                    f"{setting}={model} has no row in the Replicate model catalogue {catalogue.path} (its inputs and price "
+                    "are not known); add one, or set REPLICATE_MODELS_FILE"
+                )
+        if catalogue.image_row(self.image_model) is None:
+            raise ValueError(
+                f"REPLICATE_IMAGE_MODEL={self.image_model} has no row under 'images' in the Replicate model catalogue "
+                f"{catalogue.path}; add one, or set REPLICATE_MODELS_FILE"
+            )
+        return self
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return value
+
+
 def _fal_table(path: Path | None = None) -> EndpointTable:
     from providers.fal_endpoints import load_table
 
@@ -614,6 +740,14 @@ class Settings:
         return FalSettings()
 
     @cached_property
+    def kling(self) -> KlingSettings:
+        return KlingSettings()
+
+    @cached_property
+    def replicate(self) -> ReplicateSettings:
+        return ReplicateSettings()
+
+    @cached_property
     def slack(self) -> SlackSettings:
         return SlackSettings()
 
@@ -631,7 +765,7 @@ class Settings:
 
     def check(self) -> Settings:
         """Read every section now so a bad value fails at start-up, not mid-job."""
-        for name in ("core", "local", "openai", "runway", "flux", "fal", "slack", "discord", "comfyui", "google"):
+        for name in ("core", "local", "openai", "runway", "flux", "fal", "kling", "replicate", "slack", "discord", "comfyui", "google"):
             try:
                 getattr(self, name)
             except ValidationError as exc:
@@ -646,6 +780,8 @@ _SECTION_PREFIX = {
     "RunwaySettings": "RUNWAYML_",
     "FluxSettings": "BFL_",
     "FalSettings": "FAL_",
+    "KlingSettings": "KLING_",
+    "ReplicateSettings": "REPLICATE_",
     "SlackSettings": "SLACK_",
     "DiscordSettings": "DISCORD_",
     "ComfyUISettings": "COMFYUI_",

@@ -55,6 +55,8 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     )
     registry.register("local-image", local_image_pipeline)
     _register_fal(registry, settings)
+    _register_kling(registry, settings)
+    _register_replicate(registry, settings)
     _register_openai(registry, settings)
     _register_runway(registry, settings)
     _register_flux(registry, settings)
@@ -64,10 +66,10 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     # before chains (one paid step instead of two); the operator's own ComfyUI GPU before the
     # always-there local renderer.
     registry.video_preference = [
-        "runway", "sora", "fal", "veo", "gemini-video", "gpt-image+runway", "flux+runway", "gpt-image+sora", "gpt-image+fal", "flux+fal",
-        "comfyui", "local",
+        "runway", "sora", "kling", "fal", "veo", "gemini-video", "replicate", "gpt-image+runway", "flux+runway", "gpt-image+sora",
+        "gpt-image+fal", "flux+fal", "comfyui", "local",
     ]  # fmt: skip
-    registry.image_preference = ["gpt-image", "gemini-image", "comfyui-image", "local-image"]
+    registry.image_preference = ["gpt-image", "gemini-image", "comfyui-image", "replicate-image", "local-image"]
     return registry
 
 
@@ -100,6 +102,37 @@ def _register_fal(registry: PipelineRegistry, settings: Settings) -> None:
     registry.add_video_target(VideoTarget(
         name="fal", provider=lambda: fal("image"), not_configured=no_fal,
         describe=f"{{still}}, written for video and cropped to the ratio, animated by fal {fl.i2v_model}.",
+    ))  # fmt: skip
+
+
+def _register_kling(registry: PipelineRegistry, settings: Settings) -> None:
+    """`kling`, and Kling as an image-to-video target (`gpt-image+kling`, `flux+kling`, ...)."""
+    from providers.kling import KlingVideoProvider
+    from providers.polling import PollPolicy
+
+    kl, core = settings.kling, settings.core
+    access, secret = _secret(kl.access_key), _secret(kl.secret_key)
+    no_kling = "" if access and secret else "KLING_ACCESS_KEY and KLING_SECRET_KEY are not set"
+    shared: list[KlingVideoProvider] = []
+
+    def kling() -> KlingVideoProvider:
+        # One client for every Kling pipeline: one connection pool, one token.
+        if not shared:
+            shared.append(KlingVideoProvider(
+                access_key=access, secret_key=secret, work_dir=core.data_dir / "kling-provider", base_url=kl.base_url,
+                model=kl.model, mode=kl.mode, prices=kl.prices, negative_prompt=kl.negative_prompt, cfg_scale=kl.cfg_scale,
+                poll_seconds=kl.poll_seconds, timeout=kl.request_timeout_seconds, absence_grace=kl.absence_grace_seconds,
+                policy=PollPolicy(backoff_base=kl.retry_backoff_seconds, backoff_max=max(kl.retry_backoff_seconds * 30, 0.05)),
+            ))  # fmt: skip
+        return shared[0]
+
+    registry.register("kling", lambda: Pipeline(
+        name="kling", video=kling(), configured=not no_kling, not_configured_reason=no_kling,
+        description=f"Kling ({kl.model}, {kl.mode}): text or image to video, extend; never created twice after a crash.",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="kling", provider=kling, not_configured=no_kling,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Kling {kl.model}.",
     ))  # fmt: skip
 
 
@@ -365,4 +398,45 @@ def _register_google(registry: PipelineRegistry, settings: Settings) -> None:
     registry.add_video_target(VideoTarget(
         name="gemini-video", provider=omni, not_configured=no_key,
         describe=f"{{still}}, written for video and cropped to the size, animated by Gemini Omni ({gg.omni_model}).",
+
+
+def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
+    """`replicate` (REPLICATE_VIDEO_MODEL, REPLICATE_I2V_MODEL, or any catalogue model with --model),
+    and Replicate as an image-to-video target (`gpt-image+replicate`, `flux+replicate`, ...)."""
+    from providers.polling import PollPolicy
+    from providers.replicate import ReplicateImageProvider, ReplicateVideoProvider
+    from providers.replicate_models import load_catalogue
+
+    rp, core = settings.replicate, settings.core
+    token = _secret(rp.api_token)
+    no_token = "" if token else "REPLICATE_API_TOKEN is not set"
+
+    def replicate(default_mode: str) -> ReplicateVideoProvider:
+        return ReplicateVideoProvider(
+            api_token=token, work_dir=core.data_dir / "replicate-provider", base_url=rp.base_url, video_model=rp.video_model,
+            i2v_model=rp.i2v_model, catalogue=load_catalogue(rp.models_file), prices=rp.prices, default_mode=default_mode,
+            poll_seconds=rp.poll_seconds, timeout=rp.request_timeout_seconds, absence_grace=rp.absence_grace_seconds,
+            policy=PollPolicy(backoff_base=rp.retry_backoff_seconds, backoff_max=max(rp.retry_backoff_seconds * 30, 0.05)),
+        )  # fmt: skip
+
+    registry.register("replicate", lambda: Pipeline(
+        name="replicate", video=replicate("text"), configured=not no_token, not_configured_reason=no_token,
+        description=f"Replicate: text to video ({rp.video_model}), image to video ({rp.i2v_model}); other models with --model.",
+    ))  # fmt: skip
+    registry.add_video_target(VideoTarget(
+        name="replicate", provider=lambda: replicate("image"), not_configured=no_token,
+        describe=f"{{still}}, written for video and cropped to the size, animated by Replicate {rp.i2v_model}.",
+    ))  # fmt: skip
+
+    def stills(*, snap_size: bool) -> ReplicateImageProvider:
+        return ReplicateImageProvider(replicate("text"), model=rp.image_model, snap_size=snap_size)
+
+    registry.register("replicate-image", lambda: Pipeline(
+        name="replicate-image", video=None, image=stills(snap_size=False), configured=not no_token,
+        not_configured_reason=no_token, description=f"Replicate {rp.image_model} stills.",
+    ))  # fmt: skip
+    # As a first frame the still is cropped to the video's size afterwards: it is made in the nearest shape.
+    registry.add_image_source(ImageSource(
+        name="replicate-image", provider=lambda: stills(snap_size=True), not_configured=no_token,
+        still=f"A Replicate {rp.image_model} still",
     ))  # fmt: skip

@@ -11,7 +11,7 @@ from bot.app import App, open_app
 from bot.config import Settings, load_settings
 
 # Keep a developer's own keys and .env out of every test.
-_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "FAL_", "COMFYUI_", "SLACK_", "DISCORD_", "GOOGLE_", "GEMINI_")
+_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "FAL_", "KLING_", "REPLICATE_", "COMFYUI_", "SLACK_", "DISCORD_", "GOOGLE_", "GEMINI_")
 
 
 @pytest.fixture
@@ -49,4 +49,4 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await application.close()
 
-pytest_plugins = ["tests.pg", "tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server"]  # emulator fixtures
+pytest_plugins = ["tests.pg", "tests.stores", "tests.fakes.openai_server", "tests.fakes.runway_server", "tests.fakes.bfl_server", "tests.fakes.kling_server", "tests.fakes.replicate_server"]  # emulator fixtures

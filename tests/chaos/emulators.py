@@ -19,6 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.kling_server import ACCESS_KEY as KLING_ACCESS_KEY
+from tests.fakes.kling_server import SECRET_KEY as KLING_SECRET_KEY
+from tests.fakes.kling_server import BODY as KLING_BODY
+from tests.fakes.kling_server import KlingServer
 from tests.fakes.openai_server import OpenAIEmulator, Recorded
 from tests.fakes.runway_server import SECRET as RUNWAY_SECRET
 from tests.fakes.runway_server import RunwayServer
@@ -127,6 +131,32 @@ class TimedRunway(RunwayServer):
         return await super()._output(request)
 
 
+class TimedKling(KlingServer):
+    """The Kling emulator, recording when each task is read and each create answered."""
+
+    def __init__(self, work_dir: Path, latency: Latency) -> None:
+        super().__init__(work_dir)
+        self.latency = latency
+        self.polls: list[Poll] = []
+        self.create_log: list[Create] = []
+
+    async def _read(self, request: web.Request) -> web.Response:
+        self.polls.append(Poll(f"{request.match_info['kind']}:{request.match_info['id']}", time.monotonic()))
+        return await super()._read(request)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        response = await super()._create(request)
+        await asyncio.sleep(self.latency.create)
+        if response.status < 300:
+            self.create_log.append(Create("kling", str((request[KLING_BODY] or {}).get("prompt", "")), started, time.monotonic()))
+        return response
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(self.latency.download)
+        return await super()._file(request)
+
+
 class SlowSlack(SlackEmulator):
     """The Slack emulator with slow posts (status messages, file shares) and slow file uploads."""
 
@@ -151,7 +181,7 @@ class SlowSlack(SlackEmulator):
 
 @dataclass
 class World:
-    """Slack, OpenAI and Runway emulators on loopback, started together."""
+    """Slack, OpenAI, Runway and Kling emulators on loopback, started together."""
 
     work_dir: Path
     latency: Latency = field(default_factory=Latency)
@@ -159,24 +189,28 @@ class World:
     def __post_init__(self) -> None:
         (self.work_dir / "openai").mkdir(parents=True, exist_ok=True)
         (self.work_dir / "runway").mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "kling").mkdir(parents=True, exist_ok=True)
         self.slack = SlowSlack()
         self.slack.latency = self.latency
         self.openai = TimedOpenAI(self.work_dir / "openai", self.latency)
         self.runway = TimedRunway(self.work_dir / "runway", self.latency)
+        self.kling = TimedKling(self.work_dir / "kling", self.latency)
         # Jobs take about a second at the provider whatever happens to the bot meanwhile,
         # like a real remote job; the polls in between give "running" a width to kill in.
         self.openai.advance = "time"
         self.openai.seconds_to_complete = 1.2
         self.runway.script = ["PENDING", "RUNNING", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"]
+        self.kling.steps = 4
 
     async def start(self) -> World:
         await self.slack.start()
         await self.openai.start()
         await self.runway.start()
+        await self.kling.start()
         return self
 
     async def stop(self) -> None:
-        for server in (self.runway, self.openai, self.slack):
+        for server in (self.kling, self.runway, self.openai, self.slack):
             await server.stop()
 
     async def __aenter__(self) -> World:
@@ -201,13 +235,20 @@ class World:
             "RUNWAYML_BASE_URL": self.runway.base_url,
             "RUNWAYML_POLL_SECONDS": "0.2",
             "RUNWAYML_RETRY_BACKOFF_SECONDS": "0.05",
+            "KLING_ACCESS_KEY": KLING_ACCESS_KEY,
+            "KLING_SECRET_KEY": KLING_SECRET_KEY,
+            "KLING_BASE_URL": self.kling.base_url,
+            "KLING_POLL_SECONDS": "0.2",
+            "KLING_RETRY_BACKOFF_SECONDS": "0.05",
+            # A restart takes longer than this: a create cut off by the kill has arrived by then.
+            "KLING_ABSENCE_GRACE_SECONDS": "1",
         }
 
     def polls(self) -> list[Poll]:
-        return [*self.openai.polls, *self.runway.polls]
+        return [*self.openai.polls, *self.runway.polls, *self.kling.polls]
 
     def creates(self) -> list[Create]:
-        return [*self.openai.create_log, *self.runway.create_log]
+        return [*self.openai.create_log, *self.runway.create_log, *self.kling.create_log]
 
 
 def first_poll_after(polls: list[Poll], remote_id: str, since: float, until: float = float("inf")) -> float | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Settings prefixes that must come only from the harness, never from the developer's shell.
-_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "SLACK_", "DISCORD_")
+_PREFIXES = ("VIDEOBOT_", "OPENAI_", "RUNWAYML_", "BFL_", "KLING_", "REPLICATE_", "SLACK_", "DISCORD_")
 
 
 class BotDied(AssertionError):

@@ -34,6 +34,8 @@ PIPELINES: dict[str, PipelineSpec] = {
     "sora": PipelineSpec("sora", "--seconds 4 --size 1280x720", ("sora",)),
     "runway": PipelineSpec("runway", "--seconds 2 --size 1280x720", ("runway",)),
     "gpt-image+runway": PipelineSpec("gpt-image+runway", "--seconds 2 --size 1280x720", ("gpt-image", "runway")),
+    # Kling's creates carry our job id (external_task_id): an interrupted one is read back, never ambiguous.
+    "kling": PipelineSpec("kling", "--seconds 5 --size 1280x720", ("kling",)),
 }
 
 
