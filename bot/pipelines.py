@@ -398,6 +398,7 @@ def _register_google(registry: PipelineRegistry, settings: Settings) -> None:
     registry.add_video_target(VideoTarget(
         name="gemini-video", provider=omni, not_configured=no_key,
         describe=f"{{still}}, written for video and cropped to the size, animated by Gemini Omni ({gg.omni_model}).",
+    ))  # fmt: skip
 
 
 def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
