@@ -13,6 +13,7 @@ from bot.core.budget import BudgetGuard
 from bot.core.models import Job, JobKind, in_chat
 from bot.core.story_driver import StoryDriver
 from bot.core.stories import story_rule
+from bot.core.story_plan import StoryPlanner
 from bot.core.tenant_settings import TenantSettings
 from bot.core.events import EventBus
 from bot.core.media_paths import MediaPathStore, MediaPaths
@@ -98,5 +99,6 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         moderation_on_outage=core.moderation_on_outage.lower(),
         hops=admission,
     )
-    service = JobService(store, media, registry, bus, runner, core, admission=admission)
+    planner = StoryPlanner.from_settings(settings.openai)
+    service = JobService(store, media, registry, bus, runner, core, admission=admission, planner=planner)
     return App(settings, store, media, registry, bus, runner, service)

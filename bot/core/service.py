@@ -17,6 +17,7 @@ from bot.core.events import EventBus
 from bot.core.ids import new_job_id, new_seed
 from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner
+from bot.core.story_plan import StoryPlanner
 from bot.core.tenant_settings import Effective, TenantSettings
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -45,6 +46,7 @@ class JobService:
         settings: CoreSettings,
         *,
         admission: Admission | None = None,
+        planner: StoryPlanner | None = None,
     ) -> None:
         self.store = store
         self.media = media
@@ -60,6 +62,8 @@ class JobService:
                 default_pipeline=lambda image: default_pipeline(settings, registry, image=image),
             )
         self.admission = admission
+        #: Plans story premises (a paid text model when OpenAI is configured, else offline).
+        self.planner = planner or StoryPlanner()
         self.tenant_settings = admission.tenant_settings
         self.budget = admission.budget
 

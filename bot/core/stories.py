@@ -92,7 +92,7 @@ async def _plan_story(service: JobService, request: StoryRequest, origin: Origin
     Every check that costs nothing runs before the planner (a paid model) is called."""
     core = service.settings
     door = service.admission
-    planner = planner or StoryPlanner.from_env()
+    planner = planner or service.planner
     script = request.script.strip()
     if not script:
         raise InvalidRequest("The story is empty. Give a premise, or scenes separated by new lines or ' | '.")

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from bot.config import OpenAISettings
 from providers.errors import InvalidRequest, Unavailable
 
 DEFAULT_SCENES = 4
@@ -111,10 +112,8 @@ class StoryPlanner:
     timeout: float = 60.0
 
     @classmethod
-    def from_env(cls) -> StoryPlanner:
-        from bot.config import OpenAISettings
-
-        s = OpenAISettings()
+    def from_settings(cls, s: OpenAISettings) -> StoryPlanner:
+        """Built once by the composition root (bot/app.py) from the OpenAI settings."""
         key = s.api_key.get_secret_value() if s.api_key else None
         return cls(api_key=key, base_url=s.base_url, model=s.text_model, timeout=s.request_timeout_seconds)
 
