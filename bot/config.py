@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.core.errors import ConfigError
+from providers.errors import ConfigError
 from bot.core.routing import Split, parse_fallbacks, parse_splits
 from providers.pricing import (
+    KLING_PRICES,
     FLUX_USD_PER_MEGAPIXEL,
     RUNWAY_CREDIT_USD,
     RUNWAY_CREDITS_PER_SECOND,
@@ -447,7 +448,7 @@ class KlingSettings(BaseSettings):
     #: std (720p) or pro (1080p, and end frames on most models).
     mode: Literal["std", "pro"] = "std"
     #: USD per second of output by `model@mode` (a model alone prices both modes).
-    prices: dict[str, float] = Field(default_factory=lambda: dict(_kling_prices()))
+    prices: dict[str, float] = Field(default_factory=lambda: dict(KLING_PRICES))
     #: Sent as negative_prompt; empty: none.
     negative_prompt: str = ""
     #: Kling's cfg_scale (0..1, how closely the prompt is followed); empty: Kling's default.
@@ -478,12 +479,6 @@ class KlingSettings(BaseSettings):
         if any(price < 0 for price in value.values()):
             raise ValueError("prices must not be negative")
         return value
-
-
-def _kling_prices() -> dict[str, float]:
-    from providers.kling import PRICES
-
-    return PRICES
 
 
 class ReplicateSettings(BaseSettings):

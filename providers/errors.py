@@ -20,6 +20,12 @@ class VideobotError(Exception):
         self.detail = detail
 
 
+class ConfigError(VideobotError):
+    """A setting is invalid; start-up stops with one line."""
+
+    code = "config"
+
+
 class InvalidRequest(VideobotError):
     """The user's input cannot be run as asked (bad prompt, size, seconds, image...)."""
 

@@ -56,6 +56,7 @@ from providers.errors import (
 )
 from providers.media import concat_videos, crop_to_size, decode_image, last_frame
 from providers.polling import PollPolicy, retrying
+from providers.pricing import KLING_PRICES
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +101,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "kling-v2-6": ModelSpec(modes=("pro",)),
 }
 
-#: USD per second of output by `model@mode` (Kling's API price list, late 2026); an operator
-#: follows a price change with KLING_PRICES. Extensions cost what the model's seconds cost.
-PRICES: dict[str, float] = {
-    "kling-v1@std": 0.028, "kling-v1@pro": 0.098,
-    "kling-v1-5@std": 0.056, "kling-v1-5@pro": 0.098,
-    "kling-v1-6@std": 0.056, "kling-v1-6@pro": 0.098,
-    "kling-v2-master@pro": 0.28,
-    "kling-v2-1@std": 0.056, "kling-v2-1@pro": 0.098,
-    "kling-v2-1-master@pro": 0.28,
-    "kling-v2-5-turbo@std": 0.042, "kling-v2-5-turbo@pro": 0.07,
-    "kling-v2-6@pro": 0.07,
-}  # fmt: skip
+#: USD per second of output by `model@mode`: providers.pricing.KLING_PRICES (data the settings read too).
+PRICES = KLING_PRICES
 
 
 class KlingToken:

@@ -42,3 +42,17 @@ def flux_cost(model: str, width: int, height: int, table: dict[str, float]) -> f
         return None
     megapixels = max(1, math.ceil(width * height / 1_000_000))
     return round(rate * megapixels, 4)
+
+
+#: USD per second of output by `model@mode` (Kling's API price list, late 2026); an operator
+#: follows a price change with KLING_PRICES. Extensions cost what the model's seconds cost.
+KLING_PRICES: dict[str, float] = {
+    "kling-v1@std": 0.028, "kling-v1@pro": 0.098,
+    "kling-v1-5@std": 0.056, "kling-v1-5@pro": 0.098,
+    "kling-v1-6@std": 0.056, "kling-v1-6@pro": 0.098,
+    "kling-v2-master@pro": 0.28,
+    "kling-v2-1@std": 0.056, "kling-v2-1@pro": 0.098,
+    "kling-v2-1-master@pro": 0.28,
+    "kling-v2-5-turbo@std": 0.042, "kling-v2-5-turbo@pro": 0.07,
+    "kling-v2-6@pro": 0.07,
+}  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from providers.errors import (
+    ConfigError,
     ContentExpired,
     ContentPolicyRejected,
     GenerationFailed,
@@ -21,6 +22,37 @@ from providers.errors import (
     Unavailable,
     VideobotError,
 )
+
+#: The taxonomy (its root is the leaf providers.errors) and the core's own errors: every layer
+#: above providers takes them from here.
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "ContentExpired",
+    "ContentPolicyRejected",
+    "DeliveryFailed",
+    "Flagged",
+    "GenerationFailed",
+    "InvalidRequest",
+    "JobNotFound",
+    "JobStateError",
+    "LimitReached",
+    "MediaMissing",
+    "ModelUnavailable",
+    "ModerationUnavailable",
+    "NeedsConfirmation",
+    "NotAllowed",
+    "NotConfigured",
+    "OutputInvalid",
+    "ProviderTimeout",
+    "RateLimited",
+    "RemoteCancelled",
+    "TransientError",
+    "Unavailable",
+    "VideobotError",
+    "error_code",
+    "user_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +150,6 @@ class MediaMissing(VideobotError):
             f"The {what} is not on this worker's media volume: {shown}; mount VIDEOBOT_MEDIA_DIR on every worker.",
             detail=f"missing {path}",
         )
-
-
-class ConfigError(VideobotError):
-    """A setting is invalid; start-up stops with one line."""
-
-    code = "config"
 
 
 # Errors whose own message is already written for users (they carry specifics: limits, ids).

@@ -28,6 +28,7 @@ from providers.moderation import BlocklistModerator, Moderator
 from providers.pipeline import Pipeline
 from providers.polling import backoff_delay, retrying, wait_for_completion
 from providers.registry import PipelineRegistry
+from storage.contract import Store
 from storage.spend import OverBudget, SpendLimit
 
 log = logging.getLogger(__name__)
@@ -393,3 +394,22 @@ class Generation:
             job, status=JobStatus.DELIVERING, output_path=str(final), thumbnail_path=str(thumb)
         )
 
+
+async def cancel_remote(registry: PipelineRegistry, store: Store, job: Job, why: str) -> str | None:
+    """Stop the provider's work on a job that ends early; returns the note for the event log."""
+    # CANCELLED here means another process marked it while the provider was still working.
+    if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.CANCELLED):
+        return None
+    pipeline = registry.get(job.pipeline)
+    if pipeline.video is None:
+        return None
+    try:
+        await pipeline.video.cancel(job.remote_id)
+    except Exception as exc:
+        log.warning("remote cancel failed for %s", job.id, exc_info=True)
+        note = f"job {why}; cancelling remote {job.remote_id} failed: {exc}"
+    else:
+        note = f"job {why}; remote {job.remote_id} cancelled at {pipeline.video.name}"
+    if job.status.terminal:
+        await store.add_event(job.id, note)
+    return note

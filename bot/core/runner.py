@@ -1,10 +1,7 @@
-"""The runner: takes queued jobs in fair order and drives each through its states.
-
-queued → submitting → running → downloading → delivering → completed (or failed /
-cancelled). Every transition is written to the store before the next step acts,
-so a new runner on the same database continues any job from where it stopped:
-a job with a remote id is polled again, never created again; a job whose file is
-on disk is delivered, not generated again.
+"""The runner loop: takes queued jobs in fair order, hands each to the driver of its kind
+(bot.core.generation for one video or image, a story's for its scenes) until it is ready to
+post, delivers it (bot.core.delivery) and records how it ended. Every transition is written to
+the store before the next step acts, so a new runner continues any job from where it stopped.
 
 Jobs are leased in the store, so two processes on one database never run the
 same job. A lease names its holder (host, pid, process start time): a holder on this
@@ -18,21 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from bot.core.context import DriverFactory
+from bot.core.delivery import DELIVERY_BACKOFF_MAX, Deliverer, post_once
 from bot.core.errors import DeliveryFailed, Flagged, error_code, user_message
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
-from bot.core.generation import RATE_LIMIT_NOTE, AmbiguousSubmit, Generation, HopGate
+from bot.core.generation import RATE_LIMIT_NOTE, AmbiguousSubmit, Generation, HopGate, cancel_remote
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent, in_chat
 from bot.core.scheduler import FairQueue
 from providers.errors import GenerationFailed, ProviderTimeout, VideobotError
 from providers.moderation import Moderator
-from providers.polling import PollPolicy, backoff_delay
+from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
 from storage.contract import Store
 from storage.jobs import AlreadyFinished, LeaseLost
@@ -43,15 +39,6 @@ from storage.spend import SpendLimit
 __all__ = ["RATE_LIMIT_NOTE", "Deliverer", "Runner"]
 
 log = logging.getLogger(__name__)
-
-#: Posts the finished job where it belongs; returns job fields to store (result message ids...).
-Deliverer = Callable[[Job], Awaitable[dict[str, Any] | None]]
-
-#: Delivery retries back off up to this many seconds between attempts...
-DELIVERY_BACKOFF_MAX = 300.0
-#: ...and give up (completed, undelivered; `videobot redeliver` later) after this long.
-DELIVERY_GIVE_UP_SECONDS = 6 * 3600.0
-_TRANSIENT_DELIVERY = (aiohttp.ClientError, OSError, TimeoutError, ConnectionError)
 
 
 class Runner:
@@ -83,13 +70,8 @@ class Runner:
         self.lease_seconds = lease_seconds
         #: How often to look for jobs whose holder died (same host: at once; else when the lease ran out).
         self.adopt_interval = min(adopt_interval, max(lease_seconds / 3, 0.05))
-        #: Drivers for kinds of jobs made of other jobs (stories), by kind; the rest run here.
         self.drivers: dict[JobKind, DriverFactory] = dict(drivers or {})
-        #: Checks prompts and images before any paid step; None: no moderation.
-        self.moderator = moderator
-        self.moderation_on_outage = moderation_on_outage
-        #: Admission for a fallback hop (allowed, priced, the budgets it is reserved against).
-        self.hops = hops
+        self.moderator = moderator  # the app closes it
         self._generation: DriverFactory = lambda ctx: Generation(ctx, registry, moderator, moderation_on_outage, hops)
         self.holder = Holder.current()
         self.owner = str(self.holder)
@@ -230,7 +212,7 @@ class Runner:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
-    # --- for steps that drive child jobs (stories: bot.core.stories.StoryDriver) --------------
+    # --- the JobContext drivers see (bot/core/context.py) ------------------------------------
 
     async def write(self, job: Job, *, detail: str | None = None, **fields: Any) -> Job:
         """A fenced write of a job this runner drives (see `_write`)."""
@@ -422,34 +404,15 @@ class Runner:
         return job
 
     async def _deliver(self, job: Job) -> Job:
-        """Post the result exactly once: each attempt is recorded before the adapter is called,
-        so after a crash the adapter knows to look for an earlier post before posting again.
-        Transient failures are retried with backoff while the job stays `delivering`; a
-        permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
+        """Posted exactly once (bot.core.delivery), then completed."""
         self._emit(EventKind.DELIVERING, job, progress=100)
-        # A story's scene is posted as part of its story, never on its own.
-        # A job whose result shows on the web alone is not posted anywhere.
+        # A story's scene is posted as part of its story, never on its own; a job whose result
+        # shows on the web alone is not posted anywhere.
         deliverer = None if job.state.get("story_scene") or not in_chat(job) else self.deliverers.get(job.origin.platform)
-        while deliverer is not None:
-            previous = job.state.get("delivery", {})
-            first_at = previous.get("first_at") or time.time()
-            attempt = int(previous.get("attempt", 0)) + 1
-            job = await self._write(job, state={**job.state, "delivery": {"attempt": attempt, "first_at": first_at}})
-            try:
-                updates = await deliverer(job) or {}
-            except Exception as exc:
-                failure = _as_delivery_failure(exc)
-                if not failure.transient or time.time() - first_at > DELIVERY_GIVE_UP_SECONDS:
-                    return await self._complete_undelivered(job, failure)
-                delay = backoff_delay(attempt, self.delivery_policy, failure.retry_after)
-                log.warning("job %s: delivery attempt %d failed (%s); retrying in %.1fs", job.id, attempt, failure.detail or failure, delay)
-                self._emit(EventKind.DELIVERING, job, progress=100, message="posting failed; retrying")
-                await asyncio.sleep(delay)
-                job = await self.store.get(job.id) or job
-                continue
-            if updates:
-                job = await self._write(job, **updates)
-            break
+        if deliverer is not None:
+            job, failure = await post_once(self, job, deliverer, self.delivery_policy)
+            if failure is not None:
+                return await self._complete_undelivered(job, failure)
         job = await self._write(job, status=JobStatus.COMPLETED, progress=100, finished_at=time.time())
         self.eta.observe(job)
         self._emit(EventKind.COMPLETED, job, progress=100)
@@ -512,23 +475,7 @@ class Runner:
         self._resolve(job)
 
     async def _cancel_remote(self, job: Job, why: str) -> str | None:
-        """Stop the provider's work on a job that ends early; returns the note for the event log."""
-        # CANCELLED here means another process marked it while the provider was still working.
-        if job.remote_id is None or job.status not in (JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.CANCELLED):
-            return None
-        pipeline = self.registry.get(job.pipeline)
-        if pipeline.video is None:
-            return None
-        try:
-            await pipeline.video.cancel(job.remote_id)
-        except Exception as exc:
-            log.warning("remote cancel failed for %s", job.id, exc_info=True)
-            note = f"job {why}; cancelling remote {job.remote_id} failed: {exc}"
-        else:
-            note = f"job {why}; remote {job.remote_id} cancelled at {pipeline.video.name}"
-        if job.status.terminal:
-            await self.store.add_event(job.id, note)
-        return note
+        return await cancel_remote(self.registry, self.store, job, why)
 
     def _resolve(self, job: Job) -> None:
         future = self._done.get(job.id)
@@ -547,18 +494,6 @@ class Runner:
                 progress=progress if progress is not None else job.progress,
             )  # fmt: skip
         )
-
-
-def _as_delivery_failure(exc: Exception) -> DeliveryFailed:
-    if isinstance(exc, DeliveryFailed):
-        return exc
-    if isinstance(exc, _TRANSIENT_DELIVERY):
-        return DeliveryFailed("Posting the result failed; retrying.", transient=True, detail=repr(exc))
-    log.error("delivery raised an unexpected error", exc_info=exc)
-    return DeliveryFailed(
-        "The video is ready but could not be posted. An admin can post it again with `videobot redeliver`.",
-        transient=False, detail=repr(exc),
-    )  # fmt: skip
 
 
 def _user_key(job: Job) -> str:
