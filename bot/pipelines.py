@@ -46,7 +46,7 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     registry.register(
         "local",
         lambda: local_pipeline(
-            core.data_dir / "local-provider",
+            core.media_root / "local-provider",  # shared: a worker taking a job over finds its spec
             fps=local.fps,
             max_seconds=local.max_seconds,
             concurrency=local.concurrency,

@@ -177,3 +177,64 @@ async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_o
                 if proc.alive:
                     proc.kill()
             db.close()
+
+
+async def test_a_local_render_of_a_killed_worker_is_finished_by_the_other_from_the_shared_media_dir(tmp_path: Path) -> None:
+    """Issue 19, item 9: workers with their own data directories and one shared media directory
+    (README, "Past one machine"). A worker killed mid-render leaves the render's spec in the
+    media directory, so the survivor renders the clip again (free, deterministic) instead of
+    failing it as lost; one job row, one file in the channel."""
+    shared = tmp_path / "shared"  # the database (one machine: SQLite is shared) and the media volume
+    media = shared / "media"
+    db = StoreView("", shared)
+    spec = PIPELINES["local"]
+    async with World(tmp_path / "emulators", latency=Latency(0, 0, 0, 0, 0)) as world:
+
+        def env_for(name: str) -> dict[str, str]:
+            return environment(
+                world, tmp_path / f"data-{name}", f"sqlite:///{shared / 'videobot.sqlite3'}", VIDEOBOT_MEDIA_DIR=str(media),
+                VIDEOBOT_MAX_CONCURRENT_JOBS="2", VIDEOBOT_MAX_RUNNING_PER_USER="2", VIDEOBOT_WORKER_SLOTS="1",
+            )  # fmt: skip
+
+        gateway = RoleProcess(env_for("gateway"), role="gateway", port=free_port(), work_dir=tmp_path / "gateway", name="gateway")
+        a = RoleProcess(env_for("a"), role="worker", work_dir=tmp_path / "a", name="worker-a")
+        b = RoleProcess(env_for("b"), role="worker", work_dir=tmp_path / "b", name="worker-b")
+        procs = (gateway, a, b)
+        try:
+            gateway.start()
+            await gateway.ready()
+            a.start()
+            b.start()
+            await asyncio.gather(a.ready(), b.ready())
+            prompt = "a teal coupe crossing a desert, taken over"
+            # Long enough (12 s of 1280x720 frames) that the kill lands while it renders.
+            answer = await world.slack.slash(gateway.url, "/video", f"{prompt} --pipeline local --seconds 12 --size 1280x720")
+            assert answer.status == 200, answer.body
+
+            def rendering() -> bool:
+                rows = db.jobs()
+                return len(rows) == 1 and rows[0].status == "running" and bool(rows[0].remote_id) and 0 < rows[0].progress < 100
+
+            await wait_until(rendering, 30, "the local render to start", db, world, *procs)
+            (row,) = db.jobs()
+            holder = {a.pid: a, b.pid: b}[next(iter(db.runner_pids(row.id)))]
+            survivor = b if holder is a else a
+            holder.kill()
+            finished = list(tmp_path.rglob(f"{row.remote_id}.mp4"))
+            assert not finished, f"the render finished before the kill ({finished}): make the clip longer"
+            await wait_until(lambda: all(r.terminal for r in db.jobs()), 60, "the survivor to finish the job", db, world, gateway, survivor)
+            await wait_until(lambda: settled(world, db.jobs()), 15, "Slack to show the ending", db, world, gateway, survivor)
+            rows = db.jobs()
+            assert len(rows) == 1, f"{len(rows)} job rows for one command"
+            verdicts = judge(world, db, spec, rows, {prompt: prompt}, kills=[time.monotonic()], submitting_at_kill=set())
+            problems = [v.describe() for v in verdicts if v.problems()]
+            assert not problems, "\n".join(problems) + "\n" + explain(db, world, *procs)
+            assert rows[0].remote_id == row.remote_id, "the survivor made a new render instead of resuming the job's own"
+            assert db.runner_pids(row.id) == {holder.pid, survivor.pid}, "the job was not finished by the survivor"
+            for proc in (gateway, survivor):
+                assert await proc.terminate(), f"{proc.name} did not stop on SIGTERM"
+        finally:
+            for proc in procs:
+                if proc.alive:
+                    proc.kill()
+            db.close()
