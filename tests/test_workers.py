@@ -110,7 +110,7 @@ async def test_a_gateway_and_two_workers_run_thirty_jobs_once_each_under_the_cap
             assert all(len(pids) == 1 for pids in made_by.values()), made_by
             used = {pid for pids in made_by.values() for pid in pids}
             assert used == {a.pid, b.pid}, f"jobs were made by {used}; workers are {a.pid} and {b.pid}, the gateway {gateway.pid}"
-            assert taken.samples > 50
+            taken.require(50)
             assert taken.max_total <= 4, f"{taken.max_total} jobs taken at once (cap 4 across the workers)"
             assert taken.max_per_user <= 2, f"one user had {taken.max_per_user} jobs taken at once (cap 2)"
             assert taken.max_total == 4, "the workers never filled the cap: the sampler or the claims are off"
@@ -169,7 +169,9 @@ async def test_a_killed_workers_jobs_are_taken_over_by_the_other_and_delivered_o
             assert len(verdicts) == 12 and all(v.status == "completed" for v in verdicts)
             for job_id in a_jobs:
                 assert db.runner_pids(job_id) == {a.pid, b.pid}, f"job {job_id} was not finished by B"
+            taken.require(50)
             assert taken.max_total <= 6, f"{taken.max_total} jobs taken at once (cap 6), during the takeover"
+            assert taken.max_total == 6, "the sampler never saw the six jobs the database showed running"
             for proc in (gateway, b):
                 assert await proc.terminate(), f"{proc.name} did not stop on SIGTERM"
         finally:
