@@ -10,6 +10,7 @@ job's events, and the most jobs ever taken at once, sampled from the database.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -240,3 +241,24 @@ async def test_a_local_render_of_a_killed_worker_is_finished_by_the_other_from_t
                 if proc.alive:
                     proc.kill()
             db.close()
+
+
+def test_every_provider_keeps_its_per_job_state_in_the_shared_media_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a provider keeps beside a remote job (the local render's spec and clip, fal's URLs,
+    Runway's extend source, ComfyUI's workflow and GPU time) must be where a worker taking the job
+    over finds it: the media directory every worker mounts, never one worker's data directory."""
+    from bot.config import load_settings
+    from bot.pipelines import build_registry
+
+    for key in [k for k in os.environ if k.startswith(("VIDEOBOT_", "FAL_", "RUNWAYML_", "COMFYUI_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDEOBOT_DATA_DIR", str(tmp_path / "worker-data"))
+    monkeypatch.setenv("VIDEOBOT_MEDIA_DIR", str(tmp_path / "shared-media"))
+    registry = build_registry(load_settings())
+    media = (tmp_path / "shared-media").resolve()
+    for name in ("local", "fal", "runway", "comfyui"):
+        provider = registry.get(name).video
+        holder = getattr(provider, "jobs", provider)  # ComfyUI keeps it in its jobs helper
+        work_dir = Path(holder.work_dir).resolve()
+        assert work_dir.is_relative_to(media), f"{name} keeps its per-job state in {work_dir}, outside the shared {media}"
