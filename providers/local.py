@@ -61,8 +61,7 @@ class LocalVideoProvider(VideoProvider):
     def __init__(
         self, work_dir: Path, *, fps: int = 24, max_seconds: int = 20, concurrency: int = 1, max_image_bytes: int = 20_000_000
     ) -> None:
-        self.work_dir = work_dir
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir = work_dir  # made at the first submit: a refused request writes nothing
         self.fps = fps
         self.max_seconds = max_seconds
         self.max_image_bytes = max_image_bytes
@@ -179,6 +178,7 @@ class LocalVideoProvider(VideoProvider):
         portable = request.model_copy(
             update={"input_image": self._portable(request.input_image), "source_video": self._portable(request.source_video)}
         )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         spec = self._spec_path(remote_id)
         temp = spec.with_name(f"{spec.name}.{os.getpid()}.tmp")
         temp.write_text(portable.model_dump_json(), encoding="utf-8")
