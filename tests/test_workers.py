@@ -257,8 +257,13 @@ def test_every_provider_keeps_its_per_job_state_in_the_shared_media_dir(tmp_path
     monkeypatch.setenv("VIDEOBOT_MEDIA_DIR", str(tmp_path / "shared-media"))
     registry = build_registry(load_settings())
     media = (tmp_path / "shared-media").resolve()
-    for name in ("local", "fal", "runway", "comfyui"):
-        provider = registry.get(name).video
-        holder = getattr(provider, "jobs", provider)  # ComfyUI keeps it in its jobs helper
-        work_dir = Path(holder.work_dir).resolve()
-        assert work_dir.is_relative_to(media), f"{name} keeps its per-job state in {work_dir}, outside the shared {media}"
+    checked = set()
+    for name in registry.names():  # every pipeline, so a provider added later is held to it too
+        pipeline = registry.get(name)
+        for part in (pipeline.video, pipeline.image):
+            for holder in (part, getattr(part, "jobs", None)):  # ComfyUI keeps it in its jobs helper
+                if holder is not None and getattr(holder, "work_dir", None) is not None:
+                    work_dir = Path(holder.work_dir).resolve()
+                    assert work_dir.is_relative_to(media), f"{name} keeps its per-job state in {work_dir}, outside the shared {media}"
+                    checked.add(getattr(part, "name", name))
+    assert {"local", "fal", "runway", "comfyui"} <= checked, f"only {sorted(checked)} were checked"
