@@ -12,7 +12,8 @@ to the first poll of a resumed job (for `local`, to its first database write).
 
 Run: `make chaos` or `.venv/bin/python -m bench.chaos [--kills 20] [--seed 1] [--pipelines sora,runway]`.
 Prints tables; not a test (tests/test_crash_chaos.py is the short version that asserts).
-Exits 1 when any promise was broken (a duplicate, a loss, a status card not showing the ending...).
+Exits 1 when any promise was broken (a duplicate, a loss, a status card not showing the ending...)
+or when fewer kills than planned landed in a state (a job must be in it when the process dies).
 """
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def rows_of(result: ChaosResult) -> dict[str, float | int]:
     }
     for state, n in sorted(result.coverage().items()):
         rows[f"kills in {state}"] = n
+    landed = result.landed()
+    for state, asked in sorted(result.planned().items()):
+        rows[f"landed in {state} / planned"] = f"{landed.get(state, 0)} / {asked}"  # type: ignore[assignment]
+    rows["kills that missed (tried again)"] = sum(not k.hit for k in result.kills)
     return rows
 
 

@@ -127,6 +127,26 @@ async def bench_overhead(root: Path, duration: float = 2.0, n: int = 20) -> dict
         await app.close()
 
 
+async def bench_local_render_lag(root: Path) -> dict[str, float]:
+    """The event loop's lag while the local provider renders a clip (it renders in a thread;
+    tests/test_local_provider.py checks that, this measures what is left: the GIL's share)."""
+    from providers.base import RemoteStatus, VideoRequest
+    from providers.local import LocalVideoProvider
+
+    provider = LocalVideoProvider(root / "local-lag", fps=24)
+    remote = await provider.submit(VideoRequest(prompt="a busy street", seconds=3, size="640x360", seed=9))
+    lags: list[float] = []
+    started = time.perf_counter()
+    while (await provider.poll(remote.id)).status is not RemoteStatus.COMPLETED:
+        before = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - before - 0.01)
+    took = time.perf_counter() - started
+    await provider.aclose()
+    return {"render s (3 s of 640x360)": took, "loop lag p50 ms": pct(lags, 0.5) * 1000,
+            "loop lag p99 ms": pct(lags, 0.99) * 1000, "loop lag max ms": max(lags) * 1000}  # fmt: skip
+
+
 async def bench_rss(root: Path, n: int = 1000) -> dict[str, float]:
     before = rss_mb()
     app = await make_app(root / "rss", duration=5.0, concurrent=n)
@@ -157,6 +177,7 @@ async def main() -> None:
         table("500 concurrent submissions (provider takes 3 s)", await bench_submit_and_lag(root))
         table("overhead = end-to-end minus provider time (2 s)", await bench_overhead(root))
         table("memory", await bench_rss(root))
+        table("event loop while the local provider renders", await bench_local_render_lag(root))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Web gallery benchmark: page time with 10,000 jobs in the store, and memory while 20 clients
-stream a 500 MB video.
+stream a 500 MB video (`--mb`: its size).
 
 Run: `.venv/bin/python -m bench.gallery [--jobs 10000] [--requests 100] [--clients 20] [--mb 500]`.
 The gallery runs as the real `videobot web` in its own process (its RSS is what is measured);
@@ -42,8 +42,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fill(data: Path, count: int) -> tuple[str, Path]:
-    """`count` jobs (80 % in the measured tenant), one real-looking 500 MB file's job; returns its id."""
+async def fill(data: Path, count: int, mb: int = 500) -> tuple[str, Path]:
+    """`count` jobs (80 % in the measured tenant), one real-looking `mb` MB file's job; returns its id."""
     store = await JobStore.open(data / "videobot.sqlite3")
     rng = random.Random(7)
     now = time.time()
@@ -73,7 +73,7 @@ async def fill(data: Path, count: int) -> tuple[str, Path]:
     big_dir.mkdir(parents=True, exist_ok=True)
     big = big_dir / "video.mp4"
     with big.open("wb") as fh:
-        fh.truncate(500 * 1_000_000)  # sparse: made at once, read back as zeros
+        fh.truncate(mb * 1_000_000)  # sparse: made at once, read back as zeros
     job = Job(
         id="jbig", kind=JobKind.GENERATE, origin=Origin(platform=TENANT[0], workspace_id=TENANT[1], user_id="U00"),
         prompt="a very long video", params=GenerateParams(seconds=600, size="1920x1080", seed=1), pipeline="local",
@@ -176,11 +176,14 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--mb", type=int, default=500, help="size of the streamed video in MB (default 500)")
     args = parser.parse_args()
+    if args.mb < 1:
+        parser.error("--mb must be at least 1")
     with tempfile.TemporaryDirectory(prefix="videobot-bench-gallery-") as tmp:
         data = Path(tmp)
         started = time.perf_counter()
-        big_id, big = await fill(data, args.jobs)
+        big_id, big = await fill(data, args.jobs, args.mb)
         print(f"filled {args.jobs:,} jobs (+FTS5 via triggers) in {time.perf_counter() - started:.1f} s")
         rows = []
         for sendfile in (True, False):
@@ -210,7 +213,7 @@ async def main() -> None:
                         rows.append((name, f"p50 {statistics.median(times):6.1f} ms   p99 {pct(times, 0.99):6.1f} ms"))
                 before, peak, took, rate = await stream_all(url, data, big_id, args.clients, big.stat().st_size, proc)
                 mode = "sendfile" if sendfile else "chunked reads (AIOHTTP_NOSENDFILE)"
-                rows.append((f"RSS, {args.clients} x 500 MB streams, {mode}",
+                rows.append((f"RSS, {args.clients} x {args.mb} MB streams, {mode}",
                              f"{before:6.1f} MB idle -> {peak:6.1f} MB peak ({took:.1f} s, {rate:,.0f} MB/s total)"))  # fmt: skip
             finally:
                 server.terminate()

@@ -38,11 +38,15 @@ async def bench_submit(root: Path, url: str, n: int = 500) -> dict[str, float | 
         jobs, latencies = await submit_all(app, n, users=50)
         wall = time.perf_counter() - t0
         finished = await asyncio.wait_for(asyncio.gather(*(app.runner.wait(j.id) for j in jobs)), 300)
+        completed = sum(1 for j in finished if j.status is JobStatus.COMPLETED)
+        if completed != n:
+            problems = [(j.id, j.status.value, j.error_message) for j in finished if j.status is not JobStatus.COMPLETED][:3]
+            raise SystemExit(f"{url.split(':', 1)[0]}: {completed} of {n} submissions completed; first problems: {problems}")
         return {
             "submit p50 ms": pct(latencies, 0.5) * 1000,
             "submit p99 ms": pct(latencies, 0.99) * 1000,
             "submit wall s": wall,
-            "completed": sum(1 for j in finished if j.status is JobStatus.COMPLETED),
+            "completed": completed,
         }
     finally:
         await app.close()

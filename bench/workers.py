@@ -76,6 +76,16 @@ def _job(i: int, t: float) -> Job:
     )  # fmt: skip
 
 
+def check_completed(jobs: list[Job]) -> None:
+    """Every job of the run completed, or the figures mean nothing: stop and say so."""
+    failed = [j for j in jobs if j.status is not JobStatus.COMPLETED]
+    if len(jobs) != JOBS or failed:
+        raise SystemExit(
+            f"{len(jobs) - len(failed)} of {JOBS} jobs completed ({len(jobs)} found); "
+            f"first problems: {[(j.id, j.status.value, j.error_message) for j in failed[:3]]}"
+        )
+
+
 async def bench(url: str, data: Path, workers: int) -> dict[str, float]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VIDEOBOT_", "SLACK_", "DISCORD_", "OPENAI_"))},
@@ -106,11 +116,16 @@ async def bench(url: str, data: Path, workers: int) -> dict[str, float]:
                 raise RuntimeError(f"only {done} of {JOBS} jobs ended in 300 s")
             await asyncio.sleep(0.05)
         jobs = await store.list(limit=JOBS)
-        assert all(j.status is JobStatus.COMPLETED for j in jobs), [j.error_message for j in jobs if j.status is not JobStatus.COMPLETED][:3]
+        check_completed(jobs)
         last_start = max(j.started_at or 0.0 for j in jobs)
         overhead = [(j.finished_at or 0.0) - j.created_at - PROVIDER_SECONDS for j in jobs]
         stored = t0  # the clock starts before the first job is stored, as in the baseline
         makers = {e["runner"] for j in jobs for e in await store.events(j.id) if e.get("runner")}
+        # Each worker took part, and only the workers (runner: host~boot/pid/start/token).
+        used = {int(str(r).rsplit("/", 3)[1]) for r in makers}
+        expected = {proc.pid for proc in procs}
+        if used != expected:
+            raise SystemExit(f"{workers} workers: jobs were made by pids {sorted(used)}, the workers are {sorted(expected)}")
         return {
             "claimed in s": last_start - stored, "claims/s": JOBS / max(last_start - stored, 1e-6),
             "overhead p50 ms": pct(overhead, 0.5) * 1000, "overhead p99 ms": pct(overhead, 0.99) * 1000,
@@ -142,6 +157,7 @@ async def baseline(url: str, data: Path) -> dict[str, float]:
         ))  # fmt: skip
         stored = t0
         done = await asyncio.gather(*(app.runner.wait(j.id) for j in jobs))
+        check_completed(done)
         last_start = max(j.started_at or 0.0 for j in done)
         overhead = [(j.finished_at or 0.0) - j.created_at - PROVIDER_SECONDS for j in done]
         return {

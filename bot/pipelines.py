@@ -46,7 +46,7 @@ def build_registry(settings: Settings) -> PipelineRegistry:
     registry.register(
         "local",
         lambda: local_pipeline(
-            core.data_dir / "local-provider",
+            core.media_root / "local-provider",  # shared: a worker taking a job over finds its spec
             fps=local.fps,
             max_seconds=local.max_seconds,
             concurrency=local.concurrency,
@@ -89,7 +89,7 @@ def _register_fal(registry: PipelineRegistry, settings: Settings) -> None:
 
     def fal(default_mode: str) -> FalVideoProvider:
         return FalVideoProvider(
-            key=key, work_dir=core.data_dir / "fal-provider", queue_url=fl.queue_url, video_model=fl.video_model,
+            key=key, work_dir=core.media_root / "fal-provider", queue_url=fl.queue_url, video_model=fl.video_model,
             i2v_model=fl.i2v_model, prices=fl.prices, table=load_table(fl.endpoints_file), negative_prompt=fl.negative_prompt,
             default_mode=default_mode, poll_seconds=fl.poll_seconds, timeout=fl.request_timeout_seconds,
             policy=PollPolicy(backoff_base=fl.retry_backoff_seconds, backoff_max=max(fl.retry_backoff_seconds * 30, 0.05)),
@@ -196,7 +196,7 @@ def _register_runway(registry: PipelineRegistry, settings: Settings) -> None:
         # One client for every Runway pipeline: one connection pool, one output-URL cache.
         if not shared:
             shared.append(RunwayVideoProvider(
-                api_secret=secret, base_url=rw.base_url, work_dir=core.data_dir / "runway-provider",
+                api_secret=secret, base_url=rw.base_url, work_dir=core.media_root / "runway-provider",
                 api_version=rw.api_version, text_model=rw.text_model, image_model=rw.image_model,
                 credits_per_second=rw.credits_per_second, unknown_credits_per_second=rw.unknown_credits_per_second,
                 credit_usd=rw.credit_usd, max_data_uri_bytes=int(rw.max_data_uri_mb * 1024 * 1024),
@@ -275,7 +275,7 @@ def _register_comfyui(registry: PipelineRegistry, settings: Settings) -> None:
         if not shared:
             client = ComfyUIClient(url or "http://127.0.0.1:8188", headers=cu.headers, timeout=cu.request_timeout_seconds)
             shared.append(ComfyUIJobs(
-                client, work_dir=core.data_dir / "comfyui-provider", poll_seconds=cu.poll_seconds,
+                client, work_dir=core.media_root / "comfyui-provider", poll_seconds=cu.poll_seconds,
                 absence_grace=cu.absence_grace_seconds,
             ))  # fmt: skip
         return shared[0]

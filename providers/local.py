@@ -2,13 +2,19 @@
 
 It behaves like a remote API so the core runs the same way for every provider:
 `submit` returns an id at once, rendering happens in a worker thread, `poll`
-reports progress. Its "server state" lives in a work dir, so a job survives a
-restart: polling an id whose render died with the old process renders it again
-(deterministically, and there is nothing to bill).
+reports progress. Its "server state" (each render's spec and finished clip) lives in a
+work dir, so a job survives a restart: polling an id whose render died with the old
+process renders it again (deterministically, and there is nothing to bill).
+
+The work dir belongs in the shared media directory (bot/pipelines.py puts it there): a
+worker that takes over a job from a killed one must find the spec the dead one wrote.
+Paths in a spec that lie inside the media directory are kept relative to the work dir,
+so a machine that mounts the volume elsewhere still finds the input image or source clip.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -55,8 +61,7 @@ class LocalVideoProvider(VideoProvider):
     def __init__(
         self, work_dir: Path, *, fps: int = 24, max_seconds: int = 20, concurrency: int = 1, max_image_bytes: int = 20_000_000
     ) -> None:
-        self.work_dir = work_dir
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir = work_dir  # made at the first submit: a refused request writes nothing
         self.fps = fps
         self.max_seconds = max_seconds
         self.max_image_bytes = max_image_bytes
@@ -78,7 +83,7 @@ class LocalVideoProvider(VideoProvider):
 
     async def submit(self, request: VideoRequest) -> RemoteJob:
         remote_id = f"local_{secrets.token_hex(8)}"
-        self._spec_path(remote_id).write_text(request.model_dump_json(), encoding="utf-8")
+        self._write_spec(remote_id, request)
         self._start(remote_id, request)
         return RemoteJob(id=remote_id, status=RemoteStatus.QUEUED, model=MODEL, cost=0.0)
 
@@ -94,7 +99,7 @@ class LocalVideoProvider(VideoProvider):
                     error_message="The local render was lost; generate again.",
                 )  # fmt: skip
             # The process that rendered it is gone: render again (same seed, same clip).
-            render = self._start(remote_id, VideoRequest.model_validate_json(spec.read_text(encoding="utf-8")))
+            render = self._start(remote_id, self._read_spec(spec))
         task = render.task
         if task is not None and task.done():
             exc = task.exception() if not task.cancelled() else None
@@ -141,28 +146,62 @@ class LocalVideoProvider(VideoProvider):
                 raise RenderCancelled()
             render.started = True
             final = self._video_path(remote_id)
-            part = final.with_name(final.name + ".part")
+            # Its own part file: a worker that took the job over while this one still ran
+            # (a lease that ran out across machines) must not write into the same file.
+            part = final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
 
             def on_progress(pct: int) -> None:
                 render.progress = pct  # an int store: safe to do from the worker thread
 
-            await asyncio.to_thread(
-                render_request,
-                part,
-                operation=request.operation.value,
-                prompt=request.prompt,
-                seconds=request.seconds,
-                size=request.dimensions,
-                fps=self.fps,
-                seed=request.seed,
-                input_image=request.input_image,
-                source_video=request.source_video,
-                max_image_bytes=self.max_image_bytes,
-                on_progress=on_progress,
-                cancel=render.cancel,
-                audio=request.audio,
-            )
-            part.replace(final)
+            try:
+                await asyncio.to_thread(
+                    render_request,
+                    part,
+                    operation=request.operation.value,
+                    prompt=request.prompt,
+                    seconds=request.seconds,
+                    size=request.dimensions,
+                    fps=self.fps,
+                    seed=request.seed,
+                    input_image=request.input_image,
+                    source_video=request.source_video,
+                    max_image_bytes=self.max_image_bytes,
+                    on_progress=on_progress,
+                    cancel=render.cancel,
+                    audio=request.audio,
+                )
+                part.replace(final)
+            finally:
+                part.unlink(missing_ok=True)  # gone already when it became the clip
+
+    def _write_spec(self, remote_id: str, request: VideoRequest) -> None:
+        portable = request.model_copy(
+            update={"input_image": self._portable(request.input_image), "source_video": self._portable(request.source_video)}
+        )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        spec = self._spec_path(remote_id)
+        temp = spec.with_name(f"{spec.name}.{os.getpid()}.tmp")
+        temp.write_text(portable.model_dump_json(), encoding="utf-8")
+        temp.replace(spec)  # whole or absent: a worker reading it after a crash never sees half
+
+    def _read_spec(self, spec: Path) -> VideoRequest:
+        request = VideoRequest.model_validate_json(spec.read_text(encoding="utf-8"))
+        return request.model_copy(
+            update={"input_image": self._local(request.input_image), "source_video": self._local(request.source_video)}
+        )
+
+    def _portable(self, path: Path | None) -> Path | None:
+        """A path inside the media directory (the work dir's parent), relative to the work dir."""
+        if path is None or not path.is_absolute():
+            return path
+        media = self.work_dir.resolve().parent
+        resolved = path.resolve()
+        if not resolved.is_relative_to(media):
+            return path
+        return Path(os.path.relpath(resolved, self.work_dir.resolve()))
+
+    def _local(self, path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else self.work_dir / path
 
     def _spec_path(self, remote_id: str) -> Path:
         return self.work_dir / f"{remote_id}.json"

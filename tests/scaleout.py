@@ -112,6 +112,8 @@ class TakenSampler:
         self.max_total = 0
         self.max_per_user = 0
         self.samples = 0
+        #: The latest failed read (shown when the sampler took too few samples to judge the caps).
+        self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taken-sampler", daemon=True)
 
@@ -127,8 +129,15 @@ class TakenSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                # The view answers "no rows" when there is no database or table yet: that is not
+                # a sample (a count of the table's rows comes back only when it was read).
+                if not self.view._query("SELECT COUNT(*) FROM jobs"):
+                    self.last_error = "no jobs table to read"
+                    time.sleep(self.interval)
+                    continue
                 rows = self.view._query(self.SQL, (time.time(),))
-            except Exception:  # the database not there yet, a reader's hiccup: sample again
+            except Exception as exc:  # the database not there yet, a reader's hiccup: sample again
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 time.sleep(self.interval)
                 continue
             self.samples += 1
@@ -136,3 +145,10 @@ class TakenSampler:
             if rows:
                 self.max_per_user = max(self.max_per_user, max(Counter(rows).values()))
             time.sleep(self.interval)
+
+    def require(self, at_least: int) -> None:
+        """Fail unless the sampler read the database at least `at_least` times: a maximum of
+        nothing proves no cap was kept."""
+        assert self.samples >= at_least, (
+            f"the sampler took {self.samples} samples (at least {at_least} needed to judge the caps); last error: {self.last_error}"
+        )

@@ -19,7 +19,7 @@ from providers.comfyui_workflow import SHIPPED_DIR, WorkflowKind, load_workflow
 from providers.errors import GenerationFailed, NotConfigured, ProviderInvalidRequest, RemoteCancelled
 from providers.media import first_frame
 from providers.polling import PollPolicy, wait_for_completion
-from tests.fakes.comfyui_server import ComfyUIServer, Failure, comfyui_server, load_shipped  # noqa: F401 (fixture)
+from tests.fakes.comfyui_server import ComfyUIServer, Failure, Recorded, comfyui_server, load_shipped  # noqa: F401 (fixture)
 from tests.helpers import assert_video
 
 FAST = PollPolicy(interval=0.02, min_interval=0.01, timeout=20, backoff_base=0.01, backoff_max=0.05)
@@ -268,13 +268,22 @@ async def test_find_remote_finds_the_prompt_by_id_at_once_and_proves_absence_aft
     assert video.proves_absence
     comfyui_server.paused = True
     remote = await video.submit(request())
-    started = time.monotonic()
+
+    def queue_reads(since: int) -> list[Recorded]:
+        return [r for r in comfyui_server.requests[since:] if r.method == "GET" and r.path == "/queue"]
+
+    before = len(comfyui_server.requests)
     found = await video.find_remote("job-1", request=request(), sent_at=time.time())
     assert found is not None and found.id == remote.id and found.status is RemoteStatus.QUEUED
-    assert time.monotonic() - started < 0.25, "a hit needs no grace period"
-    started = time.monotonic()
-    assert await video.find_remote("job-never-sent", request=request(ref="job-never-sent"), sent_at=time.time()) is None
-    assert time.monotonic() - started >= 0.25, "a miss counts only once requests in flight have landed"
+    assert len(queue_reads(before)) == 1, "a hit is answered from the first look: no grace period"
+    before, sent_at = len(comfyui_server.requests), time.time()
+    assert await video.find_remote("job-never-sent", request=request(ref="job-never-sent"), sent_at=sent_at) is None
+    reads = queue_reads(before)
+    grace = video.jobs.absence_grace
+    assert len(reads) == 2 and reads[1].at >= sent_at + grace, (
+        f"a miss counts only from a look after the grace ({grace}s from the create) for requests in flight: "
+        f"looked at {[round(r.at - sent_at, 3) for r in reads]}"
+    )
 
 
 async def test_a_server_that_ignores_our_prompt_id_is_searched_by_job_id(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,6 +24,20 @@ FAST = PollPolicy(interval=0.01, min_interval=0.005, backoff_base=0.01)
 def database_url(request: pytest.FixtureRequest) -> str:
     """Every test here runs on SQLite and on PostgreSQL."""
     return backend_url(request)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """Wait for a condition; fail saying what never happened (a generous bound: not a timing claim)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} never happened within {timeout:g}s")
+        await asyncio.sleep(0.005)
+
+
+async def _status(app: App, job_id: str) -> JobStatus | None:
+    job = await app.store.get(job_id)
+    return job.status if job else None
 
 
 async def _noop(job: Job) -> None:
@@ -88,7 +103,11 @@ async def test_queue_positions_are_reported_and_move_up(one_at_a_time: None) -> 
     try:
         events = await _record(app)
         jobs = [await app.service.submit(req(f"clip {i}"), user("u")) for i in range(3)]
-        await asyncio.sleep(0.1)
+
+        async def first_running() -> bool:
+            return await _status(app, jobs[0].id) is JobStatus.RUNNING
+
+        await until(first_running, "the first job running (the other two waiting behind it)")
         assert app.runner.position(jobs[1].id) == 1 and app.runner.position(jobs[2].id) == 2
         server.release.set()
         await asyncio.gather(*(app.runner.wait(j.id) for j in jobs))
@@ -112,7 +131,12 @@ async def test_per_user_running_cap_and_queue_limit(settings: Any, monkeypatch: 
             await app.service.submit(req("one too many"), user("u"))
         assert len(await app.store.list(user_id="u")) == 3, "a refused job leaves no row"
         other = await app.service.submit(req("someone else"), user("v"))
-        await asyncio.sleep(0.15)
+
+        async def others_running() -> bool:
+            # u's jobs came first: by the time v's runs, u's would all run too if the cap let them.
+            return await _status(app, other.id) is JobStatus.RUNNING and len(server.creates) >= 2
+
+        await until(others_running, "the second user's job running")
         running = await app.store.list(statuses=[JobStatus.RUNNING])
         assert sorted(j.origin.user_id for j in running) == ["u", "v"], "one running job per user"
         server.release.set()
@@ -129,10 +153,11 @@ async def test_cancel_queued_and_running_jobs(one_at_a_time: None) -> None:
     try:
         running = await app.service.submit(req("first"), user("u"))
         queued = await app.service.submit(req("second"), user("u"))
-        for _ in range(100):
-            if (await app.service.get(running.id)).status is JobStatus.RUNNING:
-                break
-            await asyncio.sleep(0.01)
+
+        async def first_running() -> bool:
+            return await _status(app, running.id) is JobStatus.RUNNING
+
+        await until(first_running, "the first job running")
         q = await app.service.cancel(queued.id, Actor(user_id="u"))
         assert q.status is JobStatus.CANCELLED
         r = await app.service.cancel(running.id, Actor(user_id="u"))
@@ -160,12 +185,17 @@ async def test_restart_mid_job_completes_exactly_once(settings: Any) -> None:
     server.release.clear()
     first = await make_app(server)
     job = await first.service.submit(req("survives a restart"), user("u"))
-    for _ in range(200):
+
+    async def running_remotely() -> bool:
         current = await first.store.get(job.id)
-        if current and current.remote_id and current.progress > 0:
-            break
-        await asyncio.sleep(0.01)
-    await first.close()  # the process goes away mid-job
+        return bool(current and current.remote_id and current.progress > 0)
+
+    try:
+        # Else "resume without a second create" could silently become "restart before the create".
+        await until(running_remotely, "the remote id stored (and progress polled) before the restart")
+        assert len(server.creates) == 1
+    finally:
+        await first.close()  # the process goes away mid-job
 
     delivered: list[str] = []
 
@@ -274,10 +304,11 @@ async def test_cancel_from_another_process_stops_the_running_job(settings: Any, 
     try:
         events = await _record(bot)
         job = await bot.service.submit(req("long one"), user("u"))
-        for _ in range(200):
-            if (await bot.store.get(job.id)).remote_id:  # type: ignore[union-attr]
-                break
-            await asyncio.sleep(0.01)
+
+        async def created() -> bool:
+            return bool((await bot.store.get(job.id)).remote_id)  # type: ignore[union-attr]
+
+        await until(created, "the remote id stored before the cancel")
         await cli.service.cancel(job.id, Actor(user_id="ops", platform="cli"))
         done = await asyncio.wait_for(bot.runner.wait(job.id), 5)
         await bot.bus.drain()
@@ -296,7 +327,11 @@ async def test_two_processes_never_run_the_same_job(settings: Any) -> None:
     second = await make_app(server)  # starts with resume: sees the job but cannot lease it
     try:
         job = await first.service.submit(req("only once"), user("u"))
-        await asyncio.sleep(0.1)
+
+        async def running() -> bool:
+            return await _status(first, job.id) is JobStatus.RUNNING
+
+        await until(running, "the job running in the first process")
         await second.runner._adopt_unfinished()
         assert not second.runner.owns(job.id)
         server.release.set()

@@ -29,14 +29,32 @@ async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-unt
         await asyncio.sleep(0.005)
 
 
-async def test_collector_paused_while_acks_pending_and_resumed_after_grace() -> None:
+async def past_due(acks: AcksFirst) -> None:
+    """Return once every resume the AcksFirst could have scheduled until now has had its turn.
+
+    Its timers run on the loop's clock; a callback due later than all of them (twice the grace)
+    runs after them, however slow the machine: an order of events, not a race with the clock.
+    The max pause is set far beyond it in these tests, so only the grace timer is in question."""
+    assert acks.GC_MAX_PAUSE > 10 * acks.GC_GRACE
+    later = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(2 * acks.GC_GRACE, later.set_result, None)
+    await later
+
+
+def timed(grace: float) -> AcksFirst:
     acks = AcksFirst()
-    acks.GC_GRACE = 0.02
+    acks.GC_GRACE = grace
+    acks.GC_MAX_PAUSE = 3600.0
+    return acks
+
+
+async def test_collector_paused_while_acks_pending_and_resumed_after_grace() -> None:
+    acks = timed(0.02)
     acks.enter()
     acks.enter()
     assert not gc.isenabled()
     acks.leave()
-    await asyncio.sleep(0.05)
+    await past_due(acks)
     assert not gc.isenabled(), "one ack still pending: the collector still waits"
     acks.leave()
     await until(gc.isenabled)
@@ -44,12 +62,11 @@ async def test_collector_paused_while_acks_pending_and_resumed_after_grace() -> 
 
 
 async def test_next_batch_within_grace_keeps_the_pause() -> None:
-    acks = AcksFirst()
-    acks.GC_GRACE = 0.2
+    acks = timed(0.05)
     acks.enter()
     acks.leave()
     acks.enter()  # the next batch of commands, close behind
-    await asyncio.sleep(0.3)
+    await past_due(acks)
     assert not gc.isenabled(), "an ack is pending again: the grace timer no longer applies"
     acks.leave()
     await until(gc.isenabled)
@@ -66,11 +83,10 @@ async def test_pause_is_capped_under_a_steady_stream() -> None:
 
 async def test_a_collector_owned_elsewhere_is_left_alone() -> None:
     gc.disable()
-    acks = AcksFirst()
-    acks.GC_GRACE = 0.01
+    acks = timed(0.01)
     acks.enter()
     acks.leave()
-    await asyncio.sleep(0.05)
+    await past_due(acks)
     assert not gc.isenabled()
     acks.close()
     assert not gc.isenabled()

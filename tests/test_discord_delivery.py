@@ -137,13 +137,17 @@ async def test_a_restart_mid_job_keeps_updating_the_same_status_message(
     server.release.clear()
     first = await start_bot(register=with_scripted(server))
     interaction = await emu.slash("video", {"prompt": "survives a restart", "seconds": 1, "size": "128x72", "pipeline": "scripted"})
-    job = await job_for(first, interaction)
-    for _ in range(300):
-        current = await first.app.store.get(job.id)
-        if current and current.remote_id and current.progress > 0:
-            break
-        await asyncio.sleep(0.02)
-    await first.close()  # the process goes away mid-job
+    try:
+        job = await job_for(first, interaction)
+        deadline = time.monotonic() + 15  # a bound for a hung run, not a timing claim
+        # The restart must land after the create: else "resume without a second create" could
+        # silently become "restart before the create" (one create either way).
+        while not ((current := await first.app.store.get(job.id)) and current.remote_id and current.progress > 0):
+            assert time.monotonic() < deadline, "the remote id was never stored (nor progress polled) before the restart"
+            await asyncio.sleep(0.02)
+        assert len(server.creates) == 1
+    finally:
+        await first.close()  # the process goes away mid-job
 
     second = await start_bot(register=with_scripted(server))
     try:

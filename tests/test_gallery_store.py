@@ -3,7 +3,6 @@ scope, filters, search kept in sync by triggers, what is left out, and keyset pa
 On both backends (the `store` fixture of tests/stores.py)."""
 from __future__ import annotations
 
-import time
 
 from storage.contract import Store
 from storage.gallery import GalleryQuery, fts_match
@@ -67,6 +66,6 @@ async def test_keyset_pages_cover_everything_once_even_with_equal_times(store: S
         before = (page[-1].created_at, page[-1].id)
     assert len(seen) == 25 and len(set(seen)) == 25
     assert seen == sorted(seen, key=lambda i: (T0 + int(i[1:]) // 5, i), reverse=True)
-    started = time.perf_counter()
-    await store.gallery(GalleryQuery(scoped=False, search="clip", limit=24))
-    assert time.perf_counter() - started < 1.0
+    # A search pages like the rest (its speed on a big table is measured in bench/gallery.py).
+    found = ids(await store.gallery(GalleryQuery(scoped=False, search="clip", limit=24)))
+    assert found == seen[:24]

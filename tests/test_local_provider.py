@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
+import shutil
 from pathlib import Path
 
 import av
@@ -82,14 +82,17 @@ async def test_extend_appends_new_seconds(tmp_path: Path) -> None:
 
 
 async def test_rendering_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """Polls answered while the clip renders see it part done: the render leaves the loop free.
+    (A render on the loop would answer every poll before or after it, never in between.
+    How long the loop may stall is measured in bench/core.py, not asserted here.)"""
     provider = LocalVideoProvider(tmp_path / "work", fps=24)
     remote = await provider.submit(VideoRequest(prompt="a busy street", seconds=3, size="640x360", seed=9))
-    worst = 0.0
-    while (await provider.poll(remote.id)).status is not RemoteStatus.COMPLETED:
-        start = time.perf_counter()
-        await asyncio.sleep(0.01)
-        worst = max(worst, time.perf_counter() - start - 0.01)
-    assert worst < 0.1, f"the loop stalled {worst:.3f}s while rendering"
+    midway: set[int] = set()
+    while (job := await provider.poll(remote.id)).status is not RemoteStatus.COMPLETED:
+        if job.status is RemoteStatus.IN_PROGRESS and 0 < job.progress < 100:
+            midway.add(job.progress)
+        await asyncio.sleep(0)
+    assert len(midway) >= 3, f"the loop saw the render part done only at {sorted(midway)}: it ran on the loop"
 
 
 async def test_poll_after_restart_renders_again(tmp_path: Path) -> None:
@@ -101,6 +104,28 @@ async def test_poll_after_restart_renders_again(tmp_path: Path) -> None:
     assert done.status is RemoteStatus.COMPLETED
     await second.download(remote.id, tmp_path / "v.mp4")
     assert_video(tmp_path / "v.mp4", width=128, height=72, seconds=1)
+
+
+async def test_a_render_is_resumed_from_the_shared_media_dir_mounted_elsewhere(tmp_path: Path) -> None:
+    """A worker on another machine takes the job over: it sees the media volume at another path,
+    and the spec's input image (inside the volume) is found there."""
+    media = tmp_path / "here" / "media"
+    (media / "inputs").mkdir(parents=True)
+    image = media / "inputs" / "red.png"
+    Image.new("RGB", (400, 400), (220, 20, 20)).save(image)
+    first = LocalVideoProvider(media / "local-provider", fps=12)
+    request = VideoRequest(prompt="zoom", seconds=1, size="256x144", seed=3, input_image=image)
+    remote = await first.submit(request)
+    await first.aclose()  # killed mid-render
+    elsewhere = tmp_path / "there" / "media"
+    elsewhere.parent.mkdir()
+    shutil.move(media, elsewhere)  # the same volume, mounted at another path
+    second = LocalVideoProvider(elsewhere / "local-provider", fps=12)
+    done = await wait_for_completion(second, remote.id, policy=FAST)
+    assert done.status is RemoteStatus.COMPLETED, done
+    await second.download(remote.id, tmp_path / "v.mp4")
+    r, g, b = first_frame(tmp_path / "v.mp4").crop((0, 0, 256, 60)).resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
+    assert r > 150 and g < 80 and b < 80, "the resumed render animates the job's own input image"
 
 
 def _audio_digest(path: Path) -> str:

@@ -80,23 +80,46 @@ async def finished(bot: SlackBot, slack: SlackEmulator, text: str) -> tuple[Job,
     return job, ts
 
 
-@pytest.mark.parametrize("limit_mb", ["0.012", "0.0005"])
+def outcome(result: dict[str, Any], posted: list[dict[str, Any]], job: Job) -> str:
+    """What the user got, from what reached the channel: the video as it was, a re-encode that
+    fits, a still with the note, or the note alone."""
+    if not posted:
+        return "note alone" if "could not be shrunk to fit" in result["text"] else f"nothing: {result['text']!r}"
+    [file] = posted
+    assert job.output_path is not None
+    if file["name"].endswith(".jpg"):
+        return "still" if "here is a still" in result["text"] else f"an unexplained still: {result['text']!r}"
+    if file["data"] == Path(job.output_path).read_bytes():
+        return "as is" if "Re-encoded" not in result["text"] else "as is, yet said to be re-encoded"
+    return "re-encoded" if "Re-encoded to fit" in result["text"] else f"an unexplained other video: {result['text']!r}"
+
+
+#: The clip below (640x360, seed 11): 3 s make about 25 KB, re-encoded down to about 6 KB at best;
+#: 20 s make about 129 KB, whose re-encode cannot get under 21 KB; the still is about 14 KB.
+#: Each limit lies well inside one outcome's band (the size check below says when it no longer does).
+@pytest.mark.parametrize(
+    ("seconds", "limit_mb", "expected"),
+    [(3, "1", "as is"), (3, "0.012", "re-encoded"), (20, "0.02", "still"), (3, "0.0005", "note alone")],
+)
 async def test_over_the_slack_file_limit_the_core_decides_what_is_posted(
-    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch, limit_mb: str
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch, seconds: int, limit_mb: str, expected: str
 ) -> None:
     bot = await make_bot(slack, monkeypatch, SLACK_FILE_LIMIT_MB=limit_mb)
     limit = int(float(limit_mb) * 1_048_576)
     try:
-        job, ts = await finished(bot, slack, "a busy harbour full of boats --seconds 3 --size 640x360 --seed 11")
-        assert job.output_path and Path(job.output_path).stat().st_size > limit  # the original stays as it was
+        job, ts = await finished(bot, slack, f"a busy harbour full of boats --seconds {seconds} --size 640x360 --seed 11")
+        assert job.output_path
+        size = Path(job.output_path).stat().st_size
+        assert (size <= limit) == (expected == "as is"), f"the clip is {size} bytes: the limit {limit} no longer picks {expected!r}"
         [result] = [m for m in slack.thread(ts) if m["user"] == "U0BOT"]
         assert job.origin.result_message_id == result["ts"]
         posted = [slack.files[f] for f in result.get("files", [])]
         assert all(len(f["data"]) <= limit for f in posted)
-        if posted:  # a re-encode that fits, or a still: the comment says which and why
-            assert "Re-encoded to fit" in result["text"] or "here is a still" in result["text"]
-        else:  # nothing fits at all: the note alone, marked so a retry finds it instead of posting again
-            assert "could not be shrunk to fit" in result["text"] and result["metadata"]["event_type"] == "videobot_result"
+        thumb = Path(job.thumbnail_path).stat().st_size if job.thumbnail_path else None
+        assert outcome(result, posted, job) == expected, f"clip {size} bytes, still {thumb}, limit {limit}: {[len(f['data']) for f in posted]} posted"
+        assert Path(job.output_path).stat().st_size == size, "the original stays as it was"
+        if expected == "note alone":  # marked, so a retry finds it instead of posting again
+            assert result["metadata"]["event_type"] == "videobot_result"
             again = await bot.adapter.deliver(job.model_copy(update={"state": {**job.state, "delivery": {"attempt": 2}}}))
             assert again is not None and again["result_message_id"] == result["ts"]
             assert len([m for m in slack.thread(ts) if m["user"] == "U0BOT"]) == 1

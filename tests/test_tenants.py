@@ -62,3 +62,37 @@ async def test_reusing_someone_elses_job_is_allowed_in_its_channel_and_paid_by_t
     assert child.origin.user_id == "U0BOB" and child.parent_id == job_id
     done = await asyncio.wait_for(app.runner.wait(child.id), 20)
     assert done.status is JobStatus.COMPLETED
+
+
+async def test_the_same_workspace_id_on_two_platforms_is_two_tenants(app: App) -> None:
+    """Slack team "T1" and Discord guild "T1" (ids are free text: nothing stops them matching),
+    with the same channel and user ids too: neither sees, acts on or configures the other's."""
+    from bot.core.dispatch import run_command as say
+    from storage.gallery import GalleryQuery
+
+    slack = Origin(platform="slack", workspace_id="T1", channel_id="C1", user_id="U1")
+    discord = Origin(platform="discord", workspace_id="T1", channel_id="C1", user_id="U1")
+    slack_job = await _done(app, slack, "a slack lighthouse")
+    discord_job = await _done(app, discord, "a discord lighthouse")
+    for job_id, stranger in ((slack_job, discord), (discord_job, slack)):
+        for key in (job_id, job_id[:4]):
+            with pytest.raises(JobNotFound):
+                await app.service.get_for(key, stranger)
+            with pytest.raises(JobNotFound):
+                await say(app.service, parse_command(f"/job {key}"), stranger)
+            for action in (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DM, Action.CANCEL):
+                with pytest.raises(JobNotFound):
+                    await perform(app.service, action, key, actor=Actor.of(stranger, is_admin=True), origin=stranger, prompt="x")
+        with pytest.raises(JobNotFound):
+            await app.service.delete(job_id, Actor.of(stranger, is_admin=True))
+    assert len(await app.store.list(limit=50)) == 2, "nothing was started across platforms"
+    # Each gallery (and its search) holds its own platform's job only.
+    for origin, mine in ((slack, slack_job), (discord, discord_job)):
+        for search in (None, "lighthouse"):
+            page = await app.store.gallery(GalleryQuery(platform=origin.platform, workspace_id="T1", search=search))
+            assert [j.id for j in page] == [mine], f"{origin.platform} T1 sees {[j.prompt for j in page]}"
+        assert [j.id for j in await app.service.list_jobs(origin=origin)] == [mine]
+    # A setting made by Slack T1's admin is not Discord T1's.
+    await say(app.service, parse_command("/settings set max_seconds 2"), slack, Actor.of(slack, is_admin=True))
+    assert "max_seconds: 2" in (await say(app.service, parse_command("/settings"), slack)).text
+    assert "max_seconds: —" in (await say(app.service, parse_command("/settings"), discord)).text

@@ -2,8 +2,11 @@
 
 One run (`run_chaos`) starts the bot against the emulators, sends /video commands in
 waves, and for each planned kill waits until some job is in the target state (read from
-the database), waits a seeded random moment more, kills the process with SIGKILL and
-starts it again. After the last kill it waits until every job has ended, stops the bot
+the database), waits a seeded random moment more, reads again that a job is still in it,
+kills the process with SIGKILL and starts it again. What the dead process left in the
+database is the state at the kill: a kill landed (`Kill.hit`) when a job was in the target
+state then. A kill that missed is tried again (up to `misses_allowed` per run), and the
+run fails, per state, when fewer kills than planned landed there. After the last kill it waits until every job has ended, stops the bot
 with SIGTERM, and judges every job (see verdict.py).
 
 After each restart it also measures how soon the new process picks up the jobs that were
@@ -50,6 +53,8 @@ class ChaosConfig:
     settle_timeout: float = 10.0
     #: VIDEOBOT_LEASE_SECONDS; None keeps the bot's default (the promise is "takeover without waiting").
     lease_seconds: float | None = None
+    #: Kills that missed their state (the job moved on in the last moment) tried again, in all.
+    misses_allowed: int | None = None
 
 
 @dataclass
@@ -75,7 +80,8 @@ class Kill:
 
     @property
     def hit(self) -> bool:
-        return self.state_at_kill == self.target
+        """A job was in the target state when the process died (the watched one, or another)."""
+        return self.state_at_kill == self.target or self.target in self.states.values()
 
 
 @dataclass
@@ -90,6 +96,8 @@ class ChaosResult:
     log_errors: list[str]
     #: Where each start of the bot wrote its log.
     log_dir: Path
+    #: The target state of each planned kill (a missed kill tried again is not planned twice).
+    targets: list[str] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
@@ -118,8 +126,35 @@ class ChaosResult:
         return [f"kill {k.index} ({k.target}): not picked up within {self.config.resume_timeout:g}s of the restart: {', '.join(k.stalled)}"
                 for k in self.kills if k.stalled]  # fmt: skip
 
+    def planned(self) -> dict[str, int]:
+        """Kills asked for, per target state."""
+        out: dict[str, int] = {}
+        for target in self.targets:
+            out[target] = out.get(target, 0) + 1
+        return out
+
+    def landed(self) -> dict[str, int]:
+        """Kills that landed in their target state, per state."""
+        out: dict[str, int] = {}
+        for kill in self.kills:
+            if kill.hit:
+                out[kill.target] = out.get(kill.target, 0) + 1
+        return out
+
+    def misses(self) -> list[str]:
+        """Per state: fewer kills landed there than were planned."""
+        landed = self.landed()
+        out = []
+        for state, asked in self.planned().items():
+            if landed.get(state, 0) < asked:
+                seen = [f"kill {k.index}: {k.job_id or 'no job'} was {k.state_at_kill or '-'}, all {sorted(set(k.states.values()))}"
+                        for k in self.kills if k.target == state and not k.hit]  # fmt: skip
+                out.append(f"{landed.get(state, 0)} of {asked} kills landed in {state}: " + "; ".join(seen))
+        return out
+
     def failures(self) -> list[str]:
         out = [v.describe() for v in self.verdicts if v.problems()]
+        out += self.misses()
         out += [f"/video acknowledged but no job recorded: {p!r}" for p in self.lost_commands]
         out += self.stalls()
         out += [f"not ended within {self.config.finish_timeout:g}s: {u}" for u in self.unfinished]
@@ -192,6 +227,7 @@ class Chaos:
         self.token_of: dict[str, str] = {}
         self.lost_commands: list[str] = []
         self.kills: list[Kill] = []
+        self.targets = self.plan()  # once: the plan draws from the seeded generator
         self._sent = 0
         self._waves = 0
 
@@ -250,6 +286,9 @@ class Chaos:
             await self.send_wave()
             job_id = await self.wait_for_state(target)
         await asyncio.sleep(self.rng.uniform(0, self.config.max_delay))
+        if job_id is not None and not any(r.status == target for r in self.db.jobs()):
+            # It moved on during the delay: kill at the next job seen there instead.
+            job_id = await self.wait_for_state(target) or job_id
         self.bot.check_alive()
         killed_at = time.monotonic()
         self.bot.kill()
@@ -296,12 +335,18 @@ class Chaos:
             self.bot.start()
             await self.bot.ready()
             await self.send_wave()
-            for index, target in enumerate(self.plan(), start=1):
-                kill = await self.kill_in(index, target)
+            pending = list(self.targets)
+            retries = self.config.misses_allowed if self.config.misses_allowed is not None else len(self.targets)
+            while pending:
+                target = pending.pop(0)
+                kill = await self.kill_in(len(self.kills) + 1, target)
                 self.kills.append(kill)
                 await self.restart(kill)
                 if kill.stalled and self.config.stop_on_stall:
                     break
+                if not kill.hit and retries > 0:
+                    retries -= 1
+                    pending.insert(0, target)
             unfinished = await self.finish()
             graceful = await self.bot.terminate()
         finally:
@@ -316,7 +361,7 @@ class Chaos:
         return ChaosResult(
             config=self.config, kills=self.kills, verdicts=verdicts, elapsed=time.monotonic() - started,
             graceful_stop=graceful, lost_commands=self.lost_commands, unfinished=unfinished,
-            log_errors=self.bot.grep_logs("Traceback", " ERROR "), log_dir=self.bot.work_dir,
+            log_errors=self.bot.grep_logs("Traceback", " ERROR "), log_dir=self.bot.work_dir, targets=self.targets,
         )  # fmt: skip
 
     async def finish(self) -> list[str]:
@@ -346,7 +391,7 @@ def summary(result: ChaosResult) -> str:
     lines = [
         f"{result.config.pipeline}: {len(result.kills)} kills, {len(result.verdicts)} jobs, "
         f"{result.duplicates} duplicated, {result.losses} lost, {result.ambiguous} ambiguous (documented), "
-        f"{result.repaid} re-paid image steps, kills by state {result.coverage()}",
+        f"{result.repaid} re-paid image steps, kills by state {result.coverage()}, landed {result.landed()} of {result.planned()}",
         *result.failures(),
     ]
     if result.log_errors:

@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,8 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     json: Any = None
+    #: When it arrived (time.time(), the clock a create's `sent_at` is on).
+    at: float = field(default_factory=time.time)
 
 
 RECORDED = web.RequestKey("recorded", Recorded)
