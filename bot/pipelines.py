@@ -119,7 +119,7 @@ def _register_kling(registry: PipelineRegistry, settings: Settings) -> None:
         # One client for every Kling pipeline: one connection pool, one token.
         if not shared:
             shared.append(KlingVideoProvider(
-                access_key=access, secret_key=secret, work_dir=core.data_dir / "kling-provider", base_url=kl.base_url,
+                access_key=access, secret_key=secret, work_dir=core.media_root / "kling-provider", base_url=kl.base_url,
                 model=kl.model, mode=kl.mode, prices=kl.prices, negative_prompt=kl.negative_prompt, cfg_scale=kl.cfg_scale,
                 poll_seconds=kl.poll_seconds, timeout=kl.request_timeout_seconds, absence_grace=kl.absence_grace_seconds,
                 policy=PollPolicy(backoff_base=kl.retry_backoff_seconds, backoff_max=max(kl.retry_backoff_seconds * 30, 0.05)),
@@ -343,7 +343,7 @@ def _register_google(registry: PipelineRegistry, settings: Settings) -> None:
         # One provider per process: one connection pool and one output cache for every pipeline.
         if "omni" not in shared:
             shared["omni"] = GeminiOmniVideoProvider(
-                api_key=key, work_dir=core.data_dir / "gemini-provider", base_url=gg.gemini_base_url, model=gg.omni_model,
+                api_key=key, work_dir=core.media_root / "gemini-provider", base_url=gg.gemini_base_url, model=gg.omni_model,
                 seconds=seconds_list(gg.omni_seconds), sizes=sizes(gg.omni_sizes), prices=gg.prices,
                 delivery=gg.omni_delivery, poll_seconds=gg.omni_poll_seconds, timeout=gg.request_timeout_seconds, policy=policy,
             )  # fmt: skip
@@ -352,7 +352,7 @@ def _register_google(registry: PipelineRegistry, settings: Settings) -> None:
     def veo() -> VeoVideoProvider:
         if "veo" not in shared:
             shared["veo"] = VeoVideoProvider(
-                project=gg.cloud_project, location=gg.cloud_location, work_dir=core.data_dir / "veo-provider",
+                project=gg.cloud_project, location=gg.cloud_location, work_dir=core.media_root / "veo-provider",
                 not_configured=no_vertex, access_token=token, base_url=gg.vertex_base_url, model=gg.veo_model,
                 seconds=seconds_list(gg.veo_seconds), extend_seconds=seconds_list(gg.veo_extend_seconds),
                 sizes=sizes(gg.veo_sizes), prices=gg.prices, negative_prompt=gg.veo_negative_prompt,
@@ -414,7 +414,7 @@ def _register_replicate(registry: PipelineRegistry, settings: Settings) -> None:
 
     def replicate(default_mode: str) -> ReplicateVideoProvider:
         return ReplicateVideoProvider(
-            api_token=token, work_dir=core.data_dir / "replicate-provider", base_url=rp.base_url, video_model=rp.video_model,
+            api_token=token, work_dir=core.media_root / "replicate-provider", base_url=rp.base_url, video_model=rp.video_model,
             i2v_model=rp.i2v_model, catalogue=load_catalogue(rp.models_file), prices=rp.prices, default_mode=default_mode,
             poll_seconds=rp.poll_seconds, timeout=rp.request_timeout_seconds, absence_grace=rp.absence_grace_seconds,
             policy=PollPolicy(backoff_base=rp.retry_backoff_seconds, backoff_max=max(rp.retry_backoff_seconds * 30, 0.05)),
