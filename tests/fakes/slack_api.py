@@ -58,6 +58,8 @@ class Call:
     #: The workspace whose token the call carried (None: no valid token, or none needed).
     team: str | None = None
     token: str | None = None
+    #: The error of a call refused for its token (invalid_auth, token_expired, token_revoked).
+    refused: str | None = None
 
 
 @dataclass
@@ -260,7 +262,7 @@ class SlackEmulator:
             caller = self.tokens.get(bearer)
             refusal = self._refusal(caller)
         if refusal is not None:
-            self._record(method, args, 200, team=caller.team if caller else None, token=bearer)
+            self._record(method, args, 200, team=caller.team if caller else None, token=bearer, refused=refusal)
             return web.json_response({"ok": False, "error": refusal})
         assert caller is not None
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -288,8 +290,10 @@ class SlackEmulator:
             await hold[1].wait()
         return web.json_response(result)
 
-    def _record(self, method: str, args: dict[str, Any], status: int, *, team: str | None = None, token: str | None = None) -> None:
-        self.calls.append(Call(method, args, status, time.monotonic(), team, token))
+    def _record(
+        self, method: str, args: dict[str, Any], status: int, *, team: str | None = None, token: str | None = None, refused: str | None = None
+    ) -> None:
+        self.calls.append(Call(method, args, status, time.monotonic(), team, token, refused))
         self._changed.set()
 
     # --- workspaces, tokens and the OAuth install ------------------------------------------
