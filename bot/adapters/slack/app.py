@@ -412,9 +412,14 @@ class SlackAdapter:
 
     # --- helpers for commands, actions, views and events ------------------------------------
 
-    def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None, *, channel_name: str | None = None) -> Origin:
+    def origin_for(
+        self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None, *, channel_name: str | None = None,
+        enterprise_id: str | None = None,
+    ) -> Origin:
         place = slack_place(channel_id, channel_name)
-        extra = {PLACE: place} if place != "public" else {}
+        extra: dict[str, Any] = {PLACE: place} if place != "public" else {}
+        if enterprise_id:  # Enterprise Grid: an org-wide install's token serves the teams without their own
+            extra["enterprise_id"] = enterprise_id
         return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name, extra=extra)
 
     async def actor(self, user_id: str, *, team_id: str | None, check_workspace_admin: bool = False) -> Actor:
