@@ -211,3 +211,50 @@ async def test_an_expiring_token_is_refreshed_before_use_and_the_new_pair_is_sto
     assert stored is not None and second not in stored.secret
     fresh = await bot.adapter.workspaces.find(ALPHA, cached=False)
     assert fresh.bot_token == second and fresh.bot_refresh_token in slack.refresh_tokens
+
+
+async def test_socket_mode_serves_the_install_pages_on_the_http_port_and_each_workspace_with_its_token(
+    settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.slack_api import APP_TOKEN
+
+    slack_oauth_env(monkeypatch, slack, SLACK_APP_TOKEN=APP_TOKEN)
+    monkeypatch.delenv("SLACK_SIGNING_SECRET")
+    slack.add_team(ALPHA, CHANNEL[ALPHA])
+    bot = await start_slack_bot()
+    try:
+        assert bot.adapter.http_url is None and bot.adapter.install_url is not None
+        slack.redirect_uri = bot.adapter.install_url.replace("/slack/install", "/slack/oauth_redirect")
+        await installed(bot, slack, ALPHA)
+        await slack.wait_for(lambda: slack.sockets)
+        await slack.socket_send("slash_commands", slack.command_form("/video", ASK, channel_id=CHANNEL[ALPHA]))
+        job = await job_in(bot, CHANNEL[ALPHA])
+        done = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
+        assert done.status is JobStatus.COMPLETED and done.error_code is None, done.error_message
+        calls = [c for c in slack.calls if channel_of(slack, c) == CHANNEL[ALPHA]]
+        assert calls and {c.token for c in calls} == {slack.bot_token_of(ALPHA)}
+    finally:
+        await bot.close()
+
+
+async def test_redeliver_posts_again_with_the_jobs_workspace_token(bot: SlackBot, slack: SlackEmulator, server: ScriptedServer) -> None:
+    await installed(bot, slack, ALPHA, BETA)
+    server.release.clear()
+    await slack.slash(bot.url, "/video", f"{ASK} --pipeline scripted", channel_id=CHANNEL[BETA])
+    job = await job_in(bot, CHANNEL[BETA])
+    await slack.wait_for(lambda: slack.calls_to("chat.postMessage"))
+    slack.archived.add(CHANNEL[BETA])  # the post of the result is refused for good
+    server.release.set()
+    failed = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
+    assert failed.error_code == "undelivered", failed
+    slack.archived.discard(CHANNEL[BETA])
+    await bot.app.service.redeliver(job.id)  # what `videobot redeliver` asks the running bot
+    for _ in range(500):
+        done = await bot.app.store.get(job.id)
+        if done is not None and done.error_code is None and done.origin.result_message_id:
+            break
+        await asyncio.sleep(0.02)
+    assert done is not None and done.origin.result_message_id and done.error_code is None, done
+    shares = slack.calls_to("files.completeUploadExternal")
+    assert len([c for c in shares if c.args.get("channel_id") == CHANNEL[BETA]]) >= 2
+    assert {c.token for c in shares} == {slack.bot_token_of(BETA)}
