@@ -128,6 +128,8 @@ class SlackEmulator:
         self.redirect_uri: str | None = None
         #: oauth.v2.access answers by grant type, and refresh tokens refused (a second use).
         self.grants: list[dict[str, Any]] = []
+        #: A refresh grant takes this long (as a slow network would): a window for two refreshers to collide.
+        self.refresh_delay = 0.0
         self._caller: Token | None = None
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -251,6 +253,8 @@ class SlackEmulator:
                 headers = {"Retry-After": retry_after} if status == 429 else {}
                 return web.json_response({"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}, status=status, headers=headers)
         if method == "oauth.v2.access":
+            if args.get("grant_type") == "refresh_token" and self.refresh_delay:
+                await asyncio.sleep(self.refresh_delay)
             result = self._oauth_access(request, args)
             self._record(method, {k: v for k, v in args.items() if k != "client_secret"}, 200)
             return web.json_response(result)

@@ -396,11 +396,15 @@ class SlackAdapter:
             return await self.surface.deliver(job)
         except DeliveryFailed:
             raise
-        except (NotInstalled, TokenRefreshFailed) as exc:
+        except NotInstalled as exc:
             raise DeliveryFailed(
                 "videobot is no longer installed in this Slack workspace, so the result was not posted. "
                 "Reinstall it, then run `videobot redeliver " + job.id + "`.", transient=False, detail=str(exc)[:200],
             ) from exc
+        except TokenRefreshFailed as exc:
+            # Tried again later: a refresh still under way elsewhere, or Slack briefly unable; a revoked
+            # app is removed by its tokens_revoked / app_uninstalled event.
+            raise DeliveryFailed("Slack did not renew the workspace's token yet.", transient=True, detail=str(exc)[:200]) from exc
         except Exception as exc:
             if self.closed:  # the session closed under the call: a stop, not Slack's answer
                 raise DeliveryFailed(STOPPED_MESSAGE, transient=True, detail=f"stopped: {exc!r}"[:200]) from exc
