@@ -5,6 +5,7 @@ refuses another workspace's token as Slack does, and records whose token every c
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -258,3 +259,24 @@ async def test_redeliver_posts_again_with_the_jobs_workspace_token(bot: SlackBot
     shares = slack.calls_to("files.completeUploadExternal")
     assert len([c for c in shares if c.args.get("channel_id") == CHANNEL[BETA]]) >= 2
     assert {c.token for c in shares} == {slack.bot_token_of(BETA)}
+
+
+async def test_no_token_or_client_secret_reaches_the_logs_even_at_debug(
+    bot: SlackBot, slack: SlackEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.fakes.slack_api import CLIENT_SECRET
+
+    caplog.set_level(logging.DEBUG)
+    slack.rotation_seconds = 3600
+    await installed(bot, slack, ALPHA)
+    slack.rotation_seconds = 7200
+    bot.adapter.workspaces.settings = bot.adapter.workspaces.settings.model_copy(update={"token_refresh_margin_seconds": 3600.0})
+    bot.adapter.workspaces._cache.clear()
+    await slack.slash(bot.url, "/video", ASK, channel_id=CHANNEL[ALPHA])
+    job = await job_in(bot, CHANNEL[ALPHA])
+    done = await asyncio.wait_for(bot.app.runner.wait(job.id), 20)
+    assert done.status is JobStatus.COMPLETED and [g["grant"] for g in slack.grants] == ["authorization_code", "refresh_token"]
+    assert "oauth.v2.access" in caplog.text  # slack_sdk did log the calls...
+    secrets = [t for t in slack.tokens if t.startswith(("xoxb", "xoxe"))] + list(slack.refresh_tokens) + [CLIENT_SECRET]
+    leaked = [s for s in secrets if s in caplog.text]
+    assert not leaked, leaked  # ...without what they carried

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import urllib.parse
 import time
 from collections.abc import Coroutine
@@ -98,10 +99,31 @@ class UnpacedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
 
+class _NoSecrets(logging.Filter):
+    """slack_sdk logs each request and answer at DEBUG, oauth.v2.access's tokens and client secret
+    included: they are blanked before any handler sees them."""
+
+    _TOKEN = re.compile(r"xox[a-z]-[A-Za-z0-9.-]+")
+    _FIELD = re.compile(r"""(['"](?:access_token|refresh_token|client_secret|code|token)['"]: ['"])[^'"]+""")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        cleaned = self._FIELD.sub(r"\1(redacted)", self._TOKEN.sub("(redacted)", text))
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+#: The Web API clients' logger (slack_sdk's default would name no filter).
+WEB_LOG = logging.getLogger("bot.adapters.slack.web")
+WEB_LOG.addFilter(_NoSecrets())
+
+
 def web_client(token: str | None, api_url: str | None, rate_limit_retries: int) -> AsyncWebClient:
     base_url = api_url or AsyncWebClient.BASE_URL
     return AsyncWebClient(
         token=token,
+        logger=WEB_LOG,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         # One session for every call: a new connection per call would not hold up under load.
         session=aiohttp.ClientSession(),
@@ -323,7 +345,8 @@ class SlackAdapter:
             if len(self._clients) >= MAX_CLIENTS:
                 self._clients.pop(next(iter(self._clients)))
             client = self._clients[token] = AsyncWebClient(
-                token=token, base_url=self.client.base_url, session=self.client.session, retry_handlers=self.client.retry_handlers
+                token=token, base_url=self.client.base_url, session=self.client.session, retry_handlers=self.client.retry_handlers,
+                logger=WEB_LOG,
             )  # fmt: skip
         return client
 
