@@ -280,3 +280,15 @@ async def test_no_token_or_client_secret_reaches_the_logs_even_at_debug(
     secrets = [t for t in slack.tokens if t.startswith(("xoxb", "xoxe"))] + list(slack.refresh_tokens) + [CLIENT_SECRET]
     leaked = [s for s in secrets if s in caplog.text]
     assert not leaked, leaked  # ...without what they carried
+
+
+async def test_an_org_wide_install_serves_the_orgs_teams_without_their_own(bot: SlackBot) -> None:
+    from bot.adapters.slack.workspaces import NotInstalled, WorkspaceBot
+
+    workspaces = bot.adapter.workspaces
+    await workspaces.save(WorkspaceBot(enterprise_id="E0ORG", is_enterprise_install=True, bot_token="xoxb-org", bot_user_id="U0ORGBOT"))
+    assert (await workspaces.bot("T0ANY", "E0ORG")).bot_token == "xoxb-org"
+    with pytest.raises(NotInstalled):
+        await workspaces.bot("T0ANY")  # no enterprise known: no install of its own
+    await workspaces.save(WorkspaceBot(team_id="T0OWN", enterprise_id="E0ORG", bot_token="xoxb-own"))
+    assert (await workspaces.bot("T0OWN", "E0ORG")).bot_token == "xoxb-own"  # its own install first
