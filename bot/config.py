@@ -115,6 +115,9 @@ class CoreSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     #: Signs personal gallery links and session cookies; empty: a random one kept in the data dir.
     web_secret: SecretStr | None = None
+    #: Encrypts tokens kept in the database (Slack workspaces' installations); empty: a random one
+    #: kept in the data dir (0600). Every process on one database needs the same key.
+    secret_key: SecretStr | None = None
     #: Where people reach the gallery (https://videos.example.org); links and "Open in gallery" use it.
     public_url: str | None = None
     #: How long a personal link from /gallery may be opened, and how long its browser session lasts.
@@ -123,7 +126,7 @@ class CoreSettings(BaseSettings):
 
     @field_validator(
         "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
-        "max_seconds", "max_size", "web_port", "web_secret", "public_url", mode="before",
+        "max_seconds", "max_size", "web_port", "web_secret", "secret_key", "public_url", mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -283,7 +286,8 @@ class SlackSettings(BaseSettings):
     signing_secret: SecretStr | None = None
     #: Web API base URL (GovSlack, a proxy, tests); empty: https://slack.com/api/.
     api_url: str | None = None
-    #: HTTP mode (no SLACK_APP_TOKEN): where Slack's requests arrive, at /slack/events.
+    #: HTTP mode (no SLACK_APP_TOKEN): where Slack's requests arrive, at /slack/events; with the OAuth
+    #: install (either mode) also /slack/install and /slack/oauth_redirect.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=3000, ge=0, le=65535)
     #: chat.update calls per window for one workspace, shared by every status message
@@ -297,8 +301,17 @@ class SlackSettings(BaseSettings):
     upload_in_thread: bool = True
     #: How many times one Web API call is retried after a 429 (each waits Retry-After).
     rate_limit_retries: int = Field(default=5, ge=0, le=50)
+    #: A distributed app (no SLACK_BOT_TOKEN): the OAuth install flow serves any number of workspaces.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    #: Signs the OAuth `state` handed to each installer (with the one kept in the database).
+    state_secret: SecretStr | None = None
+    #: The Redirect URL set in the app's OAuth settings (https://HOST/slack/oauth_redirect); empty: Slack's setting.
+    redirect_uri: str | None = None
+    #: A rotating token this close to its expiry is refreshed before use.
+    token_refresh_margin_seconds: float = Field(default=600, ge=0, le=43_200)
 
-    @field_validator("bot_token", "app_token", "signing_secret", "api_url", mode="before")
+    @field_validator("bot_token", "app_token", "signing_secret", "api_url", "client_id", "client_secret", "state_secret", "redirect_uri", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `SLACK_APP_TOKEN=` copied from .env.example means "not set", not an empty token.
@@ -306,7 +319,12 @@ class SlackSettings(BaseSettings):
 
     @property
     def configured(self) -> bool:
-        return self.bot_token is not None
+        return self.bot_token is not None or self.oauth
+
+    @property
+    def oauth(self) -> bool:
+        """Many workspaces through the OAuth install (the single-token mode wins when SLACK_BOT_TOKEN is set)."""
+        return self.bot_token is None and None not in (self.client_id, self.client_secret, self.state_secret)
 
     @property
     def socket_mode(self) -> bool:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -232,3 +233,16 @@ class PendingSpend(BaseModel):
     expires_at: float
     #: pending | confirmed | cancelled | expired
     state: str
+
+
+#: One workspace's installation of the app (Slack OAuth); its tokens are in `secret`, encrypted.
+@dataclass(frozen=True)
+class InstallationRow:
+    platform: str
+    enterprise_id: str
+    team_id: str
+    is_enterprise_install: bool
+    secret: str
+    expires_at: float | None
+    installed_at: float
+    updated_at: float

@@ -114,6 +114,11 @@ class DiscordEmulator:
         self.locked_channels: dict[str, tuple[int, int]] = {}
         #: channel ids whose history (GET messages) the bot may not read (no Read Message History).
         self.history_forbidden: set[str] = set()
+        #: A server where the app is installed only by a user (user install): the bot is not a
+        #: member, so every bot-token call into its channel answers Missing Access.
+        self.guest_guild_id = self.snowflake()
+        self.guest_channel_id = self.snowflake()
+        self.locked_channels[self.guest_channel_id] = (403, 50001)
         self._sockets: list[web.WebSocketResponse] = []
         #: The `shard` of every IDENTIFY ([id, count]; None: unsharded), in order.
         self.identifies: list[list[int] | None] = []
@@ -207,7 +212,7 @@ class DiscordEmulator:
 
     async def slash(
         self, name: str, options: dict[str, Any] | None = None, *, user_id: str = "1001", permissions: int = 0,
-        attachments: dict[str, dict[str, Any]] | None = None, roles: list[str] | None = None,
+        attachments: dict[str, dict[str, Any]] | None = None, roles: list[str] | None = None, guest: bool = False,
     ) -> Interaction:
         """The user runs `/name` with `options`; attachment options name a key of `attachments`."""
         opts = []
@@ -217,7 +222,7 @@ class DiscordEmulator:
         data: dict[str, Any] = {"id": self.snowflake(), "name": name, "type": 1, "options": opts}
         if attachments:
             data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
-        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions, roles=roles)
+        return await self._dispatch_interaction(2, data, user_id=user_id, permissions=permissions, roles=roles, guest=guest)
 
     async def autocomplete(self, name: str, option: str, value: str, *, user_id: str = "1001", others: dict[str, Any] | None = None) -> Interaction:
         """The user types `value` into `option` (other options already filled: `others`)."""
@@ -353,8 +358,11 @@ class DiscordEmulator:
 
     async def _dispatch_interaction(
         self, kind: int, data: dict[str, Any], *, user_id: str, permissions: int = 0, message: dict[str, Any] | None = None,
-        roles: list[str] | None = None,
+        roles: list[str] | None = None, guest: bool = False,
     ) -> Interaction:
+        """`guest`: through the user's install, in the server where the bot is not a member (as Discord
+        sends it: that server's ids, the user as the only authorizing owner, and the permissions of
+        the interaction's webhook, which may well include Send Messages)."""
         interaction_id = self.snowflake()
         token = f"itok-{interaction_id}"
         payload: dict[str, Any] = {
@@ -365,9 +373,14 @@ class DiscordEmulator:
             "authorizing_integration_owners": {"0": self.guild_id}, "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }  # fmt: skip
+        if guest:
+            channel = {**self._channel(), "id": self.guest_channel_id, "guild_id": self.guest_guild_id, "name": "elsewhere"}
+            payload.update(guild_id=self.guest_guild_id, guild={"id": self.guest_guild_id, "locale": "en-US", "features": []},
+                           channel_id=self.guest_channel_id, channel=channel, authorizing_integration_owners={"1": user_id},
+                           app_permissions=str(0x800 | 0x8000 | 0x4000 | 0x20000 | 0x40000))  # fmt: skip
         if message is not None:
             payload["message"] = message  # with its components: discord.py matches clicks against them
-        interaction = Interaction(interaction_id, token, time.time(), self.channel_id, user_id, payload)
+        interaction = Interaction(interaction_id, token, time.time(), payload["channel_id"], user_id, payload)
         self.interactions[token] = interaction
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction

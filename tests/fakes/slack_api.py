@@ -9,6 +9,15 @@ cursor; files.list), and plays faults: the next call of a method answered 429 / 
 call carried out but its answer dropped or held back, a deleted or archived channel. It also plays Slack's side towards the
 bot: slash commands, block actions, view submissions and events, signed with the v0
 HMAC exactly as Slack signs them, sent over real HTTP to the bot's /slack/events.
+
+Many workspaces: the default one (TEAM_ID, BOT_TOKEN) is always there; `add_team` adds another
+and the OAuth v2 install puts the app in it (`/oauth/v2/authorize` approves at once and sends the
+browser to the bot's redirect URL with a code; `oauth.v2.access` exchanges codes and, with
+`rotation_seconds` set, refresh tokens: every token then expires and every refresh token is good
+once). Each call is checked as Slack checks it: an unknown or revoked token is refused
+(`invalid_auth`, `token_revoked`), an expired one answers `token_expired`, and a channel or
+message of another workspace than the token's is not found. Every call records whose token it
+carried (`Call.team`).
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ import asyncio
 import base64
 import itertools
 import json
+import secrets
 import mimetypes
 import time
 import urllib.parse
@@ -35,6 +45,8 @@ BOT_TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
 SIGNING_SECRET = "test-signing-secret"
 APP_ID = "A0VIDEOBOT"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
 
 
 @dataclass
@@ -43,6 +55,30 @@ class Call:
     args: dict[str, Any]
     status: int
     at: float
+    #: The workspace whose token the call carried (None: no valid token, or none needed).
+    team: str | None = None
+    token: str | None = None
+    #: The error of a call refused for its token (invalid_auth, token_expired, token_revoked).
+    refused: str | None = None
+
+
+@dataclass
+class Team:
+    """A workspace: its channels, and the app's bot user there."""
+
+    id: str
+    name: str
+    bot_user_id: str
+    bot_id: str
+    channels: set[str] = field(default_factory=set)
+    enterprise_id: str | None = None
+
+
+@dataclass
+class Token:
+    team: str
+    expires_at: float | None = None
+    revoked: bool = False
 
 
 @dataclass
@@ -80,6 +116,21 @@ class SlackEmulator:
     spool: Any = None
 
     def __post_init__(self) -> None:
+        self.teams: dict[str, Team] = {TEAM_ID: Team(TEAM_ID, "Test", BOT_USER_ID, BOT_ID, {self.channel_id})}
+        self.tokens: dict[str, Token] = {BOT_TOKEN: Token(TEAM_ID)}
+        #: Refresh tokens not used yet (each is good once), by team.
+        self.refresh_tokens: dict[str, str] = {}
+        #: Authorization codes handed out and not exchanged yet: code -> (team, installer).
+        self.codes: dict[str, tuple[str, str]] = {}
+        #: Token rotation on: tokens issued from now on expire after this many seconds.
+        self.rotation_seconds: float | None = None
+        #: The app's Redirect URL (its OAuth settings), used when the authorize link names none.
+        self.redirect_uri: str | None = None
+        #: oauth.v2.access answers by grant type, and refresh tokens refused (a second use).
+        self.grants: list[dict[str, Any]] = []
+        #: A refresh grant takes this long (as a slow network would): a window for two refreshers to collide.
+        self.refresh_delay = 0.0
+        self._caller: Token | None = None
         self._runner: web.AppRunner | None = None
         self.base = ""
         self._ts = itertools.count(1)
@@ -104,6 +155,7 @@ class SlackEmulator:
         app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/oauth/v2/authorize", self._authorize)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -207,17 +259,37 @@ class SlackEmulator:
                 self._record(method, args, status)
                 headers = {"Retry-After": retry_after} if status == 429 else {}
                 return web.json_response({"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"}, status=status, headers=headers)
-        token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
-        if request.headers.get("Authorization") != f"Bearer {token}":
-            self._record(method, args, 200)
-            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if method == "oauth.v2.access":
+            if args.get("grant_type") == "refresh_token" and self.refresh_delay:
+                await asyncio.sleep(self.refresh_delay)
+            result = self._oauth_access(request, args)
+            self._record(method, {k: v for k, v in args.items() if k != "client_secret"}, 200)
+            return web.json_response(result)
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if method == "apps.connections.open":
+            caller: Token | None = Token(TEAM_ID) if bearer == APP_TOKEN else None
+            refusal = None if caller else "invalid_auth"
+        else:
+            caller = self.tokens.get(bearer)
+            refusal = self._refusal(caller)
+        if refusal is not None:
+            self._record(method, args, 200, team=caller.team if caller else None, token=bearer, refused=refusal)
+            return web.json_response({"ok": False, "error": refusal})
+        assert caller is not None
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
-            self._record(method, args, 200)
+            self._record(method, args, 200, team=caller.team, token=bearer)
             return web.json_response({"ok": False, "error": "unknown_method"})
         channel = args.get("channel") or args.get("channel_id")
-        result = {"ok": False, "error": "channel_not_found"} if channel in self.deleted else handler(args)
-        self._record(method, args, 200)
+        self._caller = caller
+        try:
+            if channel in self.deleted or not self._visible(channel, caller.team):
+                result = {"ok": False, "error": "channel_not_found"}
+            else:
+                result = handler(args)
+        finally:
+            self._caller = None
+        self._record(method, args, 200, team=caller.team, token=bearer)
         if method in self._drops:
             self._drops.remove(method)
             assert request.transport is not None
@@ -229,16 +301,122 @@ class SlackEmulator:
             await hold[1].wait()
         return web.json_response(result)
 
-    def _record(self, method: str, args: dict[str, Any], status: int) -> None:
-        self.calls.append(Call(method, args, status, time.monotonic()))
+    def _record(
+        self, method: str, args: dict[str, Any], status: int, *, team: str | None = None, token: str | None = None, refused: str | None = None
+    ) -> None:
+        self.calls.append(Call(method, args, status, time.monotonic(), team, token, refused))
         self._changed.set()
+
+    # --- workspaces, tokens and the OAuth install ------------------------------------------
+
+    def add_team(self, team_id: str, channel_id: str, *, name: str | None = None, enterprise_id: str | None = None) -> Team:
+        """Another workspace (not installed yet), with one channel."""
+        suffix = team_id[1:]
+        team = Team(team_id, name or f"Team {suffix}", f"U0BOT{suffix}", f"B0BOT{suffix}", {channel_id}, enterprise_id)
+        self.teams[team_id] = team
+        return team
+
+    def team_of_channel(self, channel: str) -> str | None:
+        return next((t.id for t in self.teams.values() if channel in t.channels), None)
+
+    def _visible(self, channel: Any, team: str) -> bool:
+        """A channel of another workspace does not exist for this token (unknown channels: anyone's)."""
+        if not isinstance(channel, str) or not channel:
+            return True
+        owner = self.team_of_channel(channel)
+        return owner is None or owner == team
+
+    def _refusal(self, token: Token | None) -> str | None:
+        if token is None:
+            return "invalid_auth"
+        if token.revoked:
+            return "token_revoked"
+        if token.expires_at is not None and time.time() >= token.expires_at:
+            return "token_expired"
+        return None
+
+    def bot_token_of(self, team_id: str) -> str | None:
+        """The newest bot token issued for a workspace."""
+        found = [t for t, info in self.tokens.items() if info.team == team_id and not info.revoked]
+        return found[-1] if found else None
+
+    def uninstall(self, team_id: str) -> None:
+        """The app removed from the workspace: every token of it is revoked (Slack then sends app_uninstalled)."""
+        for info in self.tokens.values():
+            if info.team == team_id:
+                info.revoked = True
+        self.refresh_tokens = {r: t for r, t in self.refresh_tokens.items() if t != team_id}
+
+    def _issue(self, team_id: str) -> dict[str, Any]:
+        token = f"xoxb-{team_id}-{next(self._ids)}-{secrets.token_hex(6)}"
+        if self.rotation_seconds is None:
+            self.tokens[token] = Token(team_id)
+            return {"access_token": token}
+        token = "xoxe." + token
+        self.tokens[token] = Token(team_id, expires_at=time.time() + self.rotation_seconds)
+        refresh = f"xoxe-1-{team_id}-{secrets.token_hex(8)}"
+        self.refresh_tokens[refresh] = team_id
+        return {"access_token": token, "refresh_token": refresh, "expires_in": int(self.rotation_seconds)}
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The installer approves at once, in the workspace named by `team` (else the default one)."""
+        query = request.query
+        self._record("oauth/v2/authorize", dict(query), 200)
+        if query.get("client_id") != CLIENT_ID:
+            return web.Response(status=400, text="invalid client_id")
+        team = query.get("team") or TEAM_ID
+        if team not in self.teams:
+            return web.Response(status=400, text="no such team")
+        code = f"code-{team}-{secrets.token_hex(8)}"
+        self.codes[code] = (team, query.get("installer") or "U0INSTALLER")
+        target = query.get("redirect_uri") or self.redirect_uri
+        if not target:
+            return web.Response(status=400, text="no redirect_uri")
+        params = {"code": code, "state": query.get("state", "")}
+        raise web.HTTPFound(f"{target}?{urllib.parse.urlencode(params)}")
+
+    def _oauth_access(self, request: web.Request, args: dict[str, Any]) -> dict[str, Any]:
+        client_id, secret = args.get("client_id"), args.get("client_secret")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        if client_id != CLIENT_ID or secret != CLIENT_SECRET:
+            return {"ok": False, "error": "invalid_client_id" if client_id != CLIENT_ID else "bad_client_secret"}
+        grant = args.get("grant_type") or "authorization_code"
+        if grant == "refresh_token":
+            team_id = self.refresh_tokens.pop(str(args.get("refresh_token")), None)
+            self.grants.append({"grant": grant, "team": team_id, "ok": team_id is not None})
+            if team_id is None:
+                return {"ok": False, "error": "invalid_refresh_token"}
+            installer = None
+        else:
+            found = self.codes.pop(str(args.get("code")), None)
+            self.grants.append({"grant": grant, "team": found[0] if found else None, "ok": found is not None})
+            if found is None:
+                return {"ok": False, "error": "invalid_code"}
+            team_id, installer = found
+        team = self.teams[team_id]
+        answer: dict[str, Any] = {
+            "ok": True, "app_id": APP_ID, "scope": "commands,chat:write,files:write,files:read,channels:history,groups:history,reactions:read,users:read",
+            "token_type": "bot", "bot_user_id": team.bot_user_id, "team": {"id": team.id, "name": team.name},
+            "enterprise": {"id": team.enterprise_id, "name": "Org"} if team.enterprise_id else None, "is_enterprise_install": False,
+            **self._issue(team_id),
+        }  # fmt: skip
+        if installer:
+            answer["authed_user"] = {"id": installer}
+        return answer
+
+    def _me(self) -> Team:
+        """The app's bot user in the calling token's workspace."""
+        return self.teams[self._caller.team if self._caller else TEAM_ID]
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
     def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://videobot-test.slack.com/", "team": "Test", "user": "videobot",
-                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}  # fmt: skip
+        me = self._me()
+        return {"ok": True, "url": "https://videobot-test.slack.com/", "team": me.name, "user": "videobot",
+                "team_id": me.id, "user_id": me.bot_user_id, "bot_id": me.bot_id, "is_enterprise_install": False}  # fmt: skip
 
     def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
@@ -265,10 +443,11 @@ class SlackEmulator:
         return envelope_id
 
     def command_form(self, command: str, text: str, *, user_id: str = "U0ALICE", channel_id: str | None = None) -> dict[str, str]:
-        """A slash command's form; the text escaped as Slack escapes what people type (&, <, >)."""
+        """A slash command's form (from the channel's workspace); the text escaped as Slack escapes what people type (&, <, >)."""
         text = _slack_escape(text)
+        team_id = self.team_of_channel(channel_id or self.channel_id) or TEAM_ID
         return {
-            "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel_id or self.channel_id,
+            "token": "legacy", "team_id": team_id, "team_domain": "test", "channel_id": channel_id or self.channel_id,
             "channel_name": "general", "user_id": user_id, "user_name": user_id.lower(), "command": command, "text": text,
             "api_app_id": APP_ID, "response_url": self.response_url(f"cmd-{user_id}"), "trigger_id": f"trig.{next(self._ids)}",
         }  # fmt: skip
@@ -293,8 +472,9 @@ class SlackEmulator:
         if metadata is False:
             return {"ok": False, "error": "invalid_metadata_format"}
         ts = self._next_ts()
-        message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID,
-                   "text": args.get("text", ""), "blocks": _blocks(args.get("blocks"))}  # fmt: skip
+        me = self._me()
+        message = {"type": "message", "ts": ts, "channel": channel, "user": me.bot_user_id, "bot_id": me.bot_id, "app_id": APP_ID,
+                   "text": args.get("text", ""), "blocks": _blocks(args.get("blocks")), "team": me.id}  # fmt: skip
         if args.get("thread_ts"):
             message["thread_ts"] = args["thread_ts"]
         if metadata:
@@ -304,7 +484,7 @@ class SlackEmulator:
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self.messages.get(args.get("ts", ""))
-        if message is None or message["channel"] != args.get("channel"):
+        if message is None or message["channel"] != args.get("channel") or message.get("team", self._me().id) != self._me().id:
             return {"ok": False, "error": "message_not_found"}
         blocks = _blocks(args.get("blocks"))
         for block in blocks:
@@ -468,7 +648,7 @@ class SlackEmulator:
             return {"ok": False, "error": "invalid_arguments"}
         file_id = f"F{next(self._ids):07d}"
         self.files[file_id] = {"id": file_id, "name": args.get("filename"), "length": length, "data": None, "completed": False,
-                               "shares": {}, "created": int(time.time()), "user": BOT_USER_ID, "alt_txt": args.get("alt_txt")}  # fmt: skip
+                               "shares": {}, "created": int(time.time()), "user": self._me().bot_user_id, "alt_txt": args.get("alt_txt")}  # fmt: skip
         return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
 
     def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -488,8 +668,9 @@ class SlackEmulator:
             if channel in self.archived:
                 return {"ok": False, "error": "is_archived"}
             ts = self._next_ts()
-            message = {"type": "message", "ts": ts, "channel": channel, "user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID,
-                       "text": args.get("initial_comment", ""), "files": [f["id"] for f in done], "blocks": []}  # fmt: skip
+            me = self._me()
+            message = {"type": "message", "ts": ts, "channel": channel, "user": me.bot_user_id, "bot_id": me.bot_id, "app_id": APP_ID,
+                       "text": args.get("initial_comment", ""), "files": [f["id"] for f in done], "blocks": [], "team": me.id}  # fmt: skip
             if args.get("thread_ts"):
                 message["thread_ts"] = args["thread_ts"]
             self.messages[ts] = message
@@ -550,7 +731,7 @@ class SlackEmulator:
         file_id = request.match_info["team_file"].split("-", 1)[-1]
         file = self.files.get(file_id)
         self._record("files-pri", {"file_id": file_id}, 200)
-        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}" or file is None or file.get("data") is None:
+        if self._refusal(self.tokens.get(request.headers.get("Authorization", "").removeprefix("Bearer "))) or file is None or file.get("data") is None:
             return web.Response(text="<html>Sign in to Slack</html>", content_type="text/html")
         return web.Response(body=file["data"], content_type=mimetypes.guess_type(file["name"])[0] or "application/octet-stream")
 
@@ -655,6 +836,15 @@ class SlackEmulator:
             "message": self._shown(message, metadata=False),
         }  # fmt: skip
         return await self.send(url, "payload=" + urllib.parse.quote(json.dumps(payload)), "application/x-www-form-urlencoded")
+
+    async def event(self, url: str, team_id: str, event: dict[str, Any]) -> Sent:
+        """An Events API callback from a workspace (app_uninstalled, tokens_revoked, ...)."""
+        body = {
+            "token": "legacy", "team_id": team_id, "api_app_id": APP_ID, "type": "event_callback", "event_id": f"Ev{next(self._ids):06d}",
+            "event_time": int(time.time()), "event": {**event, "event_ts": str(time.time())},
+            "authorizations": [{"team_id": team_id, "user_id": self.teams[team_id].bot_user_id, "is_bot": True}],
+        }  # fmt: skip
+        return await self.send(url, json.dumps(body), "application/json")
 
     async def react(self, url: str, message_ts: str, reaction: str, *, user_id: str = "U0ALICE") -> Sent:
         message = self.messages.get(message_ts, {"channel": self.channel_id, "user": user_id})
@@ -777,6 +967,38 @@ def slack_env(monkeypatch: Any, emu: SlackEmulator, **extra: str) -> None:
     }  # fmt: skip
     for key, value in values.items():
         monkeypatch.setenv(key, value)
+
+
+def slack_oauth_env(monkeypatch: Any, emu: SlackEmulator, **extra: str) -> None:
+    """As slack_env, for a distributed app: no bot token, the OAuth client and state secret instead."""
+    slack_env(monkeypatch, emu, SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET, SLACK_STATE_SECRET="test-state-secret", **extra)
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+
+
+def oauth_env(emu: SlackEmulator) -> dict[str, str]:
+    """The same for a process's environment (gateways and workers)."""
+    return {"SLACK_CLIENT_ID": CLIENT_ID, "SLACK_CLIENT_SECRET": CLIENT_SECRET, "SLACK_STATE_SECRET": "test-state-secret"}
+
+
+async def install(emu: SlackEmulator, install_url: str, team_id: str) -> Sent:
+    """A person installs the app in a workspace with a browser: the bot's install page, its "Add to
+    Slack" link (Slack approves at once), then the redirect back to the bot with the state cookie."""
+    import re
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(install_url) as page:
+            assert page.status == 200, await page.text()
+            html = await page.text()
+            cookie = page.headers.get("Set-Cookie", "").split(";", 1)[0]
+        link = re.search(r'href="([^"]+/oauth/v2/authorize[^"]*)"', html)
+        assert link is not None, html
+        authorize = link.group(1).replace("&amp;", "&") + "&" + urllib.parse.urlencode({"team": team_id})
+        async with session.get(authorize, allow_redirects=False) as approved:
+            assert approved.status == 302, await approved.text()
+            redirect = approved.headers["Location"]
+        started = time.perf_counter()
+        async with session.get(redirect, headers={"Cookie": cookie}, allow_redirects=False) as done:
+            return Sent(done.status, await done.text(), time.perf_counter() - started)
 
 
 

@@ -60,7 +60,13 @@ class _VideoBot:
 
     def _setup(self, adapter: DiscordAdapter) -> None:
         self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+        # Every command, for both kinds of install (a server's, and a user's: usable wherever that user
+        # is, even where the bot is not a member) and in servers, DMs with the bot and group DMs.
+        self.tree = app_commands.CommandTree(
+            self,  # type: ignore[arg-type]
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+        )
 
     async def setup_hook(self) -> None:
         adapter = self.adapter

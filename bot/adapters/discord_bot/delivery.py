@@ -26,6 +26,7 @@ from bot.adapters.discord_bot.errors import (
     is_too_large,
     is_token_gone,
 )
+from bot.adapters.discord_bot.flows import is_guest
 from bot.adapters.discord_bot.render import dm_content, result_content, result_mentions
 from bot.adapters.discord_bot.stories import result_files
 from bot.adapters.discord_bot.surface import needs_status
@@ -88,6 +89,19 @@ class Delivery:
         if status_id is None and needs_status(job):
             status_id = str(await surface.ensure_status(job) or "") or None
         channel = self.adapter.client.get_partial_messageable(int(job.origin.channel_id))
+        interaction = surface.live_interaction(job, _int(status_id))
+        if is_guest(job):
+            # The bot cannot post or read in that server: the interaction answers while its token
+            # lives; after that the result goes to the user privately (never lost).
+            if interaction is None:
+                return await self._by_dm(job)
+            try:
+                return await self._post(job, channel, status_id, interaction)
+            except discord.HTTPException as exc:
+                if not is_token_gone(exc):
+                    raise
+                surface.forget_interaction(int(status_id or 0))
+                return await self._by_dm(job)
         if job.delivery_attempt > 1:
             # An earlier attempt may have posted and died before its id was stored. Look first.
             bot_id = self.adapter.bot_user_id
@@ -95,7 +109,6 @@ class Delivery:
             if found is not None:
                 log.info("result of %s was already posted (message %s); not posting again", job.id, found.id)
                 return found
-        interaction = surface.live_interaction(job, _int(status_id))
         if interaction is None or may_post(job):
             try:
                 return await self._post(job, channel, status_id, None)
@@ -161,6 +174,19 @@ class Delivery:
         announced = job.origin.extra.get("filesize_limit")
         return min(limit, int(announced)) if announced else limit
 
+    async def _by_dm(self, job: Job) -> discord.Message:
+        """The result by DM to its owner, with a note saying why it is not where they asked."""
+        channel = await self.adapter.surface.dm_channel(job.origin.user_id)
+        upload = await prepare_upload(job, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
+        note = "I could not answer in that channel any more (the 15-minute window had passed), so here it is privately."
+        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
+        content = result_content(job, upload, extra_note=note, gallery_url=gallery)
+        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+        if upload.path is not None:
+            kwargs["files"] = result_files(job, upload)
+        log.info("result of %s goes to its owner by DM: the interaction token is gone and the bot is not in that server", job.id)
+        return await channel.send(content, nonce=marks.result_nonce(job.id), **kwargs)
+
     async def send_file_by_dm(self, job: Job, user_id: int | str, text: str) -> None:
         """✉️: the job's file, privately (fitted to a DM's upload limit like any post)."""
         channel = await self.adapter.surface.dm_channel(user_id)
@@ -175,6 +201,8 @@ class Delivery:
 def may_post(job: Job) -> bool:
     """Whether the bot itself may post the result in the job's channel (as the command's
     interaction reported; jobs from reactions, and older jobs, were made where it could)."""
+    if is_guest(job):
+        return False  # whatever the permissions say, the bot is not a member there
     value = job.origin.extra.get("app_permissions")
     return value is None or discord.Permissions(int(value)) >= POST_PERMISSIONS
 

@@ -37,6 +37,10 @@ TOKEN_LIFETIME = 15 * 60
 #: status message will answer. Stored with the job before anything is posted, so whichever
 #: process drives the job knows a status message is due and where.
 STATUS_REPLY_TO = "status_reply_to"
+#: origin.extra key of a job asked through the user's own install of the app in a server where the
+#: bot is not a member (value: that server's id). The bot cannot post there: everything goes
+#: through the interaction, and once its token is gone, to the user by DM.
+GUEST_IN = "guest_in"
 
 StartJob = Callable[[Origin], Awaitable[Job]]
 
@@ -162,7 +166,12 @@ def origin_for(
         }
     if reply_to is not None:
         extra[STATUS_REPLY_TO] = str(reply_to)
-    if isinstance(user, discord.Member):
+    if interaction is not None and guest(interaction):
+        # The user's own tenant, like a DM: budgets, settings and the gallery are theirs, not the server's.
+        extra[GUEST_IN] = str(guild_id)
+        extra[PLACE] = "direct"
+        guild_id = None
+    elif isinstance(user, discord.Member):
         # For the roles a server's admins may require (`/settings set roles ...`).
         extra["roles"] = [str(role.id) for role in user.roles]
     place = place_of(guild_id, channel if channel is not None else (interaction.channel if interaction is not None else None))
@@ -177,6 +186,15 @@ def origin_for(
         status_message_id=str(status_message_id) if status_message_id else None,
         extra=extra,
     )
+
+
+def guest(interaction: discord.Interaction) -> bool:
+    """In a server through the user's install alone: the app is not installed there, so the bot is not a member."""
+    return interaction.guild_id is not None and not interaction.is_guild_integration()
+
+
+def is_guest(job: Job) -> bool:
+    return bool(job.origin.extra.get(GUEST_IN))
 
 
 def place_of(guild_id: int | None, channel: object | None) -> str:

@@ -35,7 +35,7 @@ import discord
 from bot.adapters.discord_bot import marks
 from bot.adapters.discord_bot.buttons import components, offer_components
 from bot.adapters.discord_bot.errors import is_token_gone
-from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, token_alive
+from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, is_guest, token_alive
 from bot.adapters.discord_bot.render import failure_note, status_content
 from bot.core.models import Job, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
@@ -249,6 +249,10 @@ class StatusBoard:
     async def _edit(self, shown: Shown, edit: Edit) -> bool:
         """One edit; False when it was handed to the channel's budget instead (the token expired)."""
         assert shown.message_id is not None and shown.channel_id is not None
+        if is_guest(shown.job) and self.live_interaction(shown.job, shown.message_id) is None:
+            # The bot cannot edit in a server it is not in; the result (by DM by then) says the rest.
+            self._forget(shown)
+            return False
         view = components(shown.job.id, edit.actions, prefix=marks.STATUS_PREFIX)
         extra: dict[str, Any] = {"attachments": []} if edit.clear_files else {}
         if edit.limit[0] == "webhook":

@@ -45,7 +45,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         try:
             user = body["user"]
             job = await adapter.app.service.get_for(job_id, adapter.origin_for(user.get("team_id"), channel, user["id"], None))
-            await adapter.client.views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
+            await (await adapter.client_for(user.get("team_id"))).views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
         except Exception as exc:
             await tell(user_message(exc))
 

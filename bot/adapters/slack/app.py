@@ -8,6 +8,11 @@ when set, through one shared HTTP session, and wait out 429s (Retry-After), exce
 dropped connection is retried only for calls that are safe to send twice: a post whose
 answer was lost may have been made, so the surface looks for it instead.
 
+One workspace (SLACK_BOT_TOKEN) or many: with SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and
+SLACK_STATE_SECRET instead, the app is installed through Slack's OAuth flow (install.py) and every
+call uses the token of the workspace it is for (`client_for`, workspaces.py), refreshed before it
+expires when token rotation is on.
+
 The adapter registers its listener modules (`register(bolt, adapter)` each); they never
 import this module back.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import urllib.parse
 import time
 from collections.abc import Coroutine
@@ -35,15 +41,19 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack import actions, commands, events, settings_modal, shortcuts, stories, views
+from bot.adapters.slack import actions, commands, events, installs, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.flows import ephemeral_teller, show_job
+from bot.adapters.slack.install import INSTALL_PATH, REDIRECT_PATH, oauth_settings
 from bot.adapters.slack.lookup import Me
+from bot.adapters.slack.workspaces import NotInstalled, TokenRefreshFailed, WorkspaceAuthorize, Workspaces
 from bot.adapters.slack.surface import StatusSurface
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
 from bot.core.events import Subscription
 from bot.core.models import PLACE, Actor, Job, Origin, in_chat
+from bot.core.secret_box import load_box
+from storage.installations import installations_of
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +68,9 @@ WORK_GRACE_SECONDS = 2.0
 NOT_IDEMPOTENT = frozenset({"chat.postMessage", "files.completeUploadExternal", "chat.postEphemeral", "chat.scheduleMessage"})
 #: Calls paced by a RateScheduler: a 429 is the scheduler's to handle (it slows down), not the client's.
 PACED = frozenset({"chat.update"})
-LISTENERS = (commands, actions, views, events, shortcuts, settings_modal, stories)
+LISTENERS = (commands, actions, views, events, shortcuts, settings_modal, stories, installs)
+#: Clients kept per token (one per workspace, plus a refresh now and then): the oldest go first.
+MAX_CLIENTS = 512
 
 
 def _method(request: HttpRequest) -> str:
@@ -87,10 +99,31 @@ class UnpacedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
 
-def web_client(token: str, api_url: str | None, rate_limit_retries: int) -> AsyncWebClient:
+class _NoSecrets(logging.Filter):
+    """slack_sdk logs each request and answer at DEBUG, oauth.v2.access's tokens and client secret
+    included: they are blanked before any handler sees them."""
+
+    _TOKEN = re.compile(r"xox[a-z]-[A-Za-z0-9.-]+")
+    _FIELD = re.compile(r"""(['"](?:access_token|refresh_token|client_secret|code|token)['"]: ['"])[^'"]+""")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        cleaned = self._FIELD.sub(r"\1(redacted)", self._TOKEN.sub("(redacted)", text))
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+#: The Web API clients' logger (slack_sdk's default would name no filter).
+WEB_LOG = logging.getLogger("bot.adapters.slack.web")
+WEB_LOG.addFilter(_NoSecrets())
+
+
+def web_client(token: str | None, api_url: str | None, rate_limit_retries: int) -> AsyncWebClient:
     base_url = api_url or AsyncWebClient.BASE_URL
     return AsyncWebClient(
         token=token,
+        logger=WEB_LOG,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         # One session for every call: a new connection per call would not hold up under load.
         session=aiohttp.ClientSession(),
@@ -146,11 +179,24 @@ class SlackAdapter:
         self.app = app
         self.delivery_only = delivery_only
         self.settings = settings = app.settings.slack
-        if settings.bot_token is None:
-            raise ConfigError("SLACK_BOT_TOKEN is not set.")
+        if settings.bot_token is None and not settings.oauth:
+            raise ConfigError(
+                "Set SLACK_BOT_TOKEN (one workspace), or SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_STATE_SECRET "
+                "(a distributed app installed through /slack/install): see docs/slack.md."
+            )
         if not delivery_only and not settings.socket_mode and settings.signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is needed in HTTP mode (or set SLACK_APP_TOKEN to use Socket Mode).")
-        self.client = web_client(settings.bot_token.get_secret_value(), settings.api_url, settings.rate_limit_retries)
+        token = settings.bot_token.get_secret_value() if settings.bot_token else None
+        #: The single-token mode's client; with the OAuth install a token-less one (oauth.v2.access) whose
+        #: session and retry rules every workspace's client shares.
+        self.client = web_client(token, settings.api_url, settings.rate_limit_retries)
+        self._clients: dict[str, AsyncWebClient] = {}
+        self.workspaces: Workspaces | None = None
+        oauth: dict[str, Any] = {}
+        if settings.oauth:
+            rows = installations_of(app.store)
+            self.workspaces = Workspaces(rows, load_box(app.settings.core), settings, self.client)
+            oauth = {"oauth_settings": oauth_settings(settings, self.workspaces, rows), "authorize": WorkspaceAuthorize(self.workspaces)}
         self.bolt = AsyncApp(
             client=self.client,
             signing_secret=settings.signing_secret.get_secret_value() if settings.signing_secret else "",
@@ -159,6 +205,7 @@ class SlackAdapter:
             # A listener's return is the answer, sent at once (bolt does not poll for the ack); each
             # listener acks and hands its work to `later`. So an ack never waits behind other requests' work.
             process_before_response=True,
+            **oauth,
         )
         self._verifier = SignatureVerifier(settings.signing_secret.get_secret_value()) if settings.signing_secret else None
         for module in LISTENERS:
@@ -167,6 +214,7 @@ class SlackAdapter:
         self.http_url: str | None = None
         self.bot_user_id: str | None = None
         self._me: Me | None = None
+        self.install_url: str | None = None
         self._subscription: Subscription | None = None
         self._web: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -179,12 +227,13 @@ class SlackAdapter:
 
     async def start(self) -> None:
         """Check the token, subscribe to progress, then serve (HTTP or Socket Mode)."""
-        try:
-            auth = await self.client.auth_test()
-        except SlackApiError as exc:
-            raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({slack_error(exc)}).") from None
-        self.bot_user_id = auth.get("user_id")
-        self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
+        if self.workspaces is None:
+            try:
+                auth = await self.client.auth_test()
+            except SlackApiError as exc:
+                raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({slack_error(exc)}).") from None
+            self.bot_user_id = auth.get("user_id")
+            self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
         if self.delivery_only:
             return
         self.surface.started_at = time.time()
@@ -197,18 +246,41 @@ class SlackAdapter:
             assert self.settings.app_token is not None
             self._socket = AsyncSocketModeHandler(self.bolt, self.settings.app_token.get_secret_value(), web_client=self.client)
             await self._socket.connect_async()
+            if self.workspaces is not None:  # the install pages still need an HTTP port
+                await self._serve(web.Application())
             return
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="slack-dispatch")
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, self._handle)
+        await self._serve(web_app)
+
+    async def _serve(self, web_app: web.Application) -> None:
+        if self.workspaces is not None:
+            web_app.router.add_get(INSTALL_PATH, self._oauth)
+            web_app.router.add_get(REDIRECT_PATH, self._oauth)
         self._web = web.AppRunner(web_app, access_log=None)
         await self._web.setup()
         # A burst of commands opens many connections at once: room for them in the listen queue.
         site = web.TCPSite(self._web, self.settings.http_host, self.settings.http_port, backlog=LISTEN_BACKLOG)
         await site.start()
         port = site._server.sockets[0].getsockname()[1] if site._server else self.settings.http_port  # type: ignore[union-attr]
-        self.http_url = f"http://{self.settings.http_host}:{port}{EVENTS_PATH}"
-        log.info("Slack requests at %s", self.http_url)
+        if not self.settings.socket_mode:
+            self.http_url = f"http://{self.settings.http_host}:{port}{EVENTS_PATH}"
+            log.info("Slack requests at %s", self.http_url)
+        if self.workspaces is not None:
+            self.install_url = f"http://{self.settings.http_host}:{port}{INSTALL_PATH}"
+            log.info("Slack install page at %s", self.install_url)
+
+    async def _oauth(self, request: web.Request) -> web.Response:
+        """/slack/install and /slack/oauth_redirect: slack-bolt's OAuth flow (install.py has its pages)."""
+        flow = self.bolt.oauth_flow
+        assert flow is not None
+        bolt_request = await to_bolt_request(request)
+        if request.path == INSTALL_PATH:
+            response = await flow.handle_installation(bolt_request)
+        else:
+            response = await flow.handle_callback(bolt_request)
+        return await to_aiohttp_response(response)
 
     async def _handle(self, request: web.Request) -> web.Response:
         """HTTP mode: a signed request is acked at once and handed to bolt after the answer.
@@ -250,12 +322,40 @@ class SlackAdapter:
         """Stopping or stopped: calls failing now fail because of the stop, not because of Slack."""
         return self._stopping or self._closed.is_set()
 
-    async def me(self) -> Me:
-        """The bot's own ids (auth.test), asked once; deliver may run before start (resumed jobs)."""
+    async def me(self, team_id: str | None = None) -> Me:
+        """The bot's own ids in a workspace: the installation's, else (one workspace) auth.test's, asked
+        once; deliver may run before start (resumed jobs)."""
+        if self.workspaces is not None:
+            bot = await self.workspaces.bot(team_id)
+            return Me(user_id=bot.bot_user_id, bot_id=bot.bot_id)
         if self._me is None:
             auth = await self.client.auth_test()
             self._me = Me(user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
         return self._me
+
+    async def client_for(self, team_id: str | None, enterprise_id: str | None = None) -> AsyncWebClient:
+        """The Web API client with the workspace's token (fresh: refreshed first when due). One workspace: the one client.
+
+        Raises NotInstalled when the workspace has no installation (any more)."""
+        if self.workspaces is None:
+            return self.client
+        token = (await self.workspaces.bot(team_id, enterprise_id)).bot_token
+        client = self._clients.get(token)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._clients.pop(next(iter(self._clients)))
+            client = self._clients[token] = AsyncWebClient(
+                token=token, base_url=self.client.base_url, session=self.client.session, retry_handlers=self.client.retry_handlers,
+                logger=WEB_LOG,
+            )  # fmt: skip
+        return client
+
+    async def forget_workspace(self, team_id: str | None, enterprise_id: str | None = None) -> bool:
+        """The workspace's installation removed (uninstalled, tokens revoked); True when there was one."""
+        if self.workspaces is None:
+            return False
+        self._clients.clear()  # cheap to rebuild; no token of that workspace stays in memory
+        return await self.workspaces.remove(team_id, enterprise_id)
 
     def later(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """A request's work, after its ack: run as a task the adapter owns (waited for briefly on stop)."""
@@ -319,6 +419,15 @@ class SlackAdapter:
             return await self.surface.deliver(job)
         except DeliveryFailed:
             raise
+        except NotInstalled as exc:
+            raise DeliveryFailed(
+                "videobot is no longer installed in this Slack workspace, so the result was not posted. "
+                "Reinstall it, then run `videobot redeliver " + job.id + "`.", transient=False, detail=str(exc)[:200],
+            ) from exc
+        except TokenRefreshFailed as exc:
+            # Tried again later: a refresh still under way elsewhere, or Slack briefly unable; a revoked
+            # app is removed by its tokens_revoked / app_uninstalled event.
+            raise DeliveryFailed("Slack did not renew the workspace's token yet.", transient=True, detail=str(exc)[:200]) from exc
         except Exception as exc:
             if self.closed:  # the session closed under the call: a stop, not Slack's answer
                 raise DeliveryFailed(STOPPED_MESSAGE, transient=True, detail=f"stopped: {exc!r}"[:200]) from exc
@@ -330,9 +439,14 @@ class SlackAdapter:
 
     # --- helpers for commands, actions, views and events ------------------------------------
 
-    def origin_for(self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None, *, channel_name: str | None = None) -> Origin:
+    def origin_for(
+        self, team_id: str | None, channel_id: str, user_id: str, user_name: str | None, *, channel_name: str | None = None,
+        enterprise_id: str | None = None,
+    ) -> Origin:
         place = slack_place(channel_id, channel_name)
-        extra = {PLACE: place} if place != "public" else {}
+        extra: dict[str, Any] = {PLACE: place} if place != "public" else {}
+        if enterprise_id:  # Enterprise Grid: an org-wide install's token serves the teams without their own
+            extra["enterprise_id"] = enterprise_id
         return Origin(platform=PLATFORM, workspace_id=team_id, channel_id=channel_id, user_id=user_id, user_name=user_name, extra=extra)
 
     async def actor(self, user_id: str, *, team_id: str | None, check_workspace_admin: bool = False) -> Actor:
@@ -343,8 +457,8 @@ class SlackAdapter:
         if not check_workspace_admin:
             return base
         try:
-            user = (await self.client.users_info(user=user_id))["user"]
-        except SlackApiError as exc:
-            log.warning("users.info failed for %s: %s", user_id, slack_error(exc))
+            user = (await (await self.client_for(team_id)).users_info(user=user_id))["user"]
+        except (SlackApiError, NotInstalled) as exc:
+            log.warning("users.info failed for %s: %s", user_id, slack_error(exc) if isinstance(exc, SlackApiError) else exc)
             return base
         return base.model_copy(update={"is_admin": bool(user.get("is_admin") or user.get("is_owner"))})

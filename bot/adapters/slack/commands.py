@@ -46,7 +46,10 @@ async def help_text(adapter: SlackHost, origin: Origin) -> str:
 
 
 async def run_text(adapter: SlackHost, body: dict[str, Any], default: str, tell: Tell) -> None:
-    origin = adapter.origin_for(body.get("team_id"), body["channel_id"], body["user_id"], body.get("user_name"), channel_name=body.get("channel_name"))
+    origin = adapter.origin_for(
+        body.get("team_id"), body["channel_id"], body["user_id"], body.get("user_name"), channel_name=body.get("channel_name"),
+        enterprise_id=body.get("enterprise_id"),
+    )
     try:
         # Slack escapes &, < and > in what people type: the prompt is kept as typed.
         command = parse_command(unesc(body.get("text") or ""), default=default)

@@ -39,9 +39,9 @@ async def on_reaction(adapter: SlackHost, event: dict[str, Any], team_id: str | 
         return
     user_id, channel = str(event["user"]), str(item["channel"])
     author = event.get("item_user")
-    job = await adapter.surface.job_for_message(channel, str(item.get("ts")), str(author) if author else None)
+    job = await adapter.surface.job_for_message(channel, str(item.get("ts")), str(author) if author else None, team_id)
     if job is None or (job.origin.channel_id and job.origin.channel_id != channel):
         return
     thread = job.origin.extra.get("thread_ts")
-    tell = ephemeral_teller(adapter, channel, user_id, thread)
+    tell = ephemeral_teller(adapter, channel, user_id, thread, team_id=team_id)
     await act(adapter, action, job.id, user={"id": user_id, "team_id": team_id}, channel=channel, tell=tell, thread_ts=thread)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.adapters.slack.apierror import slack_error
 from bot.adapters.slack.blocks import esc, offer_blocks
@@ -69,15 +69,18 @@ def respond_teller(respond: Any) -> Tell:
     return Tell(send)
 
 
-def ephemeral_teller(adapter: SlackHost, channel_id: str, user_id: str, thread_ts: str | None = None) -> Tell:
-    """Ephemeral with chat.postEphemeral, for requests without a response_url (modals, reactions)."""
+def ephemeral_teller(adapter: SlackHost, channel_id: str, user_id: str, thread_ts: str | None = None, *, team_id: str | None = None) -> Tell:
+    """Ephemeral with chat.postEphemeral (with the token of the user's workspace), for requests
+    without a response_url (modals, reactions)."""
 
     async def send(text: str, blocks: list[dict[str, Any]] | None) -> None:
         try:
-            await adapter.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks, thread_ts=thread_ts)
-        except SlackApiError as exc:
+            client = await adapter.client_for(team_id)
+            await client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks, thread_ts=thread_ts)
+        except SlackClientError as exc:
             # Never the text: a reply may hold a personal gallery link.
-            log.warning("could not tell %s a private answer (%d characters): %s", user_id, len(text), slack_error(exc))
+            why = slack_error(exc) if isinstance(exc, SlackApiError) else exc
+            log.warning("could not tell %s a private answer (%d characters): %s", user_id, len(text), why)
 
     return Tell(send)
 

@@ -62,7 +62,7 @@ def settings_modal(values: dict[str, str], channel_id: str) -> dict[str, Any]:
 async def open_settings(adapter: SlackHost, origin: Origin, trigger_id: str) -> None:
     here = await adapter.app.service.tenant_settings.effective(origin)
     values = {name: shown(here.get(name)) for name in KEYS}
-    await adapter.client.views_open(trigger_id=trigger_id, view=settings_modal(values, origin.channel_id or ""))
+    await (await adapter.client_for(origin.workspace_id)).views_open(trigger_id=trigger_id, view=settings_modal(values, origin.channel_id or ""))
 
 
 def _changes(view: dict[str, Any]) -> dict[str, str]:
@@ -102,7 +102,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def save(body: dict[str, Any], view: dict[str, Any], changed: dict[str, str]) -> None:
         user = body["user"]
         channel = str(json.loads(view.get("private_metadata") or "{}").get("channel", ""))
-        tell = ephemeral_teller(adapter, channel, str(user["id"]))
+        tell = ephemeral_teller(adapter, channel, str(user["id"]), team_id=user.get("team_id") or (body.get("team") or {}).get("id"))
         if not changed:
             await tell("No setting changed.")
             return

@@ -43,17 +43,19 @@ async def on_animate(adapter: SlackHost, body: dict[str, Any], tell: Tell) -> No
     ts = str(message.get("ts") or body.get("message_ts"))
     thread = str(message.get("thread_ts") or ts)  # the new job's card goes in the message's thread
     author = message.get("user")
-    job = await adapter.surface.job_for_message(channel, ts, str(author) if author else None)
+    team_id = user.get("team_id") or (body.get("team") or {}).get("id")
+    job = await adapter.surface.job_for_message(channel, ts, str(author) if author else None, team_id)
     if job is not None:
         # One of the bot's results: the core says what Animate means for it (a video is refused with a hint).
         await act(adapter, Action.ANIMATE, job.id, user=user, channel=channel, tell=tell, thread_ts=thread)
         return
     try:
-        file = await _image_file(adapter, message)
+        client = await adapter.client_for(team_id)
+        file = await _image_file(client, message)
         if file is None:
             await tell("There is no image in this message. Use Animate with videobot on a message with a picture.")
             return
-        data = await _download(adapter, file)
+        data = await _download(adapter, client, file)
         text = unesc(str(message.get("text") or "")).strip()
         request = GenerateRequest(prompt=text or DEFAULT_PROMPT, image_bytes=data, image_name=str(file.get("name") or "image"))
         origin = adapter.origin_for(user.get("team_id") or (body.get("team") or {}).get("id"), channel, str(user["id"]), user.get("username") or user.get("name"))
@@ -65,10 +67,10 @@ async def on_animate(adapter: SlackHost, body: dict[str, Any], tell: Tell) -> No
     await show_job(adapter, job, tell)
 
 
-async def _image_file(adapter: SlackHost, message: dict[str, Any]) -> dict[str, Any] | None:
+async def _image_file(client: AsyncWebClient, message: dict[str, Any]) -> dict[str, Any] | None:
     for file in message.get("files") or []:
         if file.get("file_access") == "check_file_info" or "mimetype" not in file:
-            file = dict((await adapter.client.files_info(file=file["id"]))["file"])
+            file = dict((await client.files_info(file=file["id"]))["file"])
         if str(file.get("mimetype", "")).startswith("image/"):
             return file
     return None
@@ -120,11 +122,11 @@ def file_url(file: dict[str, Any], api_url: str) -> str:
     return str(url)
 
 
-async def _download(adapter: SlackHost, file: dict[str, Any]) -> bytes:
+async def _download(adapter: SlackHost, client: AsyncWebClient, file: dict[str, Any]) -> bytes:
     """The file's bytes with the bot token, read no further than just past the core's image limit
     (the core checks what arrives: its size, that it is an image). aiohttp drops the token on a
     redirect to another origin."""
-    url = file_url(file, adapter.client.base_url)
+    url = file_url(file, client.base_url)
     limit = int(adapter.app.service.settings.max_image_mb * 1_000_000)
     size = int(file.get("size") or 0)
     if size > limit:
@@ -132,9 +134,9 @@ async def _download(adapter: SlackHost, file: dict[str, Any]) -> bytes:
         # file not worth downloading; wanted from the core: a size check callable before the bytes exist.
         raise InvalidRequest(f"The image is {size / 1e6:.1f} MB; the limit is {limit / 1e6:g} MB. Send a smaller one.")
     cap = limit + 1
-    session = adapter.client.session
+    session = client.session
     assert session is not None
-    async with session.get(str(url), headers={"Authorization": f"Bearer {adapter.client.token}"}) as response:
+    async with session.get(str(url), headers={"Authorization": f"Bearer {client.token}"}) as response:
         if response.status != 200 or response.content_type.startswith("text/html"):
             # A login page instead of the file: the token may not read files here.
             raise InvalidRequest("I could not download that image. Invite me to this channel, then try again.")

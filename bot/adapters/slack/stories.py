@@ -136,7 +136,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         origin = origin_of(body, channel)
         try:
             preview = await pending_preview(service, token, await adapter.actor(origin.user_id, team_id=origin.workspace_id))
-            await adapter.client.views_open(trigger_id=body["trigger_id"], view=edit_modal(preview, channel, body.get("response_url")))
+            await (await adapter.client_for(origin.workspace_id)).views_open(trigger_id=body["trigger_id"], view=edit_modal(preview, channel, body.get("response_url")))
         except Exception as exc:
             await respond_teller(respond)(user_message(exc))
 
@@ -152,7 +152,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
         channel, user = str(meta.get("channel", "")), body["user"]
         respond = AsyncRespond(response_url=meta.get("response_url"))
-        tell = ephemeral_teller(adapter, channel, str(user["id"]))
+        tell = ephemeral_teller(adapter, channel, str(user["id"]), team_id=user.get("team_id"))
         try:
             actor = await adapter.actor(str(user["id"]), team_id=user.get("team_id"))
             preview = await edit_preview(service, str(meta.get("token", "")), modal_value(view, SCENES_BLOCK), actor)
@@ -184,7 +184,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         job_id, channel = str(body["actions"][0]["value"]), _channel(body)
         try:
             job = await service.get_for(job_id, origin_of(body, channel))
-            await adapter.client.views_open(trigger_id=body["trigger_id"], view=add_scene_modal(job.id, channel, reply_thread(body.get("message"))))
+            await (await adapter.client_for(body["user"].get("team_id"))).views_open(trigger_id=body["trigger_id"], view=add_scene_modal(job.id, channel, reply_thread(body.get("message"))))
         except Exception as exc:
             await respond_teller(respond)(user_message(exc))
 
@@ -195,7 +195,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def add_submitted(body: dict[str, Any], view: dict[str, Any]) -> None:
         job_id, channel, thread = read_metadata(view)
         user = body["user"]
-        tell = ephemeral_teller(adapter, channel, user["id"], thread)
+        tell = ephemeral_teller(adapter, channel, user["id"], thread, team_id=user.get("team_id"))
         await act(adapter, Action.ADD_SCENE, job_id, user=user, channel=channel, tell=tell, prompt=modal_value(view, PROMPT_BLOCK), thread_ts=thread)
 
     bolt.action(STORY_CONFIRM)(answer)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.adapters.slack import lookup
 from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_error, throttled
@@ -104,9 +104,9 @@ class StatusSurface:
         #: Set once the start's reconcile has looked at every job (and offered what it found).
         self.reconciled = asyncio.Event()
 
-    @property
-    def client(self) -> Any:
-        return self.adapter.client
+    async def _client(self, job: Job) -> Any:
+        """The Web API client with the token of the job's workspace (one workspace: the one client)."""
+        return await self.adapter.client_for(job.origin.workspace_id, job.origin.extra.get("enterprise_id"))
 
     def _scheduler(self, workspace: object) -> RateScheduler[Card]:
         return RateScheduler(
@@ -159,8 +159,9 @@ class StatusSurface:
             "channel": job.origin.channel_id, "text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False,
             "metadata": lookup.status_metadata(job.id), "thread_ts": job.origin.extra.get("thread_ts"),
         }  # fmt: skip
+        client = await self._client(job)
         try:
-            response = await self.client.chat_postMessage(**post)
+            response = await client.chat_postMessage(**post)
         except (aiohttp.ClientError, TimeoutError):
             if self.adapter.closed:
                 raise
@@ -169,20 +170,20 @@ class StatusSurface:
             if ts is not None:
                 log.info("job %s: the status post's answer was lost; found the message %s", job.id, ts)
                 return str(job.origin.channel_id), ts, key
-            response = await self.client.chat_postMessage(**post)
+            response = await client.chat_postMessage(**post)
         return str(response["channel"]), str(response["ts"]), key
 
     async def _find_status(self, job: Job) -> str | None:
         if not job.origin.channel_id:
             return None
         try:
-            me = await self.adapter.me()
+            me = await self.adapter.me(job.origin.workspace_id)
             return await lookup.find_status(
-                self.client, job.origin.channel_id, job.id, me, since=job.created_at, thread_ts=job.origin.extra.get("thread_ts")
+                await self._client(job), job.origin.channel_id, job.id, me, since=job.created_at, thread_ts=job.origin.extra.get("thread_ts")
             )
-        except SlackApiError as exc:
+        except SlackClientError as exc:
             # Without the history scopes the bot cannot look; it posts, as before.
-            log.warning("job %s: could not look for its status message: %s", job.id, slack_error(exc))
+            log.warning("job %s: could not look for its status message: %s", job.id, slack_error(exc) if isinstance(exc, SlackApiError) else exc)
             return None
 
     async def ensure_status(self, job: Job) -> None:
@@ -254,7 +255,7 @@ class StatusSurface:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def job_for_message(self, channel: str, ts: str, author: str | None) -> Job | None:
+    async def job_for_message(self, channel: str, ts: str, author: str | None, team_id: str | None = None) -> Job | None:
         """The job behind one of the bot's messages: the store first, else the message's own marks.
 
         The marks cover the moment between a post and the store write (and a crash in it).
@@ -263,14 +264,15 @@ class StatusSurface:
         job = await service.find_by_message(self.adapter.platform, ts)
         if job is not None:
             return job
-        me = await self.adapter.me()
-        if author is not None and author not in (me.user_id, me.bot_id):
-            return None  # a person's message: none of the bot's business, and no read needed
         try:
-            message = await lookup.message_at(self.client, channel, ts)
-            job_id = await lookup.job_id_of(self.client, message, me) if message else None
-        except SlackApiError as exc:
-            log.warning("could not read message %s in %s: %s", ts, channel, slack_error(exc))
+            me = await self.adapter.me(team_id)
+            if author is not None and author not in (me.user_id, me.bot_id):
+                return None  # a person's message: none of the bot's business, and no read needed
+            client = await self.adapter.client_for(team_id)
+            message = await lookup.message_at(client, channel, ts)
+            job_id = await lookup.job_id_of(client, message, me) if message else None
+        except SlackClientError as exc:
+            log.warning("could not read message %s in %s: %s", ts, channel, slack_error(exc) if isinstance(exc, SlackApiError) else exc)
             return None
         if job_id is None:
             return None
@@ -326,8 +328,14 @@ class StatusSurface:
         view, text, blocks, rendered = self._render(card)
         if rendered != card.sent:
             try:
+                client = await self._client(card.job)
+            except SlackClientError as exc:  # uninstalled meanwhile: nothing can be shown there any more
+                log.info("job %s: its card is not updated: %s", card.job.id, exc)
+                self._cards.pop(card.job.id, None)
+                return
+            try:
                 # The metadata again: the message stays findable by job id whatever Slack keeps on edit.
-                await self.client.chat_update(
+                await client.chat_update(
                     channel=card.channel_id, ts=card.ts, text=text, blocks=blocks, metadata=lookup.status_metadata(card.job.id)
                 )
                 card.sent = rendered
@@ -368,11 +376,12 @@ class StatusSurface:
         channel = job.origin.channel_id
         if channel and _person(job.origin.user_id):
             try:
-                await self.client.chat_postEphemeral(channel=channel, user=job.origin.user_id, text=text, thread_ts=job.origin.extra.get("thread_ts"))
+                client = await self._client(job)
+                await client.chat_postEphemeral(channel=channel, user=job.origin.user_id, text=text, thread_ts=job.origin.extra.get("thread_ts"))
                 return
             except SlackApiError as exc:
                 log.info("job %s: no ephemeral failure note (%s); sending it as a DM", job.id, slack_error(exc))
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
                 log.info("job %s: no ephemeral failure note (%r); sending it as a DM", job.id, exc)
         await self._dm(job, text)
 
@@ -381,8 +390,8 @@ class StatusSurface:
         if not _person(job.origin.user_id):
             return
         try:
-            await self.client.chat_postMessage(channel=job.origin.user_id, text=text)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            await (await self._client(job)).chat_postMessage(channel=job.origin.user_id, text=text)
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             error = slack_error(exc) if isinstance(exc, SlackApiError) else repr(exc)
             log.warning("could not tell %s about job %s: %s", job.origin.user_id, job.id, error)
 
@@ -453,35 +462,37 @@ class StatusSurface:
         if gallery:
             comment += f"\n<{gallery}|Open in gallery>"
         thread = self._result_thread(job, status_ts)
+        client = await self._client(job)
         if upload.path is None:
             # Nothing fits: the note alone, marked like a status message so a retry finds it.
-            posted = await self.client.chat_postMessage(
+            posted = await client.chat_postMessage(
                 channel=channel, thread_ts=thread, text=comment, metadata=lookup.result_metadata(job.id), unfurl_links=False, unfurl_media=False
             )
             return None, str(posted["ts"])
         file_id = await upload_file(
-            self.client, upload.path, filename=upload.filename or lookup.file_name(job.id, upload.path.suffix), title=title,
+            client, upload.path, filename=upload.filename or lookup.file_name(job.id, upload.path.suffix), title=title,
             channel=channel, thread_ts=thread, initial_comment=comment,
         )  # fmt: skip
-        return file_id, await self._shared_ts(file_id, channel)
+        return file_id, await self._shared_ts(client, file_id, channel)
 
     async def _posted_before(self, job: Job, channel: str, status_ts: str | None, name: str | None) -> tuple[str | None, str] | None:
         """The result message an earlier attempt posted for this job: in the thread, else the channel."""
-        me = await self.adapter.me()
+        me = await self.adapter.me(job.origin.workspace_id)
+        client = await self._client(job)
         thread = job.origin.extra.get("thread_ts") or status_ts
         try:
             if thread:
                 try:
-                    async for message in lookup.replies(self.client, channel, thread):
-                        found = await self._result_in(message, job.id, name, me)
+                    async for message in lookup.replies(client, channel, thread):
+                        found = await self._result_in(client, message, job.id, name, me)
                         if found is not None:
                             return found
                 except SlackApiError as exc:
                     if slack_error(exc) != "thread_not_found":
                         raise
             # Top level: posted without a thread (no status message then, or threads off).
-            async for message in lookup.history(self.client, channel, oldest=job.created_at - lookup.CLOCK_SKEW_SECONDS):
-                found = await self._result_in(message, job.id, name, me)
+            async for message in lookup.history(client, channel, oldest=job.created_at - lookup.CLOCK_SKEW_SECONDS):
+                found = await self._result_in(client, message, job.id, name, me)
                 if found is not None:
                     return found
         except SlackApiError as exc:
@@ -496,10 +507,12 @@ class StatusSurface:
                 return stored[0], job.origin.result_message_id
         return None
 
-    async def _result_in(self, message: dict[str, Any], job_id: str, name: str | None, me: lookup.Me) -> tuple[str | None, str] | None:
+    async def _result_in(
+        self, client: Any, message: dict[str, Any], job_id: str, name: str | None, me: lookup.Me
+    ) -> tuple[str | None, str] | None:
         if lookup.status_job_id(message, me, event_type=lookup.RESULT_EVENT) == job_id:
             return None, str(message["ts"])
-        for file in await lookup.files_of(self.client, message, me):
+        for file in await lookup.files_of(client, message, me):
             if lookup.file_marks_job(file, job_id, name or ""):
                 return str(file["id"]), str(message["ts"])
         return None
@@ -547,8 +560,8 @@ class StatusSurface:
         """Best effort: the still an earlier attempt uploaded (unshared files are found by files.list)."""
         name = lookup.file_name(job.id, ".jpg")
         try:
-            me = await self.adapter.me()
-            listing = await self.client.files_list(
+            me = await self.adapter.me(job.origin.workspace_id)
+            listing = await (await self._client(job)).files_list(
                 user=me.user_id, ts_from=str(int(job.created_at - lookup.CLOCK_SKEW_SECONDS)), types="images", count=100
             )
         except SlackApiError as exc:
@@ -563,18 +576,18 @@ class StatusSurface:
         try:
             # Not shared into any channel: it exists only to be referenced by the image block.
             return await upload_file(
-                self.client, Path(job.thumbnail_path), filename=lookup.file_name(job.id, ".jpg"), title=f"Still of job {job.id}",
+                await self._client(job), Path(job.thumbnail_path), filename=lookup.file_name(job.id, ".jpg"), title=f"Still of job {job.id}",
                 alt_txt=f"Still from job {job.id}",
             )  # fmt: skip
         except SlackApiError as exc:
             log.warning("thumbnail upload failed for %s: %s", job.id, slack_error(exc))
             return None
 
-    async def _shared_ts(self, file_id: str, channel: str) -> str | None:
+    async def _shared_ts(self, client: Any, file_id: str, channel: str) -> str | None:
         """The ts of the message that carries the file (Slack shares uploads asynchronously)."""
         for attempt in range(SHARE_LOOKUPS):
             try:
-                info = await self.client.files_info(file=file_id)
+                info = await client.files_info(file=file_id)
             except SlackApiError as exc:
                 log.warning("files.info failed for %s: %s", file_id, slack_error(exc))
                 return None
@@ -590,14 +603,19 @@ class StatusSurface:
         """Take the job's files and status message out of Slack (after the core deleted the job)."""
         card = self._cards.pop(job.id, None)
         self._removed.add(job.id)  # an update still queued for it is not sent
+        try:
+            client = await self._client(job)
+        except SlackClientError as exc:
+            log.info("job %s: its messages stay in Slack: %s", job.id, exc)
+            return
         for file_id in job.origin.extra.get("file_ids", []):
-            await self._quietly(self.client.files_delete(file=file_id))
+            await self._quietly(client.files_delete(file=file_id))
         channel = job.origin.channel_id
         status_ts = job.origin.status_message_id or (card.ts if card else None)
         if channel and status_ts:
-            await self._quietly(self.client.chat_delete(channel=channel, ts=status_ts))
+            await self._quietly(client.chat_delete(channel=channel, ts=status_ts))
         if channel and job.origin.result_message_id and job.origin.result_message_id != status_ts:
-            await self._quietly(self.client.chat_delete(channel=channel, ts=job.origin.result_message_id), "message_not_found")
+            await self._quietly(client.chat_delete(channel=channel, ts=job.origin.result_message_id), "message_not_found")
 
     @staticmethod
     async def _quietly(call: Any, *expected: str) -> None:

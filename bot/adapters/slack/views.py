@@ -31,7 +31,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
     async def remixed(body: dict[str, Any], view: dict[str, Any]) -> None:
         job_id, channel, thread = read_metadata(view)
         user = body["user"]
-        tell = ephemeral_teller(adapter, channel, user["id"], thread)
+        tell = ephemeral_teller(adapter, channel, user["id"], thread, team_id=user.get("team_id"))
         await act(adapter, Action.REMIX, job_id, user=user, channel=channel, tell=tell, prompt=modal_value(view, PROMPT_BLOCK), thread_ts=thread)
 
     async def extend(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -46,7 +46,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         raw = modal_value(view, SECONDS_BLOCK)
         job_id, channel, thread = read_metadata(view)
         user = body["user"]
-        tell = ephemeral_teller(adapter, channel, user["id"], thread)
+        tell = ephemeral_teller(adapter, channel, user["id"], thread, team_id=user.get("team_id"))
         await act(
             adapter, Action.EXTEND, job_id, user=user, channel=channel, tell=tell,
             prompt=modal_value(view, PROMPT_BLOCK) or None, seconds=int(raw) if raw else None, thread_ts=thread,
