@@ -14,12 +14,14 @@ from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
 from bot.core.service import JobService
 from bot.moderation import build_moderator
+from bot.observability.health import Readiness, database_check
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
 from storage.contract import Store
 from storage.media import MediaStore
 from storage.open import open_store
+from bot.observability.metrics import JobObserver, Metrics, ObservedStore, install, package_version, uninstall
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,10 @@ class App:
     #: The chat adapters rendering progress in this process, by platform (each registers itself
     #: when it starts serving, and leaves on stop): jobs started outside chat are announced there.
     adapters: dict[str, ChatAdapter] = field(default_factory=dict)
+    #: Prometheus metrics of this process (None: off, see bot/observability/metrics.py).
+    metrics: Metrics | None = None
+    #: What /readyz checks; the roles add theirs (chat connections, heartbeat).
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def announce(self, job: Job) -> None:
         """A job started outside chat (the web gallery): have its platform's adapter post its status
@@ -57,10 +63,16 @@ class App:
         await self.bus.close()
         await self.registry.aclose()
         await self.store.close()
+        if self.metrics is not None:
+            uninstall()
+            self.metrics.close()
 
 
-async def open_app(settings: Settings, *, registry: PipelineRegistry | None = None) -> App:
-    """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
+async def open_app(settings: Settings, *, registry: PipelineRegistry | None = None, metrics_role: str | None = None) -> App:
+    """Everything wired but not started: call `app.runner.start()` once deliverers are registered.
+
+    `metrics_role` (a long-running process: run's role, or web) turns metrics on when
+    VIDEOBOT_METRICS_PORT or VIDEOBOT_WEB_PORT is set: the store's job writes are counted."""
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
     data = core.data_dir.resolve()
@@ -68,6 +80,11 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     media = MediaStore(core.media_root)
     # Media paths go into the store relative to the media directory (shared by every process).
     store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
+    metrics: Metrics | None = None
+    if metrics_role is not None and core.metrics_on:
+        metrics = Metrics(role=metrics_role, version=package_version())
+        store = cast(Store, ObservedStore(store, JobObserver(metrics)))
+        install(metrics)
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     runner = Runner(
@@ -91,4 +108,6 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         )
 
     runner.spend_limits = limits
-    return App(settings, store, media, registry, bus, runner, service)
+    app = App(settings, store, media, registry, bus, runner, service, metrics=metrics)
+    app.readiness.add("database", database_check(store))
+    return app

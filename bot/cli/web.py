@@ -13,6 +13,7 @@ from bot.cli.common import cli_app, stop_on_signals
 from bot.config import Settings
 from bot.core.grants import link_grant, secret, sign
 from bot.core.models import Actor, Origin
+from bot.observability.wiring import start_ops
 
 OPERATOR = Origin(platform="cli", user_id="operator", user_name="operator")
 
@@ -42,9 +43,10 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.link_only:
         print(operator_link(settings, base))
         return 0
-    async with cli_app(settings, run_jobs=False) as app:
+    async with cli_app(settings, run_jobs=False, metrics_role="web") as app:
         server = WebServer(app, host=host, port=port)
         await server.start()
+        ops = await start_ops(app, runs_jobs=False)
         base = core.public_url or f"http://{shown}:{server.port}"
         print(f"videobot: web gallery on http://{host}:{server.port} (Ctrl-C stops it)", flush=True)
         if args.link:
@@ -55,5 +57,7 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
         try:
             await stop.wait()
         finally:
+            if ops is not None:
+                await ops.stop()
             await server.stop()
     return 0

@@ -1,0 +1,354 @@
+"""Prometheus metrics: what happened (counters, histograms) and what is (gauges at scrape time).
+
+Where the numbers come from, so each is counted once:
+
+- Job transitions are observed at the store (`ObservedStore`, wrapping the app's store): a job
+  is submitted when its row is created, finished when a write moves it to a terminal state.
+  The store refuses to overwrite a terminal state (AlreadyFinished), and a resumed job is
+  not created again, so a job restarted five times is still counted once, by the process that
+  made the write. Final events on the bus cannot give that: a gateway relays a worker's
+  events, and a runner repeats the end of a job someone else ended.
+- What only a provider call knows (outcome of each request, rate-limit waits) comes from the
+  polling engine through `providers.observe`; command acknowledgements from the adapters
+  through `bot.observability.hooks`.
+- The state of the queue (jobs by state, the oldest queued, money reserved, live workers) is
+  read from the store when Prometheus scrapes (`StoreGauges.refresh`), so every process on one
+  database reports the same numbers: aggregate those with max(), not sum().
+
+Label values are bounded sets: kinds, pipelines and providers the code defines, platforms,
+fixed outcomes. No job id, prompt, user or workspace ever becomes a label.
+
+With PROMETHEUS_MULTIPROC_DIR set (several processes on one host behind one scrape, as
+prometheus-client documents) counters and histograms go to files there and every process's
+/metrics shows their sum.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bot.core.heartbeat import ALIVE_INTERVALS
+from bot.core.models import Job, JobStatus
+from providers import observe
+from providers.observe import Outcome
+
+log = logging.getLogger(__name__)
+
+#: The states a job waits or works in (the gauge has every one, zero included).
+ACTIVE_STATES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.DELIVERING)
+ROLES = ("all", "gateway", "worker", "web")
+#: Seconds: a job takes seconds to an hour; an acknowledgement must stay under Slack's 3 s.
+JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+ACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5)
+#: Jobs whose last known state the store observer remembers (to see transitions, not repeats).
+REMEMBERED_JOBS = 20_000
+
+
+def multiprocess_dir() -> str | None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return path or None
+
+
+class Metrics:
+    """Every series this process exports, and the registry /metrics serves."""
+
+    def __init__(self, *, role: str, version: str) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        self.registry = CollectorRegistry(auto_describe=True)
+        # In multi-process mode the values live in files; registering them too would count twice.
+        reg = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)
+        else:
+            from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                self.registry.register(collector)
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=reg)
+
+        def histogram(name: str, doc: str, labels: Iterable[str], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, list(labels), buckets=buckets, registry=reg)
+
+        self.jobs_submitted = counter("videobot_jobs_submitted", "Jobs accepted (stored), by kind and pipeline.", ("kind", "pipeline"))
+        self.jobs_finished = counter(
+            "videobot_jobs_finished", "Jobs that ended: completed, failed, cancelled, or completed but undelivered.",
+            ("kind", "pipeline", "outcome"),
+        )  # fmt: skip
+        self.job_duration = histogram(
+            "videobot_job_duration_seconds", "From submission to the result delivered.", ("pipeline",), JOB_BUCKETS
+        )
+        self.provider_seconds = histogram(
+            "videobot_provider_seconds", "From the provider accepting a create to its result.", ("provider",), JOB_BUCKETS
+        )
+        self.provider_requests = counter(
+            "videobot_provider_requests", "Provider requests by outcome (ok, rate_limited, retried, error).", ("provider", "outcome")
+        )
+        self.rate_limit_waits = counter(
+            "videobot_provider_rate_limit_waits", "Waits for a provider's rate limit before asking again.", ("provider",)
+        )
+        self.spend = counter("videobot_spend_usd", "Settled cost of finished jobs, in USD.", ("pipeline",))
+        self.deliveries = counter(
+            "videobot_deliveries", "Results posted, delivery attempts retried, results left undelivered.", ("platform", "outcome")
+        )
+        self.ack_seconds = histogram(
+            "videobot_ack_seconds", "From a command received to its acknowledgement.", ("platform",), ACK_BUCKETS
+        )
+        self.moderation = counter("videobot_moderation", "Moderation checks by outcome (passed, flagged, unavailable).", ("outcome",))
+        self.lease_takeovers = counter("videobot_lease_takeovers", "Jobs taken over from a process that stopped holding them.")
+        gauge_kw: dict[str, Any] = {"multiprocess_mode": "liveall"} if self.multiprocess else {}
+        self.process_info = Gauge(
+            "videobot_process_info", "This process: its role and version (always 1).", ("role", "version"), registry=reg, **gauge_kw
+        )
+        self.process_info.labels(role=role, version=version).set(1)
+        self.store_gauges = StoreGauges()
+        self.registry.register(self.store_gauges)
+        self.role = role
+
+    # --- what the hooks report --------------------------------------------------------------------
+
+    def request(self, provider: str, outcome: Outcome) -> None:
+        self.provider_requests.labels(provider=provider, outcome=outcome).inc()
+
+    def rate_limit_wait(self, provider: str) -> None:
+        self.rate_limit_waits.labels(provider=provider).inc()
+
+    def ack(self, platform: str, seconds: float) -> None:
+        self.ack_seconds.labels(platform=platform).observe(max(seconds, 0.0))
+
+    def delivery(self, platform: str, outcome: str) -> None:
+        self.deliveries.labels(platform=platform, outcome=outcome).inc()
+
+    # --- serving ----------------------------------------------------------------------------------
+
+    async def exposition(self, store: Any | None) -> bytes:
+        if store is not None:
+            await self.store_gauges.refresh(store)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        if self.multiprocess:
+            try:
+                multiprocess.mark_process_dead(os.getpid())
+            except Exception:  # a missing directory at shutdown must not hide the real exit
+                log.debug("could not mark this process dead for prometheus-client", exc_info=True)
+
+
+class StoreGauges(Collector):
+    """The queue as the store has it, read when /metrics is asked for."""
+
+    def __init__(self) -> None:
+        self.by_state: dict[str, int] = {s.value: 0 for s in ACTIVE_STATES}
+        self.oldest_queued_seconds = 0.0
+        self.reserved_usd = 0.0
+        self.workers: dict[str, int] = {r: 0 for r in ("all", "gateway", "worker")}
+        self.store_up = 0
+
+    async def refresh(self, store: Any) -> None:
+        try:
+            jobs: list[Job] = await store.unfinished()
+            workers = await store.workers()
+        except Exception:
+            log.warning("metrics: the store did not answer", exc_info=True)
+            self.store_up = 0
+            return
+        now = time.time()
+        by_state = {s.value: 0 for s in ACTIVE_STATES}
+        oldest: float | None = None
+        reserved = 0.0
+        for job in jobs:
+            if job.status.value in by_state:
+                by_state[job.status.value] += 1
+            if job.status is JobStatus.QUEUED:
+                oldest = job.created_at if oldest is None else min(oldest, job.created_at)
+            if not job.state.get("story_scene"):
+                reserved += job.cost_estimate or 0.0
+        alive = {r: 0 for r in ("all", "gateway", "worker")}
+        for row in workers:
+            # As `videobot status` judges it: a beat within a few intervals (5 s each by default).
+            if row.role in alive and now - row.last_seen <= ALIVE_INTERVALS * _heartbeat_seconds():
+                alive[row.role] += 1
+        self.by_state = by_state
+        self.oldest_queued_seconds = max(0.0, now - oldest) if oldest is not None else 0.0
+        self.reserved_usd = round(reserved, 6)
+        self.workers = alive
+        self.store_up = 1
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        states = GaugeMetricFamily("videobot_jobs_in_state", "Unfinished jobs by state (from the store).", labels=["state"])
+        for state, count in self.by_state.items():
+            states.add_metric([state], count)
+        yield states
+        yield GaugeMetricFamily(
+            "videobot_queue_oldest_seconds", "Age of the oldest queued job; 0 when none waits.", value=self.oldest_queued_seconds
+        )
+        yield GaugeMetricFamily(
+            "videobot_spend_reserved_usd", "Estimates of unfinished jobs, reserved against budgets (USD).", value=self.reserved_usd
+        )
+        alive = GaugeMetricFamily("videobot_processes_alive", "Processes with a recent heartbeat, by role.", labels=["role"])
+        for role, count in self.workers.items():
+            alive.add_metric([role], count)
+        yield alive
+        yield GaugeMetricFamily("videobot_store_up", "1 when the store answered the last scrape.", value=self.store_up)
+
+
+def _heartbeat_seconds() -> float:
+    try:
+        return float(os.environ.get("VIDEOBOT_HEARTBEAT_SECONDS") or 5.0)
+    except ValueError:
+        return 5.0
+
+
+class JobObserver:
+    """Turns the store's writes into counts: each job transition once (see the module doc)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        #: job id -> (status, moderated, delivery attempt) as last seen in a stored row.
+        self._known: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
+
+    def seen(self, job: Job) -> None:
+        """A row as read or written: remember where it stands (unfinished jobs only)."""
+        if job.status.terminal:
+            self._known.pop(job.id, None)
+            return
+        self._known[job.id] = (job.status.value, job.state.get("moderated"), job.delivery_attempt)
+        self._known.move_to_end(job.id)
+        while len(self._known) > REMEMBERED_JOBS:
+            self._known.popitem(last=False)
+
+    def created(self, job: Job) -> None:
+        if not job.state.get("story_scene"):
+            self.metrics.jobs_submitted.labels(kind=job.kind.value, pipeline=job.pipeline).inc()
+        self.seen(job)
+
+    def written(self, job: Job, fields: dict[str, Any]) -> None:
+        before = self._known.get(job.id)
+        m = self.metrics
+        scene = bool(job.state.get("story_scene"))
+        if before is not None:
+            _, moderated_before, attempt_before = before
+            moderated = job.state.get("moderated")
+            if moderated and not moderated_before:
+                if moderated == "skipped":
+                    m.moderation.labels(outcome="unavailable").inc()
+                elif moderated != "off":
+                    m.moderation.labels(outcome="passed").inc()
+            if job.delivery_attempt > max(attempt_before, 1) and not scene:
+                m.deliveries.labels(platform=job.origin.platform, outcome="retried").inc()
+        status = fields.get("status")
+        if status is not None:
+            status = JobStatus(status)
+            if status is JobStatus.DOWNLOADING and job.provider and "remote_since" in job.state:
+                m.provider_seconds.labels(provider=job.provider).observe(max(0.0, time.time() - job.state["remote_since"]))
+            if status.terminal:
+                self._finished(job, scene)
+        self.seen(job)
+
+    def _finished(self, job: Job, scene: bool) -> None:
+        m = self.metrics
+        if job.error_code == "moderated":
+            m.moderation.labels(outcome="flagged").inc()
+        elif job.error_code == "moderation_unavailable":
+            m.moderation.labels(outcome="unavailable").inc()
+        if scene:
+            return  # the story counts for its scenes (as spend does)
+        undelivered = job.status is JobStatus.COMPLETED and job.error_code is not None
+        outcome = "undelivered" if undelivered else job.status.value
+        m.jobs_finished.labels(kind=job.kind.value, pipeline=job.pipeline, outcome=outcome).inc()
+        if job.status is JobStatus.COMPLETED:
+            m.deliveries.labels(platform=job.origin.platform, outcome="undelivered" if undelivered else "posted").inc()
+            if job.finished_at is not None and not undelivered:
+                m.job_duration.labels(pipeline=job.pipeline).observe(max(0.0, job.finished_at - job.created_at))
+        cost = job.cost_actual
+        if cost is None and job.status is JobStatus.COMPLETED:
+            cost = job.cost_estimate
+        if cost is None and job.status is not JobStatus.COMPLETED:
+            cost = job.state.get("image_step_cost")
+        if cost:
+            m.spend.labels(pipeline=job.pipeline).inc(float(cost))
+
+
+class ObservedStore:
+    """The app's store with its job writes counted (`JobObserver`); everything passes through."""
+
+    def __init__(self, inner: Any, observer: JobObserver) -> None:
+        self.inner = inner
+        self.observer = observer
+
+    async def create(self, job: Job, **kwargs: Any) -> Job:
+        stored = await self.inner.create(job, **kwargs)
+        self.observer.created(stored)
+        return stored
+
+    async def update(self, job_id: str, **fields: Any) -> Job:
+        job = await self.inner.update(job_id, **fields)
+        self.observer.written(job, fields)
+        return job
+
+    async def claim(self, job_id: str, owner: str, lease_seconds: float) -> bool:
+        before = await self.inner.get(job_id)
+        taken = await self.inner.claim(job_id, owner, lease_seconds)
+        if taken and before is not None and before.lease_owner and before.lease_owner != owner and not before.status.terminal:
+            self.observer.metrics.lease_takeovers.inc()
+        return taken
+
+    async def get(self, job_id: str) -> Job | None:
+        job = await self.inner.get(job_id)
+        if job is not None:
+            self.observer.seen(job)
+        return job
+
+    async def unfinished(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs: list[Job] = await self.inner.unfinished(*args, **kwargs)
+        for job in jobs:
+            self.observer.seen(job)
+        return jobs
+
+    async def claim_queued(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs: list[Job] = await self.inner.claim_queued(*args, **kwargs)
+        for job in jobs:
+            self.observer.seen(job)
+        return jobs
+
+    async def reopen_delivery(self, job_id: str, detail: str, **kwargs: Any) -> Job:
+        job: Job = await self.inner.reopen_delivery(job_id, detail, **kwargs)
+        self.observer.seen(job)
+        return job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def install(metrics: Metrics) -> None:
+    """Route the provider and adapter hooks to these metrics (one set per process)."""
+    from bot.observability import hooks
+
+    observe.set_observer(metrics)
+    hooks.set_metrics(metrics)
+
+
+def uninstall() -> None:
+    from bot.observability import hooks
+
+    observe.set_observer(None)
+    hooks.set_metrics(None)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videobot")
+    except PackageNotFoundError:
+        return "unknown"
