@@ -88,12 +88,13 @@ class OpsWorld:
         await self.slack.stop()
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=self.slack.api_url,
-            OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=self.openai.base_url, OPENAI_VIDEO_BASE_URL=self.openai.base_url,
-            VIDEOBOT_DEFAULT_PIPELINE="local", VIDEOBOT_CONFIRM_ABOVE_USD="", VIDEOBOT_LOG_FORMAT="json",
-            VIDEOBOT_HEARTBEAT_SECONDS="1", VIDEOBOT_CLAIM_INTERVAL_SECONDS="0.2", **extra,
-        )  # fmt: skip
+        settings = {
+            "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": self.slack.api_url,
+            "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": self.openai.base_url, "OPENAI_VIDEO_BASE_URL": self.openai.base_url,
+            "VIDEOBOT_DEFAULT_PIPELINE": "local", "VIDEOBOT_CONFIRM_ABOVE_USD": "", "VIDEOBOT_LOG_FORMAT": "json",
+            "VIDEOBOT_HEARTBEAT_SECONDS": "1", "VIDEOBOT_CLAIM_INTERVAL_SECONDS": "0.2",
+        }  # fmt: skip
+        return clean_env(**{**settings, **extra})
 
     async def bot(self, *, role: str = "all", name: str = "bot", **extra: str) -> Bot:
         metrics_port = free_port()
