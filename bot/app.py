@@ -15,13 +15,14 @@ from bot.core.runner import Runner
 from bot.core.service import JobService
 from bot.moderation import build_moderator
 from bot.observability.health import Readiness, database_check
+from bot.observability.metrics import Metrics, install, package_version, uninstall
+from bot.observability.store import JobObserver, ObservedStore
 from bot.pipelines import build_registry
 from providers.polling import PollPolicy
 from providers.registry import PipelineRegistry
 from storage.contract import Store
 from storage.media import MediaStore
 from storage.open import open_store
-from bot.observability.metrics import JobObserver, Metrics, ObservedStore, install, package_version, uninstall
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     metrics: Metrics | None = None
     if metrics_role is not None and core.metrics_on:
         metrics = Metrics(role=metrics_role, version=package_version())
-        store = cast(Store, ObservedStore(store, JobObserver(metrics)))
         install(metrics)
+    # Job writes tag the log lines of the task that makes them (and are counted, metrics on).
+    store = cast(Store, ObservedStore(store, JobObserver(metrics)))
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     runner = Runner(

@@ -10,6 +10,7 @@ import sys
 
 from bot.config import load_settings
 from bot.core.errors import ConfigError, user_message
+from bot.observability.logs import configure as configure_logging
 from providers.errors import VideobotError
 
 COMMAND_MODULES = [
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        configure_logging(settings.core.log_format)
         return int(asyncio.run(args.handler(args, settings)))
     except ConfigError as exc:
         print(f"videobot: {exc.message}", file=sys.stderr)
