@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "bot.cli.status",  # processes serving the database, the queue
     "bot.cli.web",  # the web gallery
     "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
+    "bot.cli.doctor",  # is this configuration able to run
 ]
 
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "reads_settings", False):  # `videobot doctor` reports a bad setting itself
+            return int(asyncio.run(args.handler(args, None)))
         settings = load_settings()
         configure_logging(settings.core.log_format)
         return int(asyncio.run(args.handler(args, settings)))
