@@ -30,15 +30,21 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+# prometheus-client turns multi-process mode on when the variable exists at all; an empty one (as
+# .env files and compose write "unset") means off here, so drop it before the library reads it.
+for _name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+    if _name in os.environ and not os.environ[_name].strip():
+        del os.environ[_name]
 
-from bot.core.heartbeat import ALIVE_INTERVALS
-from bot.core.models import Job, JobStatus
-from providers import observe
-from providers.observe import Outcome
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest  # noqa: E402
+from prometheus_client import multiprocess  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+from bot.core.heartbeat import ALIVE_INTERVALS  # noqa: E402
+from bot.core.models import Job, JobStatus  # noqa: E402
+from providers import observe  # noqa: E402
+from providers.observe import Outcome  # noqa: E402
 
 log = logging.getLogger(__name__)
 
