@@ -2,14 +2,12 @@
 the OpenAI emulator, one is cancelled while the emulator works on it."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.fakes.slack_api import BOT_TOKEN, SIGNING_SECRET
 from tests.observability.support import OPENAI_KEY, OpsWorld, wait_until
+from tests.observability.test_alerts import promtool
 
 #: The issue's series (families as the parser names them: counters without `_total`).
 REQUIRED = {
@@ -91,10 +89,10 @@ async def test_no_job_id_prompt_user_or_secret_in_labels_or_scrape(tmp_path: Pat
             assert len(value) <= 40 and " " not in value, f"unbounded-looking label value {value!r}"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="Debian's promtool (package prometheus) is not installed")
 async def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
+    promtool()
     async with OpsWorld(tmp_path) as world:
         bot = await _run_three_jobs(world, tmp_path)
         s = await wait_until(lambda: _finished_three(bot), what="three jobs finished")
-        checked = subprocess.run(["promtool", "check", "metrics"], input=s.text.encode(), capture_output=True)
+        checked = subprocess.run([promtool(), "check", "metrics"], input=s.text.encode(), capture_output=True)
         assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
