@@ -400,6 +400,18 @@ class JobStore:
 
         await self._writer.run(write)
 
+    async def reserved_spend(self) -> float:
+        """USD the unfinished jobs hold against budgets: their estimates (a story's scenes count
+        nothing of their own, as in storage.spend). One aggregate, for the metrics' scrape."""
+        terminal = [s.value for s in TERMINAL]
+        sql = (
+            "SELECT COALESCE(SUM(COALESCE(cost_estimate, 0)), 0) FROM jobs "
+            f"WHERE status NOT IN ({_marks(terminal)}) AND json_extract(state_json, '$.story_scene') IS NULL"
+        )
+        async with self._conn.execute(sql, terminal) as cur:
+            row = await cur.fetchone()
+        return round(float(row[0]) if row else 0.0, 6)
+
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
         """Queued jobs (how many, the oldest's created_at) and running ones (past the queue, not finished)."""
         terminal = [s.value for s in TERMINAL]

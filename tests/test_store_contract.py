@@ -416,3 +416,17 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_reserved_spend_is_the_estimates_of_unfinished_jobs(store: Store) -> None:
+    """What /metrics reports as videobot_spend_reserved_usd: a story's scenes count nothing of
+    their own (the story row reserved them), finished jobs hold nothing any more."""
+    assert await store.reserved_spend() == 0.0
+    await store.create(make_job("r1", cost_estimate=0.4))
+    await store.create(make_job("r2", cost_estimate=1.25))
+    await store.update("r2", status=JobStatus.RUNNING)
+    await store.create(make_job("r3", cost_estimate=2.0))
+    await store.update("r3", status=JobStatus.COMPLETED, cost_actual=1.5)
+    await store.create(make_job("r4", cost_estimate=3.0, state={"story_scene": 1}))
+    await store.create(make_job("r5"))
+    assert await store.reserved_spend() == pytest.approx(1.65)

@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 #: The states a job waits or works in (the gauge has every one, zero included).
 ACTIVE_STATES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.DELIVERING)
 ROLES = ("all", "gateway", "worker", "web")
-#: The money reserved by unfinished jobs needs their rows: read at most this often.
-RESERVED_REFRESH_SECONDS = 60.0
 #: Seconds: a job takes seconds to an hour; an acknowledgement must stay under Slack's 3 s.
 JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5)
@@ -159,28 +157,19 @@ class StoreGauges(Collector):
         self.reserved_usd = 0.0
         self.workers: dict[str, int] = {r: 0 for r in ("all", "gateway", "worker")}
         self.store_up = 0
-        self._reserved_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def refresh(self, store: Any) -> None:
         """Aggregate queries only (a scrape during a burst of 500 jobs must not read them all):
-        the queue's stats, one COUNT per state, the workers table; the money reserved, which
-        needs the unfinished rows, at most every RESERVED_REFRESH_SECONDS."""
+        the queue's stats, one COUNT per state, the workers table, the money reserved."""
         async with self._lock:
             try:
                 stats = await store.queue_stats()
                 past_queue = [s for s in ACTIVE_STATES if s is not JobStatus.QUEUED]
                 counts = [await store.count(statuses=[s]) for s in past_queue] if stats.running else [0] * len(past_queue)
                 workers = await store.workers()
+                reserved = await store.reserved_spend() if stats.queued + stats.running else 0.0
                 now = time.time()
-                if stats.queued + stats.running == 0:
-                    reserved = 0.0
-                elif now - self._reserved_at >= RESERVED_REFRESH_SECONDS:
-                    jobs: list[Job] = await store.unfinished()
-                    reserved = sum(j.cost_estimate or 0.0 for j in jobs if not j.state.get("story_scene"))
-                    self._reserved_at = now
-                else:
-                    reserved = self.reserved_usd
             except Exception:
                 log.warning("metrics: the store did not answer", exc_info=True)
                 self.store_up = 0

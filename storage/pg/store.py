@@ -694,6 +694,15 @@ class PgJobStore:
 
         await self._write(write, transaction=False)
 
+    async def reserved_spend(self) -> float:
+        """USD the unfinished jobs hold against budgets (see the SQLite store's)."""
+        sql = (
+            "SELECT COALESCE(SUM(COALESCE(cost_estimate, 0)), 0) AS reserved FROM jobs "
+            "WHERE status <> ALL($1::text[]) AND (state_json ->> 'story_scene') IS NULL"
+        )
+        row = (await self._fetch(sql, _TERMINAL))[0]
+        return round(float(row["reserved"]), 6)
+
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
         sql = (
             "SELECT COUNT(*) FILTER (WHERE status = 'queued') AS queued, "

@@ -96,3 +96,29 @@ async def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
         s = await wait_until(lambda: _finished_three(bot), what="three jobs finished")
         checked = subprocess.run([promtool(), "check", "metrics"], input=s.text.encode(), capture_output=True)
         assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+async def test_a_resumed_job_is_counted_once(tmp_path: Path) -> None:
+    """SIGKILL mid-job, start again: the new process finishes the job and counts its end once,
+    and does not count it as submitted (the first process did, and died with its counters)."""
+    async with OpsWorld(tmp_path) as world:
+        bot = await world.bot(role="all")
+        world.openai.hold = True  # in progress (at most 50 %) until released
+        await world.slack.slash(bot.proc.url, "/video", f"{PROMPTS['cancel']} --pipeline sora --seconds 4")
+        await wait_until(lambda: (j := bot.job_for(PROMPTS["cancel"])) and j["status"] == "running", what="the job running")
+        before = await bot.scrape()
+        assert before.value("videobot_jobs_submitted_total", pipeline="sora") == 1
+        bot.proc.kill()
+        world.openai.hold = False
+        bot.proc.start()
+        await wait_until(bot.serving, what="the restarted process serving")
+        await wait_until(lambda: bot.job_for(PROMPTS["cancel"])["status"] == "completed", what="the resumed job completed")
+        s = await wait_until(lambda: _finished(bot, 1), what="its end counted")
+        assert s.value("videobot_jobs_submitted_total") == 0
+        assert s.value("videobot_jobs_finished_total", pipeline="sora", outcome="completed") == 1
+        assert s.value("videobot_deliveries_total", platform="slack", outcome="posted") == 1
+
+
+async def _finished(bot, n: int):  # type: ignore[no-untyped-def]
+    s = await bot.scrape()
+    return s if s.value("videobot_jobs_finished_total") >= n else None
