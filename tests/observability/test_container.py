@@ -138,3 +138,11 @@ def test_compose_ports_match_the_settings_they_publish() -> None:
 @pytest.mark.parametrize("name", ["VIDEOBOT_NOPE", "SLACK_HTTP_PORTS"])
 def test_the_variable_check_can_fail(name: str) -> None:
     assert not is_setting(name)
+
+
+def test_env_example_documents_the_service_settings_and_names_only_real_ones() -> None:
+    text = (ROOT / ".env.example").read_text()
+    names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M)
+    assert [n for n in names if not is_setting(n)] == ["PROMETHEUS_MULTIPROC_DIR"]  # prometheus-client's own
+    for name in ("VIDEOBOT_METRICS_PORT", "VIDEOBOT_METRICS_HOST", "VIDEOBOT_LOG_FORMAT"):
+        assert name in names
