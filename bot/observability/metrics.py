@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 #: The states a job waits or works in (the gauge has every one, zero included).
 ACTIVE_STATES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.DELIVERING)
-ROLES = ("all", "gateway", "worker", "web")
 #: Seconds: a job takes seconds to an hour; an acknowledgement must stay under Slack's 3 s.
 JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5)
@@ -129,9 +128,6 @@ class Metrics:
 
     def ack(self, platform: str, seconds: float) -> None:
         self.ack_seconds.labels(platform=platform).observe(max(seconds, 0.0))
-
-    def delivery(self, platform: str, outcome: str) -> None:
-        self.deliveries.labels(platform=platform, outcome=outcome).inc()
 
     # --- serving ----------------------------------------------------------------------------------
 
