@@ -26,12 +26,17 @@ from bot.app import open_app
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
+SCRAPES: list[float] = []
+
+
 async def _scrape_every_second(apps: list[Any]) -> None:
     while True:
         await asyncio.sleep(1.0)
         for app in apps:
             if app.metrics is not None:
+                start = time.perf_counter()
                 await app.metrics.exposition(app.store)
+                SCRAPES.append(time.perf_counter() - start)
 
 
 async def one_run(root: Path, *, metrics: bool) -> dict[str, float]:
@@ -76,6 +81,8 @@ async def main() -> None:
         on = statistics.median(r[key] for r in results[True])
         ratio = on / off if off else float("nan")
         print(f"{key:<20} {off:>10.2f} {on:>10.2f} {ratio:>8.2f}")
+    if SCRAPES:
+        print(f"scrapes: {len(SCRAPES)}, median {statistics.median(SCRAPES) * 1000:.1f} ms, max {max(SCRAPES) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

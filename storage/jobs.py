@@ -19,7 +19,7 @@ from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef, StatusTotal,
     Signal, Spender, WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
@@ -400,17 +400,18 @@ class JobStore:
 
         await self._writer.run(write)
 
-    async def reserved_spend(self) -> float:
-        """USD the unfinished jobs hold against budgets: their estimates (a story's scenes count
-        nothing of their own, as in storage.spend). One aggregate, for the metrics' scrape."""
+    async def unfinished_by_status(self) -> list[StatusTotal]:
+        """Per unfinished status: jobs, estimates reserved (not a story's scenes), oldest created_at.
+        One aggregate query, for the metrics' scrape."""
         terminal = [s.value for s in TERMINAL]
         sql = (
-            "SELECT COALESCE(SUM(COALESCE(cost_estimate, 0)), 0) FROM jobs "
-            f"WHERE status NOT IN ({_marks(terminal)}) AND json_extract(state_json, '$.story_scene') IS NULL"
+            "SELECT status, COUNT(*), COALESCE(SUM(CASE WHEN json_extract(state_json, '$.story_scene') IS NULL "
+            "THEN COALESCE(cost_estimate, 0) ELSE 0 END), 0), MIN(created_at) "
+            f"FROM jobs WHERE status NOT IN ({_marks(terminal)}) GROUP BY status ORDER BY status"
         )
         async with self._conn.execute(sql, terminal) as cur:
-            row = await cur.fetchone()
-        return round(float(row[0]) if row else 0.0, 6)
+            rows = await cur.fetchall()
+        return [StatusTotal(status=r[0], jobs=int(r[1]), reserved_usd=round(float(r[2]), 6), oldest_created_at=r[3]) for r in rows]
 
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
         """Queued jobs (how many, the oldest's created_at) and running ones (past the queue, not finished)."""

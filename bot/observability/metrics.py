@@ -156,28 +156,30 @@ class StoreGauges(Collector):
         self._lock = asyncio.Lock()
 
     async def refresh(self, store: Any) -> None:
-        """Aggregate queries only (a scrape during a burst of 500 jobs must not read them all):
-        the queue's stats, one COUNT per state, the workers table, the money reserved."""
+        """Two small queries (a scrape during a burst of 500 jobs must not read them all): the
+        unfinished jobs grouped by status, and the workers table."""
         async with self._lock:
             try:
-                stats = await store.queue_stats()
-                past_queue = [s for s in ACTIVE_STATES if s is not JobStatus.QUEUED]
-                counts = [await store.count(statuses=[s]) for s in past_queue] if stats.running else [0] * len(past_queue)
+                totals = await store.unfinished_by_status()
                 workers = await store.workers()
-                reserved = await store.reserved_spend() if stats.queued + stats.running else 0.0
-                now = time.time()
             except Exception:
                 log.warning("metrics: the store did not answer", exc_info=True)
                 self.store_up = 0
                 return
+        now = time.time()
+        by_state = {s.value: 0 for s in ACTIVE_STATES}
+        for total in totals:
+            if total.status.value in by_state:
+                by_state[total.status.value] = total.jobs
+        queued = next((t for t in totals if t.status is JobStatus.QUEUED), None)
         alive = {r: 0 for r in ("all", "gateway", "worker")}
         for row in workers:
             # As `videobot status` judges it: a beat within a few intervals (5 s each by default).
             if row.role in alive and now - row.last_seen <= ALIVE_INTERVALS * _heartbeat_seconds():
                 alive[row.role] += 1
-        self.by_state = {JobStatus.QUEUED.value: stats.queued, **{s.value: c for s, c in zip(past_queue, counts)}}
-        self.oldest_queued_seconds = max(0.0, now - stats.oldest_queued_at) if stats.oldest_queued_at is not None else 0.0
-        self.reserved_usd = round(reserved, 6)
+        self.by_state = by_state
+        self.oldest_queued_seconds = max(0.0, now - queued.oldest_created_at) if queued is not None else 0.0
+        self.reserved_usd = round(sum(t.reserved_usd for t in totals), 6)
         self.workers = alive
         self.store_up = 1
 
