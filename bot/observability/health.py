@@ -97,7 +97,9 @@ async def connected(adapter: Any) -> bool:
         return False
     client = getattr(adapter, "client", None)
     if adapter.platform == "discord" and client is not None and hasattr(client, "is_ready"):
-        return bool(client.is_ready()) and not client.is_closed()
+        # Ready once, and the gateway websocket open now (discord.py reconnects behind is_ready()).
+        ws = getattr(client, "ws", None)
+        return bool(client.is_ready()) and not client.is_closed() and ws is not None and bool(ws.open)
     socket = getattr(adapter, "_socket", None)
     if socket is not None:  # Slack Socket Mode
         return bool(await socket.client.is_connected())

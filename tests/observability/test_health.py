@@ -78,3 +78,30 @@ def test_readyz_body_is_small_json() -> None:
     assert not ready and body["failing"] == ["database"]
     assert body["checks"]["database"] == {"ok": False, "detail": "ConnectionRefusedError"}
     assert "secret" not in json.dumps(body)
+
+
+async def test_gateway_not_ready_when_its_discord_connection_drops(tmp_path: Path) -> None:
+    from tests.fakes.discord_api import DiscordEmulator
+
+    emu = DiscordEmulator()
+    await emu.start()
+    try:
+        async with OpsWorld(tmp_path) as world:
+            bot = await world.bot(
+                role="gateway", DISCORD_TOKEN="test-bot-token", DISCORD_API_BASE_URL=emu.api_base,
+                DISCORD_GATEWAY_URL=emu.gateway_url, DISCORD_GUILD_IDS=emu.guild_id, DISCORD_GUILD_READY_TIMEOUT="0.2",
+            )  # fmt: skip
+            ready = await wait_until(lambda: _status(bot, 200), what="/readyz 200")
+            assert set(ready.json()["checks"]) == {"database", "chat"}  # a gateway runs no jobs: no heartbeat check
+            assert ready.json()["checks"]["chat"]["detail"] == "connected: slack, discord"
+            await emu.stop()  # Discord's gateway goes away
+            down = await wait_until(lambda: _status(bot, 503), what="/readyz 503")
+            assert down.json()["failing"] == ["chat"]
+            assert down.json()["checks"]["chat"]["detail"] == "not connected: discord"
+    finally:
+        await emu.stop()
+
+
+async def _status(bot, code: int):  # type: ignore[no-untyped-def]
+    response = await bot.get("/readyz")
+    return response if response.status_code == code else None
