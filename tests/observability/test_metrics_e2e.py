@@ -122,3 +122,15 @@ async def test_a_resumed_job_is_counted_once(tmp_path: Path) -> None:
 async def _finished(bot, n: int):  # type: ignore[no-untyped-def]
     s = await bot.scrape()
     return s if s.value("videobot_jobs_finished_total") >= n else None
+
+
+async def test_a_rate_limited_create_is_one_wait(tmp_path: Path) -> None:
+    """A 429 on the create: the runner waits (its progress event on the bus is counted) and the job completes."""
+    async with OpsWorld(tmp_path) as world:
+        bot = await world.bot(role="all")
+        world.openai.fail("create", 429, code="rate_limit_exceeded", message="Rate limit reached", headers={"Retry-After": "0"})
+        await world.slack.slash(bot.proc.url, "/video", f"{PROMPTS['done']} --pipeline sora --seconds 4")
+        await wait_until(lambda: (j := bot.job_for(PROMPTS["done"])) and j["status"] == "completed", what="the job after the 429")
+        s = await wait_until(lambda: _finished(bot, 1), what="its end counted")
+        assert s.value("videobot_provider_rate_limit_waits_total", provider="sora") == 1
+        assert len(world.openai.creates) == 2
