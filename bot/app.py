@@ -20,6 +20,9 @@ from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
 from bot.core.service import JobService, default_pipeline
 from bot.moderation import build_moderator
+from bot.observability.health import Readiness, database_check
+from bot.observability.metrics import Metrics, install, package_version, uninstall
+from bot.observability.store import JobObserver, ObservedStore
 from bot.pipelines import build_registry
 from providers import input_images
 from providers.polling import PollPolicy
@@ -43,6 +46,10 @@ class App:
     #: The chat adapters rendering progress in this process, by platform (each registers itself
     #: when it starts serving, and leaves on stop): jobs started outside chat are announced there.
     adapters: dict[str, ChatAdapter] = field(default_factory=dict)
+    #: Prometheus metrics of this process (None: off, see bot/observability/metrics.py).
+    metrics: Metrics | None = None
+    #: What /readyz checks; the roles add theirs (chat connections, heartbeat).
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def announce(self, job: Job) -> None:
         """A job started outside chat (the web gallery): have its platform's adapter post its status
@@ -64,10 +71,16 @@ class App:
         await self.bus.close()
         await self.registry.aclose()
         await self.store.close()
+        if self.metrics is not None:
+            uninstall()
+            self.metrics.close()
 
 
-async def open_app(settings: Settings, *, registry: PipelineRegistry | None = None) -> App:
-    """Everything wired but not started: call `app.runner.start()` once deliverers are registered."""
+async def open_app(settings: Settings, *, registry: PipelineRegistry | None = None, metrics_role: str | None = None) -> App:
+    """Everything wired but not started: call `app.runner.start()` once deliverers are registered.
+
+    `metrics_role` (a long-running process: run's role, or web) turns metrics on when
+    VIDEOBOT_METRICS_PORT or VIDEOBOT_WEB_PORT is set: the store's job writes are counted."""
     core = settings.core
     logging.getLogger().setLevel(core.log_level.upper())
     input_images.configure(max_pixels=core.max_image_pixels)  # providers re-read stored inputs under it too
@@ -77,6 +90,12 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     media = MediaStore(core.media_root)
     # Media paths go into the store relative to the media directory (shared by every process).
     store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
+    metrics: Metrics | None = None
+    if metrics_role is not None and core.metrics_on:
+        metrics = Metrics(role=metrics_role, version=package_version())
+        install(metrics)
+    # Job writes tag the log lines of the task that makes them (and are counted, metrics on).
+    store = cast(Store, ObservedStore(store, JobObserver(metrics)))
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     budget = BudgetGuard(store, user_budget=core.daily_budget_user_usd, workspace_budget=core.daily_budget_workspace_usd)
@@ -101,4 +120,6 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     )
     planner = StoryPlanner.from_settings(settings.openai)
     service = JobService(store, media, registry, bus, runner, core, admission=admission, planner=planner)
-    return App(settings, store, media, registry, bus, runner, service)
+    app = App(settings, store, media, registry, bus, runner, service, metrics=metrics)
+    app.readiness.add("database", database_check(store))
+    return app

@@ -123,10 +123,16 @@ class CoreSettings(BaseSettings):
     #: How long a personal link from /gallery may be opened, and how long its browser session lasts.
     web_link_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     web_session_hours: float = Field(default=12, gt=0, le=24 * 90)
+    #: Prometheus /metrics, /healthz and /readyz on this port (0: a free one, printed at start);
+    #: also on the web port when the gallery runs. Neither set: off.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    #: json (one JSON object per line) or text; empty: text on a terminal, JSON otherwise.
+    log_format: str = Field(default="", pattern=r"(?i)^(json|text|)$")
 
     @field_validator(
         "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
-        "max_seconds", "max_size", "web_port", "web_secret", "secret_key", "public_url", mode="before",
+        "max_seconds", "max_size", "web_port", "web_secret", "secret_key", "public_url", "metrics_port", mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -165,6 +171,10 @@ class CoreSettings(BaseSettings):
     def _check_prices(cls, value: str) -> str:
         parse_prices(value)
         return value
+
+    @property
+    def metrics_on(self) -> bool:
+        return self.metrics_port is not None or self.web_port is not None
 
     @property
     def media_root(self) -> Path:

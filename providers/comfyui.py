@@ -147,7 +147,7 @@ class ComfyUIJobs:
         }
         sent_at = time.time()
         try:
-            status, answer = await retrying(lambda: self._post_prompt(body), policy=self.policy, attempts=3, what="comfyui queue")
+            status, answer = await retrying(lambda: self._post_prompt(body), policy=self.policy, attempts=3, what="comfyui queue", provider=self.name)
         except _Ambiguous as exc:
             found = await self.settle([prompt_id], client_ref, sent_at)
             if found is None:

@@ -244,7 +244,7 @@ class FalVideoProvider(VideoProvider):
         url = f"{self.queue_url}/{endpoint}"
         # 503 refuses before anything is queued: repeated with backoff. A 429 goes back to the
         # runner, which waits it out. Anything ambiguous may have queued (and billed) a request.
-        body = await retrying(lambda: self._submit_once(url, args, headers), policy=self.policy, attempts=3, what="fal submit")
+        body = await retrying(lambda: self._submit_once(url, args, headers), policy=self.policy, attempts=3, what="fal submit", provider=self.name)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise _ambiguous(self.name, f"submit answered without a request_id: {str(body)[:300]}")

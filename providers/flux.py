@@ -95,7 +95,7 @@ class FluxImageProvider(ImageProvider):
         if request.seed is not None:
             body["seed"] = request.seed
         # A create is sent once; only a 429 (nothing was made) is repeated.
-        task = await retrying(lambda: self._submit(model, body), policy=self.policy, attempts=3, what="flux submit")
+        task = await retrying(lambda: self._submit(model, body), policy=self.policy, attempts=3, what="flux submit", provider=self.name)
         task_id, polling_url = str(task["id"]), str(task.get("polling_url") or f"{self._base_url}/v1/get_result?id={task['id']}")
         waiter = _FluxTask(self, {task_id: polling_url})
         await wait_for_completion(waiter, task_id, policy=self.policy)  # type: ignore[arg-type]

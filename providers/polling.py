@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from providers import observe
 from providers.base import RemoteJob, RemoteStatus, VideoProvider
 from providers.errors import ProviderTimeout, RateLimited, RemoteCancelled, TransientError, Unavailable
 
@@ -47,19 +48,23 @@ async def retrying(
     policy: PollPolicy = PollPolicy(),
     attempts: int | None = None,
     what: str = "call",
+    provider: str | None = None,
 ) -> T:
     """Run a call that is safe to repeat (a read, a download), retrying transient errors.
 
-    Never use this for a create: a retried create may bill twice.
+    Never use this for a create: a retried create may bill twice. `provider` names who
+    answers, for the request metrics (providers.observe); None: not counted.
     """
     limit = attempts if attempts is not None else policy.max_failures
     attempt = 0
     while True:
         try:
-            return await call()
+            result = await call()
         except TransientError as exc:
             attempt += 1
-            if attempt >= limit and isinstance(exc, RateLimited):
+            limited = isinstance(exc, RateLimited)
+            observe.request(provider, "rate_limited" if limited else ("error" if attempt >= limit else "retried"))
+            if attempt >= limit and limited:
                 # Still a refusal that made nothing: the caller may wait longer (a create's
                 # deadline is the job's), which an Unavailable would turn into a failure.
                 raise
@@ -70,7 +75,15 @@ async def retrying(
                 ) from exc
             delay = backoff_delay(attempt, policy, getattr(exc, "retry_after", None))
             log.info("%s failed (%s), retry %d in %.1fs", what, exc.code, attempt, delay)
+            if limited:
+                observe.rate_limit_wait(provider)
             await asyncio.sleep(delay)
+        except Exception:
+            observe.request(provider, "error")
+            raise
+        else:
+            observe.request(provider, "ok")
+            return result
 
 
 async def wait_for_completion(
@@ -102,6 +115,8 @@ async def wait_for_completion(
             job = await provider.poll(remote_id)
         except TransientError as exc:
             failures += 1
+            limited = isinstance(exc, RateLimited)
+            observe.request(provider.name, "rate_limited" if limited else ("error" if failures >= policy.max_failures else "retried"))
             if failures >= policy.max_failures:
                 raise Unavailable(
                     "The provider stopped answering while making your video; try again later.",
@@ -109,8 +124,14 @@ async def wait_for_completion(
                     detail=f"poll {remote_id}: {exc.detail or exc}",
                 ) from exc
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            if limited:
+                observe.rate_limit_wait(provider.name)
             await asyncio.sleep(backoff_delay(failures, policy, retry_after))
             continue
+        except Exception:
+            observe.request(provider.name, "error")
+            raise
+        observe.request(provider.name, "ok")
         failures = 0
         if on_update is not None:
             await on_update(job)

@@ -222,7 +222,7 @@ class RunwayVideoProvider(VideoProvider):
             create = lambda: client.image_to_video.create(prompt_image=prompt_image, **common)  # noqa: E731
         # One create request. A 429 or 503 is a refusal (nothing was made) and safe to repeat;
         # anything ambiguous may have made, and billed, a task, so it is never repeated.
-        created = await retrying(lambda: self._create_once(create), policy=self.policy, attempts=3, what="runway create")
+        created = await retrying(lambda: self._create_once(create), policy=self.policy, attempts=3, what="runway create", provider=self.name)
         return self._accepted(created.id, request, model)
 
     async def _create_once(self, create: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from storage.gallery import GalleryQuery
 from storage.models import InstallationRow
 from storage.models import (
-    Job, JobKind, JobOutcome, JobStatus, LeaseHolder, PendingSpend, QueueStats, RemoteRef, Signal, Spender, WorkerRow,
+    Job, JobKind, JobOutcome, JobStatus, LeaseHolder, PendingSpend, QueueStats, RemoteRef, Signal, Spender, StatusTotal, WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
 
@@ -107,6 +107,7 @@ class Store(Protocol):
     async def drop_worker(self, worker_id: str) -> None: ...
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats: ...
     async def queue_order(self, platforms: Collection[str] | None = None) -> builtins.list[str]: ...
+    async def unfinished_by_status(self) -> builtins.list[StatusTotal]: ...
 
 
 class InstallationRows(Protocol):

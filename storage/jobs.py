@@ -19,7 +19,7 @@ from storage.db import connect
 from storage.gallery import GalleryQuery
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef, StatusTotal,
     Signal, Spender, WorkerRow,
 )
 from storage.spend import QueueLimit, SpendLimit
@@ -399,6 +399,19 @@ class JobStore:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
         await self._writer.run(write)
+
+    async def unfinished_by_status(self) -> list[StatusTotal]:
+        """Per unfinished status: jobs, estimates reserved (not a story's scenes), oldest created_at.
+        One aggregate query, for the metrics' scrape."""
+        terminal = [s.value for s in TERMINAL]
+        sql = (
+            "SELECT status, COUNT(*), COALESCE(SUM(CASE WHEN json_extract(state_json, '$.story_scene') IS NULL "
+            "THEN COALESCE(cost_estimate, 0) ELSE 0 END), 0), MIN(created_at) "
+            f"FROM jobs WHERE status NOT IN ({_marks(terminal)}) GROUP BY status ORDER BY status"
+        )
+        async with self._conn.execute(sql, terminal) as cur:
+            rows = await cur.fetchall()
+        return [StatusTotal(status=r[0], jobs=int(r[1]), reserved_usd=round(float(r[2]), 6), oldest_created_at=r[3]) for r in rows]
 
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
         """Queued jobs (how many, the oldest's created_at) and running ones (past the queue, not finished)."""

@@ -167,6 +167,16 @@ class WorkerRow(BaseModel):
     held: int = 0
 
 
+class StatusTotal(BaseModel):
+    """The unfinished jobs in one status: how many, what they reserve (their estimates; a story's
+    scenes count nothing of their own), and when the oldest was created."""
+
+    status: JobStatus
+    jobs: int
+    reserved_usd: float
+    oldest_created_at: float
+
+
 class QueueStats(BaseModel):
     #: Jobs waiting (status queued).
     queued: int

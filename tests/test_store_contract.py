@@ -416,3 +416,22 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_unfinished_by_status_counts_reserves_and_dates(store: Store) -> None:
+    """What /metrics reports (jobs in each state, the oldest queued, the money reserved): a story's
+    scenes reserve nothing of their own (the story row did), finished jobs hold nothing any more."""
+    assert await store.unfinished_by_status() == []
+    t = time.time() - 100
+    await store.create(make_job("r1", cost_estimate=0.4, created_at=t))
+    await store.create(make_job("r2", cost_estimate=1.25, created_at=t + 1))
+    await store.update("r2", status=JobStatus.RUNNING)
+    await store.create(make_job("r3", cost_estimate=2.0, created_at=t + 2))
+    await store.update("r3", status=JobStatus.COMPLETED, cost_actual=1.5)
+    await store.create(make_job("r4", cost_estimate=3.0, state={"story_scene": 1}, created_at=t + 3))
+    await store.create(make_job("r5", created_at=t + 4))
+    totals = {r.status: r for r in await store.unfinished_by_status()}
+    assert set(totals) == {JobStatus.QUEUED, JobStatus.RUNNING}
+    assert totals[JobStatus.QUEUED].jobs == 3 and totals[JobStatus.QUEUED].reserved_usd == pytest.approx(0.4)
+    assert totals[JobStatus.QUEUED].oldest_created_at == pytest.approx(t)
+    assert totals[JobStatus.RUNNING].jobs == 1 and totals[JobStatus.RUNNING].reserved_usd == pytest.approx(1.25)

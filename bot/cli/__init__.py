@@ -10,6 +10,7 @@ import sys
 
 from bot.config import load_settings
 from bot.core.errors import ConfigError, user_message
+from bot.observability.logs import configure as configure_logging
 from providers.errors import VideobotError
 
 COMMAND_MODULES = [
@@ -22,6 +23,7 @@ COMMAND_MODULES = [
     "bot.cli.status",  # processes serving the database, the queue
     "bot.cli.web",  # the web gallery
     "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL
+    "bot.cli.doctor",  # is this configuration able to run
 ]
 
 
@@ -37,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "reads_settings", False):  # `videobot doctor` reports a bad setting itself
+            return int(asyncio.run(args.handler(args, None)))
         settings = load_settings()
+        configure_logging(settings.core.log_format)
         return int(asyncio.run(args.handler(args, settings)))
     except ConfigError as exc:
         print(f"videobot: {exc.message}", file=sys.stderr)

@@ -41,11 +41,11 @@ async def deliver_to_out(job: Job) -> dict[str, Any] | None:
 
 
 @asynccontextmanager
-async def cli_app(settings: Settings, *, run_jobs: bool = True) -> AsyncIterator[App]:
+async def cli_app(settings: Settings, *, run_jobs: bool = True, metrics_role: str | None = None) -> AsyncIterator[App]:
     """An app for one command. It runs only the jobs this command starts: resuming other
     jobs is `videobot run`'s work, and a one-shot command must not stall on them.
     Without `run_jobs` new jobs are only stored (queued, unleased) for `videobot run`."""
-    app = await open_app(settings)
+    app = await open_app(settings, metrics_role=metrics_role)
     app.runner.deliverers["cli"] = deliver_to_out
     if run_jobs:
         await app.runner.start(resume=False)

@@ -29,8 +29,10 @@ from bot.core.heartbeat import Heartbeat
 from bot.core.relay import Relay, SignalPublisher
 from bot.core.retention import sweep_forever
 from bot.heap import HeapKeeper
+from bot.observability.wiring import start_ops
 
 if TYPE_CHECKING:
+    from bot.observability.server import OpsServer
     from bot.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("A gateway serves Slack or Discord: set SLACK_BOT_TOKEN or DISCORD_TOKEN (the console chat is role all).")
     if base_url(settings.core) is not None:
         secret(settings.core)  # /gallery signs links with it: a weak key stops the start (one line), not a chat command
-    app = await open_app(settings)
+    app = await open_app(settings, metrics_role=role)
     if role == "gateway":
         return await _gateway(app)
     if role == "worker":
@@ -104,7 +106,9 @@ async def _all(app: App) -> int:
     heartbeat = _heartbeat(app, "all", held=lambda: len(app.runner.held()))
     heap = HeapKeeper()
     web: WebServer | None = None
+    ops: OpsServer | None = None
     try:
+        ops = await start_ops(app, runs_jobs=True, adapters=adapters, worker_id=app.runner.owner)
         # Adapters first: a resumed job that ends at once (an interrupted create that cannot be
         # settled) must find its platform listening, or its status message would never show the end.
         for adapter in adapters:
@@ -122,6 +126,8 @@ async def _all(app: App) -> int:
     finally:
         if web is not None:
             await web.stop()
+        if ops is not None:
+            await ops.stop()
         await heap.stop()
         if sweeper is not None:
             sweeper.cancel()
@@ -200,9 +206,11 @@ async def _gateway(app: App) -> int:
     gateway = Gateway(app)
     heap = HeapKeeper()  # a burst of commands must not wait behind a full collection
     web: WebServer | None = None
+    ops: OpsServer | None = None
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
+        ops = await start_ops(app, runs_jobs=False, adapters=gateway.adapters)
         await gateway.start()
         if app.settings.core.web_port is not None:
             web = await start_web(app)
@@ -213,6 +221,8 @@ async def _gateway(app: App) -> int:
     finally:
         if web is not None:
             await web.stop()
+        if ops is not None:
+            await ops.stop()
         await heap.stop()
         await gateway.stop()
         await app.close()
@@ -224,9 +234,11 @@ async def _worker(app: App) -> int:
     worker = Worker(app)
     heap = HeapKeeper()
     sweeper: asyncio.Task[None] | None = None
+    ops: OpsServer | None = None
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
+        ops = await start_ops(app, runs_jobs=True, worker_id=app.runner.owner)
         await worker.start()
         heap.start()
         if app.settings.core.retention_days:
@@ -236,6 +248,8 @@ async def _worker(app: App) -> int:
         await stop.wait()
         log.info("stopping: no new claims; in-flight writes finish, jobs resume on another worker")
     finally:
+        if ops is not None:
+            await ops.stop()
         await heap.stop()
         if sweeper is not None:
             sweeper.cancel()

@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.core import signing_key
 from bot.core.grants import link_grant, secret, sign
 from bot.core.models import Actor, Origin
+from bot.observability.wiring import start_ops
 
 OPERATOR = Origin(platform="cli", user_id="operator", user_name="operator")
 
@@ -52,9 +53,10 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.link_only:
         print(operator_link(settings, base))
         return 0
-    async with cli_app(settings, run_jobs=False) as app:
+    async with cli_app(settings, run_jobs=False, metrics_role="web") as app:
         server = WebServer(app, host=host, port=port)
         await server.start()
+        ops = await start_ops(app, runs_jobs=False)
         base = core.public_url or f"http://{shown}:{server.port}"
         print(f"videobot: web gallery on http://{host}:{server.port} (Ctrl-C stops it)", flush=True)
         if args.link:
@@ -65,5 +67,7 @@ async def web_command(args: argparse.Namespace, settings: Settings) -> int:
         try:
             await stop.wait()
         finally:
+            if ops is not None:
+                await ops.stop()
             await server.stop()
     return 0

@@ -26,6 +26,8 @@ from bot.web import auth, diagnostics, files, pages, usage
 from bot.web.auth import Handler
 from bot.web.context import CONTEXT, WebContext
 from bot.web.render import environment, render
+from bot.observability.server import add_routes
+from bot.observability.wiring import ops_for
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,11 @@ def create_app(app: App) -> web.Application:
     r.add_post("/admin/remote/{provider}/{remote_id}/delete", diagnostics.delete)
     r.add_post("/logout", auth.logout)
     r.add_get("/bye", bye)
-    r.add_get("/healthz", health)
+    ops = ops_for(app)
+    if ops is not None:
+        add_routes(web_app, ops)  # /metrics, /healthz, /readyz (bot/observability)
+    else:
+        r.add_get("/healthz", health)
     r.add_static("/static", str(resources.files("bot.web") / "static"), append_version=False)
     return web_app
 

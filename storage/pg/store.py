@@ -39,7 +39,7 @@ from storage.jobs import (
 )  # fmt: skip
 from storage.leases import HolderState, holder_state
 from storage.models import (
-    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef,
+    TERMINAL, GenerateParams, Job, JobKind, JobOutcome, JobStatus, LeaseHolder, Origin, PendingSpend, QueueStats, RemoteRef, StatusTotal,
     Signal, Spender, WorkerRow,
 )
 from storage.pg import gallery as pg_gallery
@@ -693,6 +693,19 @@ class PgJobStore:
             await conn.execute("DELETE FROM workers WHERE id = $1", worker_id)
 
         await self._write(write, transaction=False)
+
+    async def unfinished_by_status(self) -> list[StatusTotal]:
+        """Per unfinished status (see the SQLite store's)."""
+        sql = (
+            "SELECT status, COUNT(*) AS jobs, COALESCE(SUM(CASE WHEN (state_json ->> 'story_scene') IS NULL "
+            "THEN COALESCE(cost_estimate, 0) ELSE 0 END), 0) AS reserved, MIN(created_at) AS oldest "
+            "FROM jobs WHERE status <> ALL($1::text[]) GROUP BY status ORDER BY status"
+        )
+        rows = await self._fetch(sql, _TERMINAL)
+        return [
+            StatusTotal(status=r["status"], jobs=int(r["jobs"]), reserved_usd=round(float(r["reserved"]), 6), oldest_created_at=r["oldest"])
+            for r in rows
+        ]
 
     async def queue_stats(self, platforms: Collection[str] | None = None) -> QueueStats:
         sql = (

@@ -35,6 +35,8 @@ def clean_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    # Text lines, as on a terminal: the harnesses grep them for " WARNING " and " ERROR " (JSON is the default off one).
+    env["VIDEOBOT_LOG_FORMAT"] = "text"
     env.update(settings)
     return env
 

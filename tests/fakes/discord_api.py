@@ -83,6 +83,8 @@ class DiscordEmulator:
     NONCE_WINDOW = 5 * 60
 
     def __init__(self, *, attachment_size_limit: int = 10 * 1024 * 1024, token_ttl: float = 15 * 60) -> None:
+        #: When set, GET /users/@me refuses any other bot token with 401 (as Discord does).
+        self.bot_token: str | None = None
         self.application_id = self.snowflake()
         self.bot_user_id = self.application_id
         self.guild_id = self.snowflake()
@@ -399,6 +401,9 @@ class DiscordEmulator:
         body, files = await self._read_body(request)
         call = Call(request.method, path, body, files)
         self.calls.append(call)
+        if self.bot_token is not None and path == "/users/@me" and request.headers.get("Authorization") != f"Bot {self.bot_token}":
+            call.status = 401  # what Discord answers a bad bot token (login, `videobot doctor`)
+            return self._json({"message": "401: Unauthorized", "code": 0}, 401)
         try:
             fault = next((f for f in self._fail if f.method == request.method and f.pattern.search(path) and f.count > 0), None)
             if fault is not None:

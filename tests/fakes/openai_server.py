@@ -182,6 +182,7 @@ class OpenAIEmulator:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/videos", self._create)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/videos", self._list)
         app.router.add_post("/v1/videos/extensions", self._extend)
         app.router.add_post("/v1/videos/edits", self._edit)
@@ -270,6 +271,14 @@ class OpenAIEmulator:
                     self.faults.remove(fault)
                 return fault
         return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: the cheapest authenticated call (`videobot doctor` checks the key with it)."""
+        await self._record(request, "models")
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        ids = ["sora-2", "sora-2-pro", "gpt-image-2", "gpt-5-mini", "omni-moderation-latest"]
+        return web.json_response({"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "openai"} for i in ids]})
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":

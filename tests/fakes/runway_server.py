@@ -117,6 +117,7 @@ class RunwayServer:
         app.router.add_post("/v1/image_to_video", self._image_to_video)
         app.router.add_post("/v1/text_to_video", self._text_to_video)
         app.router.add_get("/v1/tasks/{id}", self._get_task)
+        app.router.add_get("/v1/organization", self._organization)
         app.router.add_delete("/v1/tasks/{id}", self._delete_task)
         app.router.add_post("/v1/uploads", self._create_upload)
         app.router.add_post("/upload/{id}", self._receive_upload)
@@ -154,6 +155,10 @@ class RunwayServer:
             if request.headers.get("Authorization") != f"Bearer {SECRET}":
                 return _json({"error": "Invalid API key."}, 401)
         return await handler(request)
+
+    async def _organization(self, request: web.Request) -> web.Response:
+        """GET /v1/organization (auth checked by the middleware): credits and tier, as Runway answers."""
+        return _json({"creditBalance": 10_000, "tier": {"maxMonthlyCreditSpend": 100_000, "models": {}}, "usage": {"models": {}}}, 200)
 
     def _check_common(self, body: dict[str, Any], models: dict[str, set[str]]) -> web.Response | None:
         model = body.get("model")

@@ -24,6 +24,7 @@ from bot.core.errors import NeedsConfirmation, user_message
 from bot.core.models import PLACE, Actor, Job, Origin
 
 from bot.core.views import Action, status_view
+from bot.observability.hooks import acked_since
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot.host import DiscordHost
@@ -278,6 +279,7 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
         callback = await interaction.response.defer(thinking=True)
     finally:
         adapter.acks.leave()
+    acked_since("discord", interaction.created_at.timestamp())
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id

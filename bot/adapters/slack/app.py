@@ -48,6 +48,7 @@ from bot.adapters.slack.install import INSTALL_PATH, REDIRECT_PATH, oauth_settin
 from bot.adapters.slack.lookup import Me
 from bot.adapters.slack.workspaces import NotInstalled, TokenRefreshFailed, WorkspaceAuthorize, Workspaces
 from bot.adapters.slack.surface import StatusSurface
+from bot.observability.hooks import acked
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
 from bot.core.events import Subscription
@@ -290,13 +291,16 @@ class SlackAdapter:
         and 200 commands arriving together would each wait for all the others'. Requests whose
         answer carries content (a modal's form errors, Slack's URL check) go through bolt first.
         """
+        received = time.monotonic()
         body = await request.text()
         if self._verifier is None or not self._verifier.is_valid_request(body, request.headers):  # type: ignore[arg-type]
             return web.json_response({"error": "invalid request"}, status=401)
         if _answer_needed(request.content_type, body):
             response = await self.bolt.async_dispatch(await to_bolt_request(request))
+            acked(PLATFORM, received)
             return await to_aiohttp_response(response)
         self._inbox.put_nowait((body, request.query_string, dict(request.headers)))  # parsed later, by bolt
+        acked(PLATFORM, received)
         return web.Response(status=200)
 
     async def _dispatch_loop(self) -> None:

@@ -1,0 +1,1 @@
+"""Running it as a service: metrics, health and readiness, JSON logs (see docs/operations.md)."""
