@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from bot.cli import build_parser
+from pydantic import AliasChoices
+
 from bot.config import (
-    ComfyUISettings, CoreSettings, DiscordSettings, FalSettings, FluxSettings, LocalProviderSettings, OpenAISettings,
-    RunwaySettings, SlackSettings,
+    ComfyUISettings, CoreSettings, DiscordSettings, FalSettings, FluxSettings, GoogleSettings, KlingSettings,
+    LocalProviderSettings, OpenAISettings, ReplicateSettings, RunwaySettings, SlackSettings,
 )
 from bot.observability.server import PATHS
 
@@ -23,16 +25,28 @@ ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = {
     "VIDEOBOT_LOCAL_": LocalProviderSettings, "VIDEOBOT_": CoreSettings, "OPENAI_": OpenAISettings, "RUNWAYML_": RunwaySettings,
     "BFL_": FluxSettings, "FAL_": FalSettings, "SLACK_": SlackSettings, "DISCORD_": DiscordSettings, "COMFYUI_": ComfyUISettings,
+    "GOOGLE_": GoogleSettings, "KLING_": KlingSettings, "REPLICATE_": ReplicateSettings,
 }
 #: Variables of the images we build on, not ours.
 FOREIGN = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK"}
+
+
+def _aliases() -> set[str]:
+    """Variables a setting is also read from (GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI...)."""
+    names: set[str] = set()
+    for section in SECTIONS.values():
+        for field in section.model_fields.values():
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if isinstance(alias, str) else []
+            names |= {c.upper() for c in choices if isinstance(c, str)}
+    return names
 
 
 def is_setting(name: str) -> bool:
     for prefix, section in SECTIONS.items():
         if name.startswith(prefix) and name[len(prefix):].lower() in section.model_fields:
             return True
-    return False
+    return name in _aliases()
 
 
 def parse_dockerfile() -> list[tuple[str, str]]:
