@@ -13,7 +13,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.slack.blocks import ACTIONS_BY_ID, CONFIRM_OFFER, DECLINE_OFFER, extend_modal, remix_modal
 from bot.adapters.slack.flows import act, reply_thread, respond_teller, show_job
-from bot.core.errors import user_message
+
 from bot.core.views import Action
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
             job = await adapter.app.service.get_for(job_id, adapter.origin_for(user.get("team_id"), channel, user["id"], None))
             await (await adapter.client_for(user.get("team_id"))).views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
         except Exception as exc:
-            await tell(user_message(exc))
+            await tell.refusal(exc)
 
     bolt.action(re.compile("^(" + "|".join(map(re.escape, ACTIONS_BY_ID)) + ")$"))(button)
 
@@ -66,7 +66,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         try:
             job = await (service.confirm(token, actor) if confirming else service.decline(token, actor))
         except Exception as exc:
-            await tell(user_message(exc))
+            await tell.refusal(exc)
             return
         # The offer's buttons are spent: the ephemeral offer says what became of it.
         done = f"Confirmed: job {job.id} started." if confirming else "Declined: nothing was queued or spent."

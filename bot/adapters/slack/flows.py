@@ -37,7 +37,8 @@ Send = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
 
 
 class Tell:
-    """A private answer to one user. `tell(text)` shows text as typed (escaped); `markup` is the bot's own mrkdwn."""
+    """A private answer to one user. `tell(text)` shows text as typed (escaped); `markup` is the bot's own mrkdwn;
+    `refusal(exc)` is the Slack side's one error handler: every listener's failure is answered through it."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
@@ -49,7 +50,8 @@ class Tell:
         try:
             await self._send(mrkdwn, blocks)
         except Exception:
-            log.warning("could not tell the user: %s", mrkdwn, exc_info=True)
+            # Never the text: an answer may hold a personal gallery link.
+            log.warning("could not tell the user (%d characters)", len(mrkdwn), exc_info=True)
 
     async def refusal(self, exc: Exception) -> None:
         """Why a request did not start; a spend waiting for its owner comes with Confirm / Decline buttons."""

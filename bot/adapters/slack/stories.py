@@ -20,7 +20,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.adapters.slack.blocks import ADD_SCENE_BUTTON, REDO_SELECT, Block, esc, modal_value, read_metadata
 from bot.adapters.slack.flows import Tell, act, ephemeral_teller, reply_thread, respond_teller, show_job
-from bot.core.errors import user_message
+
 from bot.core.stories import StoryPreview, confirm_story, edit_preview, pending_preview
 from bot.core.story_plan import MIN_SCENES, split_script
 from bot.core.views import Action
@@ -117,7 +117,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         try:
             job = await (confirm_story(service, token, actor) if confirming else service.decline(token, actor))
         except Exception as exc:
-            await tell(user_message(exc))
+            await tell.refusal(exc)
             return
         done = f"Confirmed: story {job.id} started." if confirming else "Cancelled: nothing was queued or spent."
         try:
@@ -138,7 +138,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
             preview = await pending_preview(service, token, await adapter.actor(origin.user_id, team_id=origin.workspace_id))
             await (await adapter.client_for(origin.workspace_id)).views_open(trigger_id=body["trigger_id"], view=edit_modal(preview, channel, body.get("response_url")))
         except Exception as exc:
-            await respond_teller(respond)(user_message(exc))
+            await respond_teller(respond).refusal(exc)
 
     async def edited(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         if len(split_script(modal_value(view, SCENES_BLOCK))) < MIN_SCENES:
@@ -157,7 +157,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
             actor = await adapter.actor(str(user["id"]), team_id=user.get("team_id"))
             preview = await edit_preview(service, str(meta.get("token", "")), modal_value(view, SCENES_BLOCK), actor)
         except Exception as exc:
-            await tell(user_message(exc))
+            await tell.refusal(exc)
             return
         try:
             # The private preview becomes the edited one (its buttons carry the new token).
@@ -186,7 +186,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
             job = await service.get_for(job_id, origin_of(body, channel))
             await (await adapter.client_for(body["user"].get("team_id"))).views_open(trigger_id=body["trigger_id"], view=add_scene_modal(job.id, channel, reply_thread(body.get("message"))))
         except Exception as exc:
-            await respond_teller(respond)(user_message(exc))
+            await respond_teller(respond).refusal(exc)
 
     async def added(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
