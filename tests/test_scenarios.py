@@ -407,7 +407,8 @@ class DiscordDriver(Driver):
             if original is not None and original["flags"] & discord_api.EPHEMERAL:
                 said.append(original["content"])  # a private deferred answer, edited in place
             said += [m["content"] for m in discord_api.ephemerals(self.emu, interaction.token)]
-        return said + [m["content"] for m in self._dms(role)[mark[1][role]:]]
+        # What the user reads: the bot escapes markdown in everything it echoes (render.plain).
+        return [discord_api.as_read(t) for t in said + [m["content"] for m in self._dms(role)[mark[1][role]:]]]
 
     def shown_jobs(self) -> set[str]:
         return {job_id for m in self._messages() for job_id in TITLE_ID.findall(m["content"])} | self.known
@@ -415,7 +416,7 @@ class DiscordDriver(Driver):
     def card(self, job_id: str) -> Card:
         shown = [m for m in self._messages() if self._shows(m, job_id)]
         actions = tuple(Action(b.split(":")[1]) for m in shown for b in discord_api.buttons_of(m) if b.endswith(f":{job_id}"))
-        return Card("\n".join(m["content"] for m in shown), actions, gone=not shown)
+        return Card("\n".join(discord_api.as_read(m["content"]) for m in shown), actions, gone=not shown)
 
     def typed(self, name: str) -> str:
         return f"`/{name}`"
