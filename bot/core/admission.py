@@ -29,8 +29,8 @@ from pathlib import Path
 
 from bot.config import CoreSettings
 from bot.core.budget import BudgetGuard, estimate_job_cost
-from bot.core.errors import LimitReached, NeedsConfirmation, NotAllowed
-from bot.core.models import GenerateRequest, Job, JobKind, Origin, Tenant, clean_text
+from bot.core.errors import BudgetExceeded, LimitReached, NeedsConfirmation, NotAllowed
+from bot.core.models import GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant, clean_text
 from bot.core.render import job_title
 from bot.core.requests import video_request_for
 from bot.core.tenant_settings import Effective, TenantSettings
@@ -153,6 +153,21 @@ class Admission:
                 f"You planned {limit} stories in the last hour; try again in {wait / 60:.0f} min, or give the scenes yourself (one per line)."
             )
         calls.append(now)
+
+    async def check_before_planning(self, origin: Origin, here: Effective) -> None:
+        """Before a paid planner call: the refusals the story would meet anyway, from cheap reads
+        (the cooldown, a full queue, a budget already spent), so a premise costs nothing then."""
+        wait = float(here.get("cooldown_seconds") or 0)
+        last = self._last_paid.get((origin.platform, origin.user_id))
+        if wait > 0 and origin.platform != "cli" and last is not None and (left := wait - (time.monotonic() - last)) > 0:
+            raise LimitReached(f"Paid videos here are at least {wait:g} s apart; try again in {left:.0f} s.")
+        waiting = await self.store.count(statuses=[s for s in JobStatus if not s.terminal], platform=origin.platform, user_id=origin.user_id)
+        limit = self.settings.max_queued_per_user
+        if waiting >= limit:
+            raise LimitReached(f"You have {waiting} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
+        budget = here.get("user_budget_usd")
+        if budget is not None and await self.budget.ledger.spent(platform=origin.platform, user_id=origin.user_id) >= budget:
+            raise BudgetExceeded(f"You have spent your ${budget:.2f} daily budget; it resets at midnight UTC.")
 
     def check_cooldown(self, job: Job, here: Effective) -> None:
         wait = float(here.get("cooldown_seconds") or 0)

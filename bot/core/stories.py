@@ -112,6 +112,7 @@ async def _plan_story(service: JobService, request: StoryRequest, origin: Origin
         prompt=script, image_path=request.image_path, image_bytes=request.image_bytes, image_name=request.image_name,
     ))  # fmt: skip
     if planner.calls_model(script):
+        await door.check_before_planning(origin, here)
         door.check_planner_call(origin)
     plan = await planner.plan(script, scenes=request.scenes, max_scenes=core.story_max_scenes)
     _check_length(core, len(plan.scenes), seconds)

@@ -15,7 +15,7 @@ from bot.config import Settings
 from bot.core.actions import perform
 from bot.core.commands import parse_command
 from bot.core.dispatch import run_command
-from bot.core.errors import JobNotFound, LimitReached, NotAllowed
+from bot.core.errors import BudgetExceeded, JobNotFound, LimitReached, NotAllowed
 from bot.core.grants import Grant
 from bot.core.models import PLACE, Actor, GenerateRequest, JobStatus, Origin
 from bot.core.stories import StoryRequest, redo_scene, submit_story
@@ -207,8 +207,12 @@ async def test_the_story_planner_is_called_only_after_the_free_checks(
         await app.store.put_setting("slack", "T1", "tenant", "", "channels", ["C-other"], by="admin")
         with pytest.raises(NotAllowed):
             await submit_story(app.service, request.model_copy(update={"script": "a paper boat"}), PUBLIC)
-        assert openai_server.calls("chat") == [], "the planner was called before free checks"
         await app.store.put_setting("slack", "T1", "tenant", "", "channels", None, by="admin")
+        await app.store.put_setting("slack", "T1", "tenant", "", "user_budget_usd", 0.0, by="admin")
+        with pytest.raises(BudgetExceeded):
+            await submit_story(app.service, request.model_copy(update={"script": "a paper boat"}), PUBLIC)
+        await app.store.put_setting("slack", "T1", "tenant", "", "user_budget_usd", None, by="admin")
+        assert openai_server.calls("chat") == [], "the planner was called before free checks"
         await submit_story(app.service, request.model_copy(update={"script": "a paper boat"}), PUBLIC)
         with pytest.raises(LimitReached, match="planned 1 stories"):
             await submit_story(app.service, request.model_copy(update={"script": "a kite"}), PUBLIC)
