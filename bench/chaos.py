@@ -11,7 +11,7 @@ paid again because their answer died with the process, and the time from each re
 to the first poll of a resumed job (for `local`, to its first database write).
 
 Run: `make chaos` or `.venv/bin/python -m bench.chaos [--kills 20] [--seed 1] [--pipelines sora,runway]`.
-Prints tables; not a test (tests/test_crash_chaos.py is the short version that asserts).
+Prints tables; not a test (tests/system/test_crash_chaos.py is the short version that asserts).
 Exits 1 when any promise was broken (a duplicate, a loss, a status card not showing the ending...)
 or when fewer kills than planned landed in a state (a job must be in it when the process dies).
 """

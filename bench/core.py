@@ -129,7 +129,7 @@ async def bench_overhead(root: Path, duration: float = 2.0, n: int = 20) -> dict
 
 async def bench_local_render_lag(root: Path) -> dict[str, float]:
     """The event loop's lag while the local provider renders a clip (it renders in a thread;
-    tests/test_local_provider.py checks that, this measures what is left: the GIL's share)."""
+    tests/providers/test_local_provider.py checks that, this measures what is left: the GIL's share)."""
     from providers.base import RemoteStatus, VideoRequest
     from providers.local import LocalVideoProvider
 

@@ -2,7 +2,7 @@
 
 `World` starts the Slack, OpenAI and Runway emulators in the test process; `run_chaos`
 drives the real bot against them and judges every job (see harness.py and verdict.py).
-Used by tests/test_crash_chaos.py, tests/test_two_processes.py, bench/chaos.py and
+Used by tests/system/test_crash_chaos.py, tests/system/test_two_processes.py, bench/chaos.py and
 bench/recovery.py.
 """
 from tests.chaos.db import STATES, DbView

@@ -24,7 +24,7 @@ from bot.web.pages import web_origin
 from providers.errors import InvalidRequest
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.fakes.scripted_provider import ScriptedServer
-from tests.test_core_runner import make_app
+from tests.core.test_core_runner import make_app
 
 ALICE_DM = Origin(platform="discord", workspace_id=None, channel_id="D-alice", user_id="alice", extra={PLACE: "direct"})
 BOB_DM = Origin(platform="discord", workspace_id=None, channel_id="D-bob", user_id="bob", extra={PLACE: "direct"})

@@ -1,7 +1,7 @@
 """Where discord.py sends REST calls and opens the gateway: settings, for proxies and emulators.
 
 discord.py keeps both as class attributes (`Route.BASE`, `DiscordWebSocket.DEFAULT_GATEWAY`);
-tests/test_discord_canary.py fails loudly if a release moves them.
+tests/adapters/discord/test_discord_canary.py fails loudly if a release moves them.
 """
 from __future__ import annotations
 
