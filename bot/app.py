@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import cast
 
 from bot.adapters.base import ChatAdapter
 from bot.config import Settings
 from bot.core.models import Job
 from storage.spend import SpendLimit
 from bot.core.events import EventBus
-from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
 from bot.core.service import JobService
 from bot.moderation import build_moderator
@@ -67,7 +65,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)
     # Media paths go into the store relative to the media directory (shared by every process).
-    store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
+    store = await open_store(core.database_url, data_dir=data, media_root=media.root)
     registry = registry if registry is not None else build_registry(settings)
     bus = EventBus()
     runner = Runner(

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMapping, ValuesView
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 
 class JobKind(StrEnum):
@@ -71,7 +73,165 @@ class GenerateParams(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class Delivery(TypedDict, total=False):
+    #: Which delivery attempt this is (1 = first) and when the first began.
+    attempt: int
+    first_at: float
+
+
+class ABChoice(TypedDict, total=False):
+    #: The A/B split the job was routed by, and the arm (a pipeline name) it got.
+    split: str
+    arm: str
+
+
+class JobState(BaseModel):
+    """Pipeline checkpoints and notes a job carries (state_json), typed.
+
+    Every key the code writes is a field; a key a newer or older videobot wrote that is not
+    listed here is kept as it is (extra="allow"), so old rows still load and nothing is lost.
+    Only the keys that were set are stored (an unset field is not written as null).
+
+    During the move from a plain dict it also reads and writes as a mapping: `state.get("k")`,
+    `state["k"]`, `state["k"] = v`, `"k" in state`, `{**state}`, `dict(state)`, `.items()`, and
+    compares equal to the dict of its keys. `story_scene` and `image_step_cost` are also
+    columns of the jobs table (the store writes them from here), for SQL that needs them."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    # --- stories -------------------------------------------------------------------------------
+    #: The story's plan (bot.core.stories.StoryPlan as a dict).
+    plan: dict[str, Any] | None = None
+    transition: str | None = None
+    #: How scene k continues scene k-1 ("extend", "last_frame", ...).
+    continuity: str | None = None
+    #: The scene jobs that made the story's video, in order.
+    scene_jobs: list[str] | None = None
+    #: Scenes reused from an earlier story: {"k": job id}.
+    reuse: dict[str, str] | None = None
+    redo_scene: int | None = None
+    added_scene: int | None = None
+    #: Set on a story's scene: which scene (1-based) and which attempt of it.
+    story_scene: int | None = None
+    story_attempt: int | None = None
+    # --- what a job starts from --------------------------------------------------------------------
+    source_video: str | None = None
+    source_image: str | None = None
+    source_remote_id: str | None = None
+    source_provider: str | None = None
+    # --- moderation ----------------------------------------------------------------------------------
+    moderation_mode: str | None = None
+    blocklist: list[str] | None = None
+    moderated: str | None = None
+    # --- routing and fallbacks -------------------------------------------------------------------
+    ab: ABChoice | None = None
+    pipelines_tried: list[str] | None = None
+    fallbacks: list[dict[str, Any]] | None = None
+    fallback_chain: list[str] | None = None
+    # --- the image step ------------------------------------------------------------------------------
+    image_step_path: str | None = None
+    image_step_cost: float | None = None
+    # --- the provider call -----------------------------------------------------------------------
+    submit_sent_to: str | None = None
+    submit_sent_at: float | None = None
+    remote_since: float | None = None
+    remote_retries: int | None = None
+    failed_remote_ids: list[str] | None = None
+    gpu_seconds: float | None = None
+    # --- delivery ------------------------------------------------------------------------------------
+    delivery: Delivery | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if k in self._keys()}
+
+    def _keys(self) -> list[str]:
+        return [*(k for k in type(self).model_fields if k in self.model_fields_set), *(self.__pydantic_extra__ or {})]
+
+    # --- the mapping view (the transition from a dict) -----------------------------------------------
+    def keys(self) -> KeysView[str]:
+        return dict.fromkeys(self._keys()).keys()
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in type(self).model_fields:
+            # Validated as the field's type, and marked set.
+            checked = type(self).model_validate({key: value})
+            setattr(self, key, getattr(checked, key))
+        else:
+            setattr(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        if key in type(self).model_fields:
+            object.__setattr__(self, key, None)
+            self.model_fields_set.discard(key)
+        else:
+            del self.__pydantic_extra__[key]  # type: ignore[index]
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self[key]
+        del self[key]
+        return value
+
+    def update(self, other: Mapping[str, Any] = {}, **more: Any) -> None:  # noqa: B006 (read only)
+        for key, value in {**other, **more}.items():
+            self[key] = value
+
+    def items(self) -> ItemsView[str, Any]:
+        return self.as_dict().items()
+
+    def values(self) -> ValuesView[Any]:
+        return self.as_dict().values()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The set keys as a plain dict (JSON-ready)."""
+        return self.model_dump(mode="json")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JobState):
+            return self.as_dict() == other.as_dict()
+        if isinstance(other, Mapping):
+            return self.as_dict() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+MutableMapping.register(JobState)
+
+
 class Job(BaseModel):
+    #: `job.state = {...}` (a dict) is validated into a JobState.
+    model_config = ConfigDict(validate_assignment=True)
+
     id: str
     parent_id: str | None = None
     kind: JobKind
@@ -91,7 +251,10 @@ class Job(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     #: Pipeline checkpoints (image step output, fallbacks taken, ...), so a resume skips done work.
-    state: dict[str, Any] = Field(default_factory=dict)
+    state: JobState = Field(default_factory=JobState)
+    #: Made somewhere not everyone may look (a DM, a private channel): shown only to its owner
+    #: and the tenant's admins (the store's `viewer` filters).
+    private: bool = False
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
