@@ -143,6 +143,8 @@ class JobState(BaseModel):
 
     @model_serializer(mode="wrap")
     def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        if not isinstance(self, JobState):  # a plain dict put in a Job's state without validation
+            return dict(self)
         data: dict[str, Any] = handler(self)
         return {k: v for k, v in data.items() if k in self._keys()}
 
@@ -265,6 +267,12 @@ class Job(BaseModel):
     #: Which runner drives the job (`storage.leases.Holder` as text) and until when.
     lease_owner: str | None = None
     lease_until: float | None = None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Job:
+        # model_copy does not validate: a dict given as the state is made a JobState here.
+        if update and "state" in update and not isinstance(update["state"], JobState):
+            update = {**update, "state": JobState.model_validate(dict(update["state"]))}
+        return super().model_copy(update=update, deep=deep)
 
     @property
     def terminal(self) -> bool:
