@@ -19,6 +19,8 @@ PLAIN_COLUMNS = (
     "cost_estimate", "cost_actual", "output_path", "thumbnail_path", "error_code", "error_message",
     "created_at", "started_at", "finished_at", "updated_at", "deleted_at", "media_expired_at", "private",
 )  # fmt: skip
+#: Where adapters say what kind of place a conversation is ("direct", "private", "public").
+PLACE = "place"
 #: Columns that copy a state entry, for SQL that filters or sums on it (written with the state).
 STATE_COLUMNS = ("story_scene", "image_step_cost")
 JSON_COLUMNS = ("origin_json", "params_json", "state_json")
@@ -57,7 +59,8 @@ class RowMapper:
         if self.paths is not None:
             job = self.paths.job_in(job)
         row: dict[str, Any] = {col: enum_value(getattr(job, col)) for col in PLAIN_COLUMNS}
-        row["private"] = bool(job.private)
+        # Made in a DM or a private channel (the adapter says so in origin.extra["place"]): private too.
+        row["private"] = bool(job.private) or job.origin.extra.get(PLACE, "public") != "public"
         for col in ORIGIN_COLUMNS:
             row[col] = getattr(job.origin, col)
         state = plain_state(job.state)
