@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from enum import StrEnum
 from typing import Any
 
@@ -146,14 +146,16 @@ class JobState(BaseModel):
         if not isinstance(self, JobState):  # a plain dict put in a Job's state without validation
             return dict(self)
         data: dict[str, Any] = handler(self)
-        return {k: v for k, v in data.items() if k in self._keys()}
+        present = self.__pydantic_fields_set__
+        return {k: v for k, v in data.items() if k in present or k not in _STATE_FIELDS}
 
     def _keys(self) -> list[str]:
-        return [*(k for k in type(self).model_fields if k in self.model_fields_set), *(self.__pydantic_extra__ or {})]
+        present = self.__pydantic_fields_set__
+        return [*(k for k in _STATE_FIELDS if k in present), *(self.__pydantic_extra__ or ())]
 
     # --- the mapping view (the transition from a dict) -----------------------------------------------
-    def keys(self) -> KeysView[str]:
-        return dict.fromkeys(self._keys()).keys()
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return self._keys()
 
     def __iter__(self) -> Iterator[str]:  # type: ignore[override]
         return iter(self._keys())
@@ -162,15 +164,22 @@ class JobState(BaseModel):
         return len(self._keys())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys()
+        # Hot (every `state.get` of the runner): no list built.
+        return key in self.__pydantic_fields_set__ or key in (self.__pydantic_extra__ or ())
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self:
-            raise KeyError(key)
-        return getattr(self, key)
+        if key in self.__pydantic_fields_set__:
+            return self.__dict__[key]
+        extra = self.__pydantic_extra__
+        if extra and key in extra:
+            return extra[key]
+        raise KeyError(key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self else default
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in type(self).model_fields:
@@ -228,6 +237,7 @@ class JobState(BaseModel):
 
 
 MutableMapping.register(JobState)
+_STATE_FIELDS = tuple(JobState.model_fields)
 
 
 class Job(BaseModel):

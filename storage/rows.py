@@ -31,7 +31,8 @@ UPDATABLE = frozenset(PLAIN_COLUMNS) - {"id", "created_at"} | {"status_message_i
 
 
 def plain_state(state: Mapping[str, Any] | JobState) -> dict[str, Any]:
-    return state.as_dict() if isinstance(state, JobState) else json.loads(json.dumps(dict(state), default=str))
+    # A dict (what callers build: {**job.state, "k": v}) is taken as it is: its values are JSON already.
+    return state.as_dict() if isinstance(state, JobState) else dict(state)
 
 
 def state_columns(state: Mapping[str, Any]) -> dict[str, Any]:
