@@ -165,10 +165,11 @@ class JobState(BaseModel):
 
     def __contains__(self, key: object) -> bool:
         # Hot (every `state.get` of the runner): no list built.
-        return key in self.__pydantic_fields_set__ or key in (self.__pydantic_extra__ or ())
+        # (pydantic counts extra keys as set too: a declared field is in __dict__, an extra one in __pydantic_extra__.)
+        return (key in self.__pydantic_fields_set__ and key in self.__dict__) or key in (self.__pydantic_extra__ or ())
 
     def __getitem__(self, key: str) -> Any:
-        if key in self.__pydantic_fields_set__:
+        if key in self.__pydantic_fields_set__ and key in self.__dict__:
             return self.__dict__[key]
         extra = self.__pydantic_extra__
         if extra and key in extra:
@@ -197,6 +198,7 @@ class JobState(BaseModel):
             self.model_fields_set.discard(key)
         else:
             del self.__pydantic_extra__[key]  # type: ignore[index]
+            self.model_fields_set.discard(key)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:

@@ -239,3 +239,22 @@ def test_storage_imports_neither_bot_nor_providers_and_its_errors_nothing_of_the
     assert not offenders
     project = {"storage", "bot", "providers", "bench", "tests"}
     assert not {name for name in _imports(STORAGE / "errors.py") if name.split(".")[0] in project}
+
+
+def test_job_state_reads_and_writes_like_the_dict_it_replaces() -> None:
+    """Callers written against the dict keep working while they move to attributes."""
+    state = JobState.model_validate({"story_scene": 2, "kept": {"a": 1}})
+    assert state.get("story_scene") == 2 and state["kept"] == {"a": 1} and state.get("plan") is None and "plan" not in state
+    assert {**state, "moderated": "off"} == {"story_scene": 2, "kept": {"a": 1}, "moderated": "off"}
+    state["ab"] = {"split": "s", "arm": "a"}
+    state.setdefault("blocklist", ["x"])
+    state.setdefault("blocklist", ["y"])
+    del state["kept"]
+    assert dict(state) == {"story_scene": 2, "ab": {"split": "s", "arm": "a"}, "blocklist": ["x"]} == state
+    assert state.model_dump_json() == '{"story_scene":2,"blocklist":["x"],"ab":{"split":"s","arm":"a"}}'  # set keys only
+    with pytest.raises(ValueError):
+        state["story_scene"] = "not a number"  # typed
+    job = make_job("j")
+    job.state = {"story_scene": 1}  # a dict assigned (or given to model_copy) becomes a JobState
+    assert isinstance(job.state, JobState) and job.state.story_scene == 1
+    assert isinstance(job.model_copy(update={"state": {"plan": {}}}).state, JobState)
