@@ -42,6 +42,7 @@ from storage.claims import Candidate, fair_pick, user_key
 from storage.errors import OverBudget, QueueFull, StoreClosed
 from storage.media_paths import MediaPaths
 from storage.models import Job
+from storage.pg.batches import Batcher
 from storage.pg.listener import Listener
 from storage.pg.schema import migrate
 from storage.rows import RowMapper
@@ -91,8 +92,8 @@ class PgJobStore(SqlStore):
         self._outstanding: set[asyncio.Task[Any]] = set()
         self._listener = Listener(dsn, CHANNEL, init=_init_connection)
         self.rows = RowMapper(json_text=False, paths=MediaPaths(media_root) if media_root is not None else None)
-        self._creates: list[_Create] = []
-        self._creating: asyncio.Task[None] | None = None
+        self._creates: Batcher[_Create] = Batcher(self._create_batches, name="pg-create-batches", max_batch=MAX_BATCH)
+        self._signals: Batcher[_Signal] = Batcher(self._signal_batches, name="pg-signal-batches", max_batch=MAX_BATCH)
 
     @classmethod
     async def open(cls, url: str, *, pool_min: int = 1, pool_max: int = 10, media_root: Path | None = None) -> PgJobStore:
@@ -113,8 +114,10 @@ class PgJobStore(SqlStore):
         if self._closed:
             return
         self._closed = True
-        while self._outstanding or self._creates:
-            await asyncio.gather(*list(self._outstanding), *(c.future for c in self._creates), return_exceptions=True)
+        while self._outstanding or self._creates.futures() or self._signals.futures():
+            await asyncio.gather(
+                *list(self._outstanding), *self._creates.futures(), *self._signals.futures(), return_exceptions=True
+            )  # fmt: skip
         await self._listener.close()
         await self._pool.close()
 
@@ -199,33 +202,25 @@ class PgJobStore(SqlStore):
         row.setdefault("lease_owner", None)
         row.setdefault("lease_until", None)
         entry = _Create(job, row, lease_owner, list(spend_limits or []), queue_limit, asyncio.get_running_loop().create_future())
-        self._creates.append(entry)
-        if self._creating is None or self._creating.done():
-            self._creating = asyncio.create_task(self._create_loop(), name="pg-create-batches")
-        await asyncio.shield(entry.future)
+        await self._creates.put(entry)
         return job.model_copy(update={"lease_owner": row["lease_owner"], "lease_until": row["lease_until"]})
 
-    async def _create_loop(self) -> None:
-        while self._creates:
-            batch, self._creates = self._creates[:MAX_CREATE_BATCH], self._creates[MAX_CREATE_BATCH:]
-            try:
-                await self._shielded(lambda conn: self._create_batch(conn, batch))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if len(batch) == 1:
-                    _settle(batch[0], exc)
-                    continue
-                for entry in batch:  # one at a time: only the create at fault fails
-                    try:
-                        await SqlStore.create(
-                            self, entry.job, lease_owner=entry.lease_owner, spend_limits=entry.limits, queue_limit=entry.queue,
-                            lease_seconds=None if entry.row["lease_until"] is None else entry.row["lease_until"] - time.time(),
-                        )  # fmt: skip
-                        _settle(entry, None)
-                    except Exception as one:
-                        _settle(entry, one)
-            except Exception as exc:  # the connection itself failed: every create of the batch hears it
-                for entry in batch:
-                    _settle(entry, exc)
+    async def _create_batches(self, batch: list[_Create]) -> None:
+        try:
+            await self._shielded(lambda conn: self._create_batch(conn, batch))
+        except asyncpg.PostgresError as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+                return
+            for entry in batch:  # one at a time: only the create at fault fails
+                try:
+                    await SqlStore.create(
+                        self, entry.job, lease_owner=entry.lease_owner, spend_limits=entry.limits, queue_limit=entry.queue,
+                        lease_seconds=None if entry.row["lease_until"] is None else entry.row["lease_until"] - time.time(),
+                    )  # fmt: skip
+                    _settle(entry, None)
+                except Exception as one:
+                    _settle(entry, one)
 
     async def _create_batch(self, conn: asyncpg.Connection, batch: list[_Create]) -> None:
         d = self.dialect
@@ -339,15 +334,28 @@ class PgJobStore(SqlStore):
         return result
 
     async def publish(self, job_id: str, kind: str, payload: dict[str, Any]) -> None:
-        def script() -> Script[None]:
-            rows = yield Stmt(
-                "INSERT INTO job_signals (job_id, kind, payload_json, at) VALUES (?, ?, ?::jsonb, ?) RETURNING id",
-                (job_id, kind, payload, time.time()),
-            )
-            yield Stmt("SELECT pg_notify(?, ?)", (CHANNEL, str(rows[0]["id"])))  # delivered at commit
+        """Group-committed as submissions are: the signals of a batch in one transaction, one NOTIFY."""
+        if self._closed:
+            raise StoreClosed("the job store is closed")
+        await self._signals.put(_Signal(job_id, kind, payload, time.time(), asyncio.get_running_loop().create_future()))
 
-        # The signals lock: ids commit in id order, so a reader's cursor never passes an uncommitted one.
-        await self._script(script, {SIGNALS_LOCK})
+    async def _signal_batches(self, batch: list[_Signal]) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                # The signals lock: ids commit in id order, so a reader's cursor never passes an uncommitted one.
+                lock = self.dialect.lock({SIGNALS_LOCK})
+                assert lock is not None
+                await conn.execute(self.dialect.render(lock.sql), *lock.args)
+                last = await conn.fetchval(
+                    "WITH written AS (INSERT INTO job_signals (job_id, kind, payload_json, at) "
+                    "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) RETURNING id) SELECT MAX(id) FROM written",
+                    [s.job_id for s in batch], [s.kind for s in batch], [s.payload for s in batch], [s.at for s in batch],
+                )  # fmt: skip
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(last))  # delivered at commit
+
+        await self._shielded(write)
+        for entry in batch:
+            _settle(entry, None)
 
     async def wait_for_signal(self, timeout: float) -> None:
         """Return when a NOTIFY arrives, when the listening connection was (re)made (the caller
@@ -355,7 +363,7 @@ class PgJobStore(SqlStore):
         await self._listener.wait(timeout)
 
 
-MAX_CREATE_BATCH = 500
+MAX_BATCH = 500
 CLAIM_LOCK = "claim"
 SIGNALS_LOCK = "signals"
 
@@ -367,6 +375,15 @@ class _Create:
     lease_owner: str | None
     limits: list[SpendLimit]
     queue: QueueLimit | None
+    future: asyncio.Future[None]
+
+
+@dataclass
+class _Signal:
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    at: float
     future: asyncio.Future[None]
 
 
@@ -383,7 +400,7 @@ def _refusal(e: _Create, counts: dict[tuple[str, str], int], spent: dict[SpendLi
     return None
 
 
-def _settle(entry: _Create, error: BaseException | None) -> None:
+def _settle(entry: _Create | _Signal, error: BaseException | None) -> None:
     if entry.future.done():
         return
     if error is None:
