@@ -77,14 +77,6 @@ def map_state(state: Mapping[str, Any], fn: Translate) -> dict[str, Any]:
     return plain
 
 
-def map_paths(row: dict[str, Any], fn: Translate) -> dict[str, Any]:
-    """A job's fields (as `storage.rows` builds them: state and params plain dicts) with `fn` applied."""
-    for name in ("output_path", "thumbnail_path"):
-        if row.get(name):
-            row[name] = fn(row[name])
-    return row
-
-
 def _map_job(job: Job, fn: Translate) -> Job:
     update: dict[str, Any] = {}
     for name in ("output_path", "thumbnail_path"):
@@ -95,5 +87,5 @@ def _map_job(job: Job, fn: Translate) -> Job:
     if params is not job.params:
         update["params"] = params
     if any(isinstance(job.state.get(k), str) and fn(job.state.get(k)) != job.state.get(k) for k in STATE_PATHS):
-        update["state"] = type(job.state).model_validate(map_state(job.state, fn)) if not isinstance(job.state, dict) else map_state(job.state, fn)
+        update["state"] = map_state(job.state, fn)  # made a JobState again by Job.model_copy
     return job.model_copy(update=update) if update else job
