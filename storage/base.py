@@ -224,7 +224,8 @@ class SqlStore:
                 held.update(r["id"] for r in rows)
             return held
 
-        result: set[str] = await self._script(script)
+        # Each chunk's UPDATE stands on its own (a lease renewed is renewed): no transaction needed.
+        result: set[str] = await self._script(script, solo=True)
         return result
 
     async def release(self, owner: str, job_ids: Sequence[str] | None = None) -> None:

@@ -18,6 +18,8 @@ from storage.models import GenerateParams, Job
 
 #: Job.state entries that hold a media path.
 STATE_PATHS = ("image_step_path", "source_video", "source_image")
+#: Job.state entries that map names to media paths.
+STATE_PATH_MAPS = ("reuse_files",)
 Translate = Callable[[str | None], str | None]
 
 
@@ -74,6 +76,9 @@ def map_state(state: Mapping[str, Any], fn: Translate) -> dict[str, Any]:
     for key in STATE_PATHS:
         if isinstance(plain.get(key), str):
             plain[key] = fn(plain[key])
+    for key in STATE_PATH_MAPS:
+        if isinstance(plain.get(key), dict):
+            plain[key] = {k: fn(v) if isinstance(v, str) else v for k, v in plain[key].items()}
     return plain
 
 
@@ -86,6 +91,7 @@ def _map_job(job: Job, fn: Translate) -> Job:
     params = map_params(job.params, fn)
     if params is not job.params:
         update["params"] = params
-    if any(isinstance(job.state.get(k), str) and fn(job.state.get(k)) != job.state.get(k) for k in STATE_PATHS):
-        update["state"] = map_state(job.state, fn)  # made a JobState again by Job.model_copy
+    state = map_state(job.state, fn)
+    if state != dict(job.state):
+        update["state"] = state  # made a JobState again by Job.model_copy
     return job.model_copy(update=update) if update else job

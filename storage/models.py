@@ -109,6 +109,8 @@ class JobState(BaseModel):
     scene_jobs: list[str] | None = None
     #: Scenes reused from an earlier story: {"k": job id}.
     reuse: dict[str, str] | None = None
+    #: And their files, copied in when the story was made: {"k": media path}.
+    reuse_files: dict[str, str] | None = None
     redo_scene: int | None = None
     added_scene: int | None = None
     #: Set on a story's scene: which scene (1-based) and which attempt of it.

@@ -39,7 +39,7 @@ class Write:
 
     make: Callable[[], Script[Any]]
     locks: frozenset[str] = field(default_factory=frozenset)
-    #: One writing statement (the others only read): needs no transaction of its own.
+    #: Each writing statement stands on its own (the others only read): no transaction needed.
     solo: bool = False
 
 

@@ -159,13 +159,16 @@ async def test_media_paths_are_relative_in_the_row_and_absolute_in_every_job_rea
     store = await open_store(store_url, data_dir=tmp_path, media_root=media)
     try:
         video, image = media / "j1" / "video.mp4", media / "j1" / "image.png"
-        job = make_job("j1", state={"image_step_path": str(image), "other": "keep/me"}, output_path=str(video))
+        job = make_job(
+            "j1", state={"image_step_path": str(image), "reuse_files": {"1": str(video)}, "other": "keep/me"}, output_path=str(video)
+        )
         stored = await store.create(job)
         assert stored.output_path == str(video)
         raw = await raw_sql(store_url, tmp_path, "SELECT output_path, state_json FROM jobs WHERE id = ?", "j1")
         assert raw[0][0] == "j1/video.mp4" and "j1/image.png" in str(raw[0][1]) and str(media) not in str(raw[0][1])
         got = await store.get("j1")
         assert got is not None and got.output_path == str(video) and got.state.image_step_path == str(image)
+        assert got.state.reuse_files == {"1": str(video)} and got.state["other"] == "keep/me"
         updated = await store.update("j1", thumbnail_path=str(media / "j1" / "thumb.jpg"))
         assert updated.thumbnail_path == str(media / "j1" / "thumb.jpg")
         assert (await raw_sql(store_url, tmp_path, "SELECT thumbnail_path FROM jobs WHERE id = ?", "j1"))[0][0] == "j1/thumb.jpg"
