@@ -562,18 +562,40 @@ class SqlStore:
         row = rows[0]
         return QueueStats(queued=int(row[0]), oldest_queued_at=row[1], running=int(row[2]))
 
-    def taken_sql(self) -> tuple[str, list[Any]]:
-        """Per user: their unfinished jobs with a live lease (any runner's), as claims count them."""
-        where = Where().extend(self.dialect.any("status", _TERMINAL, negate=True))
-        where.add("lease_owner IS NOT NULL AND lease_until > ?", time.time())
-        return f"SELECT platform, workspace_id, user_id, COUNT(*) FROM jobs WHERE {where.sql} GROUP BY platform, workspace_id, user_id", where.args
-
-    def free_where(self, names: builtins.list[str] | None, now: float) -> Where:
-        """Queued jobs no runner holds, of `names`' platforms."""
-        where = Where().add("status = ? AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?)", JobStatus.QUEUED.value, now)
+    def claim_read(self, names: builtins.list[str] | None, now: float, *, depth: int | None = None, passed: Sequence[str] = ()) -> Stmt:
+        """One read for a claim (and the queue's order): what every user has taken (unfinished
+        jobs with a live lease, any runner's) and the waiting jobs no runner holds, each user's
+        oldest `depth` at most (a user's k-th can be picked only after their first k-1)."""
+        d = self.dialect
+        taken = Where().extend(d.any("status", _TERMINAL, negate=True)).add("lease_owner IS NOT NULL AND lease_until > ?", now)
+        free = Where().add("status = ? AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?)", JobStatus.QUEUED.value, now)
         if names is not None:
-            where.extend(self.dialect.any("platform", names))
-        return where
+            free.extend(d.any("platform", names))
+        if passed:
+            free.extend(d.any("id", passed, negate=True))
+        rank = Where() if depth is None else Where().add("rank <= ?", depth)
+        return Stmt(
+            "SELECT 'taken' AS kind, NULL AS id, platform, workspace_id, user_id, CAST(COUNT(*) AS DOUBLE PRECISION) AS x, 0 AS seq "
+            f"FROM jobs WHERE {taken.sql} GROUP BY platform, workspace_id, user_id "
+            "UNION ALL SELECT 'queued', id, platform, workspace_id, user_id, created_at, seq FROM ("
+            f"SELECT id, platform, workspace_id, user_id, created_at, {d.seq} AS seq, ROW_NUMBER() OVER "
+            f"(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, {d.seq}) AS rank FROM jobs WHERE {free.sql}) c "
+            f"WHERE {rank.sql} ORDER BY kind, x, seq",
+            [*taken.args, *free.args, *rank.args],
+        )
+
+    @staticmethod
+    def claim_figures(rows: builtins.list[Row]) -> tuple[dict[str, int], builtins.list[Candidate]]:
+        """`claim_read`'s rows as (taken per user, candidates in order)."""
+        taken: dict[str, int] = {}
+        candidates: builtins.list[Candidate] = []
+        for r in rows:
+            key = user_key(r["platform"], r["workspace_id"], r["user_id"])
+            if r["kind"] == "taken":
+                taken[key] = int(r["x"])
+            else:
+                candidates.append(Candidate(r["id"], key, r["x"]))
+        return taken, candidates
 
     async def queue_order(self, platforms: Collection[str] | None = None) -> builtins.list[str]:
         """The queued jobs no runner holds yet, in the order the workers' claims will start them
@@ -581,13 +603,9 @@ class SqlStore:
         names = None if platforms is None else builtins.list(platforms)
         if names == []:
             return []
-        sql, args = self.taken_sql()
-        taken = {user_key(r[0], r[1], r[2]): int(r[3]) for r in await self._read(sql, args)}
-        free = self.free_where(names, time.time())
-        rows = await self._read(
-            f"SELECT id, platform, workspace_id, user_id, created_at FROM jobs WHERE {free.sql} ORDER BY created_at, {self.dialect.seq}", free.args
-        )
-        return fair_order([Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows], taken)
+        read = self.claim_read(names, time.time())
+        taken, candidates = self.claim_figures(await self._read(read.sql, read.args))
+        return fair_order(candidates, taken)
 
 
 def insert_job(row: dict[str, Any]) -> Stmt:

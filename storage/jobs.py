@@ -18,7 +18,7 @@ from typing import Any
 import aiosqlite
 
 from storage.base import JobEvent, SqlStore
-from storage.claims import Candidate, fair_pick, user_key
+from storage.claims import fair_pick
 from storage.db import connect
 from storage.errors import AlreadyFinished, LeaseLost, StaleWrite
 from storage.media_paths import MediaPaths
@@ -106,24 +106,10 @@ class JobStore(SqlStore):
 
         def script() -> Script[list[Job]]:
             now = time.time()
-            sql, args = self.taken_sql()
-            taken = {user_key(r[0], r[1], r[2]): int(r[3]) for r in (yield Stmt(sql, args))}
-            total = sum(taken.values())
-            if total >= max_running:
-                return []
-            free = self.free_where(names, now)
-            # Only each user's first min(max_running_per_user, limit) waiting jobs can be picked at all
-            # (a user's k-th is picked only after their first k-1).
-            rows = yield Stmt(
-                "SELECT id, platform, workspace_id, user_id, created_at FROM ("
-                "SELECT id, platform, workspace_id, user_id, created_at, rowid AS seq, ROW_NUMBER() OVER "
-                "(PARTITION BY platform, workspace_id, user_id ORDER BY created_at, rowid) AS rank "
-                f"FROM jobs WHERE {free.sql}) WHERE rank <= ? ORDER BY created_at, seq",
-                [*free.args, min(max_running_per_user, limit)],
-            )
+            taken, candidates = self.claim_figures((yield self.claim_read(names, now, depth=min(max_running_per_user, limit))))
             chosen = fair_pick(
-                [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows], taken, taken_total=total,
-                max_running=max_running, max_running_per_user=max_running_per_user, limit=limit,
+                candidates, taken, taken_total=sum(taken.values()), max_running=max_running,
+                max_running_per_user=max_running_per_user, limit=limit,
             )  # fmt: skip
             if not chosen:
                 return []

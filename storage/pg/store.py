@@ -38,7 +38,7 @@ import asyncpg
 
 from storage import spend
 from storage.base import SqlStore, insert_event
-from storage.claims import Candidate, fair_pick, user_key
+from storage.claims import fair_pick
 from storage.errors import OverBudget, QueueFull, StoreClosed
 from storage.media_paths import MediaPaths
 from storage.models import Job
@@ -290,27 +290,18 @@ class PgJobStore(SqlStore):
         names = None if platforms is None else list(platforms)
         if names == [] or limit <= 0:
             return []
-        d = self.dialect
 
         def script() -> Script[list[Job]]:
             now = time.time()
             claimed: list[Job] = []
             passed: list[str] = []
             for _ in range(4):
-                sql, args = self.taken_sql()
-                taken = {user_key(r[0], r[1], r[2]): int(r[3]) for r in (yield Stmt(sql, args))}
-                free = self.free_where(names, now).extend(d.any("id", passed, negate=True))
                 # A user's k-th waiting job can be picked only after their first k-1: at most `limit` each.
-                depth = min(max_running_per_user, limit - len(claimed))
-                rows = yield Stmt(
-                    "SELECT id, platform, workspace_id, user_id, created_at FROM (SELECT id, platform, workspace_id, user_id, "
-                    "created_at, seq, ROW_NUMBER() OVER (PARTITION BY platform, workspace_id, user_id ORDER BY created_at, seq) AS rank "
-                    f"FROM jobs WHERE {free.sql}) c WHERE rank <= ? ORDER BY created_at, seq",
-                    [*free.args, depth],
-                )
+                read = self.claim_read(names, now, depth=min(max_running_per_user, limit - len(claimed)), passed=passed)
+                taken, candidates = self.claim_figures((yield read))
                 chosen = fair_pick(
-                    [Candidate(r[0], user_key(r[1], r[2], r[3]), r[4]) for r in rows], taken, taken_total=sum(taken.values()),
-                    max_running=max_running, max_running_per_user=max_running_per_user, limit=limit - len(claimed),
+                    candidates, taken, taken_total=sum(taken.values()), max_running=max_running,
+                    max_running_per_user=max_running_per_user, limit=limit - len(claimed),
                 )  # fmt: skip
                 if not chosen:
                     break
