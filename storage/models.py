@@ -9,7 +9,7 @@ from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, Values
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 
@@ -142,6 +142,18 @@ class JobState(BaseModel):
     gpu_seconds: float | None = None
     # --- delivery ------------------------------------------------------------------------------------
     delivery: Delivery | None = None
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> JobState:
+        """A stored state, whatever an older videobot wrote: a value that does not fit its field
+        is kept aside under `unreadable` (never lost, never fatal to reading the job)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            state = cls.model_validate({k: v for k, v in data.items() if k not in bad})
+            state["unreadable"] = {**(data.get("unreadable") or {}), **{k: data[k] for k in bad if k in data}}
+            return state
 
     @model_serializer(mode="wrap")
     def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class RowMapper:
             state = map_state(state, self.paths.from_store)
             for name in ("output_path", "thumbnail_path"):
                 data[name] = self.paths.from_store(data.get(name))
-        return Job(origin=origin, params=params, state=JobState.model_validate(state), **data)
+        return Job(origin=origin, params=params, state=JobState.load(state), **data)
 
     def job_out(self, job: Job) -> Job:
         return job if self.paths is None else self.paths.job_out(job)

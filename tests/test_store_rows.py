@@ -39,6 +39,17 @@ async def test_state_is_typed_keeps_unknown_keys_and_fills_its_columns(store: St
     assert await raw_sql(store_url, tmp_path, "SELECT story_scene, image_step_cost FROM jobs WHERE id = ?", "s1") == [(3, None)]
 
 
+async def test_a_state_value_an_older_videobot_wrote_differently_is_kept_aside_not_fatal(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    await store.create(make_job("odd"))
+    odd = '{"blocklist": "one word", "story_attempt": 2}'
+    await raw_sql(store_url, tmp_path, "UPDATE jobs SET state_json = " + ("?::jsonb" if is_postgres(store_url) else "?"), odd)
+    job = await store.get("odd")
+    assert job is not None and job.state.story_attempt == 2 and job.state.blocklist is None
+    assert job.state["unreadable"] == {"blocklist": "one word"}
+
+
 async def test_the_gallery_and_the_spend_rules_read_the_columns(store: Store, store_url: str, tmp_path: Path) -> None:
     """Neither dialect reads $.story_scene / $.image_step_cost out of JSON any more: the columns decide."""
     now = time.time()
