@@ -10,8 +10,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from storage.media_paths import MediaPaths, map_params, map_state
-from storage.models import GenerateParams, Job, JobKind, JobState, JobStatus, Origin
+from pydantic import ValidationError
+
+from storage.media_paths import MediaPaths, map_state
+from storage.models import Job, JobKind, JobState, JobStatus
 
 ORIGIN_COLUMNS = ("platform", "workspace_id", "channel_id", "user_id", "status_message_id", "result_message_id")
 PLAIN_COLUMNS = (
@@ -99,21 +101,25 @@ class RowMapper:
     # --- out -----------------------------------------------------------------------------------------
 
     def from_row(self, record: Mapping[str, Any]) -> Job:
+        # One validation of the whole job (a Rust call), hot: every read and every runner write ends here.
         data = dict(record)
         for extra in ("seq", "search", *STATE_COLUMNS):
             data.pop(extra, None)
-        origin_blob = self.decode(data.pop("origin_json")) or {}
-        origin = Origin(
-            **{c: data.pop(c) for c in ORIGIN_COLUMNS}, extra=origin_blob.get("extra", {}), user_name=origin_blob.get("user_name")
-        )
-        params = GenerateParams.model_validate(self.decode(data.pop("params_json")))
-        state = self.decode(data.pop("state_json")) or {}
+        blob = self.decode(data.pop("origin_json")) or {}
+        data["origin"] = {**{c: data.pop(c) for c in ORIGIN_COLUMNS}, "extra": blob.get("extra", {}), "user_name": blob.get("user_name")}
+        data["params"] = params = self.decode(data.pop("params_json"))
+        data["state"] = self.decode(data.pop("state_json")) or {}
         if self.paths is not None:
-            params = map_params(params, self.paths.from_store)
-            state = map_state(state, self.paths.from_store)
+            data["state"] = map_state(data["state"], self.paths.from_store)
+            if params.get("image_path"):
+                data["params"] = {**params, "image_path": self.paths.from_store(params["image_path"])}
             for name in ("output_path", "thumbnail_path"):
                 data[name] = self.paths.from_store(data.get(name))
-        return Job(origin=origin, params=params, state=JobState.load(state), **data)
+        try:
+            return Job.model_validate(data)
+        except ValidationError:
+            data["state"] = JobState.load(data["state"])  # a state an older videobot wrote: kept, not fatal
+            return Job.model_validate(data)
 
     def job_out(self, job: Job) -> Job:
         return job if self.paths is None else self.paths.job_out(job)
