@@ -10,6 +10,7 @@ its media paths made relative, every job coming out has them made absolute again
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,25 +27,25 @@ Translate = Callable[[str | None], str | None]
 class MediaPaths:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        # Plain string work: this runs for every job read and written (no Path objects on the hot path).
+        self._prefix = str(self.root).rstrip(os.sep) + os.sep
 
     def to_store(self, value: str | None) -> str | None:
         """A path under the media directory as a relative one; anything else unchanged."""
-        if not value:
+        if not value or not os.path.isabs(value):
             return value
-        path = Path(value)
-        if not path.is_absolute():
-            return value
-        try:
-            return PurePosixPath(path.relative_to(self.root)).as_posix()
+        if value.startswith(self._prefix):
+            return PurePosixPath(Path(value[len(self._prefix) :])).as_posix()
+        try:  # not spelled like our root (a "..", a double slash): the slow, exact way
+            return PurePosixPath(Path(value).relative_to(self.root)).as_posix()
         except ValueError:
             return value  # outside the media directory (an older row, a file the operator named)
 
     def from_store(self, value: str | None) -> str | None:
         """A stored path as this process sees it: relative ones under its media directory."""
-        if not value:
+        if not value or os.path.isabs(value):
             return value
-        path = Path(value)
-        return value if path.is_absolute() else str(self.root / path)
+        return self._prefix + value.replace("/", os.sep)
 
     def job_in(self, job: Job) -> Job:
         return _map_job(job, self.to_store)
