@@ -27,7 +27,7 @@ import psutil
 from bot.config import CoreSettings
 from bot.core.grants import link_grant, sign
 from bot.core.models import Actor, GenerateParams, Job, JobKind, JobStatus, Origin
-from storage.jobs import JobStore, _to_row
+from storage.jobs import JobStore
 
 SECRET = "bench-web-secret-0123456789-abcdefghijklmnop"
 WORDS = ("kite lighthouse coupe desert storm harbour lantern fox meadow neon city rain glacier "
@@ -62,7 +62,7 @@ async def fill(data: Path, count: int, mb: int = 500) -> tuple[str, Path]:
             status=status, progress=100, cost_estimate=0.4, cost_actual=0.4 if status is JobStatus.COMPLETED else 0.0,
             created_at=created, started_at=created + 1, finished_at=created + rng.uniform(20, 200),
         )  # fmt: skip
-        rows.append(_to_row(job))
+        rows.append(store.rows.to_row(job))
     cols = list(rows[0])
 
     def insert(conn: sqlite3.Connection) -> None:

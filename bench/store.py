@@ -10,7 +10,7 @@
 
 PostgreSQL: `VIDEOBOT_BENCH_PG_URL` (an empty database you can spare), else a throwaway cluster
 started like the tests' (Debian's initdb/pg_ctl; fsync off, so absolute figures flatter it).
-Run: `.venv/bin/python -m bench.store`. Prints tables; not a test.
+Run: `.venv/bin/python -m bench.store` (`--submit-only`: the first table alone). Prints tables; not a test.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ async def _pg_urls() -> tuple[Any, Any]:
     return cluster.fresh_database, cluster.stop
 
 
-async def main() -> None:
+async def main(argv: list[str]) -> None:
     fresh, stop = await _pg_urls()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -156,6 +157,8 @@ async def main() -> None:
             print(f"{'backend':<12} {'p50 ms':>9} {'p99 ms':>9} {'wall s':>8} {'completed':>10}")
             for name, row in submit.items():
                 print(f"{name:<12} {row['submit p50 ms']:>9.1f} {row['submit p99 ms']:>9.1f} {row['submit wall s']:>8.2f} {row['completed']:>10}")
+            if "--submit-only" in argv:
+                return
             print(f"\nclaim throughput: {CLAIM_JOBS} queued jobs of {CLAIM_USERS} users, claimer processes on one database")
             print(f"{'backend':<12} {'jobs/claim':>10} {'claimers':>8} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'busiest %':>10}")
             for name, per_claim in (("postgresql", 1), ("postgresql", 10), ("sqlite", 1)):
@@ -172,4 +175,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -16,7 +16,6 @@ from bot.core.stories import story_rule
 from bot.core.story_plan import StoryPlanner
 from bot.core.tenant_settings import TenantSettings
 from bot.core.events import EventBus
-from bot.core.media_paths import MediaPathStore, MediaPaths
 from bot.core.runner import Runner
 from bot.core.service import JobService, default_pipeline
 from bot.moderation import build_moderator
@@ -89,7 +88,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
     data.mkdir(parents=True, exist_ok=True)
     media = MediaStore(core.media_root)
     # Media paths go into the store relative to the media directory (shared by every process).
-    store = cast(Store, MediaPathStore(await open_store(core.database_url, data_dir=data), MediaPaths(media.root)))
+    store: Store = await open_store(core.database_url, data_dir=data, media_root=media.root)
     metrics: Metrics | None = None
     if metrics_role is not None and core.metrics_on:
         metrics = Metrics(role=metrics_role, version=package_version())

@@ -3,9 +3,15 @@
 `storage.jobs.JobStore` (SQLite, the embedded default) and `storage.pg.PgJobStore`
 (PostgreSQL, for several processes on several machines) satisfy this Protocol; the core
 types its store as `Store` and never learns which one it has (`storage.open.open_store`).
-Both raise the same exceptions from `storage.jobs` (LeaseLost, AlreadyFinished, KeyError for
-a missing job) and `storage.spend` (OverBudget, QueueFull). The contract suite
+Both are `storage.base.SqlStore`: every method below is written once there, over a dialect
+(storage.sql), the row mapping (storage.rows, media paths included) and two primitives a
+backend provides. Both raise the exceptions of `storage.errors` (LeaseLost, AlreadyFinished,
+OverBudget, QueueFull, StoreClosed, ...; KeyError for a missing job). The contract suite
 (tests/test_store_contract.py) runs every method against both.
+
+Viewer filters (`viewer_user`, `viewer_admin`): a private job (`Job.private`) is returned only
+to its owner and to admins. The lookups default to no filter (`viewer_admin=True`: the runner
+and the CLI see everything); the gallery's query defaults to a viewer that sees no private job.
 """
 from __future__ import annotations
 
@@ -51,16 +57,19 @@ class Store(Protocol):
     ) -> builtins.list[Job]: ...
 
     # --- reads ----------------------------------------------------------------------------------
-    async def get(self, job_id: str) -> Job | None: ...
+    async def get(self, job_id: str, *, viewer_user: str | None = None, viewer_admin: bool = True) -> Job | None: ...
     async def find_prefix(
-        self, prefix: str, limit: int = 2, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False
+        self, prefix: str, limit: int = 2, *, platform: str | None = None, workspace_id: str | None = None, scoped: bool = False,
+        viewer_user: str | None = None, viewer_admin: bool = True,
     ) -> builtins.list[Job]: ...
     async def list(
         self, *, platform: str | None = None, user_id: str | None = None, statuses: Iterable[JobStatus] | None = None,
-        include_deleted: bool = False, limit: int = 20,
+        include_deleted: bool = False, limit: int = 20, viewer_user: str | None = None, viewer_admin: bool = True,
     ) -> builtins.list[Job]: ...
     async def unfinished(self, platforms: Iterable[str] | None = None) -> builtins.list[Job]: ...
-    async def find_by_message(self, platform: str, message_id: str) -> Job | None: ...
+    async def find_by_message(
+        self, platform: str, message_id: str, *, viewer_user: str | None = None, viewer_admin: bool = True
+    ) -> Job | None: ...
     async def with_status(self, job_ids: Sequence[str], status: JobStatus) -> builtins.list[Job]: ...
     async def media_to_expire(self, finished_before: float, limit: int = 500) -> builtins.list[Job]: ...
     async def remote_ids_since(self, since: float, *, excluding: str) -> builtins.list[str]: ...

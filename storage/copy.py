@@ -1,6 +1,7 @@
 """`videobot db copy`: move a history from one store to another (SQLite to PostgreSQL, or back).
 
-What is copied: jobs (every column, lease included), their events (in order, with the runner
+What is copied: jobs (every column of storage.rows.JOB_COLUMNS: lease, story scene, image step cost
+and privacy included), their events (in order, with the runner
 that wrote each), settings and pending spends (confirmations). Signals and worker rows are
 transient and stay behind.
 
@@ -21,28 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storage.errors import TargetNotEmpty
 from storage.open import is_postgres, sqlite_path
+from storage.rows import JOB_COLUMNS
 
 JSON_COLUMNS = {
     "jobs": ("origin_json", "params_json", "state_json"),
     "pending_spends": ("job_json",),
     "settings": ("value_json",),
 }
-JOB_COLUMNS = (
-    "id", "parent_id", "kind", "platform", "workspace_id", "channel_id", "user_id", "status_message_id",
-    "result_message_id", "origin_json", "prompt", "params_json", "pipeline", "provider", "model", "remote_id", "status",
-    "progress", "cost_estimate", "cost_actual", "output_path", "thumbnail_path", "error_code", "error_message",
-    "state_json", "lease_owner", "lease_until", "created_at", "started_at", "finished_at", "updated_at", "deleted_at",
-    "media_expired_at",
-)  # fmt: skip
 EVENT_COLUMNS = ("job_id", "at", "status", "progress", "detail", "runner")
 SETTING_COLUMNS = ("platform", "workspace_id", "scope", "scope_id", "key", "value_json", "updated_by", "updated_at")
 PENDING_COLUMNS = ("token", "platform", "user_id", "job_json", "estimate", "created_at", "expires_at", "state")
 BATCH = 500
-
-
-class TargetNotEmpty(Exception):
-    pass
 
 
 @dataclass
@@ -234,6 +226,8 @@ def _decode(table: str, row: Row) -> Row:
     for col in JSON_COLUMNS.get(table, ()):
         if isinstance(row.get(col), str):
             row[col] = json.loads(row[col])
+    if table == "jobs":
+        row["private"] = bool(row["private"])  # SQLite's 0/1, PostgreSQL's boolean
     return row
 
 

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import aiosqlite
 
-from providers.errors import VideobotError
+from storage.errors import DatabaseTooNew
+
+__all__ = ["DatabaseTooNew", "LATEST_VERSION", "connect", "migrate", "migrations"]
 
 _MIGRATION_RE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
-
-
-class DatabaseTooNew(VideobotError):
-    code = "database_too_new"
 
 
 def migrations(folder_name: str = "migrations") -> list[tuple[int, str]]:

@@ -1,30 +1,33 @@
 """The web gallery's read: one page of jobs, newest first, filtered, searched, keyset-paged.
-
-The contract (a PostgreSQL store mirrors it; see `JobStore.gallery`):
+Written once for both dialects (storage.sql.Dialect spells search and id order).
 
 - Scope: `platform`/`workspace_id` when `scoped` (one tenant: both must match, a None
   workspace matching only None), every tenant when not (the operator).
-- Always left out: deleted jobs (`deleted_at` set) and story scenes (`state.story_scene`
-  set: they are shown on their story's page, not as videos of their own).
+- Viewer: a private job (`jobs.private`) is shown only to its owner (`viewer_user`, on the
+  query's platform) and to admins (`viewer_admin`). By default nobody is an admin and nobody
+  owns anything, so a caller that names no viewer sees no private job.
+- Always left out: deleted jobs (`deleted_at` set) and story scenes (`story_scene` set: they
+  are shown on their story's page, not as videos of their own).
 - Filters, each only when given: `user_id`, `channel_id`, `pipeline`, `status` (exact),
   `since` <= created_at < `until` (epoch seconds), `kind`.
 - `search`: the words of a free text (letters and digits, at most 8), each a prefix
-  (`kit` finds "kites"), all required, stemmed (porter here, 'english' on PostgreSQL).
-- Order `created_at DESC, id DESC`; `before` = (created_at, id) of the last job of the
-  previous page: the next page holds jobs strictly after it in that order. At most `limit`.
-- Facets (`JobStore.gallery_facets`): the distinct user ids (each with the user_name of its
-  newest job), channel ids (not null) and pipelines of the scope, sorted, at most 500 each;
-  every job of the scope counts (deleted ones and scenes too).
+  (`kit` finds "kites"), all required, stemmed (porter on SQLite, 'english' on PostgreSQL).
+- Order `created_at DESC, id DESC` (ids bytewise); `before` = (created_at, id) of the last job
+  of the previous page: the next page holds jobs strictly after it in that order. At most `limit`.
+- Facets (`gallery_facets`): the distinct user ids (each with the user_name of its newest
+  job), channel ids (not null) and pipelines of the scope, sorted, at most 500 each; every
+  job of the scope the viewer may see counts (deleted ones and scenes too).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-#: Words of a search, at most this many (a longer text is cut, not refused).
-MAX_SEARCH_WORDS = 8
-_WORD = re.compile(r"\w+", re.UNICODE)
+from storage.search import MAX_SEARCH_WORDS, fts_match, search_words
+from storage.sql import Dialect, Where
+
+__all__ = ["MAX_SEARCH_WORDS", "GalleryQuery", "fts_match", "search_words"]
+
 
 
 @dataclass(frozen=True)
@@ -44,79 +47,83 @@ class GalleryQuery:
     #: Keyset cursor: (created_at, id) of the last job already shown.
     before: tuple[float, str] | None = None
     limit: int = 24
+    #: Who looks: private jobs are shown to their owner and to admins only.
+    viewer_user: str | None = None
+    viewer_admin: bool = False
 
 
-def search_words(text: str | None) -> list[str]:
-    return _WORD.findall(text or "")[:MAX_SEARCH_WORDS]
-
-
-def fts_match(text: str | None) -> str | None:
-    """A user's search text as an FTS5 query: each word quoted (no operators get through) and a prefix."""
-    words = search_words(text)
-    if not words:
-        return None
-    return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
-
-
-def where(query: GalleryQuery) -> tuple[str, list[Any]]:
-    """The WHERE clause (without the word) and its arguments, shared by the page and the facets."""
-    clauses = ["deleted_at IS NULL", "json_extract(state_json, '$.story_scene') IS NULL"]
-    args: list[Any] = []
-    if query.scoped:
-        clauses.append("platform = ?")
-        args.append(query.platform)
-        if query.workspace_id is None:
-            clauses.append("workspace_id IS NULL")
+def viewer_filter(where: Where, *, viewer_user: str | None, viewer_admin: bool) -> Where:
+    """Not an admin: leave out the private jobs of others (`viewer_user` owns its own)."""
+    if not viewer_admin:
+        if viewer_user is None:
+            where.add("private = ?", False)
         else:
-            clauses.append("workspace_id = ?")
-            args.append(query.workspace_id)
+            where.add("(private = ? OR user_id = ?)", False, viewer_user)
+    return where
+
+
+def _scope(d: Dialect, query: GalleryQuery) -> Where:
+    where = Where()
+    if query.scoped:
+        where.add("platform = ?", query.platform)
+        if query.workspace_id is None:
+            where.add("workspace_id IS NULL")
+        else:
+            where.add("workspace_id = ?", query.workspace_id)
+    return where
+
+
+def where(d: Dialect, query: GalleryQuery) -> Where:
+    clauses = _scope(d, query)
+    clauses.parts[:0] = ["deleted_at IS NULL", "story_scene IS NULL"]
+    viewer_filter(clauses, viewer_user=query.viewer_user, viewer_admin=query.viewer_admin)
+    if query.scoped and query.viewer_admin:
+        # A direct conversation (a DM, an IM) is its owner's own tenant: a workspace's admins do not see it.
+        clauses.add(f"(private = ? OR user_id = ? OR COALESCE({d.json_text('origin_json', 'extra', 'place')}, '') <> 'direct')",
+                    False, query.viewer_user or "")  # fmt: skip
     for column in ("user_id", "channel_id", "pipeline", "status", "kind"):
         value = getattr(query, column)
         if value is not None:
-            clauses.append(f"{column} = ?")
-            args.append(value)
+            clauses.add(f"{column} = ?", value)
     if query.since is not None:
-        clauses.append("created_at >= ?")
-        args.append(query.since)
+        clauses.add("created_at >= ?", query.since)
     if query.until is not None:
-        clauses.append("created_at < ?")
-        args.append(query.until)
-    match = fts_match(query.search)
-    if match is not None:
-        clauses.append("id IN (SELECT job_id FROM jobs_fts WHERE jobs_fts MATCH ?)")
-        args.append(match)
-    return " AND ".join(clauses), args
+        clauses.add("created_at < ?", query.until)
+    search = d.search(query.search)
+    if search is not None:
+        clauses.extend(search)
+    return clauses
 
 
-def page_sql(query: GalleryQuery) -> tuple[str, list[Any]]:
-    clause, args = where(query)
+def page_sql(d: Dialect, query: GalleryQuery) -> tuple[str, list[Any]]:
+    clauses = where(d, query)
     if query.before is not None:
         at, job_id = query.before
-        clause += " AND (created_at < ? OR (created_at = ? AND id < ?))"
-        args += [at, at, job_id]
-    return f"WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT ?", [*args, max(1, min(query.limit, 500))]
+        clauses.add(f"(created_at < ? OR (created_at = ? AND {d.ordered('id')} < ?))", at, at, job_id)
+    return (
+        f"WHERE {clauses.sql} ORDER BY created_at DESC, {d.ordered('id')} DESC LIMIT ?",
+        [*clauses.args, max(1, min(query.limit, 500))],
+    )
 
 
-def facets_sql(query: GalleryQuery) -> dict[str, tuple[str, list[Any]]]:
+def facets_sql(d: Dialect, query: GalleryQuery) -> dict[str, tuple[str, list[Any]]]:
     """Distinct users (with their latest display name), channels and pipelines in the query's scope
     (every job of the tenant counts, deleted ones and scenes too: these are the filters' choices)."""
-    clause, args = "1 = 1", []
-    if query.scoped:
-        clause = "platform = ? AND " + ("workspace_id IS NULL" if query.workspace_id is None else "workspace_id = ?")
-        args = [query.platform] + ([] if query.workspace_id is None else [query.workspace_id])
+    scope = viewer_filter(_scope(d, query), viewer_user=query.viewer_user, viewer_admin=query.viewer_admin)
+    clause, args = scope.sql, scope.args
     name = (
-        "(SELECT json_extract(n.origin_json, '$.user_name') FROM jobs n WHERE n.platform = u.platform "
+        f"(SELECT {d.json_text('n.origin_json', 'user_name')} FROM jobs n WHERE n.platform = u.platform "
         "AND n.user_id = u.user_id ORDER BY n.created_at DESC LIMIT 1)"
     )
     return {
         "users": (
             f"SELECT u.user_id, {name} FROM (SELECT DISTINCT platform, user_id FROM jobs WHERE {clause}) u "
-            "ORDER BY u.user_id LIMIT 500",
+            f"ORDER BY {d.ordered('u.user_id')} LIMIT 500",
             args,
         ),
         "channels": (
-            f"SELECT DISTINCT channel_id FROM jobs WHERE {clause} AND channel_id IS NOT NULL ORDER BY channel_id LIMIT 500",
+            f"SELECT DISTINCT {d.ordered('channel_id')} FROM jobs WHERE {clause} AND channel_id IS NOT NULL ORDER BY 1 LIMIT 500",
             args,
         ),
-        "pipelines": (f"SELECT DISTINCT pipeline FROM jobs WHERE {clause} ORDER BY pipeline LIMIT 500", args),
+        "pipelines": (f"SELECT DISTINCT {d.ordered('pipeline')} FROM jobs WHERE {clause} ORDER BY 1 LIMIT 500", args),
     }

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.contract import Store
+from storage.errors import BadDatabaseUrl
 
 SQLITE_FILE = "videobot.sqlite3"
 
 
-class BadDatabaseUrl(ValueError):
-    pass
+__all__ = ["BadDatabaseUrl", "describe", "is_postgres", "migrate_database", "open_store", "sqlite_path"]
 
 
 def sqlite_path(url: str | None, data_dir: Path) -> Path | None:
@@ -51,18 +51,20 @@ def describe(url: str | None, data_dir: Path) -> str:
     return urlunsplit(parts)
 
 
-async def open_store(url: str | None, *, data_dir: Path) -> Store:
-    """Open (and migrate) the store; raises DatabaseTooNew for a schema newer than this videobot."""
+async def open_store(url: str | None, *, data_dir: Path, media_root: Path | None = None) -> Store:
+    """Open (and migrate) the store; raises DatabaseTooNew for a schema newer than this videobot.
+    With `media_root`, media paths are stored relative to it and read back absolute under it
+    (storage.media_paths)."""
     if is_postgres(url):
         from storage.pg import PgJobStore  # asyncpg is imported only by those who use it
 
-        return await PgJobStore.open(url)  # type: ignore[arg-type]
+        return await PgJobStore.open(url, media_root=media_root)  # type: ignore[arg-type]
     path = sqlite_path(url, data_dir)
     if path is None:
         raise BadDatabaseUrl(f"{describe(url, data_dir)}: VIDEOBOT_DATABASE_URL must start with sqlite:/// or postgresql://")
     from storage.jobs import JobStore
 
-    return await JobStore.open(path)
+    return await JobStore.open(path, media_root=media_root)
 
 
 async def migrate_database(url: str | None, *, data_dir: Path) -> tuple[int, int]:

@@ -7,28 +7,48 @@ never reached a provider counts nothing, so its reservation is released by its e
 A story's scenes count nothing of their own: the story row reserved them all at once and
 settles to their sum (its cost_actual), so nothing is counted twice.
 
-The check runs inside the write that creates (or re-prices) the job, in one `BEGIN
-IMMEDIATE` transaction, so two processes cannot both spend the last dollar.
-
-COST_SQL below is SQLite's expression of these rules; the PostgreSQL store has its own
-(`storage.pg.spend`, jsonb operators). Both are checked against each other by the tests.
+The check runs inside the write that creates (or re-prices) the job, in one transaction:
+on SQLite a `BEGIN IMMEDIATE` one, on PostgreSQL under a transaction-scoped advisory lock
+per scope (`scope`, `queue_scope`), so two processes cannot both spend the last dollar.
+COST_SQL reads columns only (story_scene and image_step_cost are columns), so it is one
+expression for both dialects; `cost_of` is the same rule in Python.
 """
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
+from storage.errors import OverBudget, QueueFull
 from storage.models import TERMINAL, JobStatus
+from storage.sql import Dialect, Script, Stmt
+
+__all__ = [
+    "COST_SQL", "OverBudget", "QueueFull", "QueueLimit", "SpendLimit", "UNFINISHED", "check", "cost_of", "pending_answer",
+    "queue_scope", "scope", "spent_query",
+]  # fmt: skip
 
 COST_SQL = """
 CASE
-  WHEN json_extract(state_json, '$.story_scene') IS NOT NULL THEN 0
-  WHEN status IN ('failed', 'cancelled')
-    THEN COALESCE(cost_actual, json_extract(state_json, '$.image_step_cost'), 0)
+  WHEN story_scene IS NOT NULL THEN 0
+  WHEN status IN ('failed', 'cancelled') THEN COALESCE(cost_actual, image_step_cost, 0)
   WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)
   ELSE COALESCE(cost_estimate, 0)
 END
 """
+
+
+def cost_of(row: dict[str, Any]) -> float:
+    """COST_SQL for one job row (as `storage.rows` builds it)."""
+    if row.get("story_scene") is not None:
+        return 0.0
+    status = row["status"]
+    if status in ("failed", "cancelled"):
+        value = row.get("cost_actual") if row.get("cost_actual") is not None else row.get("image_step_cost")
+    elif status == "completed":
+        value = row.get("cost_actual") if row.get("cost_actual") is not None else row.get("cost_estimate")
+    else:
+        value = row.get("cost_estimate")
+    return float(value or 0.0)
 
 
 @dataclass(frozen=True)
@@ -43,45 +63,13 @@ class SpendLimit:
     user_id: str | None = None
     workspace_id: str | None = None
 
-
-class OverBudget(Exception):
-    def __init__(self, limit: SpendLimit, spent: float, cost: float) -> None:
-        super().__init__(f"{limit.whose} budget: spent {spent:.4f} + {cost:.4f} > {limit.limit:.4f}")
-        self.limit = limit
-        self.spent = spent
-        self.cost = cost
-
-
-def spent_query(
-    platform: str, since: float, *, user_id: str | None = None, workspace_id: str | None = None, excluding: str | None = None
-) -> tuple[str, list[object]]:
-    """SQLite: the sum of COST_SQL over the jobs a limit (or a report) counts."""
-    sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
-    args: list[object] = [since, platform]
-    if user_id is not None:
-        sql += " AND user_id = ?"
-        args.append(user_id)
-    if workspace_id is not None:
-        sql += " AND workspace_id = ?"
-        args.append(workspace_id)
-    if excluding is not None:
-        sql += " AND id != ?"
-        args.append(excluding)
-    return sql, args
-
-
-def spent(conn: sqlite3.Connection, limit: SpendLimit, *, excluding: str | None = None) -> float:
-    sql, args = spent_query(limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding)
-    row = conn.execute(sql, args).fetchone()
-    return round(float(row[0]) if row else 0.0, 6)
-
-
-def check(conn: sqlite3.Connection, limits: list[SpendLimit], cost: float, *, excluding: str | None = None) -> None:
-    """Raise OverBudget if `cost` more would pass any limit (run inside the writing transaction)."""
-    for limit in limits:
-        already = spent(conn, limit, excluding=excluding)
-        if already + cost > limit.limit + 1e-9:
-            raise OverBudget(limit, already, cost)
+    def counts(self, row: dict[str, Any]) -> bool:
+        """Whether a job row falls in this limit's scope."""
+        return (
+            row["created_at"] >= self.since and row["platform"] == self.platform
+            and (self.user_id is None or row["user_id"] == self.user_id)
+            and (self.workspace_id is None or row["workspace_id"] == self.workspace_id)
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -93,35 +81,77 @@ class QueueLimit:
     limit: int
 
 
-class QueueFull(Exception):
-    def __init__(self, limit: QueueLimit, pending: int) -> None:
-        super().__init__(f"{pending} unfinished jobs (limit {limit.limit})")
-        self.limit = limit
-        self.pending = pending
-
-
 #: Statuses that count against the queue limit (not finished).
 UNFINISHED = tuple(s.value for s in JobStatus if s not in TERMINAL)
 
 
-def check_queue(conn: sqlite3.Connection, limit: QueueLimit) -> None:
-    """Raise QueueFull when the user already has `limit` unfinished jobs (inside the insert's transaction,
-    so the check costs the submitter no read of its own and holds across processes)."""
-    marks = ", ".join("?" for _ in UNFINISHED)
-    row = conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND status IN ({marks})",
-        (limit.platform, limit.user_id, *UNFINISHED),
-    ).fetchone()
-    pending = int(row[0]) if row else 0
-    if pending >= limit.limit:
-        raise QueueFull(limit, pending)
+def spent_query(
+    platform: str, since: float, *, user_id: str | None = None, workspace_id: str | None = None, excluding: str | None = None
+) -> tuple[str, list[Any]]:
+    """The sum of COST_SQL over the jobs a limit (or a report) counts (`?` placeholders)."""
+    sql = f"SELECT COALESCE(SUM({COST_SQL}), 0) FROM jobs WHERE created_at >= ? AND platform = ?"
+    args: list[Any] = [since, platform]
+    for column, value in (("user_id", user_id), ("workspace_id", workspace_id)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
+    if excluding is not None:
+        sql += " AND id <> ?"
+        args.append(excluding)
+    return sql, args
+
+
+def queue_query(d: Dialect, limit: QueueLimit) -> tuple[str, list[Any]]:
+    unfinished, args = d.any("status", UNFINISHED)
+    return f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND {unfinished}", [limit.platform, limit.user_id, *args]
+
+
+def scope(limit: SpendLimit) -> str:
+    return f"{limit.platform}\x1f{limit.user_id or ''}\x1f{limit.workspace_id or ''}"
+
+
+def queue_scope(limit: QueueLimit) -> str:
+    return f"queue\x1f{limit.platform}\x1f{limit.user_id}"
+
+
+def locks(limits: list[SpendLimit] | None, queue: QueueLimit | None = None) -> frozenset[str]:
+    """The advisory locks a gated write takes (PostgreSQL): one per scope."""
+    return frozenset([scope(limit) for limit in limits or []] + ([queue_scope(queue)] if queue is not None else []))
+
+
+def check(
+    d: Dialect, limits: list[SpendLimit], cost: float, *, excluding: str | None = None, queue: QueueLimit | None = None
+) -> Script[None]:
+    """Raise QueueFull if the user already has `queue.limit` unfinished jobs, OverBudget if `cost`
+    more would pass any limit. Part of the writing script, before its write; one statement
+    whatever the number of limits (every count and sum at once)."""
+    parts: list[str] = []
+    args: list[Any] = []
+    if queue is not None:
+        sql, more = queue_query(d, queue)
+        parts.append(f"({sql}) AS q")
+        args += more
+    for i, limit in enumerate(limits):
+        sql, more = spent_query(limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding)
+        parts.append(f"({sql}) AS s{i}")
+        args += more
+    if not parts:
+        return
+    rows = yield Stmt(f"SELECT {', '.join(parts)}", args)
+    row = rows[0]
+    if queue is not None and int(row["q"]) >= queue.limit:
+        raise QueueFull(queue, int(row["q"]))
+    for i, limit in enumerate(limits):
+        already = round(float(row[f"s{i}"]), 6)
+        if already + cost > limit.limit + 1e-9:
+            raise OverBudget(limit, already, cost)
 
 
 def pending_answer(
     *, row_platform: str, row_user: str, state: str, expires_at: float, platform: str, user_id: str, to: str, now: float
 ) -> tuple[str, str | None]:
     """How a request to move a pending spend to `to` is answered: (the state it reports, the state
-    to write or None). Both stores run this on the row they locked, so the rule is written once."""
+    to write or None)."""
     if row_platform != platform:
         return "missing", None
     if row_user != user_id:
@@ -129,4 +159,3 @@ def pending_answer(
     if state == "pending":
         return ("expired", "expired") if expires_at < now else ("pending", to)
     return state, None
-

@@ -27,8 +27,9 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 
 
-class StoreClosed(RuntimeError):
-    pass
+from storage.errors import StoreClosed
+
+__all__ = ["GroupWriter", "StoreClosed", "WriteFn"]
 
 
 class GroupWriter:

@@ -76,11 +76,12 @@ def make_job(
     job_id: str, *, user: str = "u", platform: str = "cli", workspace: str | None = None, created_at: float | None = None,
     cost_estimate: float | None = None, kind: JobKind = JobKind.GENERATE, parent: str | None = None, prompt: str = "a prompt",
     state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, user_name: str | None = None,
-    status: JobStatus = JobStatus.QUEUED,
+    status: JobStatus = JobStatus.QUEUED, private: bool = False, output_path: str | None = None,
 ) -> Job:
     return Job(
         id=job_id, parent_id=parent, kind=kind, prompt=prompt, pipeline="local", status=status,
         origin=Origin(platform=platform, workspace_id=workspace, channel_id="C", user_id=user, extra=extra or {}, user_name=user_name),
         params=GenerateParams(seconds=4, size="320x240", seed=1), cost_estimate=cost_estimate,
-        state=state or {}, created_at=created_at if created_at is not None else time.time(),
+        state=state or {}, created_at=created_at if created_at is not None else time.time(), private=private,
+        output_path=output_path,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from bot.config import load_settings
 from bot.core.errors import ConfigError, user_message
 from bot.observability.logs import configure as configure_logging
 from providers.errors import VideobotError
+from storage.errors import StoreError
 
 COMMAND_MODULES = [
     "bot.cli.generate",
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 78  # EX_CONFIG
     except VideobotError as exc:
         print(f"videobot: {user_message(exc)}", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # the store's own errors (a database too new, a bad URL, ...)
+        print(f"videobot: {exc.message or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -58,6 +58,7 @@ class Filters:
             platform=grant.platform, workspace_id=grant.workspace_id, scoped=not grant.operator,
             user_id=self.user, channel_id=self.channel, pipeline=self.pipeline, status=self.status,
             since=_day(self.since), until=_day(self.until, end=True), search=self.q, before=before, limit=limit,
+            viewer_user=grant.user_id, viewer_admin=grant.admin,
         )  # fmt: skip
 
     def params(self) -> dict[str, str]:

@@ -8,9 +8,6 @@ from __future__ import annotations
 NAMESPACE = 0x76626F74 - (1 << 31)  # "vbot", as a signed int4
 
 MIGRATE = 1
-#: Serialises claim_queued: the counts behind the caps are read and acted on by one claimer at a time.
-CLAIM = 2
-#: Serialises publish: signal ids commit in id order, so a reader's cursor never skips one.
-SIGNALS = 3
-#: Spend scopes use (SPEND_NAMESPACE, hashtext(scope)).
+#: Every other lock is a name (a spend scope, "claim", "signals": storage.sql.Write.locks), taken as
+#: (SPEND_NAMESPACE, hashtext(name)) by storage.sql.PostgresDialect.lock, in sorted order.
 SPEND_NAMESPACE = NAMESPACE + 1

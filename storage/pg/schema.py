@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from storage.db import DatabaseTooNew, migrations as sql_migrations
+from storage.db import migrations as sql_migrations
+from storage.errors import DatabaseTooNew
 from storage.pg.locks import MIGRATE, NAMESPACE
 
 VERSION_TABLE = "videobot_schema"

@@ -14,7 +14,7 @@ from storage.models import JobStatus
 from storage.open import open_store
 from storage.pg.schema import LATEST_VERSION as PG_LATEST
 from tests.pg import PgCluster
-from tests.stores import make_job
+from tests.stores import make_job, raw_sql
 
 
 async def videobot(*argv: str) -> int:
@@ -28,16 +28,25 @@ async def _history(store: Store) -> None:
     await store.create(make_job("story1", user="ann", platform="slack", workspace="T1", created_at=now - 50, cost_estimate=1.5,
                                 extra={"thread_ts": "1.5"}, user_name="Ann"), lease_owner="h~b/1/1.00/aa", lease_seconds=60)  # fmt: skip
     await store.create(make_job("scene1", user="ann", platform="slack", workspace="T1", parent="story1", created_at=now - 49,
-                                state={"story_scene": 1}))  # fmt: skip
+                                state={"story_scene": 1, "image_step_cost": 0.02}))  # fmt: skip
     await store.update("story1", fence="h~b/1/1.00/aa", status=JobStatus.RUNNING, remote_id="rem-1")
     await store.update("story1", fence="h~b/1/1.00/aa", status=JobStatus.COMPLETED, cost_actual=1.25, finished_at=now - 10,
                        output_path="/m/story1/video.mp4", state={"gpu_seconds": 3.5})  # fmt: skip
     await store.add_event("story1", "redelivered", by="op")
-    await store.create(make_job("plain", user="bob", platform="discord", workspace="G1", created_at=now - 5, prompt="ünïcode ✓"))
+    await store.create(make_job("plain", user="bob", platform="discord", workspace="G1", created_at=now - 5, prompt="ünïcode ✓",
+                                private=True))  # fmt: skip
     await store.update("plain", status=JobStatus.FAILED, error_code="content_policy", error_message="no", finished_at=now)
     await store.put_setting("slack", "T1", "tenant", "", "user_budget_usd", 3.0, by="admin")
     await store.put_setting("discord", "G1", "channel", "C9", "pipeline", "local", by="admin")
     await store.put_pending("tok1", make_job("pend1", user="ann", platform="slack", cost_estimate=4.0), expires_at=now + 600)
+
+
+COLUMNS = "SELECT id, story_scene, image_step_cost, private FROM jobs ORDER BY id"
+
+
+async def _columns(url: str, data_dir: Path) -> list[tuple[object, ...]]:
+    """The columns copied out of the state (and the privacy flag), as the database holds them."""
+    return [(r[0], r[1], r[2], bool(r[3])) for r in await raw_sql(url, data_dir, COLUMNS)]
 
 
 async def _same(first: Store, second: Store) -> None:
@@ -62,6 +71,9 @@ async def test_db_copy_moves_a_sqlite_history_to_postgresql_and_back(settings: S
     try:
         await _same(source, target)
         assert (await target.events("story1"))[1]["runner"] == "h~b/1/1.00/aa"
+        assert await _columns(pg_url, tmp_path) == await _columns(source_url, tmp_path) == [
+            ("plain", None, None, True), ("scene1", 1, 0.02, False), ("story1", None, None, False),
+        ]
         job, state = await target.take_pending("tok1", to="confirmed", platform="slack", user_id="ann")
         assert state == "pending" and job is not None and job.cost_estimate == 4.0
     finally:
@@ -92,6 +104,7 @@ async def test_db_copy_moves_a_sqlite_history_to_postgresql_and_back(settings: S
     try:
         await _same(target, back)
         assert len(await back.list(limit=100)) == 5
+        assert await _columns(back_url, tmp_path) == await _columns(pg_url, tmp_path)
     finally:
         await target.close()
         await back.close()

@@ -219,3 +219,20 @@ async def test_the_story_planner_is_called_only_after_the_free_checks(
         assert len(openai_server.calls("chat")) == 1
     finally:
         await app.close()
+
+
+async def test_the_gallery_hides_private_jobs_and_others_direct_ones_even_from_admins(core: Any) -> None:
+    from storage.gallery import GalleryQuery
+
+    app, _ = core
+    im = PUBLIC.model_copy(update={"channel_id": "D-alice", "extra": {PLACE: "direct"}})
+    ids = {name: await _done(app, origin, name) for name, origin in (("im", im), ("private", PRIVATE), ("public", PUBLIC))}
+
+    async def shown(user: str, admin: bool) -> set[str]:
+        query = GalleryQuery(platform="slack", workspace_id="T1", viewer_user=user, viewer_admin=admin)
+        return {j.prompt for j in await app.store.gallery(query)}
+
+    assert await shown("bob", admin=False) == {"public"}
+    assert await shown("bob", admin=True) == {"public", "private"}, "a workspace admin never sees someone's IM"
+    assert await shown("alice", admin=False) == {"public", "private", "im"}
+    assert ids

@@ -1,2 +1,0 @@
--- Reserved: migration 0007 is another branch's (columns added elsewhere). This placeholder keeps the
--- numbers gapless on this branch alone; when the branches meet, that branch's 0007 replaces it.
