@@ -60,7 +60,7 @@ def fts_match(text: str | None) -> str | None:
 
 def where(query: GalleryQuery) -> tuple[str, list[Any]]:
     """The WHERE clause (without the word) and its arguments, shared by the page and the facets."""
-    clauses = ["deleted_at IS NULL", "json_extract(state_json, '$.story_scene') IS NULL"]
+    clauses = ["deleted_at IS NULL", "json_extract(state_json, '$.story_scene') IS NULL", "json_extract(state_json, '$.take') IS NULL"]
     args: list[Any] = []
     if query.scoped:
         clauses.append("platform = ?")

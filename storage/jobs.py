@@ -691,7 +691,7 @@ class JobStore:
             sql += " AND platform = ? AND workspace_id IS ?"
             args += [platform, workspace_id]
         if not include_scenes:
-            sql += " AND json_extract(state_json, '$.story_scene') IS NULL"
+            sql += " AND json_extract(state_json, '$.story_scene') IS NULL AND json_extract(state_json, '$.take') IS NULL"
         sql += " ORDER BY pipeline, created_at"
         async with self._conn.execute(sql, args) as cur:
             return [

@@ -19,6 +19,8 @@ class JobKind(StrEnum):
     IMAGE = "image"
     #: A multi-scene video: a parent whose scenes are child jobs (state["story_scene"] = k).
     STORY = "story"
+    #: Several versions of one prompt at once: a parent whose takes are child jobs (state["take"] = k).
+    TAKES = "takes"
 
 
 class JobStatus(StrEnum):

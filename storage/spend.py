@@ -4,8 +4,8 @@ A job counts against the UTC day it was created on: at its estimate while it run
 money is as good as spent), at its actual cost once finished. A failed or cancelled job
 counts what the provider billed, plus an image step that was already paid for; one that
 never reached a provider counts nothing, so its reservation is released by its ending.
-A story's scenes count nothing of their own: the story row reserved them all at once and
-settles to their sum (its cost_actual), so nothing is counted twice.
+A story's scenes and a set's takes count nothing of their own: the story (set) row reserved them
+all at once and settles to their sum (its cost_actual), so nothing is counted twice.
 
 The check runs inside the write that creates (or re-prices) the job, in one `BEGIN
 IMMEDIATE` transaction, so two processes cannot both spend the last dollar.
@@ -22,7 +22,7 @@ from storage.models import TERMINAL, JobStatus
 
 COST_SQL = """
 CASE
-  WHEN json_extract(state_json, '$.story_scene') IS NOT NULL THEN 0
+  WHEN json_extract(state_json, '$.story_scene') IS NOT NULL OR json_extract(state_json, '$.take') IS NOT NULL THEN 0
   WHEN status IN ('failed', 'cancelled')
     THEN COALESCE(cost_actual, json_extract(state_json, '$.image_step_cost'), 0)
   WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)

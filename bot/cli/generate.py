@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.cli.common import cli_app, follow, origin_with_out
 from bot.config import Settings
 from bot.core.models import GenerateRequest
-from bot.core.stories import reroll as reroll_any
+from bot.core.takes import reroll as reroll_any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--size", help="WIDTHxHEIGHT, e.g. 1280x720")
     p.add_argument("--image", type=Path, help="animate this image")
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="also copy the MP4 here")
+    p.add_argument("--audio", action="store_true", help="ask for a soundtrack where the pipeline can make one")
+    p.add_argument("--takes", type=int, help="make N versions at once (1-4); --out is then a directory")
+    p.add_argument("--out", help="also copy the MP4 here (with --takes: a directory for take-1.mp4 … and contact-sheet.png)")
     p.add_argument("--detach", action="store_true", help="only queue the job and print its id; `videobot run` makes it")
     p.set_defaults(handler=generate)
 
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def generate(args: argparse.Namespace, settings: Settings) -> int:
     request = GenerateRequest(
         prompt=args.prompt, pipeline=args.pipeline, model=args.model, seconds=args.seconds,
-        size=args.size, image_path=args.image, seed=args.seed,
+        size=args.size, image_path=args.image, seed=args.seed, audio=args.audio, takes=args.takes,
     )  # fmt: skip
     async with cli_app(settings, run_jobs=not args.detach) as app:
         job = await app.service.submit(request, origin_with_out(args.out))

@@ -32,8 +32,8 @@ class CommandHelp:
 
 #: Every chat command, in the order help lists them (the parser's COMMANDS, explained).
 COMMANDS: tuple[CommandHelp, ...] = (
-    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio]", "a video from a prompt"),
-    CommandHelp("image", "PROMPT [--size WxH] [--pipeline NAME] [--seed N]", "a still image"),
+    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio] [--takes N]", "a video from a prompt (--takes: up to 4 versions side by side)"),
+    CommandHelp("image", "PROMPT [--size WxH] [--pipeline NAME] [--seed N] [--takes N]", "a still image"),
     CommandHelp("story", "SCENE | SCENE | ...  or  PREMISE --scenes N", "one video of several scenes, each continuing the last"),
     CommandHelp("jobs", "", "your recent jobs"),
     CommandHelp("job", "JOB_ID", "one job in full"),
@@ -41,6 +41,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("extend", "JOB_ID [--seconds N] [PROMPT]", "the video made longer"),
     CommandHelp("reroll", "JOB_ID", "the same prompt, a new seed"),
     CommandHelp("animate", "JOB_ID [PROMPT]", "a video from an image result"),
+    CommandHelp("use", "JOB_ID N", "take N of a set, posted alone with its buttons (free)"),
+    CommandHelp("more", "JOB_ID N", "new takes starting from take N of a set"),
     CommandHelp("cancel", "JOB_ID", "stop a queued or running job"),
     CommandHelp("delete", "JOB_ID", "remove a job and its files"),
     CommandHelp("usage", "", "what you spent today, and your budget"),

@@ -30,6 +30,7 @@ from bot.core.events import EventBus
 from bot.core.generation import RATE_LIMIT_NOTE, AmbiguousSubmit, Generation, HopGate
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent, in_chat
 from bot.core.scheduler import FairQueue
+from bot.core.take_set import suppressed
 from providers.errors import GenerationFailed, ProviderTimeout, VideobotError
 from providers.moderation import Moderator
 from providers.polling import PollPolicy, backoff_delay
@@ -188,7 +189,10 @@ class Runner:
         # A job created already leased to us (see `lease_for_new`) needs no claim.
         if job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
             return False
-        self._done.setdefault(job.id, asyncio.get_running_loop().create_future())
+        ended = self._done.get(job.id)
+        if ended is None or ended.done():
+            # A finished job that comes back (Use N of a take, a redelivery): its waiters wait for this run.
+            self._done[job.id] = asyncio.get_running_loop().create_future()
         if job.status is JobStatus.QUEUED:
             self._queued_jobs[job.id] = job
             self._queue.push(_user_key(job), job.id)
@@ -427,9 +431,10 @@ class Runner:
         Transient failures are retried with backoff while the job stays `delivering`; a
         permanent one ends the job completed but undelivered, its file kept for `redeliver`."""
         self._emit(EventKind.DELIVERING, job, progress=100)
-        # A story's scene is posted as part of its story, never on its own.
-        # A job whose result shows on the web alone is not posted anywhere.
-        deliverer = None if job.state.get("story_scene") or not in_chat(job) else self.deliverers.get(job.origin.platform)
+        # A story's scene is posted as part of its story, a take as part of its set, never on their own
+        # (unless Use N posts a take). A job whose result shows on the web alone is not posted anywhere.
+        alone = job.state.get("story_scene") or suppressed(job)
+        deliverer = None if alone or not in_chat(job) else self.deliverers.get(job.origin.platform)
         while deliverer is not None:
             previous = job.state.get("delivery", {})
             first_at = previous.get("first_at") or time.time()

@@ -55,7 +55,7 @@ def _scope(query: GalleryQuery, add: _Args) -> list[str]:
 
 
 def _where(query: GalleryQuery, add: _Args) -> str:
-    clauses = ["deleted_at IS NULL", "(state_json ->> 'story_scene') IS NULL", *_scope(query, add)]
+    clauses = ["deleted_at IS NULL", "(state_json ->> 'story_scene') IS NULL", "(state_json ->> 'take') IS NULL", *_scope(query, add)]
     for column in ("user_id", "channel_id", "pipeline", "status", "kind"):
         value = getattr(query, column)
         if value is not None:

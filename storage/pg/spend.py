@@ -19,7 +19,7 @@ from storage.spend import UNFINISHED, OverBudget, QueueFull, QueueLimit, SpendLi
 
 COST_SQL = """
 CASE
-  WHEN (state_json ->> 'story_scene') IS NOT NULL THEN 0
+  WHEN (state_json ->> 'story_scene') IS NOT NULL OR (state_json ->> 'take') IS NOT NULL THEN 0
   WHEN status IN ('failed', 'cancelled')
     THEN COALESCE(cost_actual, (state_json ->> 'image_step_cost')::double precision, 0)
   WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)

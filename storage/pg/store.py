@@ -602,7 +602,7 @@ class PgJobStore:
             sql += " AND platform = $3 AND workspace_id IS NOT DISTINCT FROM $4"
             args += [platform, workspace_id]
         if not include_scenes:
-            sql += " AND (state_json ->> 'story_scene') IS NULL"
+            sql += " AND (state_json ->> 'story_scene') IS NULL AND (state_json ->> 'take') IS NULL"
         rows = await self._fetch(sql + " ORDER BY pipeline, created_at", *args)
         return [JobOutcome(**{**dict(r), "cost": float(r["cost"] or 0), "gpu_seconds": float(r["gpu_seconds"] or 0)}) for r in rows]
 

@@ -33,11 +33,13 @@ from slack_sdk.errors import SlackApiError
 from bot.adapters.slack import lookup
 from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_error, throttled
 from bot.adapters.slack.blocks import Block, esc, status_blocks, status_text
+from bot.adapters.slack.takes import deliver_set
 from bot.adapters.slack.upload import upload_file
 from bot.core.actions import VIA
 from bot.core.errors import DeliveryFailed, JobNotFound
 from bot.core.models import TERMINAL, EventKind, Job, JobKind, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
+from bot.core.take_set import suppressed
 from bot.core.render import job_title
 from bot.core.uploads import Upload, prepare_upload
 from bot.core.views import StatusView, short_prompt, status_view
@@ -417,6 +419,8 @@ class StatusSurface:
         """
         if job.deleted_at:
             return None
+        if job.kind is JobKind.TAKES:
+            return await deliver_set(self, job)
         source = Path(job.output_path) if job.output_path else None
         if source is None or not await asyncio.to_thread(source.is_file):
             raise DeliveryFailed(f"The file of job {job.id} is missing on the bot's disk, so it was not posted.", transient=False)
@@ -610,8 +614,9 @@ class StatusSurface:
 
 
 def _scene(job: Job) -> bool:
-    """A story's scene: shown and posted as part of its story (the story's card), never on its own."""
-    return bool(job.state.get("story_scene"))
+    """A story's scene or a set's take: shown and posted as part of its story or set (its card),
+    never on its own (unless Use N posts the take)."""
+    return bool(job.state.get("story_scene")) or suppressed(job)
 
 
 def _person(user_id: str) -> bool:
