@@ -58,15 +58,16 @@ BUTTONS: tuple[tuple[str, tuple[Action, ...]], ...] = (
     ("while a job runs", (Action.CANCEL,)),
     ("under a video", (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE)),
     ("under an image", (Action.ANIMATE, Action.REROLL, Action.DELETE)),
+    ("under a set of takes", (Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE)),
 )
 BUTTON_LABELS = {
     Action.CANCEL: "Cancel", Action.REROLL: "Re-roll", Action.REMIX: "Remix…", Action.EXTEND: "Extend…",
-    Action.DELETE: "Delete", Action.ANIMATE: "Animate", Action.DM: "Send to me",
+    Action.DELETE: "Delete", Action.ANIMATE: "Animate", Action.DM: "Send to me", Action.USE: "Use N", Action.MORE_LIKE: "More like N",
 }  # fmt: skip
 #: What a reaction does, by the action it maps to (`bot.core.actions.REACTIONS`).
 REACTION_MEANINGS = {
     Action.REROLL: "re-roll", Action.CANCEL: "cancel a running job, delete a finished one",
-    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image",
+    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image", Action.USE: "use that take of a set",
 }  # fmt: skip
 
 

@@ -68,6 +68,7 @@ class Rig:
     video: Job
     image: Job
     story: Job
+    takes: Job
     flaky: ScriptedServer | None = None
 
     @property
@@ -107,8 +108,9 @@ async def rig(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         image = await app.service.submit(GenerateRequest(prompt="a still", kind="image", pipeline="local-image"), HOME)
         image = await _done(app, image)
         story = await _done(app, await submit_story(app.service, StoryRequest(script="dawn | dusk", seconds=2), HOME))
-        assert (video.status, image.status, story.status) == (JobStatus.COMPLETED,) * 3, (video, image, story)
-        yield Rig(app, server, video, image, story)
+        takes = await _done(app, await app.service.submit(GenerateRequest(prompt="a lighthouse", seconds=2, takes=2), HOME))
+        assert (video.status, image.status, story.status, takes.status) == (JobStatus.COMPLETED,) * 4, (video, image, story, takes)
+        yield Rig(app, server, video, image, story, takes)
     finally:
         await app.close()
 
@@ -124,6 +126,11 @@ def _actor(origin: Origin) -> Actor:
 
 async def chat_command(r: Rig, o: Origin, a: dict[str, Any]) -> Any:
     text = f"/video {a.get('prompt', 'a red kite')} --seconds {a.get('seconds', 1)}"
+    return await run_command(r.app.service, parse_command(text), o, _actor(o))
+
+
+async def chat_takes(r: Rig, o: Origin, a: dict[str, Any]) -> Any:
+    text = f"/video {a.get('prompt', 'a red kite')} --seconds {a.get('seconds', 1)} --takes 2"
     return await run_command(r.app.service, parse_command(text), o, _actor(o))
 
 
@@ -147,7 +154,7 @@ def button(action: Action, parent: str) -> Door:
         job: Job = getattr(r, parent)
         return await perform(
             r.app.service, action, job.id, actor=_actor(o), origin=o,
-            prompt=a.get("prompt", "in the rain"), seconds=a.get("seconds"), scene=1,
+            prompt=a.get("prompt", "in the rain"), seconds=a.get("seconds"), scene=1, take=1,
         )  # fmt: skip
 
     return press
@@ -229,6 +236,7 @@ class _Ended(VideobotError):
 
 DOORS: dict[str, Door] = {
     "chat command": chat_command,
+    "chat takes": chat_takes,
     "cli": cli,
     "console": console,
     "web action": web_reroll,
@@ -237,6 +245,8 @@ DOORS: dict[str, Door] = {
     "button extend": button(Action.EXTEND, "video"),
     "button animate": button(Action.ANIMATE, "image"),
     "reaction re-roll": reaction_reroll,
+    "button more like": button(Action.MORE_LIKE, "takes"),
+    "button re-roll all": button(Action.REROLL, "takes"),
     "story plan": story_plan,
     "story confirm": story_confirm,
     "story redo scene": story_redo,
@@ -255,8 +265,9 @@ OPERATOR = frozenset({"cli", "console"})
 RUNNER = frozenset({"fallback hop", "retry"})
 CHAT = ALL - OPERATOR - RUNNER
 REUSE = frozenset({"button re-roll", "button remix", "button extend", "button animate", "reaction re-roll",
-                   "story redo scene", "story add scene", "story re-roll"})  # fmt: skip
-NEW_TEXT = frozenset({"chat command", "cli", "console", "button remix", "button extend", "button animate", "story plan", "story add scene"})
+                   "story redo scene", "story add scene", "story re-roll", "button more like", "button re-roll all"})  # fmt: skip
+NEW_TEXT = frozenset({"chat command", "chat takes", "cli", "console", "button remix", "button extend", "button animate", "story plan",
+                      "story add scene"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -373,7 +384,7 @@ async def test_every_door_passes_when_no_rule_is_broken(rig: Rig) -> None:
 
 def test_every_door_has_a_row() -> None:
     starting = {a for a in Action if a.starts_job}
-    covered = {Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE, Action.REDO_SCENE, Action.ADD_SCENE}
+    covered = {Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE, Action.REDO_SCENE, Action.ADD_SCENE, Action.MORE_LIKE}
     assert starting <= covered, f"actions that start jobs without a door row: {starting - covered}"
     story_doors = {n for n in dir(stories) if n in ("submit_story", "confirm_story", "redo_scene", "add_scene", "reroll_story", "reroll", "preview_story")}
     assert story_doors == {"submit_story", "confirm_story", "redo_scene", "add_scene", "reroll_story", "reroll", "preview_story"}
