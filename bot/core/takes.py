@@ -18,9 +18,9 @@ from typing import Any
 
 from bot.config import CoreSettings
 from bot.core.admission import KindRule
-from bot.core.errors import JobStateError
+from bot.core.errors import JobStateError, NotAllowed
 from bot.core.ids import new_seed
-from bot.core.models import Job, JobKind, JobStatus, Origin
+from bot.core.models import Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.service import JobService
 from bot.core.stories import reroll as reroll_story_or_job
 from bot.core.take_set import MOST_TAKES, TAKE, USED, as_set, take_kind, take_seeds, takes_count
@@ -74,11 +74,22 @@ async def use_take(service: JobService, job_id: str, n: int, origin: Origin, *, 
     """Take n posted alone as a normal result (with its own buttons). Free: nothing is generated;
     the take's own row goes back to `delivering` once and the runner posts it."""
     set_job = await _set_for(service, job_id, origin, "use a take of", admin=admin)
+    if Tenant.of(origin) is not None and origin.user_id != set_job.origin.user_id:
+        # Posting a take alone is its owner's choice (it is free); anyone else makes their own with More like.
+        raise NotAllowed(f"Only the person who asked for set {set_job.id} can use its takes; More like {n} makes new ones of your own.")
     take = await _take(service, set_job, n)
     if take.state.get(USED):
         raise JobStateError(f"Take {n} of set {set_job.id} is already posted on its own (job {take.id}).")
+    # Shown where the Use came from when that is the set's conversation (a chat's new status message,
+    # its thread); else where the set is.
+    fields: dict[str, Any] = {}
+    here = origin.platform == take.origin.platform and origin.channel_id == take.origin.channel_id
+    if here and Tenant.of(origin) is not None:
+        fields["origin_extra"] = {**take.origin.extra, **origin.extra}
+        if origin.status_message_id:
+            fields["status_message_id"] = origin.status_message_id
     # Marked used before it is reopened: a second Use finds the mark (the reopen happens once).
-    await service.store.update(take.id, state={**take.state, USED: True}, error_code="undelivered", detail=f"use take {n}")
+    await service.store.update(take.id, state={**take.state, USED: True}, error_code="undelivered", detail=f"use take {n}", **fields)
     try:
         take = await service.store.reopen_delivery(take.id, f"take {n} of set {set_job.id} used on its own")
     except AlreadyFinished:

@@ -176,7 +176,7 @@ def status_view(job: Job, event: ProgressEvent | None = None, *, public_url: str
         thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
         gallery_url=gallery_link(public_url, job) if phase in (Phase.DONE, Phase.DELIVERING) else None,
         scenes=tuple(scene_choices(job)) if job.kind is JobKind.STORY else (),
-        takes=tuple(r.take for r in results_of(job) if r.ok) if job.kind is JobKind.TAKES and phase is Phase.DONE else (),
+        takes=tuple(r.take for r in results_of(job) if r.ok) if job.kind is JobKind.TAKES else (),
     )
 
 

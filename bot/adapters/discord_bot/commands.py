@@ -295,7 +295,7 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
     @app_commands.describe(id="The set's job id", take="The take's number")
     @app_commands.autocomplete(id=job_ids)
     async def use(interaction: discord.Interaction, id: str, take: app_commands.Range[int, 1, 4]) -> None:
-        await reply(interaction, (await run(interaction, command("use", id, str(take)))).text)
+        await start(interaction, command("use", id, str(take)))
 
     @tree.command(name="more", description="New takes starting from one take of a set")
     @app_commands.describe(id="The set's job id", take="The take's number")

@@ -298,17 +298,13 @@ async def start_action(
 
 async def on_button(interaction: discord.Interaction, action: Action, job_id: str, *, take: int | None = None) -> None:
     """A click on a job's button: what the core says the action means, shown where it belongs."""
-    if action.starts_job:  # a click's response becomes the new job's status message
+    if action.starts_job or action is Action.USE:  # a click's response becomes the new (or used) job's status message
         await start_action(interaction, action, job_id, take=take)
         return
     adapter = adapter_of(interaction)
     outcome = await perform(
         adapter.app.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction), take=take
     )  # fmt: skip
-    if action is Action.USE:
-        # The take is posted on its own by its delivery (with its own buttons); only the clicker hears of it here.
-        await reply(interaction, outcome.text)
-        return
     if outcome.job.deleted_at is not None:
         # The clicked message shows it at once; the job's other message follows through the pacing.
         view = status_view(outcome.job)
