@@ -38,7 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out")
     p.set_defaults(handler=extend)
 
-    p = sub.add_parser("reroll", help="same prompt, new seed")
+    p = sub.add_parser("animate", help="a video from a finished image (its prompt, or a new one)")
+    p.add_argument("job_id")
+    p.add_argument("prompt", nargs="?")
+    p.add_argument("--seconds", type=int)
+    p.add_argument("--out")
+    p.set_defaults(handler=animate)
+
+    p = sub.add_parser("reroll", help="same prompt, new seed (a set of takes: every take again)")
     p.add_argument("job_id")
     p.add_argument("--out")
     p.set_defaults(handler=reroll)
@@ -71,3 +78,9 @@ async def extend(args: argparse.Namespace, settings: Settings) -> int:
 async def reroll(args: argparse.Namespace, settings: Settings) -> int:
     async with cli_app(settings) as app:
         return await follow(app, await reroll_any(app.service, args.job_id, origin_with_out(args.out)))
+
+
+async def animate(args: argparse.Namespace, settings: Settings) -> int:
+    async with cli_app(settings) as app:
+        job = await app.service.animate(args.job_id, origin_with_out(args.out), prompt=args.prompt, seconds=args.seconds)
+        return await follow(app, job)
