@@ -162,3 +162,38 @@ async def test_a_failing_take_leaves_the_others_delivered_and_is_named(bot: Slac
     await slack.wait_for(lambda: "✅" in slack.text_of(ts), timeout=10)
     uses = [a for a, _ in buttons_of(slack.messages[ts]) if a.startswith("vb_use_")]
     assert uses == [f"vb_use_{k}" for k in (1, 2, 3) if k != failed["take"]]
+
+
+async def test_a_restart_mid_set_makes_each_take_once_and_posts_the_set_once(
+    settings: Any, slack: SlackEmulator, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bot goes away while the takes run at the provider; the next one adopts them (no new
+    create), keeps one card, and posts the set's one message."""
+    slack_env(
+        monkeypatch, slack, OPENAI_API_KEY=openai_server.api_key, OPENAI_BASE_URL=openai_server.base_url,
+        VIDEOBOT_MAX_RUNNING_PER_USER="4", VIDEOBOT_CONFIRM_ABOVE_USD="",
+    )  # fmt: skip
+
+    def register(app: App) -> None:
+        app.runner.poll_policy = PollPolicy(interval=0.05, min_interval=0.01, timeout=60, backoff_base=0.01, backoff_max=0.2)
+
+    openai_server.hold = True  # every take stays at 50 % until the restart
+    first = await start_slack_bot(register=register)
+    try:
+        ts, job = await ask(first, slack)
+        running = re.compile(r"1 [▓░]{5} [1-9]\d*% · 2 [▓░]{5} [1-9]\d*% · 3 [▓░]{5} [1-9]\d*%")
+        await slack.wait_for(lambda: len(openai_server.creates) == 3 and running.search(slack.text_of(ts)), timeout=20)
+    finally:
+        await first.close()  # mid-set: three remote jobs running, nothing posted
+    second = await start_slack_bot(register=register)
+    try:
+        openai_server.hold = False
+        done = await finished(second, job.id)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        assert len(openai_server.creates) == 3, "each take created once"
+        await slack.wait_for(lambda: "✅" in slack.text_of(ts), timeout=10)
+        assert cards(slack) == [ts], "one card for the set, none for its takes"
+        results = [m for m in slack.messages.values() if m.get("files") and any(slack.files[f]["name"] == f"{job.id}.png" for f in m["files"])]
+        assert len(results) == 1 and len(results[0]["files"]) == 4, "the set posted once"
+    finally:
+        await second.close()
