@@ -127,21 +127,26 @@ def billed(takes: list[Job]) -> float:
 
 
 def middle_frame(path: Path) -> Image.Image:
-    """A frame from the middle of a video (an image file is itself)."""
-    from providers.media import iter_frames, probe_video
+    """A frame from the middle of a video (an image file is itself): the decoder seeks to the
+    keyframe before the middle and decodes forward from there, not from the first frame."""
+    import av
 
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
         with Image.open(path) as image:
             return image.convert("RGB")
-    info = probe_video(path)
-    wanted = max(0, round(info.duration * (info.fps or 24) / 2))
-    frame = None
-    for i, frame in enumerate(iter_frames(path)):
-        if i >= wanted:
-            break
-    if frame is None:
-        raise ValueError(f"{path.name} has no frames")
-    return frame.convert("RGB")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        duration = float(container.duration or 0) / av.time_base if container.duration else float(stream.duration or 0) * float(stream.time_base or 0)
+        middle = duration / 2
+        if middle > 0 and stream.time_base:
+            container.seek(int(middle / float(stream.time_base)), stream=stream, backward=True, any_frame=False)
+        frame = None
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= middle:
+                break
+        if frame is None:
+            raise ValueError(f"{path.name} has no frames")
+        return frame.to_image().convert("RGB")
 
 
 #: The tile of a take that has no picture (failed, cancelled).
