@@ -109,7 +109,8 @@ def check_queue(conn: sqlite3.Connection, limit: QueueLimit) -> None:
     so the check costs the submitter no read of its own and holds across processes)."""
     marks = ", ".join("?" for _ in UNFINISHED)
     row = conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND status IN ({marks})",
+        # A set's takes are part of their set's one request: only the set counts.
+        f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND status IN ({marks}) AND json_extract(state_json, '$.take') IS NULL",
         (limit.platform, limit.user_id, *UNFINISHED),
     ).fetchone()
     pending = int(row[0]) if row else 0

@@ -15,8 +15,8 @@ from PIL import Image, ImageChops, ImageStat
 
 from bot.app import App, open_app
 from bot.config import Settings, load_settings
-from bot.core.errors import JobStateError, NeedsConfirmation
-from bot.core.models import GenerateRequest, Job, JobKind, JobStatus, Origin
+from bot.core.errors import JobStateError, LimitReached, NeedsConfirmation
+from bot.core.models import Actor, GenerateRequest, Job, JobKind, JobStatus, Origin
 from bot.core.take_set import TAKE, middle_frame, results_of
 from bot.core.takes import more_like, take_rows, use_take
 from providers.errors import InvalidRequest
@@ -183,3 +183,40 @@ async def test_admission_sees_the_whole_set(app: App, openai_server: OpenAIEmula
 
 def _unused(*_: Any) -> None:
     return None
+
+
+async def _running(app: App, job: Job, openai_server: OpenAIEmulator) -> list[Job]:
+    """Until every take of the set runs at the provider."""
+    for _ in range(2000):
+        takes = await takes_of(app, job)
+        if len(takes) == 3 and all(t.status is JobStatus.RUNNING and t.remote_id for t in takes):
+            return takes
+        await asyncio.sleep(0.01)
+    raise AssertionError("the takes never all ran")
+
+
+async def test_cancel_stops_every_take_and_their_remote_jobs(app: App, openai_server: OpenAIEmulator) -> None:
+    openai_server.hold = True
+    job = await app.service.submit(ASK, CLI)
+    takes = await _running(app, job, openai_server)
+    cancelled = await app.service.cancel(job.id, Actor(user_id="tester", platform="cli"))
+    assert cancelled.status is JobStatus.CANCELLED
+    for take in takes:
+        ended = await asyncio.wait_for(app.runner.wait(take.id), 20)
+        assert ended.status is JobStatus.CANCELLED
+    deleted = {c.path.rsplit("/", 1)[-1] for c in openai_server.calls("delete")}
+    assert deleted == {t.remote_id for t in takes}, "each take's remote job is stopped"
+    assert app.delivered == []  # type: ignore[attr-defined]
+
+
+async def test_the_queue_limit_counts_a_set_as_one_request(app: App, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    app.service.admission.settings.max_queued_per_user = 2
+    openai_server.hold = True
+    first = await app.service.submit(ASK, CLI)
+    await _running(app, first, openai_server)  # four unfinished rows: the set and its three takes
+    second = await app.service.submit(ASK.model_copy(update={"takes": None}), CLI)
+    with pytest.raises(LimitReached, match="2 jobs waiting or running"):
+        await app.service.submit(ASK.model_copy(update={"takes": None}), CLI)
+    openai_server.hold = False
+    assert (await done(app, first)).status is JobStatus.COMPLETED
+    assert (await done(app, second)).status is JobStatus.COMPLETED

@@ -73,7 +73,10 @@ async def check(
     args: list[object] = []
     if queue is not None:
         args += [queue.platform, queue.user_id, list(UNFINISHED)]
-        parts.append("(SELECT COUNT(*) FROM jobs WHERE platform = $1 AND user_id = $2 AND status = ANY($3::text[]))")
+        # A set's takes are part of their set's one request: only the set counts.
+        parts.append(
+            "(SELECT COUNT(*) FROM jobs WHERE platform = $1 AND user_id = $2 AND status = ANY($3::text[]) AND (state_json ->> 'take') IS NULL)"
+        )
     for limit in limits:
         sql, limit_args = spent_query(
             limit.platform, limit.since, user_id=limit.user_id, workspace_id=limit.workspace_id, excluding=excluding
