@@ -131,3 +131,41 @@ async def test_a_failing_take_is_named_and_the_others_posted(bot: DiscordBot, em
     failed = next(r for r in done.state["take_results"] if r["status"] == "failed")
     assert f"Take {failed['take']} failed:" in post["content"] and "refuses this take" in post["content"]
     assert f"vb:use:{done.id}:{failed['take']}" not in buttons_of(post)
+
+
+async def test_the_takes_share_the_upload_limit_and_one_that_cannot_fit_is_a_still(bot: DiscordBot, emu: DiscordEmulator, tmp_path: Path) -> None:
+    """Three 640x360 takes (18-37 KB each) and the contact sheet (~50 KB) under a 120 KB limit:
+    each take gets a third of what the sheet leaves, so the bigger ones are re-encoded to fit."""
+    emu.attachment_size_limit = 120_000
+    asked = await emu.slash("video", {"prompt": "a red kite over green hills", "pipeline": "local", "seconds": 2, "size": "640x360", "takes": 3})
+    done = await finished(bot, (await job_of(bot, asked)).id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    post = await emu.wait_for(lambda: result_post(emu, done.id))
+    assert sum(a["size"] for a in post["attachments"]) <= 120_000, [a["size"] for a in post["attachments"]]
+    sources = {r["take"]: Path(r["output_path"]).stat().st_size for r in done.state["take_results"]}
+    assert max(sources.values()) > (120_000 - Path(done.output_path or "").stat().st_size) // 3, "the test needs a take over its share"
+    assert "Re-encoded to fit" in post["content"]
+    files = files_of(emu, post, tmp_path)
+    for k in (1, 2, 3):
+        video = files[f"{done.id}-take{k}.mp4"]
+        assert_video(video, width=_width(video), height=_height(video), seconds=2)
+
+    # Nothing playable fits beside the sheet: each take is its still, with a note.
+    emu.attachment_size_limit = 60_000
+    asked = await emu.slash("video", {"prompt": "a red kite over green hills", "pipeline": "local", "seconds": 2, "size": "640x360", "takes": 3})
+    done = await finished(bot, (await job_of(bot, asked)).id)
+    post = await emu.wait_for(lambda: result_post(emu, done.id))
+    assert sum(a["size"] for a in post["attachments"]) <= 60_000
+    assert "could not be shrunk" in post["content"] and all(not a["filename"].endswith(".mp4") for a in post["attachments"])
+
+
+def _width(path: Path) -> int:
+    from providers.media import probe_video
+
+    return probe_video(path).width
+
+
+def _height(path: Path) -> int:
+    from providers.media import probe_video
+
+    return probe_video(path).height

@@ -19,7 +19,7 @@ from bot.core.views import short_prompt
 from storage.contract import Store
 
 #: Room left in the message for its text and the multipart framing.
-_OVERHEAD = 64 * 1024
+_OVERHEAD = 4 * 1024
 
 
 async def set_files(store: Store, job: Job, limit: int) -> tuple[list[discord.File], list[str]]:
