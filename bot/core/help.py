@@ -32,7 +32,7 @@ class CommandHelp:
 
 #: Every chat command, in the order help lists them (the parser's COMMANDS, explained).
 COMMANDS: tuple[CommandHelp, ...] = (
-    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio] [--takes N]", "a video from a prompt (--takes: up to 4 versions side by side)"),
+    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio] [--takes N]", "a video from a prompt"),
     CommandHelp("image", "PROMPT [--size WxH] [--pipeline NAME] [--seed N] [--takes N]", "a still image"),
     CommandHelp("story", "SCENE | SCENE | ...  or  PREMISE --scenes N", "one video of several scenes, each continuing the last"),
     CommandHelp("jobs", "", "your recent jobs"),
@@ -41,8 +41,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("extend", "JOB_ID [--seconds N] [PROMPT]", "the video made longer"),
     CommandHelp("reroll", "JOB_ID", "the same prompt, a new seed"),
     CommandHelp("animate", "JOB_ID [PROMPT]", "a video from an image result"),
-    CommandHelp("use", "JOB_ID N", "take N of a set, posted alone with its buttons (free)"),
-    CommandHelp("more", "JOB_ID N", "new takes starting from take N of a set"),
+    CommandHelp("use", "JOB_ID N", "take N of a set, alone (free)"),
+    CommandHelp("more", "JOB_ID N", "new takes from take N"),
     CommandHelp("cancel", "JOB_ID", "stop a queued or running job"),
     CommandHelp("delete", "JOB_ID", "remove a job and its files"),
     CommandHelp("usage", "", "what you spent today, and your budget"),
@@ -58,7 +58,7 @@ BUTTONS: tuple[tuple[str, tuple[Action, ...]], ...] = (
     ("while a job runs", (Action.CANCEL,)),
     ("under a video", (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE)),
     ("under an image", (Action.ANIMATE, Action.REROLL, Action.DELETE)),
-    ("under a set of takes", (Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE)),
+    ("under takes", (Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE)),
 )
 BUTTON_LABELS = {
     Action.CANCEL: "Cancel", Action.REROLL: "Re-roll", Action.REMIX: "Remix…", Action.EXTEND: "Extend…",
@@ -67,7 +67,7 @@ BUTTON_LABELS = {
 #: What a reaction does, by the action it maps to (`bot.core.actions.REACTIONS`).
 REACTION_MEANINGS = {
     Action.REROLL: "re-roll", Action.CANCEL: "cancel a running job, delete a finished one",
-    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image", Action.USE: "use that take of a set",
+    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image", Action.USE: "use that take",
 }  # fmt: skip
 
 
