@@ -220,3 +220,14 @@ async def test_the_queue_limit_counts_a_set_as_one_request(app: App, openai_serv
     openai_server.hold = False
     assert (await done(app, first)).status is JobStatus.COMPLETED
     assert (await done(app, second)).status is JobStatus.COMPLETED
+
+
+async def test_image_takes_make_one_sheet_of_stills(app: App) -> None:
+    job = await done(app, await app.service.submit(GenerateRequest(prompt="a red kite", kind=JobKind.IMAGE, pipeline="local-image", takes=2), CLI))
+    assert job.status is JobStatus.COMPLETED and job.kind is JobKind.TAKES, job.error_message
+    takes = await takes_of(app, job)
+    assert [t.kind for t in takes] == [JobKind.IMAGE, JobKind.IMAGE] and takes[0].params.seed != takes[1].params.seed
+    tiles = sheet_tiles(Path(job.output_path or ""), 2)
+    for i, take in enumerate(takes):
+        own = diff(tiles[i], Image.open(take.output_path or ""))
+        assert own < 8, (i, own)
