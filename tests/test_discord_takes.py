@@ -137,7 +137,8 @@ async def test_the_takes_share_the_upload_limit_and_one_that_cannot_fit_is_a_sti
     """Three 640x360 takes (18-37 KB each) and the contact sheet (~50 KB) under a 120 KB limit:
     each take gets a third of what the sheet leaves, so the bigger ones are re-encoded to fit."""
     emu.attachment_size_limit = 120_000
-    asked = await emu.slash("video", {"prompt": "a red kite over green hills", "pipeline": "local", "seconds": 2, "size": "640x360", "takes": 3})
+    ask = {"prompt": "a red kite over green hills", "pipeline": "local", "seconds": 2, "size": "640x360", "takes": 3, "seed": 7}
+    asked = await emu.slash("video", ask)
     done = await finished(bot, (await job_of(bot, asked)).id)
     assert done.status is JobStatus.COMPLETED, done.error_message
     post = await emu.wait_for(lambda: result_post(emu, done.id))
@@ -150,12 +151,13 @@ async def test_the_takes_share_the_upload_limit_and_one_that_cannot_fit_is_a_sti
         video = files[f"{done.id}-take{k}.mp4"]
         assert_video(video, width=_width(video), height=_height(video), seconds=2)
 
-    # Nothing playable fits beside the sheet: each take is its still, with a note.
-    emu.attachment_size_limit = 60_000
-    asked = await emu.slash("video", {"prompt": "a red kite over green hills", "pipeline": "local", "seconds": 2, "size": "640x360", "takes": 3})
+    # Nothing playable fits beside the sheet (the same seed: the same sheet): a note says so.
+    limit = Path(done.output_path or "").stat().st_size + 4096 + 600
+    emu.attachment_size_limit = limit
+    asked = await emu.slash("video", ask)
     done = await finished(bot, (await job_of(bot, asked)).id)
     post = await emu.wait_for(lambda: result_post(emu, done.id))
-    assert sum(a["size"] for a in post["attachments"]) <= 60_000
+    assert sum(a["size"] for a in post["attachments"]) <= limit
     assert "could not be shrunk" in post["content"] and all(not a["filename"].endswith(".mp4") for a in post["attachments"])
 
 
