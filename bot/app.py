@@ -14,6 +14,8 @@ from bot.core.models import Job, JobKind, in_chat
 from bot.core.story_driver import StoryDriver
 from bot.core.stories import story_rule
 from bot.core.story_plan import StoryPlanner
+from bot.core.takes import takes_rule
+from bot.core.takes_driver import TakesDriver
 from bot.core.tenant_settings import TenantSettings
 from bot.core.events import EventBus
 from bot.core.runner import Runner
@@ -103,6 +105,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         default_pipeline=lambda image: default_pipeline(core, registry, image=image),
     )  # fmt: skip
     admission.kind_rules[JobKind.STORY] = story_rule(core)
+    admission.kind_rules[JobKind.TAKES] = takes_rule(core)
     runner = Runner(
         store,
         media,
@@ -112,7 +115,7 @@ async def open_app(settings: Settings, *, registry: PipelineRegistry | None = No
         max_running_per_user=core.max_running_per_user,
         lease_seconds=core.lease_seconds,
         poll_policy=PollPolicy(timeout=core.job_timeout_minutes * 60),
-        drivers={JobKind.STORY: StoryDriver},
+        drivers={JobKind.STORY: StoryDriver, JobKind.TAKES: TakesDriver},
         moderator=build_moderator(settings),
         moderation_on_outage=core.moderation_on_outage.lower(),
         hops=admission,

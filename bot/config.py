@@ -51,6 +51,8 @@ class CoreSettings(BaseSettings):
     #: Stories (`videobot story`, `/story`): total seconds and scenes at most.
     story_max_seconds: int = Field(default=60, ge=1, le=3600)
     story_max_scenes: int = Field(default=12, ge=2, le=50)
+    #: Takes (`--takes N`): versions of one prompt made at once, at most (the tenant's `takes` is the default).
+    max_takes: int = Field(default=4, ge=1, le=4)
     #: Overall limit for one remote job, in minutes.
     job_timeout_minutes: float = Field(default=20, gt=0, le=24 * 60)
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.

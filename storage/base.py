@@ -465,7 +465,7 @@ class SqlStore:
         if scoped:
             where.add(f"platform = ? AND {d.same('workspace_id')}", platform, workspace_id)
         if not include_scenes:
-            where.add("story_scene IS NULL")
+            where.add("story_scene IS NULL AND take IS NULL")
         rows = await self._read(
             f"SELECT pipeline, status, created_at, finished_at, {spend.COST_SQL} AS cost, "
             f"COALESCE({d.json_number('state_json', 'gpu_seconds')}, 0) AS gpu, user_id, {d.json_text('origin_json', 'user_name')} AS name, "

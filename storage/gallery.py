@@ -75,7 +75,7 @@ def _scope(d: Dialect, query: GalleryQuery) -> Where:
 
 def where(d: Dialect, query: GalleryQuery) -> Where:
     clauses = _scope(d, query)
-    clauses.parts[:0] = ["deleted_at IS NULL", "story_scene IS NULL"]
+    clauses.parts[:0] = ["deleted_at IS NULL", "story_scene IS NULL", "take IS NULL"]
     viewer_filter(clauses, viewer_user=query.viewer_user, viewer_admin=query.viewer_admin)
     if query.scoped and query.viewer_admin:
         # A direct conversation (a DM, an IM) is its owner's own tenant: a workspace's admins do not see it.

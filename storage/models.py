@@ -22,6 +22,8 @@ class JobKind(StrEnum):
     IMAGE = "image"
     #: A multi-scene video: a parent whose scenes are child jobs (state["story_scene"] = k).
     STORY = "story"
+    #: Several versions of one prompt at once: a parent whose takes are child jobs (state["take"] = k).
+    TAKES = "takes"
 
 
 class JobStatus(StrEnum):
@@ -134,6 +136,8 @@ class JobState(BaseModel):
     added_scene: int | None = None
     #: Set on a story's scene: which scene (1-based) and which attempt of it.
     story_scene: int | None = None
+    #: A take of a set (bot.core.takes): its number; also a column, like story_scene.
+    take: int | None = None
     story_attempt: int | None = None
     # --- what a job starts from --------------------------------------------------------------------
     source_video: str | None = None

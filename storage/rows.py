@@ -24,7 +24,7 @@ PLAIN_COLUMNS = (
 #: Where adapters say what kind of place a conversation is ("direct", "private", "public").
 PLACE = "place"
 #: Columns that copy a state entry, for SQL that filters or sums on it (written with the state).
-STATE_COLUMNS = ("story_scene", "image_step_cost")
+STATE_COLUMNS = ("story_scene", "image_step_cost", "take")
 JSON_COLUMNS = ("origin_json", "params_json", "state_json")
 #: Every column of a job row, as `videobot db copy` carries them.
 JOB_COLUMNS = (*PLAIN_COLUMNS, *ORIGIN_COLUMNS, *JSON_COLUMNS, *STATE_COLUMNS, "lease_owner", "lease_until")
@@ -38,7 +38,7 @@ def plain_state(state: Mapping[str, Any] | JobState) -> dict[str, Any]:
 
 
 def state_columns(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {"story_scene": state.get("story_scene"), "image_step_cost": state.get("image_step_cost")}
+    return {"story_scene": state.get("story_scene"), "image_step_cost": state.get("image_step_cost"), "take": state.get("take")}
 
 
 def enum_value(value: Any) -> Any:

@@ -29,7 +29,7 @@ __all__ = [
 
 COST_SQL = """
 CASE
-  WHEN story_scene IS NOT NULL THEN 0
+  WHEN story_scene IS NOT NULL OR take IS NOT NULL THEN 0
   WHEN status IN ('failed', 'cancelled') THEN COALESCE(cost_actual, image_step_cost, 0)
   WHEN status = 'completed' THEN COALESCE(cost_actual, cost_estimate, 0)
   ELSE COALESCE(cost_estimate, 0)
@@ -39,7 +39,7 @@ END
 
 def cost_of(row: dict[str, Any]) -> float:
     """COST_SQL for one job row (as `storage.rows` builds it)."""
-    if row.get("story_scene") is not None:
+    if row.get("story_scene") is not None or row.get("take") is not None:
         return 0.0
     status = row["status"]
     if status in ("failed", "cancelled"):
@@ -103,7 +103,8 @@ def spent_query(
 
 def queue_query(d: Dialect, limit: QueueLimit) -> tuple[str, list[Any]]:
     unfinished, args = d.any("status", UNFINISHED)
-    return f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND {unfinished}", [limit.platform, limit.user_id, *args]
+    # A set's takes are part of their set's one request: only the set counts.
+    return f"SELECT COUNT(*) FROM jobs WHERE platform = ? AND user_id = ? AND {unfinished} AND take IS NULL", [limit.platform, limit.user_id, *args]
 
 
 def scope(limit: SpendLimit) -> str:

@@ -19,7 +19,8 @@ from bot.core.commands import parse_command
 from bot.core.dispatch import is_help, run_command
 from bot.core.errors import user_message
 from bot.core.help import deployment_help
-from bot.core.models import EventKind, Job, Origin, ProgressEvent
+from bot.core.models import EventKind, Job, JobKind, Origin, ProgressEvent
+from bot.core.take_set import failure_lines, results_of, suppressed
 from bot.core.views import Action, Phase, StatusView, status_view
 from bot.core.errors import VideobotError
 
@@ -121,8 +122,8 @@ class ConsoleAdapter:
 
     async def _on_event(self, event: ProgressEvent) -> None:
         job = event.job
-        if job.state.get("story_scene"):
-            return  # a story's scene: its story's own line says "scene k of n"
+        if job.state.get("story_scene") or suppressed(job):
+            return  # a story's scene, a set's take: its story's (set's) own line says how it goes
         view = status_view(job, event)
         # Progress in 25 % steps keeps a terminal readable; every other state is shown.
         key = f"{event.kind.value}:{(view.percent or 0) // 25}" if view.phase is Phase.RUNNING else view.phase.value
@@ -133,7 +134,14 @@ class ConsoleAdapter:
         self._last[job.id] = key
         # The console is its owner's own screen: a failure is said in full, not as the channel's short line.
         self.say(f"[{job.id}] ❌ {view.error}" if view.phase is Phase.FAILED and view.error else f"[{job.id}] {view.line}")
-        if view.phase is Phase.DONE and job.output_path:
+        if view.phase is Phase.DONE and job.kind is JobKind.TAKES:
+            for take in results_of(job):
+                if take.ok:
+                    self.say(f"[{job.id}] take {take.take} (seed {take.seed}): {take.output_path}")
+            for line in failure_lines(results_of(job)):
+                self.say(f"[{job.id}] {line}")
+            self.say(f"[{job.id}] contact sheet: {job.output_path}")
+        elif view.phase is Phase.DONE and job.output_path:
             label = "image" if job.kind.value == "image" else "video"
             self.say(f"[{job.id}] {label}: {job.output_path}")
         hint = buttons(view)
@@ -150,6 +158,7 @@ class ConsoleAdapter:
 TYPED = {
     Action.CANCEL: "/cancel {id}", Action.REROLL: "/reroll {id}", Action.REMIX: "/remix {id} PROMPT",
     Action.EXTEND: "/extend {id} [--seconds N] [PROMPT]", Action.DELETE: "/delete {id}", Action.ANIMATE: "/animate {id} [PROMPT]",
+    Action.USE: "/use {id} N", Action.MORE_LIKE: "/more {id} N",
 }  # fmt: skip
 
 

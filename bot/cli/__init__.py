@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "bot.cli.image", "bot.cli.remote",  # OpenAI integration: image jobs, remote video admin
     "bot.cli.stats", "bot.cli.usage",  # costs and outcomes: per-pipeline stats, daily spending
     "bot.cli.story",  # multi-scene videos
+    "bot.cli.takes",  # sets of takes: use one, more like one
     "bot.cli.status",  # processes serving the database, the queue
     "bot.cli.web",  # the web gallery
     "bot.cli.db",  # the job database: migrate, copy SQLite -> PostgreSQL

@@ -14,8 +14,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from bot.app import App, open_app
 from bot.config import Settings
-from bot.core.models import EventKind, Job, JobStatus, Origin, ProgressEvent
+from bot.core.models import EventKind, Job, JobKind, JobStatus, Origin, ProgressEvent
 from bot.core.render import status_line
+from bot.core.take_set import failure_lines, is_take, results_of
 
 CLI_ORIGIN = Origin(platform="cli", user_id="local")
 
@@ -31,13 +32,27 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def deliver_to_out(job: Job) -> dict[str, Any] | None:
-    """The CLI's delivery: copy the result where --out asked, if it did."""
+    """The CLI's delivery: copy the result where --out asked, if it did. A set of takes goes
+    into the --out directory as take-1.mp4 … take-N.mp4 and contact-sheet.png."""
     out = job.origin.extra.get("out")
-    if out and job.output_path:
+    if is_take(job):
+        return None  # its set's --out got it already; `videobot use --out` copies it itself
+    if out and job.kind is JobKind.TAKES:
+        await asyncio.to_thread(_copy_takes, job, Path(out))
+    elif out and job.output_path:
         dest = Path(out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.copyfile, job.output_path, dest)
     return None
+
+
+def _copy_takes(job: Job, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for take in results_of(job):
+        if take.ok and take.output_path:
+            shutil.copyfile(take.output_path, dest / f"take-{take.take}{Path(take.output_path).suffix}")
+    if job.output_path:
+        shutil.copyfile(job.output_path, dest / "contact-sheet.png")
 
 
 @asynccontextmanager
@@ -97,6 +112,18 @@ async def follow(app: App, job: Job) -> int:
 
 
 def report(job: Job) -> int:
+    if job.status is JobStatus.COMPLETED and job.kind is JobKind.TAKES:
+        for take in results_of(job):
+            if take.ok:
+                print(f"take {take.take}: {take.output_path} (seed {take.seed}, job {take.job_id})")
+        for line in failure_lines(results_of(job)):
+            print(line)
+        print(f"contact sheet: {job.output_path}")
+        print(f"details: videobot show {job.id} · one take alone: videobot use {job.id} N · more like one: videobot more {job.id} N")
+        out = job.origin.extra.get("out")
+        if out:
+            print(f"copied to: {out}")
+        return 0
     if job.status is JobStatus.COMPLETED:
         label = "image" if job.kind.value == "image" else "video"
         print(f"{label}: {job.output_path}")

@@ -15,13 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--pipeline", help="image pipeline: gpt-image, local-image (default)")
     p.add_argument("--model", help="provider model id, e.g. gpt-image-2")
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="also copy the PNG here")
+    p.add_argument("--takes", type=int, help="make N versions at once (1-4); --out is then a directory")
+    p.add_argument("--out", help="also copy the PNG here (with --takes: a directory for take-1.png … and contact-sheet.png)")
     p.set_defaults(handler=image)
 
 
 async def image(args: argparse.Namespace, settings: Settings) -> int:
     request = GenerateRequest(
-        prompt=args.prompt, kind=JobKind.IMAGE, pipeline=args.pipeline, model=args.model, size=args.size, seed=args.seed,
+        prompt=args.prompt, kind=JobKind.IMAGE, pipeline=args.pipeline, model=args.model, size=args.size, seed=args.seed, takes=args.takes,
     )  # fmt: skip
     async with cli_app(settings) as app:
         job = await app.service.submit(request, origin_with_out(args.out))

@@ -12,6 +12,7 @@ from bot.app import App
 from bot.core.models import Actor, Job, JobKind, JobStatus
 from bot.core.render import job_row
 from bot.core.retention import expire_media
+from bot.core.takes import take_rows
 from storage.leases import Holder
 
 
@@ -61,12 +62,18 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
         job = await app.service.get(args.job_id)
         events = await app.store.events(job.id)
         scenes = await story_scenes(app, job)
+        takes = await take_rows(app.service, job) if job.kind is JobKind.TAKES else None
     events = [with_runner(dict(e)) for e in events]
     if args.json:
-        extra = {"scenes": scenes} if scenes is not None else {}
+        extra: dict[str, object] = {"scenes": scenes} if scenes is not None else {}
+        if takes is not None:
+            extra["takes"] = takes
         print(json.dumps({**job.model_dump(mode="json"), "events": events, **extra}, indent=2))
         return 0
     print(describe_job(job))
+    for take in takes or []:
+        print(f"  take {take['take']}: job {take['job_id']} seed {take['seed']} {take['status']}"
+              + (f" {take['file']}" if take["file"] else "") + (f" ({take['error']})" if take["error"] else ""))
     for scene in scenes or []:
         print(
             f"  scene {scene['scene']}: job {scene['job_id']} {scene['status']}"

@@ -33,6 +33,7 @@ from bot.core.errors import BudgetExceeded, LimitReached, NeedsConfirmation, Not
 from bot.core.models import GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant, clean_text
 from bot.core.render import job_title
 from bot.core.requests import video_request_for
+from bot.core.take_set import take_kind, takes_count
 from bot.core.tenant_settings import Effective, TenantSettings
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
@@ -238,7 +239,12 @@ class Admission:
         )
 
     def estimate(self, job: Job, pipeline: Pipeline) -> float | None:
-        """What the job costs on `pipeline` (or the fallback that will take it): its image or video step."""
+        """What the job costs on `pipeline` (or the fallback that will take it): its image or video step.
+        A set of takes costs all of its takes at once."""
+        if job.kind is JobKind.TAKES:
+            one = job.model_copy(update={"kind": take_kind(job)})
+            each = self.estimate(one, pipeline)
+            return None if each is None else round(each * takes_count(job), 4)
         if job.kind is JobKind.IMAGE:
             if pipeline.image is None:
                 raise InvalidRequest(f"'{pipeline.name}' makes videos; use /video, or an image pipeline for /image.")
@@ -304,7 +310,8 @@ class Admission:
         self.check_allowed(pipeline.name, job.params.model, here)
         self.prompt(job.prompt)
         parse_size(job.params.size)
-        if job.kind is not JobKind.IMAGE:  # an image's size is the image model's, not a clip's
+        if job.kind is not JobKind.IMAGE and not (job.kind is JobKind.TAKES and take_kind(job) is JobKind.IMAGE):
+            # an image's size is the image model's, not a clip's
             self.check_limits(job.params.seconds, job.params.size, here)
         rule = self.kind_rules.get(job.kind)
         if rule is not None:

@@ -14,14 +14,14 @@ from bot.core.sizes import normalise_size
 from bot.core.stories import StoryRequest
 from providers.errors import InvalidRequest
 
-_INT_FLAGS = {"seconds", "seed"}
+_INT_FLAGS = {"seconds", "seed", "takes"}
 _STR_FLAGS = {"size", "pipeline", "model"}
 #: Switches: `--audio` alone means on; `--audio=no` off.
 _BOOL_FLAGS = {"audio"}
 _ALIASES = {"s": "seconds", "duration": "seconds", "ar": "size", "p": "pipeline", "m": "model"}
 _ALLOWED = {
     "video": _INT_FLAGS | _STR_FLAGS | _BOOL_FLAGS,
-    "image": {"size", "pipeline", "model", "seed"},
+    "image": {"size", "pipeline", "model", "seed", "takes"},
     "extend": {"seconds"},
     "animate": {"seconds"},
     "jobs": {"status", "limit"},
@@ -29,7 +29,7 @@ _ALLOWED = {
 }
 COMMANDS = (
     "video", "image", "jobs", "job", "remix", "extend", "reroll", "animate", "cancel", "delete", "usage", "help", "confirm",
-    "decline", "settings", "story", "gallery",
+    "decline", "settings", "story", "gallery", "use", "more",
 )
 
 
@@ -70,7 +70,17 @@ class Command(BaseModel):
             size=self.flags.get("size"),
             seed=self.int_flag("seed"),
             audio=self.flags.get("audio", "no").lower() in ("yes", "true", "on", "1"),
+            takes=self.int_flag("takes"),
         )
+
+    def take_number(self) -> int:
+        """`/use JOB N`, `/more JOB N`: the take's number after the set's id."""
+        if len(self.words) < 2:
+            raise InvalidRequest(f"/{self.name} needs a set's job id and a take number, for example: /{self.name} k3f9x2m1 2.")
+        try:
+            return int(self.words[1])
+        except ValueError:
+            raise InvalidRequest(f"'{self.words[1]}' is not a take number; give 1 to 4, for example: /{self.name} {self.words[0]} 2.") from None
 
 
     def story_request(self) -> StoryRequest:

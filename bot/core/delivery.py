@@ -17,7 +17,8 @@ import aiohttp
 
 from bot.core.context import JobContext
 from bot.core.errors import DeliveryFailed
-from bot.core.models import EventKind, Job
+from bot.core.models import EventKind, Job, in_chat
+from bot.core.take_set import suppressed
 from providers.polling import PollPolicy, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ DELIVERY_BACKOFF_MAX = 300.0
 #: ...and give up (completed, undelivered; `videobot redeliver` later) after this long.
 DELIVERY_GIVE_UP_SECONDS = 6 * 3600.0
 _TRANSIENT = (aiohttp.ClientError, OSError, TimeoutError, ConnectionError)
+
+
+def posted_alone(job: Job) -> bool:
+    """Whether a finished job is posted on its own: a story's scene is posted as part of its story, a
+    take as part of its set (unless Use N posts it), and a job shown on the web alone nowhere."""
+    return not job.state.get("story_scene") and not suppressed(job) and in_chat(job)
 
 
 async def post_once(ctx: JobContext, job: Job, deliverer: Deliverer, policy: PollPolicy) -> tuple[Job, DeliveryFailed | None]:

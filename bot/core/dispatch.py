@@ -13,7 +13,8 @@ from bot.core.models import Actor, Job, JobStatus, Origin, Tenant
 from bot.core.help import plain_commands
 from bot.core.render import INTERRUPTED, interrupted, job_row, job_title
 from bot.core.service import JobService
-from bot.core.stories import StoryPreview, preview_story, reroll, submit_story
+from bot.core.stories import StoryPreview, preview_story, submit_story
+from bot.core.takes import more_like, reroll, use_take
 
 
 class Reply(BaseModel):
@@ -73,6 +74,12 @@ async def run_command(service: JobService, command: Command, origin: Origin, act
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "reroll":
         job = await reroll(service, command.job_id(), origin, admin=actor.is_admin)
+        return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
+    if name == "use":
+        job = await use_take(service, command.job_id(), command.take_number(), origin, admin=actor.is_admin)
+        return Reply(text=f"Posting take {job.state.get('take')} of set {job.parent_id} on its own (job {job.id}).", job=job, started=True)
+    if name == "more":
+        job = await more_like(service, command.job_id(), command.take_number(), origin, admin=actor.is_admin)
         return Reply(text=f"Queued {job_title(job)}", job=job, started=True)
     if name == "animate":
         job = await service.animate(command.job_id(), origin, prompt=command.rest() or None, seconds=command.int_flag("seconds"), admin=actor.is_admin)

@@ -19,7 +19,7 @@ WINDOW = 20
 def _key(job: Job) -> tuple[str, int, str, str]:
     seconds = 0 if job.kind is JobKind.IMAGE else job.params.seconds
     # A story (several scenes of `seconds` each) is timed apart from single videos.
-    kind = {JobKind.IMAGE: "image", JobKind.STORY: "story"}.get(job.kind, "video")
+    kind = {JobKind.IMAGE: "image", JobKind.STORY: "story", JobKind.TAKES: "takes"}.get(job.kind, "video")
     return (job.pipeline, seconds, job.params.size, kind)
 
 

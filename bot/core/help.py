@@ -32,8 +32,8 @@ class CommandHelp:
 
 #: Every chat command, in the order help lists them (the parser's COMMANDS, explained).
 COMMANDS: tuple[CommandHelp, ...] = (
-    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio]", "a video from a prompt"),
-    CommandHelp("image", "PROMPT [--size WxH] [--pipeline NAME] [--seed N]", "a still image"),
+    CommandHelp("video", "PROMPT [--seconds N] [--size WxH|16:9] [--pipeline NAME] [--seed N] [--audio] [--takes N]", "a video from a prompt"),
+    CommandHelp("image", "PROMPT [--size WxH] [--pipeline NAME] [--seed N] [--takes N]", "a still image"),
     CommandHelp("story", "SCENE | SCENE | ...  or  PREMISE --scenes N", "one video of several scenes, each continuing the last"),
     CommandHelp("jobs", "", "your recent jobs"),
     CommandHelp("job", "JOB_ID", "one job in full"),
@@ -41,6 +41,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("extend", "JOB_ID [--seconds N] [PROMPT]", "the video made longer"),
     CommandHelp("reroll", "JOB_ID", "the same prompt, a new seed"),
     CommandHelp("animate", "JOB_ID [PROMPT]", "a video from an image result"),
+    CommandHelp("use", "JOB_ID N", "take N of a set, alone (free)"),
+    CommandHelp("more", "JOB_ID N", "new takes from take N"),
     CommandHelp("cancel", "JOB_ID", "stop a queued or running job"),
     CommandHelp("delete", "JOB_ID", "remove a job and its files"),
     CommandHelp("usage", "", "what you spent today, and your budget"),
@@ -56,15 +58,16 @@ BUTTONS: tuple[tuple[str, tuple[Action, ...]], ...] = (
     ("while a job runs", (Action.CANCEL,)),
     ("under a video", (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE)),
     ("under an image", (Action.ANIMATE, Action.REROLL, Action.DELETE)),
+    ("under takes", (Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE)),
 )
 BUTTON_LABELS = {
     Action.CANCEL: "Cancel", Action.REROLL: "Re-roll", Action.REMIX: "Remix…", Action.EXTEND: "Extend…",
-    Action.DELETE: "Delete", Action.ANIMATE: "Animate", Action.DM: "Send to me",
+    Action.DELETE: "Delete", Action.ANIMATE: "Animate", Action.DM: "Send to me", Action.USE: "Use N", Action.MORE_LIKE: "More like N",
 }  # fmt: skip
 #: What a reaction does, by the action it maps to (`bot.core.actions.REACTIONS`).
 REACTION_MEANINGS = {
     Action.REROLL: "re-roll", Action.CANCEL: "cancel a running job, delete a finished one",
-    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image",
+    Action.DM: "the file sent to you privately", Action.ANIMATE: "animate an image", Action.USE: "use that take",
 }  # fmt: skip
 
 

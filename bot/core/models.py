@@ -49,6 +49,8 @@ class GenerateRequest(BaseModel):
     seed: int | None = None
     #: Ask for a soundtrack where the pipeline can make one.
     audio: bool = False
+    #: Several versions at once (a set of takes); None: the tenant's `takes` setting, else 1.
+    takes: int | None = None
     image_path: Path | None = None
     #: Raw image bytes (chat attachments) when there is no path yet.
     image_bytes: bytes | None = Field(default=None, repr=False)

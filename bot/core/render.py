@@ -26,6 +26,9 @@ def describe_params(job: Job) -> str:
     if job.kind is JobKind.STORY:
         scenes = len(job.state.get("plan", {}).get("scenes", []))
         return f"{scenes} scenes × {job.params.seconds}s · {job.params.size} · {job.pipeline}"
+    if job.kind is JobKind.TAKES:
+        each = job.params.size if job.state.get("take_kind") == JobKind.IMAGE.value else f"{job.params.seconds}s · {job.params.size}"
+        return f"{job.state.get('takes', '?')} takes × {each} · {job.pipeline}"
     seconds = f"+{job.params.seconds}s" if job.kind is JobKind.EXTEND else f"{job.params.seconds}s"
     return f"{seconds} · {job.params.size} · {job.pipeline}"
 
@@ -61,10 +64,13 @@ def job_title(job: Job) -> str:
         JobKind.EXTEND: "Extension",
         JobKind.IMAGE: "Image",
         JobKind.STORY: "Story",
+        JobKind.TAKES: "Takes",
     }[job.kind]
     parent = f" of {job.parent_id}" if job.parent_id else ""
     if job.state.get("story_scene"):
         label, parent = f"Scene {job.state['story_scene']}", f" of story {job.parent_id}"
+    elif job.state.get("take"):
+        label, parent = f"Take {job.state['take']}", f" of set {job.parent_id}"
     return f"{label}{parent} · job {job.id} · {describe_params(job)}"
 
 

@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.core.context import DriverFactory
-from bot.core.delivery import DELIVERY_BACKOFF_MAX, Deliverer, post_once
+from bot.core.delivery import DELIVERY_BACKOFF_MAX, Deliverer, post_once, posted_alone
 from bot.core.errors import DeliveryFailed, Flagged, error_code, user_message
 from bot.core.eta import EtaBook
 from bot.core.events import EventBus
 from bot.core.generation import RATE_LIMIT_NOTE, AmbiguousSubmit, Generation, HopGate, cancel_remote
-from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent, in_chat
+from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.scheduler import FairQueue
 from providers.errors import GenerationFailed, ProviderTimeout, VideobotError
 from providers.moderation import Moderator
@@ -170,7 +170,8 @@ class Runner:
         # A job created already leased to us (see `lease_for_new`) needs no claim.
         if job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
             return False
-        self._done.setdefault(job.id, asyncio.get_running_loop().create_future())
+        if (ended := self._done.get(job.id)) is None or ended.done():  # back again (Use N, redeliver): a new wait
+            self._done[job.id] = asyncio.get_running_loop().create_future()
         if job.status is JobStatus.QUEUED:
             self._queued_jobs[job.id] = job
             self._queue.push(_user_key(job), job.id)
@@ -406,9 +407,7 @@ class Runner:
     async def _deliver(self, job: Job) -> Job:
         """Posted exactly once (bot.core.delivery), then completed."""
         self._emit(EventKind.DELIVERING, job, progress=100)
-        # A story's scene is posted as part of its story, never on its own; a job whose result
-        # shows on the web alone is not posted anywhere.
-        deliverer = None if job.state.get("story_scene") or not in_chat(job) else self.deliverers.get(job.origin.platform)
+        deliverer = self.deliverers.get(job.origin.platform) if posted_alone(job) else None
         if deliverer is not None:
             job, failure = await post_once(self, job, deliverer, self.delivery_policy)
             if failure is not None:

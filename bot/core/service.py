@@ -18,6 +18,7 @@ from bot.core.ids import new_job_id, new_seed
 from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner
 from bot.core.story_plan import StoryPlanner
+from bot.core.take_set import as_set
 from bot.core.tenant_settings import Effective, TenantSettings
 from providers.registry import PipelineRegistry
 from storage.contract import Store
@@ -82,7 +83,7 @@ class JobService:
             size = (request.size or pipeline.default_size).lower()
             params = GenerateParams(seconds=0, size=size, seed=request.seed if request.seed is not None else new_seed(), model=request.model)
             job = self.new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
-            return await self.start(job, here=here)
+            return await self.start(self._as_takes(job, request, here), here=here)
         image = await door.load_image(request)
         seconds = request.seconds if request.seconds is not None else here.get("seconds", pipeline.default_seconds)
         size = (request.size or here.get("size") or pipeline.default_size).lower()
@@ -99,7 +100,15 @@ class JobService:
             job.state["ab"] = split
         if image is not None:
             params.image_path = str(self.media.image_path(job.id, "input.png"))
-        return await self.start(job, image=image, here=here)
+        return await self.start(self._as_takes(job, request, here), image=image, here=here)
+
+    def _as_takes(self, job: Job, request: GenerateRequest, here: Effective) -> Job:
+        """Several takes asked for (`--takes N`, else the tenant's `takes` default within the
+        operator's ceiling): the job becomes a set of N (admission checks N and prices all N)."""
+        n = request.takes
+        if n is None:
+            n = min(int(here.get("takes") or 1), self.settings.max_takes)
+        return as_set(job, n) if n != 1 else job
 
     async def reroll(self, job_id: str, origin: Origin, *, admin: bool = False) -> Job:
         """Same prompt and settings, a new seed: a variation of the job."""

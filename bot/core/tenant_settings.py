@@ -107,6 +107,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("default_pipeline", str, "pipeline when a command names none", personal=True),
     Key("seconds", _int, "default clip length", personal=True),
     Key("size", _size, "default size WxH", personal=True),
+    Key("takes", _int, "versions made of each prompt by default (1-4, at most VIDEOBOT_MAX_TAKES)", personal=True),
     Key("max_seconds", _int, "longest clip allowed", ceiling="max", env="VIDEOBOT_MAX_SECONDS"),
     Key("max_size", _size, "largest WxH allowed (by pixel count)", ceiling="pixels", env="VIDEOBOT_MAX_SIZE"),
     Key("user_budget_usd", _float, "daily budget per user", ceiling="max", env="VIDEOBOT_DAILY_BUDGET_USER_USD"),

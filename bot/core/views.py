@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.core.models import EventKind, Job, JobKind, JobStatus, ProgressEvent
 from bot.core.render import format_elapsed, job_title, progress_bar, status_line
+from bot.core.take_set import results_of
 
 MAX_PROMPT_SHOWN = 300
 
@@ -30,6 +31,8 @@ class Action(StrEnum):
     DM = "dm"  # the file, sent privately
     REDO_SCENE = "redo"  # a story: one scene made again (which one: a picker of the scenes), joined again
     ADD_SCENE = "add-scene"  # a story: one more scene from the last frame (a prompt)
+    USE = "use"  # a set of takes: take N posted alone as a normal result (free)
+    MORE_LIKE = "more"  # a set of takes: N new takes starting from take N
 
     @property
     def starts_job(self) -> bool:
@@ -37,7 +40,10 @@ class Action(StrEnum):
         return self in _STARTS_JOB
 
 
-_STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE})
+_STARTS_JOB = frozenset({Action.REROLL, Action.REMIX, Action.EXTEND, Action.ANIMATE, Action.MORE_LIKE})
+
+#: Actions on one take of a set: the button (or reaction) says which take.
+TAKE_ACTIONS = frozenset({Action.USE, Action.MORE_LIKE})
 
 
 class Phase(StrEnum):
@@ -76,6 +82,8 @@ class StatusView(BaseModel):
     gallery_url: str | None = None
     #: A story's scenes (number, label) for the Redo picker, when Redo is offered.
     scenes: tuple[tuple[int, str], ...] = ()
+    #: A set of takes: the finished takes' numbers (one Use N and More like N each).
+    takes: tuple[int, ...] = ()
 
 
 _PHASES = {
@@ -107,6 +115,10 @@ def actions_for(job: Job, phase: Phase) -> tuple[Action, ...]:
         if phase is Phase.FAILED and job.media_expired_at is None:
             return (Action.REDO_SCENE, Action.REROLL)
         return ()
+    if job.kind is JobKind.TAKES:
+        if phase is Phase.DONE and job.media_expired_at is None:
+            return (Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE)
+        return (Action.REROLL,) if phase is Phase.FAILED else ()
     if phase is Phase.DONE and job.media_expired_at is None:
         if job.kind is JobKind.IMAGE:
             return (Action.ANIMATE, Action.REROLL, Action.DELETE)
@@ -122,7 +134,7 @@ def short_prompt(prompt: str, limit: int = MAX_PROMPT_SHOWN) -> str:
 
 def gallery_link(public_url: str | None, job: Job) -> str | None:
     """The job's page in the web gallery (it asks for a grant; the link itself grants nothing)."""
-    if not public_url or job.deleted_at is not None or job.state.get("story_scene"):
+    if not public_url or job.deleted_at is not None or job.state.get("story_scene") or job.state.get("take"):
         return None
     return f"{public_url.rstrip('/')}/jobs/{job.id}"
 
@@ -164,6 +176,7 @@ def status_view(job: Job, event: ProgressEvent | None = None, *, public_url: str
         thumbnail_path=job.thumbnail_path if phase is Phase.DONE else None,
         gallery_url=gallery_link(public_url, job) if phase in (Phase.DONE, Phase.DELIVERING) else None,
         scenes=tuple(scene_choices(job)) if job.kind is JobKind.STORY else (),
+        takes=tuple(r.take for r in results_of(job) if r.ok) if job.kind is JobKind.TAKES else (),
     )
 
 

@@ -25,8 +25,11 @@ PAGE = 24
 #: What a web button may ask (DM is a chat gesture; the rest are the chat buttons).
 WEB_ACTIONS = {
     a.value: a
-    for a in (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE, Action.CANCEL, Action.ANIMATE, Action.REDO_SCENE, Action.ADD_SCENE)
-}
+    for a in (
+        Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE, Action.CANCEL, Action.ANIMATE, Action.REDO_SCENE, Action.ADD_SCENE,
+        Action.USE, Action.MORE_LIKE,
+    )
+}  # fmt: skip
 #: The Discord adapter posts a job's status message as a reply to this message (flows.STATUS_REPLY_TO).
 _DISCORD_REPLY_TO = "status_reply_to"
 
@@ -121,12 +124,13 @@ async def job_page(request: web.Request) -> web.StreamResponse:
         parent = None
     children = [c for c in await store.children(job.id) if c.deleted_at is None and grant.can_see(c)]
     scenes = _scenes(children) if job.kind is JobKind.STORY else []
-    others = [c for c in children if not c.state.get("story_scene")]
+    takes = sorted((c for c in children if c.state.get("take")), key=lambda c: int(c.state["take"]))
+    others = [c for c in children if not c.state.get("story_scene") and not c.state.get("take")]
     view = status_view(job)
     may_act = grant.owns(job) or grant.admin
     buttons = [a for a in actions_for(job, view.phase) if a.value in WEB_ACTIONS] if may_act else []
     return render(request, "job.html", {
-        "job": job, "view": view, "parent": parent, "children": others, "scenes": scenes,
+        "job": job, "view": view, "parent": parent, "children": others, "scenes": scenes, "takes": takes,
         "events": timeline(await store.events(job.id), grant), "buttons": buttons, "timings": _timings(job),
         "is_video": _is_video(job), "phase_done": view.phase is Phase.DONE,
     })  # fmt: skip
@@ -192,12 +196,13 @@ async def act(request: web.Request) -> web.StreamResponse:
     try:
         seconds = int(form["seconds"]) if form.get("seconds") else None
         scene = int(form["scene"]) if form.get("scene") else None
+        take = int(form["take"]) if form.get("take") else None
     except ValueError:
-        raise web.HTTPBadRequest(reason="seconds and scene are whole numbers") from None
+        raise web.HTTPBadRequest(reason="seconds, scene and take are whole numbers") from None
     try:
         outcome = await perform(
             service, action, job.id, actor=grant.actor(), origin=await web_origin(job, grant, await service.admission.rules(job.origin)),
-            prompt=form.get("prompt") or None, seconds=seconds, scene=scene,
+            prompt=form.get("prompt") or None, seconds=seconds, scene=scene, take=take,
         )  # fmt: skip
     except NeedsConfirmation as offer:
         return render(request, "confirm.html", {"job": job, "offer": offer, "text": user_message(offer)})

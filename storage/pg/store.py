@@ -240,7 +240,7 @@ class PgJobStore(SqlStore):
                     refusals.append((e, refusal))
                     continue
                 accepted.append(e)
-                unfinished = e.row["status"] in spend.UNFINISHED
+                unfinished = e.row["status"] in spend.UNFINISHED and e.row.get("take") is None
                 for key in counts:
                     if unfinished and key == (e.row["platform"], e.row["user_id"]):
                         counts[key] += 1

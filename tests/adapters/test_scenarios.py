@@ -55,6 +55,7 @@ DASHED = "a sign on the jetty that says --stop-- here, then the boat drifts past
 REFUSED = "Only the person who asked"
 VIDEO_ACTIONS = (Action.REROLL, Action.REMIX, Action.EXTEND, Action.DELETE)
 IMAGE_ACTIONS = (Action.ANIMATE, Action.REROLL, Action.DELETE)
+TAKES_ACTIONS = {Action.USE, Action.MORE_LIKE, Action.REROLL, Action.DELETE}
 TITLE_ID = re.compile(r"· job ([0-9a-z]{8})\b")
 
 
@@ -63,7 +64,7 @@ class Step:
     gesture: str  # "command", "button" or "reaction"
     #: The command's name, or the button's / reaction's core action.
     name: str
-    #: The job it acts on, made by the owner: "running", "video", "image" (or none).
+    #: The job it acts on, made by the owner: "running", "video", "image", "takes" (or none).
     target: str | None = None
     #: What the owner sees: "started:KIND", "cancelled", "deleted", "refused", "text:...", "lacks:...", "help", "dm".
     expect: str = ""
@@ -83,13 +84,19 @@ class Step:
 
     @property
     def takes_id(self) -> bool:
-        return self.gesture != "command" or self.name in ("job", "remix", "extend", "reroll", "animate", "cancel", "delete")
+        return self.gesture != "command" or self.name in ("job", "remix", "extend", "reroll", "animate", "cancel", "delete", "use", "more")
+
+    @property
+    def take(self) -> int:
+        """Which take a Use / More like step names (its first word)."""
+        return int(self.words[0]) if self.words else 1
 
 
 STEPS = [
     # Commands.
     Step("command", "video", expect="started:generate", prompt=DASHED, flags=CLIP),
     Step("command", "image", expect="started:image", prompt="a red kite over green hills", flags=(("size", "128x128"),)),
+    Step("command", "video", expect="started:takes", prompt="three paper boats", flags=(*CLIP, ("takes", 2))),
     # A story is previewed first (Confirm / Edit / Cancel): its flows end to end are in tests/test_*_story.py.
     Step("command", "story", expect="text:Story preview", prompt="a fox wakes up in its den | the fox runs out into the snow", flags=CLIP),
     Step("command", "jobs", "video", expect="text:{video}", other="lacks:{video}", admin="lacks:{video}"),
@@ -98,6 +105,9 @@ STEPS = [
     Step("command", "extend", "video", expect="started:extend", prompt=DASHED, flags=(("seconds", 1),)),
     Step("command", "reroll", "video", expect="started:variation"),
     Step("command", "animate", "image", expect="started:generate"),
+    # A set of takes: Use N posts take N alone (the owner's choice), More like N makes new takes.
+    Step("command", "use", "takes", expect="started:generate", other="refused", admin="refused", words=("1",)),
+    Step("command", "more", "takes", expect="started:takes", words=("1",)),
     Step("command", "cancel", "running", expect="cancelled", other="refused"),
     Step("command", "delete", "video", expect="deleted", other="refused"),
     Step("command", "usage", expect="text:Today (UTC) you have spent"),
@@ -113,12 +123,16 @@ STEPS = [
     Step("button", Action.ANIMATE, "image", expect="started:generate"),
     Step("button", Action.REROLL, "image", expect="started:image"),
     Step("button", Action.DELETE, "image", expect="deleted", other="refused"),
+    Step("button", Action.USE, "takes", expect="started:generate", other="refused", admin="refused", words=("2",)),
+    Step("button", Action.MORE_LIKE, "takes", expect="started:takes", words=("2",)),
+    Step("button", Action.REROLL, "takes", expect="started:takes"),
     # Reactions (where the platform has them).
     Step("reaction", Action.CANCEL, "running", expect="cancelled", other="refused"),
     Step("reaction", Action.CANCEL, "video", expect="deleted", other="refused"),
     Step("reaction", Action.REROLL, "video", expect="started:variation"),
     Step("reaction", Action.ANIMATE, "image", expect="started:generate"),
     Step("reaction", Action.DM, "video", expect="dm"),
+    Step("reaction", Action.USE, "takes", expect="started:generate", other="refused", admin="refused", words=("3",)),
     # Settings last (an admin's change applies to the steps after it).
     Step("command", "settings", expect="text:max_seconds", roles=(OWNER, OTHER)),
     Step("command", "settings", words=("set", "max_seconds", "30"), expect="text:max_seconds here: 30", other="text:Only an admin", roles=(OTHER, ADMIN)),
@@ -131,7 +145,7 @@ def test_the_table_covers_every_command_button_and_reaction() -> None:
     assert commands == set(PARSED_COMMANDS) - {"confirm", "decline"} == {c.name for c in HELP_COMMANDS} - {"confirm", "decline"}
     # Redo scene and Add scene are on a finished story only: tests/adapters/slack/test_slack_story.py, test_discord_story.py.
     assert {s.name for s in STEPS if s.gesture == "button"} == set(Action) - {Action.DM, Action.REDO_SCENE, Action.ADD_SCENE}
-    assert {s.name for s in STEPS if s.gesture == "reaction"} == {Action.CANCEL, Action.REROLL, Action.ANIMATE, Action.DM}
+    assert {s.name for s in STEPS if s.gesture == "reaction"} == {Action.CANCEL, Action.REROLL, Action.ANIMATE, Action.DM, Action.USE}
 
 
 @dataclass
@@ -212,7 +226,10 @@ class Driver:
             card = self.card(job_id)
             return card if check(card) else None
 
-        return await until(look, f"{self.platform}: job {job_id}'s message: {what}")
+        try:
+            return await until(look, f"{self.platform}: job {job_id}'s message: {what}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; it shows {self.card(job_id)}") from None
 
     async def wait_told(self, role: str, mark: Any, text: str) -> str:
         async def look() -> str | None:
@@ -237,6 +254,7 @@ class Driver:
             "running": Step("command", "video", prompt="a long wait", flags=(*CLIP, ("pipeline", "scripted"))),
             "video": Step("command", "video", prompt="a paper boat on a pond", flags=CLIP),
             "image": Step("command", "image", prompt="a lighthouse at dusk", flags=(("size", "128x128"),)),
+            "takes": Step("command", "video", prompt="three paper boats", flags=(*CLIP, ("takes", 3))),
         }[kind]
         before = self.shown_jobs()
         await self.command(OWNER, step, None)
@@ -247,6 +265,9 @@ class Driver:
         else:
             done = await asyncio.wait_for(self.app.runner.wait(job.id), 30)
             assert done.status is JobStatus.COMPLETED, done.error_message
+            if kind == "takes":
+                await self.wait_card(job.id, lambda c: "Done" in c.text and set(c.actions) == TAKES_ACTIONS, f"done with {TAKES_ACTIONS}")
+                return await self.app.service.get(job.id)
             actions = VIDEO_ACTIONS if kind == "video" else IMAGE_ACTIONS
             await self.wait_card(job.id, lambda c: "Done" in c.text and c.actions == actions, f"done with {actions}")
         return await self.app.service.get(job.id)
@@ -261,7 +282,7 @@ class Driver:
 class SlackDriver(Driver):
     platform = "slack"
     #: ✉️ is not offered in Slack (a DM with a file needs a scope the bot does not ask for).
-    reactions = {Action.REROLL: "repeat", Action.CANCEL: "x", Action.ANIMATE: "clapper"}
+    reactions = {Action.REROLL: "repeat", Action.CANCEL: "x", Action.ANIMATE: "clapper", Action.USE: "three"}
     users = {OWNER: "U0ALICE", OTHER: "U0MALLORY", ADMIN: "U0ADMIN"}
 
     def __init__(self, emulator: SlackEmulator, bot: slack_api.SlackBot) -> None:
@@ -276,12 +297,13 @@ class SlackDriver(Driver):
         assert sent.status == 200 and sent.elapsed < 3, sent
 
     async def press(self, role: str, job_id: str, action: Action, step: Step) -> None:
-        from bot.adapters.slack.blocks import BUTTONS, PROMPT_BLOCK, SECONDS_BLOCK
+        from bot.adapters.slack.blocks import BUTTONS, PROMPT_BLOCK, SECONDS_BLOCK, TAKE_BUTTONS
 
         ts = self.cards[job_id]
         assert action in self.card(job_id).actions, f"{action} is not on job {job_id}'s card"
         views = len(self.slack.views)
-        sent = await self.slack.click(self.bot.url, ts, BUTTONS[action], job_id, user_id=self.user(role))
+        action_id = TAKE_BUTTONS[(action, step.take)] if (action, step.take) in TAKE_BUTTONS else BUTTONS[action]
+        sent = await self.slack.click(self.bot.url, ts, action_id, job_id, user_id=self.user(role))
         assert sent.status == 200 and sent.elapsed < 3
         if action in (Action.REMIX, Action.EXTEND):
             modal = (await self.slack.wait_for(lambda: self.slack.views[views:]))[0]
@@ -331,7 +353,7 @@ class SlackDriver(Driver):
 
 class DiscordDriver(Driver):
     platform = "discord"
-    reactions = {Action.REROLL: "🔁", Action.CANCEL: "❌", Action.ANIMATE: "🎬", Action.DM: "✉️"}
+    reactions = {Action.REROLL: "🔁", Action.CANCEL: "❌", Action.ANIMATE: "🎬", Action.DM: "✉️", Action.USE: "3️⃣"}
     users = {OWNER: "1001", OTHER: "2002", ADMIN: "9009"}
 
     def __init__(self, emulator: DiscordEmulator, bot: discord_api.DiscordBot) -> None:
@@ -347,7 +369,7 @@ class DiscordDriver(Driver):
         return (
             job_id in TITLE_ID.findall(message["content"])
             or any(a["filename"].startswith(job_id) for a in message["attachments"])
-            or any(b.endswith(f":{job_id}") for b in discord_api.buttons_of(message))
+            or any(_button_job(b) == job_id for b in discord_api.buttons_of(message))
         )
 
     def _options(self, step: Step, job_id: str | None) -> dict[str, Any]:
@@ -356,7 +378,9 @@ class DiscordDriver(Driver):
             options["id"] = job_id
         if step.prompt:
             options["script" if step.name == "story" else "prompt"] = step.prompt
-        if step.words:
+        if step.name in ("use", "more"):
+            options["take"] = step.take
+        elif step.words:
             options.update(zip(("change", "key", "value"), step.words, strict=False))
         return options
 
@@ -364,15 +388,15 @@ class DiscordDriver(Driver):
         interaction = await self.emu.slash(step.name, self._options(step, job_id), user_id=self.user(role))
         await asyncio.wait_for(interaction.answered.wait(), 3)
 
-    def _button(self, job_id: str, action: Action) -> tuple[dict[str, Any], str]:
+    def _button(self, job_id: str, action: Action, take: int = 1) -> tuple[dict[str, Any], str]:
         for message in self._messages():
             for custom_id in discord_api.buttons_of(message):
-                if custom_id.endswith(f":{action.value}:{job_id}"):
+                if custom_id.endswith((f":{action.value}:{job_id}", f":{action.value}:{job_id}:{take}")):
                     return message, custom_id
         raise AssertionError(f"no {action} button for job {job_id}")
 
     async def press(self, role: str, job_id: str, action: Action, step: Step) -> None:
-        message, custom_id = self._button(job_id, action)
+        message, custom_id = self._button(job_id, action, step.take)
         click = await self.emu.click(message["id"], custom_id, user_id=self.user(role))
         await asyncio.wait_for(click.answered.wait(), 3)
         if action in (Action.REMIX, Action.EXTEND) and click.callback and click.callback["type"] == 9:
@@ -415,7 +439,7 @@ class DiscordDriver(Driver):
 
     def card(self, job_id: str) -> Card:
         shown = [m for m in self._messages() if self._shows(m, job_id)]
-        actions = tuple(Action(b.split(":")[1]) for m in shown for b in discord_api.buttons_of(m) if b.endswith(f":{job_id}"))
+        actions = tuple(Action(b.split(":")[1]) for m in shown for b in discord_api.buttons_of(m) if _button_job(b) == job_id)
         return Card("\n".join(discord_api.as_read(m["content"]) for m in shown), actions, gone=not shown)
 
     def typed(self, name: str) -> str:
@@ -437,7 +461,8 @@ class ConsoleDriver(Driver):
     reactions = {}
     users = {OWNER: "console"}
     #: What a console user types for a button the console shows as a typed command.
-    TYPED = {Action.CANCEL: "cancel", Action.REROLL: "reroll", Action.REMIX: "remix", Action.EXTEND: "extend", Action.DELETE: "delete", Action.ANIMATE: "animate"}
+    TYPED = {Action.CANCEL: "cancel", Action.REROLL: "reroll", Action.REMIX: "remix", Action.EXTEND: "extend", Action.DELETE: "delete", Action.ANIMATE: "animate",
+             Action.USE: "use", Action.MORE_LIKE: "more"}  # fmt: skip
 
     def __init__(self, app: App) -> None:
         super().__init__()
@@ -455,7 +480,8 @@ class ConsoleDriver(Driver):
 
     async def press(self, role: str, job_id: str, action: Action, step: Step) -> None:
         assert action in self.card(job_id).actions, f"the console does not offer {action} for job {job_id}"
-        await self.command(role, Step("command", self.TYPED[action], prompt=step.prompt, flags=step.flags), job_id)
+        words = (str(step.take),) if action in (Action.USE, Action.MORE_LIKE) else ()
+        await self.command(role, Step("command", self.TYPED[action], prompt=step.prompt, flags=step.flags, words=words), job_id)
 
     def mark(self) -> Any:
         return len(self.out.getvalue())
@@ -486,6 +512,12 @@ class ConsoleDriver(Driver):
     async def close(self) -> None:
         await self.console.stop()
         await self.app.close()
+
+
+def _button_job(custom_id: str) -> str | None:
+    """The job a Discord button acts on: `vb:ACTION:JOB`, or `vb:ACTION:JOB:N` for a set's take."""
+    found = re.fullmatch(r"vbs?:[a-z-]+:([0-9a-z]{4,32})(?::[1-4])?", custom_id)
+    return found.group(1) if found else None
 
 
 def typed_text(step: Step, job_id: str | None, *, leading: str | None = None) -> str:

@@ -372,3 +372,36 @@ async def test_result_payloads_carry_open_in_gallery(world: World) -> None:
     assert status_view(job).gallery_url is None
     assert f"[Open in gallery](<{PUBLIC_URL}/jobs/{job.id}>)" in result_content(job, None, gallery_url=view.gallery_url)
     assert "gallery" not in result_content(job, None)
+
+
+async def test_a_set_of_takes_is_one_tile_and_its_page_lists_the_takes_with_use_and_more(world: World) -> None:
+    app = world.app
+    job = await make(app, "three kites over a beach", ALICE, takes=3)
+    assert job.kind is JobKind.TAKES and job.status is JobStatus.COMPLETED, job.error_message
+    takes = job.state["take_jobs"]
+    alice = await world.visitor(ALICE)
+    grid = await alice.text("/")
+    # One tile for the set (its contact sheet; hovering plays take 1), none for its takes.
+    assert f'href="/jobs/{job.id}"' in grid and not any(f'href="/jobs/{t}"' in grid for t in takes)
+    assert f'poster="/media/{job.id}/thumb" data-src="/media/{takes[0]}/file"' in grid
+    sheet = await alice.get(f"/media/{job.id}/thumb")
+    assert sheet.status == 200 and (await sheet.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    page = html.unescape(await alice.text(f"/jobs/{job.id}"))
+    for k, take in enumerate(takes, 1):
+        assert f'src="/media/{take}/file"' in page and f"Use {k}" in page and f"More like {k}" in page
+        assert f"seed {job.state['seeds'][k - 1]}" in page
+    assert "Re-roll all" in page
+    # Use 2 from the page: the same core action (take 2 posted alone, nothing made).
+    used = await alice.post(f"/jobs/{job.id}/use", {"take": "2"})
+    assert used.status == 303 and used.headers["Location"] == f"/jobs/{takes[1]}", await used.text()
+    posted = await asyncio.wait_for(app.runner.wait(takes[1]), 30)
+    assert posted.status is JobStatus.COMPLETED and posted.state.get("take_used") is True
+    # More like 1: a new set whose parent is this one.
+    more = await alice.post(f"/jobs/{job.id}/more", {"take": "1"})
+    assert more.status == 303, await more.text()
+    new = await asyncio.wait_for(app.runner.wait(more.headers["Location"].removeprefix("/jobs/")), 60)
+    assert new.kind is JobKind.TAKES and new.parent_id == job.id and new.status is JobStatus.COMPLETED
+    # Someone else may not Use the owner's takes.
+    bob = await world.visitor(BOB)
+    refused = await bob.post(f"/jobs/{job.id}/use", {"take": "3"})
+    assert refused.status == 403

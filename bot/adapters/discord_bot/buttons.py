@@ -12,14 +12,15 @@ import discord
 
 from bot.adapters.discord_bot import flows, stories
 from bot.adapters.discord_bot.marks import RESULT_PREFIX, STATUS_PREFIX
-from bot.core.views import Action
+from bot.core.views import TAKE_ACTIONS, Action
 from bot.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot.host import DiscordHost
 
 _ACTIONS = "|".join(a.value for a in Action if a is not Action.DM)  # DM is a reaction (✉️), not a button
-TEMPLATE = rf"(?P<prefix>{STATUS_PREFIX}|{RESULT_PREFIX}):(?P<action>{_ACTIONS}):(?P<job>[a-z0-9]{{4,32}})"
+#: A set of takes' Use N / More like N carry the take's number after the job: `vb:use:JOBID:2`.
+TEMPLATE = rf"(?P<prefix>{STATUS_PREFIX}|{RESULT_PREFIX}):(?P<action>{_ACTIONS}):(?P<job>[a-z0-9]{{4,32}})(?::(?P<take>[1-4]))?"
 
 #: How each action looks as a button (label, emoji, style).
 LOOK: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
@@ -31,19 +32,24 @@ LOOK: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.ANIMATE: ("Animate", "🎬", discord.ButtonStyle.primary),
     Action.REDO_SCENE: ("Redo scene…", "🎞️", discord.ButtonStyle.secondary),
     Action.ADD_SCENE: ("Add scene…", "➕", discord.ButtonStyle.secondary),
+    Action.USE: ("Use {k}", "✅", discord.ButtonStyle.success),
+    Action.MORE_LIKE: ("More like {k}", "🎲", discord.ButtonStyle.secondary),
 }
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
-    def __init__(self, action: Action, job_id: str, *, prefix: str = RESULT_PREFIX) -> None:
-        label, emoji, style = LOOK[action]
-        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"{prefix}:{action.value}:{job_id}"))
+    def __init__(self, action: Action, job_id: str, *, prefix: str = RESULT_PREFIX, take: int | None = None, label: str | None = None) -> None:
+        shown, emoji, style = LOOK[action]
+        custom_id = f"{prefix}:{action.value}:{job_id}" + (f":{take}" if take is not None else "")
+        super().__init__(discord.ui.Button(label=label or shown.format(k=take), emoji=emoji, style=style, custom_id=custom_id))
         self.action = action
         self.job_id = job_id
+        self.take = take
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /) -> JobButton:
-        return cls(Action(match["action"]), match["job"], prefix=match["prefix"])
+        take = int(match["take"]) if match["take"] else None
+        return cls(Action(match["action"]), match["job"], prefix=match["prefix"], take=take)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
@@ -54,7 +60,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
             elif self.action in (Action.REDO_SCENE, Action.ADD_SCENE):
                 await stories.on_story_button(interaction, self.action, self.job_id)
             else:
-                await flows.on_button(interaction, self.action, self.job_id)
+                await flows.on_button(interaction, self.action, self.job_id, take=self.take)
         except Exception as exc:
             await flows.reply_error(interaction, exc)
 
@@ -86,14 +92,20 @@ def offer_components(token: str) -> discord.ui.View:
     return view
 
 
-def components(job_id: str, actions: tuple[Action, ...], *, prefix: str) -> discord.ui.View | None:
-    """The buttons for `actions` (a view's, in its order), or None for no buttons."""
+def components(job_id: str, actions: tuple[Action, ...], *, prefix: str, takes: tuple[int, ...] = ()) -> discord.ui.View | None:
+    """The buttons for `actions` (a view's, in its order), or None for no buttons. On a set of
+    takes, Use N and More like N come once per finished take, and Re-roll re-rolls them all."""
     shown = [a for a in actions if a in LOOK]
     if not shown:
         return None
     view = discord.ui.View(timeout=None)
     for action in shown:
-        view.add_item(JobButton(action, job_id, prefix=prefix))
+        if action in TAKE_ACTIONS:
+            for k in takes:
+                view.add_item(JobButton(action, job_id, prefix=prefix, take=k))
+        else:
+            label = "Re-roll all" if takes and action is Action.REROLL else None
+            view.add_item(JobButton(action, job_id, prefix=prefix, label=label))
     return view
 
 

@@ -165,6 +165,7 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
         audio="Ask for a soundtrack (where the pipeline can make one)",
         image="A starting image (PNG, JPEG or WebP)",
         model="A model id of that pipeline",
+        takes="Several versions at once, side by side (1-4)",
     )
     @app_commands.autocomplete(pipeline=video_pipelines, size=video_sizes, seconds=seconds_choices)
     async def video(
@@ -177,12 +178,13 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
         audio: bool | None = None,
         image: discord.Attachment | None = None,
         model: str | None = None,
+        takes: app_commands.Range[int, 1, 4] | None = None,
     ) -> None:
         if image is not None:
             check_attachment(image, service.settings.max_image_mb)
         cmd = command(
             "video", prompt, pipeline=pipeline, size=normalise_size(size) if size else None, seconds=seconds, seed=seed,
-            audio=audio, model=model,
+            audio=audio, model=model, takes=takes,
         )  # fmt: skip
 
         async def submit(origin: Origin) -> Job:
@@ -195,7 +197,8 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
 
     @tree.command(name="image", description="Make a still image from a prompt")
     @app_commands.describe(
-        prompt="What the image shows", pipeline="Which image pipeline", size="WIDTHxHEIGHT or an aspect ratio", seed="A fixed seed"
+        prompt="What the image shows", pipeline="Which image pipeline", size="WIDTHxHEIGHT or an aspect ratio", seed="A fixed seed",
+        takes="Several versions at once, side by side (1-4)",
     )
     @app_commands.autocomplete(pipeline=image_pipelines, size=image_sizes)
     async def image_cmd(
@@ -204,8 +207,10 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
         pipeline: str | None = None,
         size: str | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        takes: app_commands.Range[int, 1, 4] | None = None,
     ) -> None:
-        await start(interaction, command("image", prompt, pipeline=pipeline, size=normalise_size(size) if size else None, seed=seed))
+        size = normalise_size(size) if size else None
+        await start(interaction, command("image", prompt, pipeline=pipeline, size=size, seed=seed, takes=takes))
 
     @tree.command(name="story", description="One video of several scenes, each continuing the last")
     @app_commands.describe(
@@ -285,6 +290,18 @@ def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
     @app_commands.autocomplete(id=job_ids)
     async def reroll(interaction: discord.Interaction, id: str) -> None:
         await start(interaction, command("reroll", id))
+
+    @tree.command(name="use", description="One take of a set, posted alone with its own buttons (nothing is made again)")
+    @app_commands.describe(id="The set's job id", take="The take's number")
+    @app_commands.autocomplete(id=job_ids)
+    async def use(interaction: discord.Interaction, id: str, take: app_commands.Range[int, 1, 4]) -> None:
+        await start(interaction, command("use", id, str(take)))
+
+    @tree.command(name="more", description="New takes starting from one take of a set")
+    @app_commands.describe(id="The set's job id", take="The take's number")
+    @app_commands.autocomplete(id=job_ids)
+    async def more(interaction: discord.Interaction, id: str, take: app_commands.Range[int, 1, 4]) -> None:
+        await start(interaction, command("more", id, str(take)))
 
     @tree.command(name="animate", description="A video from an image result (its prompt, or a new one)")
     @app_commands.describe(id="The job id of a finished image", prompt="What happens (the image's prompt unless you say)", seconds="Length in seconds")

@@ -31,7 +31,8 @@ from bot.adapters.discord_bot.render import dm_content, result_content, result_m
 from bot.adapters.discord_bot.stories import result_files
 from bot.adapters.discord_bot.surface import needs_status
 from bot.core.errors import DeliveryFailed
-from bot.core.models import Job
+from bot.adapters.discord_bot.takes import set_content, set_files
+from bot.core.models import Job, JobKind
 from bot.core.uploads import Upload, mb, prepare_upload
 from bot.core.views import Phase, actions_for, status_view
 
@@ -129,12 +130,16 @@ class Delivery:
         self, job: Job, channel: discord.PartialMessageable, status_id: str | None, interaction: discord.Interaction | None
     ) -> discord.Message:
         limit = interaction.filesize_limit if interaction is not None else self.upload_limit(job)
-        upload = await prepare_upload(job, limit)
         kwargs: dict[str, Any] = {"allowed_mentions": result_mentions(job)}
-        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
-        buttons = components(job.id, actions_for(job, Phase.DONE), prefix=marks.RESULT_PREFIX)
+        view = status_view(job, public_url=self.adapter.app.settings.core.public_url)
+        gallery = view.gallery_url
+        buttons = components(job.id, actions_for(job, Phase.DONE), prefix=marks.RESULT_PREFIX, takes=view.takes)
         if buttons is not None:
             kwargs["view"] = buttons
+        if job.kind is JobKind.TAKES:
+            files, notes = await set_files(self.adapter.app.store, job, limit)
+            return await self._send(job, channel, status_id, interaction, set_content(job, notes, gallery_url=gallery), None, {**kwargs, "files": files})
+        upload = await prepare_upload(job, limit)
         try:
             return await self._send(job, channel, status_id, interaction, result_content(job, upload, gallery_url=gallery), upload, kwargs)
         except discord.HTTPException as exc:

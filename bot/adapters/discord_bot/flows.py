@@ -305,26 +305,29 @@ async def start_job(interaction: discord.Interaction, start: StartJob) -> Job | 
 
 
 async def start_action(
-    interaction: discord.Interaction, action: Action, job_id: str, *, prompt: str | None = None, seconds: int | None = None
+    interaction: discord.Interaction, action: Action, job_id: str, *, prompt: str | None = None, seconds: int | None = None,
+    take: int | None = None,
 ) -> Job | None:
-    """A button or modal that makes a new job (re-roll, remix, extend, animate)."""
+    """A button or modal that makes a new job (re-roll, remix, extend, animate, more like a take)."""
     adapter = adapter_of(interaction)
     actor = interaction_actor(interaction)
 
     async def start(origin: Origin) -> Job:
-        outcome = await perform(adapter.app.service, action, job_id, actor=actor, origin=origin, prompt=prompt, seconds=seconds)
+        outcome = await perform(adapter.app.service, action, job_id, actor=actor, origin=origin, prompt=prompt, seconds=seconds, take=take)
         return outcome.job
 
     return await start_job(interaction, start)
 
 
-async def on_button(interaction: discord.Interaction, action: Action, job_id: str) -> None:
+async def on_button(interaction: discord.Interaction, action: Action, job_id: str, *, take: int | None = None) -> None:
     """A click on a job's button: what the core says the action means, shown where it belongs."""
-    if action.starts_job:  # a click's response becomes the new job's status message
-        await start_action(interaction, action, job_id)
+    if action.starts_job or action is Action.USE:  # a click's response becomes the new (or used) job's status message
+        await start_action(interaction, action, job_id, take=take)
         return
     adapter = adapter_of(interaction)
-    outcome = await perform(adapter.app.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction))
+    outcome = await perform(
+        adapter.app.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction), take=take
+    )  # fmt: skip
     if outcome.job.deleted_at is not None:
         # The clicked message shows it at once; the job's other message follows through the pacing.
         view = status_view(outcome.job)

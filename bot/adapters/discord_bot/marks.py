@@ -30,7 +30,7 @@ _JOB = r"[a-z0-9]{4,32}"
 #: Custom-id prefixes: buttons under a result post, and buttons on a status message.
 RESULT_PREFIX = "vb"
 STATUS_PREFIX = "vbs"
-_CUSTOM_ID = re.compile(rf"^(vbs?):[a-z-]+:({_JOB})$")
+_CUSTOM_ID = re.compile(rf"^(vbs?):[a-z-]+:({_JOB})(?::[1-4])?$")  # `:N`: a set's take (Use N, More like N)
 _JOB_IN_TEXT = re.compile(rf"\bjob ({_JOB})\b")
 
 

@@ -16,7 +16,9 @@ import discord
 from bot.adapters.discord_bot import marks
 from bot.adapters.discord_bot.flows import actor_for, after_reaction, reaction_origin
 from bot.adapters.discord_bot.render import plain
-from bot.core.actions import perform, reaction_action
+from bot.core.actions import perform, reaction_action, reaction_take
+from bot.core.models import JobKind
+from bot.core.views import Action
 from bot.core.errors import JobNotFound, user_message
 from bot.core.models import Job
 
@@ -37,16 +39,18 @@ async def on_reaction(adapter: DiscordHost, payload: discord.RawReactionActionEv
     client = adapter.client
     if client.user is not None and payload.user_id == client.user.id:
         return
-    action = reaction_action(payload.emoji.name or "") if payload.emoji.id is None else None
+    emoji = payload.emoji.name or "" if payload.emoji.id is None else ""
+    take = reaction_take(emoji)
+    action = Action.USE if take is not None else reaction_action(emoji)
     if action is None:
         return
     job = await find_job(adapter, payload)
-    if job is None:
+    if job is None or (take is not None and job.kind is not JobKind.TAKES):
         return
     origin = reaction_origin(payload, adapter.client)
     try:
         actor = actor_for(origin, _permissions(adapter, payload))
-        outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=origin)
+        outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=origin, take=take)
         await after_reaction(adapter, outcome, payload.user_id)
     except Exception as exc:
         # No interaction to answer ephemerally: the reacting user gets the reason privately.

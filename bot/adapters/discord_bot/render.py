@@ -18,7 +18,7 @@ from bot.core.help import DeploymentHelp
 from bot.core.models import Job
 from bot.core.render import job_title
 from bot.core.uploads import Upload
-from bot.core.views import StatusView, short_prompt
+from bot.core.views import Action, StatusView, short_prompt
 
 #: Discord's limit for a message's content.
 MAX_CONTENT = 2000
@@ -101,7 +101,7 @@ def help_content(offers: DeploymentHelp, options: dict[str, list[str]]) -> str:
         return " ".join([f"`/{name}`", *(f"`{p}`" for p in options[name])])
 
     commands = [f"{usage(c.name)} {c.what}" for c in offers.commands if c.name in options]
-    reactions = offers.reactions({emoji: action for emoji, action in REACTIONS.items() if emoji != "✉"})
+    reactions = offers.reactions({**{emoji: action for emoji, action in REACTIONS.items() if emoji != "✉"}, "1️⃣–4️⃣": Action.USE})
     head = [
         "**Commands**",
         *commands,

@@ -36,6 +36,7 @@ from bot.adapters.discord_bot import marks
 from bot.adapters.discord_bot.buttons import components, offer_components
 from bot.adapters.discord_bot.errors import is_token_gone
 from bot.adapters.discord_bot.flows import STATUS_REPLY_TO, is_guest, token_alive
+from bot.core.take_set import suppressed
 from bot.adapters.discord_bot.render import failure_note, status_content
 from bot.core.models import Job, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
@@ -88,6 +89,8 @@ class Edit:
     final: bool
     clear_files: bool = False
     phase: Phase | None = None
+    #: A set of takes' finished takes (a Use N / More like N button each).
+    takes: tuple[int, ...] = ()
 
 
 class StatusBoard:
@@ -136,6 +139,8 @@ class StatusBoard:
         # defer, events queue (in order) on this subscription instead of taking the loop.
         await self.adapter.acks.wait()
         job = event.job
+        if suppressed(job):
+            return  # a set's take: shown on its set's status message, posted with its set
         view = status_view(job, event)
         shown = self._status_of(job)
         if shown.message_id is None:
@@ -205,7 +210,7 @@ class StatusBoard:
         shown.offered = rendered
         shown.seq += 1
         limit = self._limit_for(shown)
-        edit = Edit(shown, shown.seq, limit, content, actions, view.final, clear_files, view.phase)
+        edit = Edit(shown, shown.seq, limit, content, actions, view.final, clear_files, view.phase, view.takes)
         self.pool.get(limit).offer(shown.key, edit, final=view.final)
 
     def _limit_for(self, shown: Shown) -> LimitKey:
@@ -253,7 +258,7 @@ class StatusBoard:
             # The bot cannot edit in a server it is not in; the result (by DM by then) says the rest.
             self._forget(shown)
             return False
-        view = components(shown.job.id, edit.actions, prefix=marks.STATUS_PREFIX)
+        view = components(shown.job.id, edit.actions, prefix=marks.STATUS_PREFIX, takes=edit.takes)
         extra: dict[str, Any] = {"attachments": []} if edit.clear_files else {}
         if edit.limit[0] == "webhook":
             interaction = self.live_interaction(shown.job, shown.message_id)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.adapters.slack.blocks import ACTIONS_BY_ID, CONFIRM_OFFER, DECLINE_OFFER, extend_modal, remix_modal
+from bot.adapters.slack.blocks import ACTIONS_BY_ID, CONFIRM_OFFER, DECLINE_OFFER, TAKES_BY_ID, extend_modal, remix_modal
 from bot.adapters.slack.flows import act, reply_thread, respond_teller, show_job
 
 from bot.core.views import Action
@@ -39,7 +39,8 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         tell, channel, thread = respond_teller(respond), _channel(body), reply_thread(body.get("message"))
         build = _MODALS.get(action)
         if build is None:
-            await act(adapter, action, job_id, user=body["user"], channel=channel, tell=tell, thread_ts=thread)
+            take = TAKES_BY_ID[pressed["action_id"]][1] if pressed["action_id"] in TAKES_BY_ID else None
+            await act(adapter, action, job_id, user=body["user"], channel=channel, tell=tell, thread_ts=thread, take=take)
             return
         # trigger_id lives 3 s: open the modal first (one store read for the prompt it shows), validate on submit.
         try:

@@ -28,7 +28,12 @@ BUTTONS: dict[Action, str] = {
     Action.EXTEND: "vb_extend",
     Action.DELETE: "vb_delete",
 }
-ACTIONS_BY_ID = {action_id: action for action, action_id in BUTTONS.items()}
+#: A set of takes' buttons, one per finished take: Use N, More like N (the take is in the action id).
+TAKE_BUTTONS: dict[tuple[Action, int], str] = {
+    (action, k): f"vb_{action.value}_{k}" for action in (Action.USE, Action.MORE_LIKE) for k in range(1, 5)
+}
+TAKES_BY_ID = {action_id: key for key, action_id in TAKE_BUTTONS.items()}
+ACTIONS_BY_ID = {action_id: action for action, action_id in BUTTONS.items()} | {i: a for i, (a, _) in TAKES_BY_ID.items()}
 _LABELS = {
     Action.CANCEL: "✖️ Cancel",
     Action.ANIMATE: "🎬 Animate",
@@ -70,7 +75,9 @@ def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> lis
     if with_image and thumb and view.thumbnail_path and view.phase is Phase.DONE:
         # An image block needs a public URL or a Slack file: the bot uploads the still itself.
         blocks.append({"type": "image", "block_id": "thumb", "slack_file": {"id": thumb}, "alt_text": f"Still from job {job.id}"})
-    buttons = [button(action, view.job_id, first=i == 0) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
+    buttons = [button(action, view.job_id, first=i == 0, takes=bool(view.takes)) for i, action in enumerate(a for a in view.actions if a in BUTTONS)]
+    if view.takes:
+        buttons = take_buttons(view) + buttons
     if view.scenes:
         buttons = story_elements(view) + buttons
     if buttons:
@@ -78,8 +85,21 @@ def status_blocks(view: StatusView, job: Job, *, with_image: bool = True) -> lis
     return blocks
 
 
-def button(action: Action, job_id: str, *, first: bool = False) -> Block:
-    b: Block = {"type": "button", "action_id": BUTTONS[action], "value": job_id, "text": {"type": "plain_text", "text": _LABELS[action], "emoji": True}}
+def take_buttons(view: StatusView) -> list[Block]:
+    """Use N and More like N for each finished take of a set (Re-roll under a set re-rolls all)."""
+    found: list[Block] = []
+    for action, label in ((Action.USE, "Use {k}"), (Action.MORE_LIKE, "More like {k}")):
+        if action not in view.actions:
+            continue
+        for k in view.takes:
+            found.append({"type": "button", "action_id": TAKE_BUTTONS[(action, k)], "value": view.job_id,
+                          "text": {"type": "plain_text", "text": label.format(k=k), "emoji": True}})  # fmt: skip
+    return found
+
+
+def button(action: Action, job_id: str, *, first: bool = False, takes: bool = False) -> Block:
+    label = "🔁 Re-roll all" if takes and action is Action.REROLL else _LABELS[action]
+    b: Block = {"type": "button", "action_id": BUTTONS[action], "value": job_id, "text": {"type": "plain_text", "text": label, "emoji": True}}
     if first and action is not Action.CANCEL:
         b["style"] = "primary"
     if action is Action.DELETE:

@@ -19,6 +19,7 @@ from bot.core.commands import Command, parse_command
 from bot.core.dispatch import is_help, run_command
 from bot.core.help import deployment_help
 from bot.core.models import Actor, Origin
+from bot.core.views import Action
 
 if TYPE_CHECKING:
     from bot.adapters.slack.host import SlackHost
@@ -42,6 +43,7 @@ async def help_text(adapter: SlackHost, origin: Origin) -> str:
     """What this deployment offers the caller, from the core, in Slack's syntax."""
     offers = await deployment_help(adapter.app.service, origin, upload_limit=adapter.settings.file_limit_bytes)
     reactions = {f":{name}:": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
+    reactions[":one:–:four:"] = Action.USE
     return help_markup(offers, reactions)
 
 

@@ -1,6 +1,6 @@
 """Reactions on a job's status or result message, as the core understands them (`reaction_action`):
 🔁 (`repeat`) re-rolls, ❌ (`x`) means what the core says (stop a running job, remove a finished
-one), 🎬 (`clapper`) animates an image result.
+one), 🎬 (`clapper`) animates an image result, 1️⃣-4️⃣ (`one`...`four`) on a set of takes use that take.
 
 The job is found through the store by message ts, so this works for messages from before
 a restart, and, in the moment before a new message's ts is stored, through the job id the
@@ -15,7 +15,9 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.slack.blocks import REACTIONS as EMOJI
 from bot.adapters.slack.flows import act, ephemeral_teller
+from bot.adapters.slack.takes import TAKE_REACTIONS
 from bot.core.actions import reaction_action
+from bot.core.models import JobKind
 from bot.core.views import Action
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
 async def on_reaction(adapter: SlackHost, event: dict[str, Any], team_id: str | None) -> None:
     item = event.get("item") or {}
     name = str(event.get("reaction", "")).split("::")[0]  # skin tones arrive as name::skin-tone-N
-    action = reaction_action(EMOJI.get(name, ""))
+    take = TAKE_REACTIONS.get(name)
+    action = Action.USE if take is not None else reaction_action(EMOJI.get(name, ""))
     if item.get("type") != "message" or action is None or action is Action.DM:
         return
     user_id, channel = str(event["user"]), str(item["channel"])
@@ -44,4 +47,6 @@ async def on_reaction(adapter: SlackHost, event: dict[str, Any], team_id: str | 
         return
     thread = job.origin.extra.get("thread_ts")
     tell = ephemeral_teller(adapter, channel, user_id, thread, team_id=team_id)
-    await act(adapter, action, job.id, user={"id": user_id, "team_id": team_id}, channel=channel, tell=tell, thread_ts=thread)
+    if take is not None and job.kind is not JobKind.TAKES:
+        return  # a keycap on anything but a set of takes means nothing to the bot
+    await act(adapter, action, job.id, user={"id": user_id, "team_id": team_id}, channel=channel, tell=tell, thread_ts=thread, take=take)

@@ -124,6 +124,7 @@ async def act(
     seconds: int | None = None,
     thread_ts: str | None = None,
     scene: int | None = None,
+    take: int | None = None,
 ) -> None:
     """A button, reaction or modal: the core's `perform` decides; this shows the outcome in Slack."""
     service = adapter.app.service
@@ -136,7 +137,7 @@ async def act(
         # Only an owner check needs to know whether someone else is a workspace admin.
         checks_owner = action in (Action.CANCEL, Action.DELETE) and user_id != job.origin.user_id
         actor = await adapter.actor(user_id, team_id=team_id, check_workspace_admin=checks_owner)
-        outcome = await perform(service, action, job.id, actor=actor, origin=origin, prompt=prompt, seconds=seconds, scene=scene)
+        outcome = await perform(service, action, job.id, actor=actor, origin=origin, prompt=prompt, seconds=seconds, scene=scene, take=take)
     except Exception as exc:
         await tell.refusal(exc)
         return

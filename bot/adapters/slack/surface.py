@@ -33,11 +33,13 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.adapters.slack import lookup
 from bot.adapters.slack.apierror import TRANSIENT_CODES, retry_after, slack_error, throttled
 from bot.adapters.slack.blocks import Block, esc, status_blocks, status_text
-from bot.adapters.slack.upload import upload_file
+from bot.adapters.slack.takes import set_message, set_updates, sheet_name
+from bot.adapters.slack.upload import upload_file, upload_files
 from bot.core.actions import VIA
 from bot.core.errors import DeliveryFailed, JobNotFound
 from bot.core.models import TERMINAL, EventKind, Job, JobKind, ProgressEvent
 from bot.core.pacing import RateScheduler, SchedulerPool, Throttled
+from bot.core.take_set import suppressed
 from bot.core.render import job_title
 from bot.core.uploads import Upload, prepare_upload
 from bot.core.views import StatusView, short_prompt, status_view
@@ -426,6 +428,8 @@ class StatusSurface:
         """
         if job.deleted_at:
             return None
+        if job.kind is JobKind.TAKES:
+            return await self._deliver_set(job)
         source = Path(job.output_path) if job.output_path else None
         if source is None or not await asyncio.to_thread(source.is_file):
             raise DeliveryFailed(f"The file of job {job.id} is missing on the bot's disk, so it was not posted.", transient=False)
@@ -447,6 +451,22 @@ class StatusSurface:
         if result_ts:
             updates["result_message_id"] = result_ts
         return updates
+
+    async def _deliver_set(self, job: Job) -> dict[str, Any] | None:
+        """A set of takes: ONE message in the thread with the contact sheet and every finished take
+        (bot.adapters.slack.takes), once: a retry looks for the sheet before posting again."""
+        files, comment = await set_message(self.adapter.app.store, job, self.limits.file_limit_bytes)
+        channel, status_ts = await self._where(job)
+        if channel is None:
+            raise DeliveryFailed(f"Set {job.id} has no Slack channel to post to.", transient=False)
+        again = job.delivery_attempt > 1 or bool(job.origin.result_message_id)
+        found = await self._posted_before(job, channel, status_ts, sheet_name(job)) if again else None
+        if found is not None:
+            sheet_id, result_ts = found
+            return set_updates(job, [sheet_id] if sheet_id else [], result_ts)
+        thread = self._result_thread(job, status_ts)
+        ids = await upload_files(self.client, files, channel=channel, thread_ts=thread, initial_comment=comment)
+        return set_updates(job, ids, await self._shared_ts(ids[0], channel))
 
     def _result_thread(self, job: Job, status_ts: str | None) -> str | None:
         thread = job.origin.extra.get("thread_ts")
@@ -628,8 +648,9 @@ class StatusSurface:
 
 
 def _scene(job: Job) -> bool:
-    """A story's scene: shown and posted as part of its story (the story's card), never on its own."""
-    return bool(job.state.get("story_scene"))
+    """A story's scene or a set's take: shown and posted as part of its story or set (its card),
+    never on its own (unless Use N posts the take)."""
+    return bool(job.state.get("story_scene")) or suppressed(job)
 
 
 def _person(user_id: str) -> bool:

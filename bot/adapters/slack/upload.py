@@ -52,6 +52,25 @@ async def upload_file(
     initial_comment: str | None = None,
 ) -> str:
     """Upload `path` (shared into `channel` when given, else kept private); returns the file id."""
+    file_id = await _send_bytes(client, path, filename=filename, alt_txt=alt_txt)
+    args: dict[str, Any] = {"files": [{"id": file_id, "title": title}]}
+    if channel:
+        args.update(channel_id=channel, thread_ts=thread_ts, initial_comment=initial_comment)
+    await client.files_completeUploadExternal(**args)
+    return file_id
+
+
+async def upload_files(
+    client: AsyncWebClient, files: list[tuple[Path, str, str]], *, channel: str, thread_ts: str | None, initial_comment: str
+) -> list[str]:
+    """Several files (path, filename, title) in ONE message of `channel`; returns their ids in order."""
+    ids = [await _send_bytes(client, path, filename=filename) for path, filename, _ in files]
+    items = [{"id": file_id, "title": title} for file_id, (_, _, title) in zip(ids, files, strict=True)]
+    await client.files_completeUploadExternal(files=items, channel_id=channel, thread_ts=thread_ts, initial_comment=initial_comment)
+    return ids
+
+
+async def _send_bytes(client: AsyncWebClient, path: Path, *, filename: str, alt_txt: str | None = None) -> str:
     size = (await asyncio.to_thread(path.stat)).st_size
     got = await client.files_getUploadURLExternal(filename=filename, length=size, alt_txt=alt_txt)
     url, file_id = str(got["upload_url"]), str(got["file_id"])
@@ -62,8 +81,4 @@ async def upload_file(
         if response.status != 200:
             raise UploadFailed(response.status, await response.text())
         await response.read()
-    args: dict[str, Any] = {"files": [{"id": file_id, "title": title}]}
-    if channel:
-        args.update(channel_id=channel, thread_ts=thread_ts, initial_comment=initial_comment)
-    await client.files_completeUploadExternal(**args)
     return file_id
