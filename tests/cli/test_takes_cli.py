@@ -19,7 +19,7 @@ from bot.cli import build_parser
 from bot.core.commands import _ALLOWED, COMMANDS
 from bot.core.take_set import middle_frame
 from tests.helpers import assert_video
-from tests.test_crash_e2e import _cli, _env, _wait_db
+from tests.system.test_crash_e2e import _cli, _env, _wait_db
 
 pytestmark = pytest.mark.timeout(240)
 
