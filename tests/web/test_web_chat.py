@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.adapters.slack.lookup import STATUS_EVENT
-from bot.adapters.slack.surface import STATUS_WAIT_SECONDS
+from bot.adapters.slack.status import STATUS_WAIT_SECONDS
 from bot.app import open_app
 from bot.config import load_settings
 from bot.core.models import JobStatus

@@ -19,7 +19,7 @@ from bot.adapters.discord_bot import buttons, commands, reactions
 from bot.adapters.discord_bot.delivery import Delivery
 from bot.adapters.discord_bot.endpoints import apply_endpoints
 from bot.adapters.discord_bot.flows import PLATFORM, AcksFirst
-from bot.adapters.discord_bot.surface import StatusBoard
+from bot.adapters.discord_bot.status import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
 from bot.core.models import Job, in_chat

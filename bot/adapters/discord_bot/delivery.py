@@ -29,7 +29,7 @@ from bot.adapters.discord_bot.errors import (
 from bot.adapters.discord_bot.flows import is_guest
 from bot.adapters.discord_bot.render import dm_content, result_content, result_mentions
 from bot.adapters.discord_bot.stories import result_files
-from bot.adapters.discord_bot.surface import needs_status
+from bot.adapters.discord_bot.status import needs_status
 from bot.core.errors import DeliveryFailed
 from bot.adapters.discord_bot.takes import set_content, set_files
 from bot.core.models import Job, JobKind

@@ -41,13 +41,13 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack import actions, commands, events, installs, settings_modal, shortcuts, stories, views
+from bot.adapters.slack import buttons, commands, installs, reactions, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.flows import ephemeral_teller, show_job
 from bot.adapters.slack.install import INSTALL_PATH, REDIRECT_PATH, oauth_settings
 from bot.adapters.slack.lookup import Me
 from bot.adapters.slack.workspaces import NotInstalled, TokenRefreshFailed, WorkspaceAuthorize, Workspaces
-from bot.adapters.slack.surface import StatusSurface
+from bot.adapters.slack.status import StatusSurface
 from bot.observability.hooks import acked
 from bot.app import App
 from bot.core.errors import ConfigError, DeliveryFailed
@@ -69,7 +69,7 @@ WORK_GRACE_SECONDS = 2.0
 NOT_IDEMPOTENT = frozenset({"chat.postMessage", "files.completeUploadExternal", "chat.postEphemeral", "chat.scheduleMessage"})
 #: Calls paced by a RateScheduler: a 429 is the scheduler's to handle (it slows down), not the client's.
 PACED = frozenset({"chat.update"})
-LISTENERS = (commands, actions, views, events, shortcuts, settings_modal, stories, installs)
+LISTENERS = (commands, buttons, views, reactions, shortcuts, settings_modal, stories, installs)
 #: Clients kept per token (one per workspace, plus a refresh now and then): the oldest go first.
 MAX_CLIENTS = 512
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.adapters.discord_bot.surface import STATUS_REPLY_TO
+from bot.adapters.discord_bot.status import STATUS_REPLY_TO
 from bot.app import App, open_app
 from bot.config import load_settings
 from bot.core.errors import DeliveryFailed

@@ -238,7 +238,7 @@ def test_listener_modules_do_not_import_the_adapter_back() -> None:
                     names = [node.module.rsplit(".", 1)[1]] if node.module != "bot.adapters.discord_bot" else [a.name for a in node.names]
                     runtime.update(names)
         graph[path.stem] = runtime - {path.stem}
-    for listener in ("commands", "buttons", "reactions", "flows", "surface", "delivery", "render", "marks", "errors"):
+    for listener in ("commands", "buttons", "reactions", "flows", "status", "delivery", "render", "marks", "errors"):
         assert "client" not in graph[listener], f"{listener} imports the adapter module"
 
     def visit(node: str, trail: tuple[str, ...]) -> None:

@@ -150,7 +150,7 @@ async def test_a_failure_after_the_start_is_short_in_public_and_whole_to_the_own
 async def test_an_ending_not_yet_on_the_card_at_a_stop_is_shown_by_the_next_start(
     settings: Any, slack: SlackEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bot.adapters.slack.surface as surface
+    import bot.adapters.slack.status as surface
 
     monkeypatch.setattr(surface, "CLOSE_FLUSH_SECONDS", 0.1)  # the stop does not wait for the next slot
     # One update per 30 s: the first progress goes out, the ending has to wait for a slot.

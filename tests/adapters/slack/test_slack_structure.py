@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[3] / "bot" / "adapters" / "slack"
-LISTENERS = ("commands", "actions", "views", "events", "shortcuts", "settings_modal", "stories", "installs")
+LISTENERS = ("commands", "buttons", "views", "reactions", "shortcuts", "settings_modal", "stories", "installs")
 
 
 def _runtime_imports(path: Path) -> set[str]:

@@ -465,8 +465,9 @@ class StatusSurface:
             sheet_id, result_ts = found
             return set_updates(job, [sheet_id] if sheet_id else [], result_ts)
         thread = self._result_thread(job, status_ts)
-        ids = await upload_files(self.client, files, channel=channel, thread_ts=thread, initial_comment=comment)
-        return set_updates(job, ids, await self._shared_ts(ids[0], channel))
+        client = await self._client(job)
+        ids = await upload_files(client, files, channel=channel, thread_ts=thread, initial_comment=comment)
+        return set_updates(job, ids, await self._shared_ts(client, ids[0], channel))
 
     def _result_thread(self, job: Job, status_ts: str | None) -> str | None:
         thread = job.origin.extra.get("thread_ts")
