@@ -62,7 +62,8 @@ async def _take(service: JobService, set_job: Job, n: int) -> Job:
     if not 1 <= n <= count:
         raise InvalidRequest(f"Set {set_job.id} has takes 1 to {count}; there is no take {n}.")
     take = next((c for c in await service.store.children(set_job.id) if c.state.get(TAKE) == n), None)
-    if take is None or take.status is not JobStatus.COMPLETED or not take.output_path:
+    # Delivering counts as finished: its file is made (a take being posted alone by Use N is one).
+    if take is None or take.status not in (JobStatus.COMPLETED, JobStatus.DELIVERING) or not take.output_path:
         state = take.status.value if take is not None else "not started"
         raise JobStateError(f"Take {n} of set {set_job.id} has no finished file (it is {state}).")
     if not await asyncio.to_thread(Path(take.output_path).exists):

@@ -20,7 +20,7 @@ from storage.open import is_postgres, open_store, sqlite_path
 from storage.spend import OverBudget, QueueFull, QueueLimit, SpendLimit
 from tests.stores import BACKENDS, make_job, raw_sql
 
-STORAGE = Path(__file__).resolve().parent.parent / "storage"
+STORAGE = Path(__file__).resolve().parents[2] / "storage"
 
 
 # --- typed state and the columns copied out of it -----------------------------------------------------
