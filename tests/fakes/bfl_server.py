@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import prompt_colours, stable_seed
@@ -66,11 +68,7 @@ class BflServer:
         app.router.add_post("/v1/{model}", self._submit)
         app.router.add_get("/v1/get_result", self._result)
         app.router.add_get("/samples/{id}/{token}.png", self._sample)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

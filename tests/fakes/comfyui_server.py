@@ -18,6 +18,7 @@ Every request is recorded; tests hold, fail, interrupt and drop the websocket at
 """
 from __future__ import annotations
 
+from tests.fakes.loopback import serve
 import asyncio
 import contextlib
 import itertools
@@ -200,11 +201,7 @@ class ComfyUIServer:
         app.router.add_post("/upload/image", self._upload)
         app.router.add_get("/view", self._view)
         app.router.add_post("/api/jobs/{id}/cancel", self._cancel_job)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         self._worker = asyncio.get_running_loop().create_task(self._work())
         return self

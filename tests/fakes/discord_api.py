@@ -9,6 +9,7 @@ submits and reactions are dispatched over the gateway.
 """
 from __future__ import annotations
 
+from tests.fakes.loopback import serve
 import asyncio
 import itertools
 import json
@@ -145,11 +146,7 @@ class DiscordEmulator:
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{id}/{name}", self._attachment)
         app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app, access_log=None)
         self.base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:

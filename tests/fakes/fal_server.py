@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import render_clip
@@ -151,11 +153,7 @@ class FalServer:
         app.router.add_get(r"/{app:.+}/requests/{id}", self._result)
         app.router.add_post(r"/{endpoint:.+}", self._submit)
         app.middlewares.append(self._middleware)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

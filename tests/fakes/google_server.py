@@ -36,6 +36,8 @@ from typing import Any
 import av
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import Soundtrack, render_clip
@@ -142,11 +144,7 @@ class GoogleServer:
         app.router.add_get("/{ver}/files/{name}", self._file)
         app.router.add_post("/{ver}/models/{spec}", self._gemini_model_call)
         app.router.add_post(r"/v1beta1/projects/{rest:.+}", self._vertex_call)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

@@ -34,6 +34,8 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import render_clip
@@ -149,11 +151,7 @@ class KlingServer:
         app.router.add_post("/v1/videos/{kind}", self._create)
         app.router.add_get("/v1/videos/{kind}/{id}", self._read)
         app.router.add_get("/v1/videos/{kind}", self._query)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

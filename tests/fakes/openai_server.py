@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image, ImageChops
 
 from providers.local_render import render_clip
@@ -193,11 +195,7 @@ class OpenAIEmulator:
         app.router.add_post("/v1/images/generations", self._image)
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, handle_signals=False, access_log=None)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import render_clip
@@ -253,11 +255,7 @@ class ReplicateServer:
         app.router.add_get("/v1/predictions", self._list)
         app.router.add_get("/v1/predictions/{id}", self._get)
         app.router.add_post("/v1/predictions/{id}/cancel", self._cancel)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

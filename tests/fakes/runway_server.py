@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from PIL import Image
 
 from providers.local_render import render_clip
@@ -123,11 +125,7 @@ class RunwayServer:
         app.router.add_post("/upload/{id}", self._receive_upload)
         app.router.add_get("/outputs/{id}/{token}.mp4", self._output)
         app.middlewares.append(self._middleware)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 from slack_sdk.signature import SignatureVerifier
 
 TEAM_ID = "T0VIDEO"
@@ -156,11 +158,7 @@ class SlackEmulator:
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
         app.router.add_get("/oauth/v2/authorize", self._authorize)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app, access_log=None)
         self.base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
