@@ -190,8 +190,13 @@ async def test_a_cancel_from_another_process_stops_the_remote_job(settings: Any,
         await until(lambda: _async(running.remote_id in server.cancels), what="remote cancel")
         final = await app.store.get(job.id)
         assert final is not None and final.status is JobStatus.CANCELLED
-        events = await app.store.events(job.id)
-        assert any("remote" in (e["detail"] or "") and "cancelled" in (e["detail"] or "") for e in events)
+
+        async def noted() -> bool:
+            # The history line is written after the provider's cancel returns: wait for it, not for luck.
+            events = await app.store.events(job.id)
+            return any("remote" in (e["detail"] or "") and "cancelled" in (e["detail"] or "") for e in events)
+
+        await until(noted, what="the remote cancel in the job's history")
     finally:
         await cli.close()
         await app.close()
