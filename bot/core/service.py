@@ -15,7 +15,7 @@ from bot.core.catalog import PipelineInfo, offered, pipeline_info
 from bot.core.errors import JobNotFound, JobStateError, NotAllowed
 from bot.core.events import EventBus
 from bot.core.ids import new_job_id, new_seed
-from bot.core.models import Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
+from bot.core.models import PLACE, Actor, GenerateParams, GenerateRequest, Job, JobKind, JobStatus, Origin, Tenant
 from bot.core.runner import Runner
 from bot.core.story_plan import StoryPlanner
 from bot.core.take_set import as_set
@@ -175,6 +175,7 @@ class JobService:
 
     async def start(self, job: Job, *, image: bytes | None = None, here: Effective | None = None, confirmed: bool = False) -> Job:
         """Through the door (every rule, the reservation, the insert), then to the runner."""
+        await self._inherit_place(job)
         lease: dict[str, object] = {}
         if self.runner is not None:
             owner, seconds = self.runner.lease_for_new()
@@ -382,6 +383,17 @@ class JobService:
         if image:
             state["source_image"] = image
         return state
+
+    async def _inherit_place(self, job: Job) -> None:
+        """A job made from another in the same conversation is as private as that one: a button or
+        reaction's payload may not say that its channel is private (Slack's block actions do not),
+        but the original's record does."""
+        if job.parent_id is None or job.origin.private:
+            return
+        parent = await self.store.get(job.parent_id)
+        if parent is not None and parent.origin.private and parent.origin.channel_id == job.origin.channel_id:
+            job.origin.extra[PLACE] = parent.origin.place
+            job.private = True
 
     async def _signal(self, job_id: str, kind: str) -> None:
         """Tell other processes (workers, gateways) that a job changed; best effort, the

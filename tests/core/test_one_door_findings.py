@@ -236,3 +236,16 @@ async def test_the_gallery_hides_private_jobs_and_others_direct_ones_even_from_a
     assert await shown("bob", admin=True) == {"public", "private"}, "a workspace admin never sees someone's IM"
     assert await shown("alice", admin=False) == {"public", "private", "im"}
     assert ids
+
+
+async def test_a_job_made_from_a_private_one_in_its_conversation_is_private_too(core: Any) -> None:
+    """A Slack button's payload does not say its channel is private (a C… id without a channel
+    name): the re-roll inherits the original's place, so it is not listed to the workspace."""
+    app, _ = core
+    original = await app.service.get(await _done(app, PRIVATE.model_copy(update={"channel_id": "C-secret"}), "the plan"))
+    from_button = Origin(platform="slack", workspace_id="T1", channel_id="C-secret", user_id="alice")
+    child = await app.service.reroll(original.id, from_button)
+    stored = await app.service.get(child.id)
+    assert child.origin.place == "private" and stored.private and stored.origin.place == "private"
+    bob = Grant(kind="session", user_id="bob", platform="slack", workspace_id="T1", expires_at=2e9)
+    assert not bob.can_see(await app.service.get(child.id))
