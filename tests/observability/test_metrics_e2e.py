@@ -68,7 +68,7 @@ async def test_scrape_after_real_jobs_counts_what_happened(tmp_path: Path) -> No
         assert s.value("videobot_deliveries_total", platform="slack", outcome="posted") == 1
         assert s.value("videobot_provider_requests_total", provider="sora", outcome="ok") >= 2
         # Every job was checked; a job driven a second time before its lease fence stopped the other
-        # (seen once in CI) is checked again, so at least three, and nothing flagged or unavailable.
+        # (seen once in CI) is checked again: at least three.
         assert s.value("videobot_moderation_total", outcome="passed") >= 3
         assert s.value("videobot_ack_seconds_count", platform="slack") >= 4
         assert s.value("videobot_process_info", role="all") == 1
