@@ -158,24 +158,24 @@ class Admission:
     async def check_before_planning(self, origin: Origin, here: Effective) -> None:
         """Before a paid planner call: the refusals the story would meet anyway, from cheap reads
         (the cooldown, a full queue, a budget already spent), so a premise costs nothing then."""
-        wait = float(here.get("cooldown_seconds") or 0)
-        last = self._last_paid.get((origin.platform, origin.user_id))
-        if wait > 0 and origin.platform != "cli" and last is not None and (left := wait - (time.monotonic() - last)) > 0:
-            raise LimitReached(f"Paid videos here are at least {wait:g} s apart; try again in {left:.0f} s.")
+        self._cooldown(origin, here)
         waiting = await self.store.count(statuses=[s for s in JobStatus if not s.terminal], platform=origin.platform, user_id=origin.user_id)
         limit = self.settings.max_queued_per_user
         if waiting >= limit:
-            raise LimitReached(f"You have {waiting} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
+            raise _queue_full(waiting, limit)
         budget = here.get("user_budget_usd")
         if budget is not None and await self.budget.ledger.spent(platform=origin.platform, user_id=origin.user_id) >= budget:
             raise BudgetExceeded(f"You have spent your ${budget:.2f} daily budget; it resets at midnight UTC.")
 
     def check_cooldown(self, job: Job, here: Effective) -> None:
+        if (job.cost_estimate or 0.0) > 0:
+            self._cooldown(job.origin, here)
+
+    def _cooldown(self, origin: Origin, here: Effective) -> None:
+        """The seconds a paid command waits after the same user's previous one (never the CLI's)."""
         wait = float(here.get("cooldown_seconds") or 0)
-        if wait <= 0 or (job.cost_estimate or 0.0) <= 0 or job.origin.platform == "cli":
-            return
-        last = self._last_paid.get((job.origin.platform, job.origin.user_id))
-        if last is not None and (left := wait - (time.monotonic() - last)) > 0:
+        last = self._last_paid.get((origin.platform, origin.user_id))
+        if wait > 0 and origin.platform != "cli" and last is not None and (left := wait - (time.monotonic() - last)) > 0:
             raise LimitReached(f"Paid videos here are at least {wait:g} s apart; try again in {left:.0f} s.")
 
     # --- pipelines and prices -----------------------------------------------------------------
@@ -340,9 +340,7 @@ class Admission:
         except OverBudget as over:
             raise self.budget.refusal(over) from None
         except QueueFull as full:
-            raise LimitReached(
-                f"You have {full.pending} jobs waiting or running (the limit is {full.limit.limit}). Wait for some to finish, or /cancel one."
-            ) from None
+            raise _queue_full(full.pending, full.limit.limit) from None
         if (job.cost_estimate or 0.0) > 0:
             self._last_paid[(origin.platform, origin.user_id)] = time.monotonic()
         return job
@@ -389,3 +387,7 @@ class Admission:
         pipeline = self.registry.get(job.pipeline)
         provider = pipeline.image if job.kind is JobKind.IMAGE else pipeline.video
         return provider.default_model if provider is not None else None
+
+
+def _queue_full(pending: int, limit: int) -> LimitReached:
+    return LimitReached(f"You have {pending} jobs waiting or running (the limit is {limit}). Wait for some to finish, or /cancel one.")
