@@ -237,6 +237,7 @@ async def _status(app: App, job_id: str, status: JobStatus) -> bool:
 
 async def test_a_failed_scene_is_retried_once_then_the_story_fails_keeping_finished_scenes(settings: Any) -> None:
     server = ScriptedServer()
+    server.hold[2] = asyncio.Event()  # scene 2 cannot finish before the provider starts failing
     app = await make_app(server)
     try:
         story = await submit_story(app.service, _scripted(), CLI, planner=OFFLINE)
