@@ -20,6 +20,7 @@ from bot.core.dispatch import is_help, run_command
 from bot.core.errors import user_message
 from bot.core.help import deployment_help
 from bot.core.models import EventKind, Job, JobKind, Origin, ProgressEvent
+from bot.core.service import JobService
 from bot.core.take_set import failure_lines, results_of, suppressed
 from bot.core.views import Action, Phase, StatusView, status_view
 from bot.core.errors import VideobotError
@@ -40,6 +41,11 @@ class ConsoleAdapter:
         #: The button hint last shown per job (shown again only when it changes).
         self._buttons: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def service(self) -> JobService:
+        """The core's one door, as the chat adapters' parts reach it (deps.Core)."""
+        return self.app.service
 
     def say(self, text: str) -> None:
         self.stdout.write(text + "\n")
@@ -74,9 +80,9 @@ class ConsoleAdapter:
         try:
             command = parse_command(line, default="video")
             if is_help(command):
-                self.say((await deployment_help(self.app.service, self.origin)).plain_text())
+                self.say((await deployment_help(self.service, self.origin)).plain_text())
                 return
-            reply = await run_command(self.app.service, command, self.origin)
+            reply = await run_command(self.service, command, self.origin)
         except VideobotError as exc:
             self.say(f"error: {user_message(exc)}")
             return

@@ -1,24 +1,30 @@
-"""What a chat adapter's parts may use of the bot: the core's service and bus, the settings, the
-store (for message look-ups) and the other adapters. Listener modules see this and their
-platform's small host interface (`slack/host.py`, `discord_bot/host.py`), never the composition
-root or the adapter class, so no part of an adapter imports its entry object back."""
+"""What a chat adapter's parts may use of the bot: the core's job service, the store (for message
+look-ups) and the gallery's public address. Listener modules see this through their platform's
+small host interface (`slack/host.py`, `discord_bot/host.py`), never the composition root or the
+adapter class, so no part of an adapter imports its entry object back."""
 from __future__ import annotations
 
 from typing import Protocol
 
-from bot.adapters.base import ChatAdapter
-from bot.config import Settings
-from bot.core.events import EventBus
-from bot.core.models import Job
 from bot.core.service import JobService
 from storage.contract import Store
 
 
-class CoreApp(Protocol):
-    settings: Settings
-    store: Store
-    bus: EventBus
-    service: JobService
-    adapters: dict[str, ChatAdapter]
+class Core(Protocol):
+    """The core as an adapter's parts reach it; each adapter class implements it over its `App`."""
 
-    async def announce(self, job: Job) -> None: ...
+    @property
+    def service(self) -> JobService:
+        """The one door: jobs, actions, commands, settings."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """The jobs' store, for what the service does not offer: a platform's unfinished or recent jobs,
+        a set's takes, a job row a worker waits on, an event log line."""
+        ...
+
+    @property
+    def public_url(self) -> str | None:
+        """Where the web gallery is served (VIDEOBOT_PUBLIC_URL), for links in posts."""
+        ...

@@ -23,6 +23,8 @@ from bot.adapters.discord_bot.status import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
 from bot.core.models import Job, in_chat
+from bot.core.service import JobService
+from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,20 @@ class DiscordAdapter:
     async def announce(self, job: Job) -> None:
         """A job started outside chat (the web gallery): its status message now, as for a reaction's."""
         await self.surface.announce(job)
+
+    # --- the core, as the listener modules reach it (deps.Core) --------------------------------
+
+    @property
+    def service(self) -> JobService:
+        return self.app.service
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    @property
+    def public_url(self) -> str | None:
+        return self.app.settings.core.public_url
 
     @property
     def bot_user_id(self) -> int:

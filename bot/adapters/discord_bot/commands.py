@@ -48,17 +48,17 @@ SETTINGS_KEYS = [app_commands.Choice(name=f"{k.name} — {k.help}"[:100], value=
 
 
 def _pipelines(adapter: DiscordHost, *, image: bool) -> list[PipelineInfo]:
-    return adapter.app.service.offered_pipelines(image=image)
+    return adapter.service.offered_pipelines(image=image)
 
 
 def _chosen(adapter: DiscordHost, interaction: discord.Interaction, *, image: bool = False) -> PipelineInfo | None:
-    name = getattr(interaction.namespace, "pipeline", None) or adapter.app.service.default_pipeline(image=image)
-    return adapter.app.service.pipeline_info(name) if name else None
+    name = getattr(interaction.namespace, "pipeline", None) or adapter.service.default_pipeline(image=image)
+    return adapter.service.pipeline_info(name) if name else None
 
 
 def _pipeline_choices(interaction: discord.Interaction, current: str, *, image: bool) -> list[app_commands.Choice[str]]:
     adapter = adapter_of(interaction)
-    default = adapter.app.service.default_pipeline(image=image)
+    default = adapter.service.default_pipeline(image=image)
     choices = []
     for p in _pipelines(adapter, image=image):
         if current.lower() not in p.name.lower():
@@ -105,7 +105,7 @@ async def seconds_choices(interaction: discord.Interaction, current: int | str) 
 async def job_ids(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """The user's recent jobs, newest first, with what they are."""
     adapter = adapter_of(interaction)
-    jobs = await adapter.app.service.list_jobs(origin=interaction_origin(interaction), limit=MAX_CHOICES)
+    jobs = await adapter.service.list_jobs(origin=interaction_origin(interaction), limit=MAX_CHOICES)
     typed = current.strip().lower()
     return [
         app_commands.Choice(name=f"{j.id} · {j.status.value} · {j.prompt}"[:100], value=j.id)
@@ -139,7 +139,7 @@ def _code(text: str) -> str:
 
 
 def register(tree: app_commands.CommandTree[Any], adapter: DiscordHost) -> None:
-    service = adapter.app.service
+    service = adapter.service
 
     async def run(interaction: discord.Interaction, cmd: Command) -> Reply:
         """A command that answers with text (the core's words)."""

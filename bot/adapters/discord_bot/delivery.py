@@ -131,13 +131,13 @@ class Delivery:
     ) -> discord.Message:
         limit = interaction.filesize_limit if interaction is not None else self.upload_limit(job)
         kwargs: dict[str, Any] = {"allowed_mentions": result_mentions(job)}
-        view = status_view(job, public_url=self.adapter.app.settings.core.public_url)
+        view = status_view(job, public_url=self.adapter.public_url)
         gallery = view.gallery_url
         buttons = components(job.id, actions_for(job, Phase.DONE), prefix=marks.RESULT_PREFIX, takes=view.takes)
         if buttons is not None:
             kwargs["view"] = buttons
         if job.kind is JobKind.TAKES:
-            files, notes = await set_files(self.adapter.app.store, job, limit)
+            files, notes = await set_files(self.adapter.store, job, limit)
             return await self._send(job, channel, status_id, interaction, set_content(job, notes, gallery_url=gallery), None, {**kwargs, "files": files})
         upload = await prepare_upload(job, limit)
         try:
@@ -184,7 +184,7 @@ class Delivery:
         channel = await self.adapter.surface.dm_channel(job.origin.user_id)
         upload = await prepare_upload(job, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
         note = "I could not answer in that channel any more (the 15-minute window had passed), so here it is privately."
-        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
+        gallery = status_view(job, public_url=self.adapter.public_url).gallery_url
         content = result_content(job, upload, extra_note=note, gallery_url=gallery)
         kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
         if upload.path is not None:

@@ -313,7 +313,7 @@ async def start_action(
     actor = interaction_actor(interaction)
 
     async def start(origin: Origin) -> Job:
-        outcome = await perform(adapter.app.service, action, job_id, actor=actor, origin=origin, prompt=prompt, seconds=seconds, take=take)
+        outcome = await perform(adapter.service, action, job_id, actor=actor, origin=origin, prompt=prompt, seconds=seconds, take=take)
         return outcome.job
 
     return await start_job(interaction, start)
@@ -326,7 +326,7 @@ async def on_button(interaction: discord.Interaction, action: Action, job_id: st
         return
     adapter = adapter_of(interaction)
     outcome = await perform(
-        adapter.app.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction), take=take
+        adapter.service, action, job_id, actor=interaction_actor(interaction), origin=interaction_origin(interaction), take=take
     )  # fmt: skip
     if outcome.job.deleted_at is not None:
         # The clicked message shows it at once; the job's other message follows through the pacing.
@@ -341,7 +341,7 @@ async def on_offer(interaction: discord.Interaction, verb: str, token: str) -> N
     """Confirm or Decline under a costly request's offer (the service checks it is the owner)."""
     adapter = adapter_of(interaction)
     command = Command(name=verb, words=[token])
-    answer = await run_command(adapter.app.service, command, interaction_origin(interaction), interaction_actor(interaction))
+    answer = await run_command(adapter.service, command, interaction_origin(interaction), interaction_actor(interaction))
     if answer.started:
         await interaction.response.defer()  # the offer is the job's status message now: its events edit it
     else:

@@ -50,7 +50,7 @@ async def on_reaction(adapter: DiscordHost, payload: discord.RawReactionActionEv
     origin = reaction_origin(payload, adapter.client)
     try:
         actor = actor_for(origin, _permissions(adapter, payload))
-        outcome = await perform(adapter.app.service, action, job.id, actor=actor, origin=origin, take=take)
+        outcome = await perform(adapter.service, action, job.id, actor=actor, origin=origin, take=take)
         await after_reaction(adapter, outcome, payload.user_id)
     except Exception as exc:
         # No interaction to answer ephemerally: the reacting user gets the reason privately.
@@ -68,7 +68,7 @@ def _permissions(adapter: DiscordHost, payload: discord.RawReactionActionEvent) 
 
 async def find_job(adapter: DiscordHost, payload: discord.RawReactionActionEvent) -> Job | None:
     """The job behind the reacted message: by stored message id, else by the job id in it."""
-    service = adapter.app.service
+    service = adapter.service
     job = await service.find_by_message(adapter.platform, str(payload.message_id))
     if job is not None:
         return job

@@ -380,7 +380,7 @@ class StatusBoard:
             )  # fmt: skip
             shown = self._status_of(job)
             shown.offered = (status_content(view), view.actions, False)
-        job = await self.adapter.app.service.set_messages(job.id, status_message_id=str(message.id))
+        job = await self.adapter.service.set_messages(job.id, status_message_id=str(message.id))
         shown = self._status_of(job)
         if shown.latest is not None:
             self._offer(shown, shown.latest)  # whatever the job reached meanwhile

@@ -58,7 +58,7 @@ async def start_preview(interaction: discord.Interaction, request: Callable[[], 
     finally:
         adapter.acks.leave()
     try:
-        preview = await preview_story(adapter.app.service, await request(), interaction_origin(interaction))
+        preview = await preview_story(adapter.service, await request(), interaction_origin(interaction))
     except Exception as exc:
         await interaction.edit_original_response(content=clip(plain(user_message(exc))))
         return
@@ -82,7 +82,7 @@ class PreviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"v
         return cls(match["verb"], match["token"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        service = adapter_of(interaction).app.service
+        service = adapter_of(interaction).service
         actor = interaction_actor(interaction)
         try:
             if self.verb == "confirm":
@@ -113,7 +113,7 @@ class StoryEditModal(discord.ui.Modal, title="Edit the story"):
         self.add_item(self.scenes)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        service = adapter_of(interaction).app.service
+        service = adapter_of(interaction).service
         preview = await edit_preview(service, self.token, self.scenes.value, interaction_actor(interaction))
         # The same private message shows the edited plan, its buttons carrying the new token.
         await interaction.response.edit_message(content=preview_content(preview), view=preview_components(preview.token))
@@ -131,7 +131,7 @@ async def on_story_button(interaction: discord.Interaction, action: Action, job_
         await interaction.response.send_modal(AddSceneModal(job_id))
         return
     adapter = adapter_of(interaction)
-    job = await adapter.app.service.get_for(job_id, interaction_origin(interaction))
+    job = await adapter.service.get_for(job_id, interaction_origin(interaction))
     view = discord.ui.View(timeout=None)
     view.add_item(ScenePicker(job))
     await interaction.response.send_message("Which scene should be made again?", view=view, ephemeral=True)
@@ -157,7 +157,7 @@ class ScenePicker(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"vbr
             actor = interaction_actor(interaction)
 
             async def start(origin: Origin) -> Job:
-                return (await perform(adapter.app.service, Action.REDO_SCENE, self.job_id, actor=actor, origin=origin, scene=scene)).job
+                return (await perform(adapter.service, Action.REDO_SCENE, self.job_id, actor=actor, origin=origin, scene=scene)).job
 
             await start_job(interaction, start)
         except Exception as exc:

@@ -54,6 +54,8 @@ from bot.core.errors import ConfigError, DeliveryFailed
 from bot.core.events import Subscription
 from bot.core.models import PLACE, Actor, Job, Origin, in_chat
 from bot.core.secret_box import load_box
+from bot.core.service import JobService
+from storage.contract import Store
 from storage.installations import installations_of
 
 log = logging.getLogger(__name__)
@@ -321,6 +323,20 @@ class SlackAdapter:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
+    # --- the core, as the listener modules reach it (deps.Core) --------------------------------
+
+    @property
+    def service(self) -> JobService:
+        return self.app.service
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    @property
+    def public_url(self) -> str | None:
+        return self.app.settings.core.public_url
+
     @property
     def closed(self) -> bool:
         """Stopping or stopped: calls failing now fail because of the stop, not because of Slack."""
@@ -456,7 +472,7 @@ class SlackAdapter:
     async def actor(self, user_id: str, *, team_id: str | None, check_workspace_admin: bool = False) -> Actor:
         """The user in their workspace, marked admin there if the bot's settings or (when it matters) Slack say so."""
         base = Actor(user_id=user_id, platform=PLATFORM, workspace_id=team_id)
-        if self.app.service.is_admin(user_id):
+        if self.service.is_admin(user_id):
             return base.model_copy(update={"is_admin": True})
         if not check_workspace_admin:
             return base

@@ -45,7 +45,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         # trigger_id lives 3 s: open the modal first (one store read for the prompt it shows), validate on submit.
         try:
             user = body["user"]
-            job = await adapter.app.service.get_for(job_id, adapter.origin_for(user.get("team_id"), channel, user["id"], None))
+            job = await adapter.service.get_for(job_id, adapter.origin_for(user.get("team_id"), channel, user["id"], None))
             await (await adapter.client_for(user.get("team_id"))).views_open(trigger_id=body["trigger_id"], view=build(job, channel, thread))
         except Exception as exc:
             await tell.refusal(exc)
@@ -63,7 +63,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         tell = respond_teller(respond)
         origin = adapter.origin_for(user.get("team_id"), _channel(body), str(user["id"]), user.get("username") or user.get("name"))
         actor = await adapter.actor(origin.user_id, team_id=origin.workspace_id)
-        service = adapter.app.service
+        service = adapter.service
         try:
             job = await (service.confirm(token, actor) if confirming else service.decline(token, actor))
         except Exception as exc:

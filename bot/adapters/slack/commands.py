@@ -41,7 +41,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
 
 async def help_text(adapter: SlackHost, origin: Origin) -> str:
     """What this deployment offers the caller, from the core, in Slack's syntax."""
-    offers = await deployment_help(adapter.app.service, origin, upload_limit=adapter.settings.file_limit_bytes)
+    offers = await deployment_help(adapter.service, origin, upload_limit=adapter.settings.file_limit_bytes)
     reactions = {f":{name}:": action for name, emoji in REACTIONS.items() if (action := reaction_action(emoji)) is not None}
     reactions[":one:–:four:"] = Action.USE
     return help_markup(offers, reactions)
@@ -63,7 +63,7 @@ async def run_text(adapter: SlackHost, body: dict[str, Any], default: str, tell:
             # An admin edits the workspace's settings in a form; everyone else reads the text view.
             await open_settings(adapter, origin, str(body["trigger_id"]))
             return
-        reply = await run_command(adapter.app.service, command, origin, actor)
+        reply = await run_command(adapter.service, command, origin, actor)
     except Exception as exc:
         await tell.refusal(exc)
         return
@@ -93,5 +93,5 @@ async def _actor(adapter: SlackHost, command: Command, origin: Origin) -> Actor:
         return await adapter.actor(origin.user_id, team_id=team_id, check_workspace_admin=True)
     if command.name not in ("cancel", "delete") or not command.words:
         return await adapter.actor(origin.user_id, team_id=team_id)
-    job = await adapter.app.service.get_for(command.job_id(), origin)
+    job = await adapter.service.get_for(command.job_id(), origin)
     return await adapter.actor(origin.user_id, team_id=team_id, check_workspace_admin=job.origin.user_id != origin.user_id)

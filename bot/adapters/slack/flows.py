@@ -96,7 +96,7 @@ async def show_job(adapter: SlackHost, job: Job, tell: Tell) -> None:
         adapter.surface.forget(job.id)
         # Nobody could see its progress or result: stop it rather than spend on it.
         try:
-            await adapter.app.service.cancel(job.id, Actor(user_id=job.origin.user_id))
+            await adapter.service.cancel(job.id, Actor(user_id=job.origin.user_id))
         except JobStateError:
             pass
         await tell(_POST_REFUSALS.get(error, f"Slack refused my message ({error}), so job {job.id} was cancelled. Try again later."))
@@ -127,7 +127,7 @@ async def act(
     take: int | None = None,
 ) -> None:
     """A button, reaction or modal: the core's `perform` decides; this shows the outcome in Slack."""
-    service = adapter.app.service
+    service = adapter.service
     user_id, team_id = str(user["id"]), user.get("team_id")
     origin = adapter.origin_for(team_id, channel, user_id, user.get("username") or user.get("name"))
     if thread_ts:

@@ -1,5 +1,6 @@
-"""The Slack adapter as its listener modules see it: the slack_sdk client, the status surface and a
-few helpers. `SlackAdapter` (app.py) implements it; listeners are typed against this, not the class."""
+"""The Slack adapter as its listener modules see it: the core (`deps.Core`: service, store, gallery
+address), the slack_sdk client, the status surface and a few helpers. `SlackAdapter` (app.py)
+implements it; listeners are typed against this, not the class."""
 from __future__ import annotations
 
 from collections.abc import Coroutine
@@ -7,14 +8,14 @@ from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.deps import CoreApp
+from bot.adapters.deps import Core
 from bot.adapters.slack.lookup import Me
 from bot.config import SlackSettings
 from bot.core.models import Actor, Job, Origin
 
 
 class Cards(Protocol):
-    """The status surface's part the listeners use (surface.StatusSurface implements it)."""
+    """The status surface's part the listeners use (status.StatusSurface implements it)."""
 
     async def post_status(self, job: Job, *, adopt: bool = False) -> str: ...
 
@@ -25,8 +26,7 @@ class Cards(Protocol):
     async def job_for_message(self, channel: str, ts: str, author: str | None, team_id: str | None = None) -> Job | None: ...
 
 
-class SlackHost(Protocol):
-    app: CoreApp
+class SlackHost(Core, Protocol):
     settings: SlackSettings
     client: AsyncWebClient
     platform: str

@@ -40,7 +40,7 @@ async def leave(adapter: SlackHost, body: dict[str, Any], why: str) -> None:
     removed = await adapter.forget_workspace(None if org_wide else team_id, enterprise_id)
     where = enterprise_id if org_wide else team_id
     log.info("Slack workspace %s: %s; installation %s", where, why, "removed" if removed else "was not stored")
-    service, store = adapter.app.service, adapter.app.store
+    service, store = adapter.service, adapter.store
     cancelled = 0
     for job in await store.unfinished([adapter.platform]):
         origin = job.origin

@@ -60,7 +60,7 @@ def settings_modal(values: dict[str, str], channel_id: str) -> dict[str, Any]:
 
 
 async def open_settings(adapter: SlackHost, origin: Origin, trigger_id: str) -> None:
-    here = await adapter.app.service.tenant_settings.effective(origin)
+    here = await adapter.service.tenant_settings.effective(origin)
     values = {name: shown(here.get(name)) for name in KEYS}
     await (await adapter.client_for(origin.workspace_id)).views_open(trigger_id=trigger_id, view=settings_modal(values, origin.channel_id or ""))
 
@@ -112,7 +112,7 @@ def register(bolt: AsyncApp, adapter: SlackHost) -> None:
         lines = []
         for name, raw in changed.items():
             try:
-                lines.append(await adapter.app.service.change_setting(origin, actor, "tenant", name, raw or None))
+                lines.append(await adapter.service.change_setting(origin, actor, "tenant", name, raw or None))
             except Exception as exc:
                 lines.append(f"{name}: {user_message(exc)}")
         await tell("\n".join(lines))

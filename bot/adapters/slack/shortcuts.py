@@ -60,7 +60,7 @@ async def on_animate(adapter: SlackHost, body: dict[str, Any], tell: Tell) -> No
         request = GenerateRequest(prompt=text or DEFAULT_PROMPT, image_bytes=data, image_name=str(file.get("name") or "image"))
         origin = adapter.origin_for(user.get("team_id") or (body.get("team") or {}).get("id"), channel, str(user["id"]), user.get("username") or user.get("name"))
         origin.extra["thread_ts"] = thread
-        job = await adapter.app.service.submit(request, origin)
+        job = await adapter.service.submit(request, origin)
     except Exception as exc:
         await tell.refusal(exc)
         return
@@ -127,7 +127,7 @@ async def _download(adapter: SlackHost, client: AsyncWebClient, file: dict[str, 
     (the core checks what arrives: its size, that it is an image). aiohttp drops the token on a
     redirect to another origin."""
     url = file_url(file, client.base_url)
-    limit = int(adapter.app.service.settings.max_image_mb * 1_000_000)
+    limit = int(adapter.service.settings.max_image_mb * 1_000_000)
     size = int(file.get("size") or 0)
     if size > limit:
         # SHIM (issue 10): the core's own refusal, worded as JobService._load_image words it, for a

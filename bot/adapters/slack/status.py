@@ -143,7 +143,7 @@ class StatusSurface:
                 channel, ts, card.sent = await self._post(card)
             # In the store, so reactions find the job and a restarted bot keeps updating this message.
             # Until this write lands, a reaction finds the job through the message's metadata.
-            await self.adapter.app.service.set_messages(job.id, status_message_id=ts)
+            await self.adapter.service.set_messages(job.id, status_message_id=ts)
             card.channel_id, card.ts = str(channel), ts
             card.posted.set()
             # What changed while posting (or, adopted, the state now); nothing when the post shows it.
@@ -202,7 +202,7 @@ class StatusSurface:
         """At start: every unfinished Slack job without a stored status message gets one (found or
         new), and every recently finished job whose card may not show its ending yet is updated."""
         try:
-            store = self.adapter.app.store
+            store = self.adapter.store
             for job in await store.unfinished([self.adapter.platform]):
                 if job.origin.status_message_id or _scene(job):
                     continue
@@ -229,7 +229,7 @@ class StatusSurface:
 
     async def _note_shown(self, job_id: str, finished_at: float) -> None:
         try:
-            await self.adapter.app.service.set_messages(job_id, extra={CARD_SHOWN: finished_at})
+            await self.adapter.service.set_messages(job_id, extra={CARD_SHOWN: finished_at})
         except Exception:
             log.warning("job %s: could not note that its card shows the ending", job_id, exc_info=True)
 
@@ -262,7 +262,7 @@ class StatusSurface:
 
         The marks cover the moment between a post and the store write (and a crash in it).
         """
-        service = self.adapter.app.service
+        service = self.adapter.service
         job = await service.find_by_message(self.adapter.platform, ts)
         if job is not None:
             return job
@@ -455,7 +455,7 @@ class StatusSurface:
     async def _deliver_set(self, job: Job) -> dict[str, Any] | None:
         """A set of takes: ONE message in the thread with the contact sheet and every finished take
         (bot.adapters.slack.takes), once: a retry looks for the sheet before posting again."""
-        files, comment = await set_message(self.adapter.app.store, job, self.limits.file_limit_bytes)
+        files, comment = await set_message(self.adapter.store, job, self.limits.file_limit_bytes)
         channel, status_ts = await self._where(job)
         if channel is None:
             raise DeliveryFailed(f"Set {job.id} has no Slack channel to post to.", transient=False)
@@ -479,7 +479,7 @@ class StatusSurface:
         comment = f"{mention}*{esc(title)}*\n> {esc(short_prompt(job.prompt))}"
         if upload.note:
             comment += f"\n_{esc(upload.note)}_"
-        gallery = status_view(job, public_url=self.adapter.app.settings.core.public_url).gallery_url
+        gallery = status_view(job, public_url=self.adapter.public_url).gallery_url
         if gallery:
             comment += f"\n<{gallery}|Open in gallery>"
         thread = self._result_thread(job, status_ts)
@@ -559,7 +559,7 @@ class StatusSurface:
         briefly in the store (a job can finish before the gateway's post is written)."""
         deadline = time.monotonic() + STATUS_WAIT_SECONDS
         while time.monotonic() < deadline:
-            stored = await self.adapter.app.store.get(job.id)
+            stored = await self.adapter.store.get(job.id)
             if stored is not None and stored.origin.status_message_id:
                 return stored.origin.channel_id, stored.origin.status_message_id
             await asyncio.sleep(STORED_STATUS_POLL)

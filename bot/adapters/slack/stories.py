@@ -97,7 +97,7 @@ def _channel(body: dict[str, Any]) -> str:
 
 
 def register(bolt: AsyncApp, adapter: SlackHost) -> None:
-    service = adapter.app.service
+    service = adapter.service
 
     def origin_of(body: dict[str, Any], channel: str) -> Any:
         user = body["user"]
