@@ -4,7 +4,7 @@ Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP on
 SLACK_HTTP_HOST:SLACK_HTTP_PORT at /slack/events, where bolt checks every request's
 signature with SLACK_SIGNING_SECRET (401 otherwise). Web API calls go to SLACK_API_URL
 when set, through one shared HTTP session, and wait out 429s (Retry-After), except
-`chat.update`: its per-workspace scheduler slows down on a 429 instead (surface.py). A
+`chat.update`: its per-workspace scheduler slows down on a 429 instead (status.py). A
 dropped connection is retried only for calls that are safe to send twice: a post whose
 answer was lost may have been made, so the surface looks for it instead.
 
@@ -43,6 +43,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import buttons, commands, installs, reactions, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
+from bot.adapters.slack.delivery import Delivery
 from bot.adapters.slack.flows import ephemeral_teller, show_job
 from bot.adapters.slack.install import INSTALL_PATH, REDIRECT_PATH, oauth_settings
 from bot.adapters.slack.lookup import Me
@@ -214,6 +215,7 @@ class SlackAdapter:
         for module in LISTENERS:
             module.register(self.bolt, self)
         self.surface = StatusSurface(self)
+        self.delivery = Delivery(self)
         self.http_url: str | None = None
         self.bot_user_id: str | None = None
         self._me: Me | None = None
@@ -436,7 +438,7 @@ class SlackAdapter:
             # Stopped before the runner (videobot run's order): transient, the job stays delivering.
             raise DeliveryFailed(STOPPED_MESSAGE, transient=True, detail="slack adapter stopped")
         try:
-            return await self.surface.deliver(job)
+            return await self.delivery.deliver(job)
         except DeliveryFailed:
             raise
         except NotInstalled as exc:

@@ -15,7 +15,7 @@ from bot.core.models import Actor, Job, Origin
 
 
 class Cards(Protocol):
-    """The status surface's part the listeners use (status.StatusSurface implements it)."""
+    """The status surface's part the listeners and delivery use (status.StatusSurface implements it)."""
 
     async def post_status(self, job: Job, *, adopt: bool = False) -> str: ...
 
@@ -24,6 +24,8 @@ class Cards(Protocol):
     async def remove(self, job: Job) -> None: ...
 
     async def job_for_message(self, channel: str, ts: str, author: str | None, team_id: str | None = None) -> Job | None: ...
+
+    async def status_message(self, job: Job) -> tuple[str | None, str | None]: ...
 
 
 class SlackHost(Core, Protocol):
