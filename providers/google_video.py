@@ -12,7 +12,6 @@ Waiting and retrying are the shared polling engine's (`providers.polling`).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from providers.base import Operation, RemoteStatus, VideoProvider, VideoRequest
 from providers.errors import ContentExpired, GenerationFailed, InvalidRequest
 from providers.google_common import close_client, finish_extend, map_error, price_per_second, shape_for
 from providers.polling import PollPolicy, retrying
+from providers.sidecars import read_sidecar, write_sidecar
 
 
 class GoogleVideoOptions(TypedDict, total=False):
@@ -167,15 +167,10 @@ class GoogleVideoProvider(VideoProvider):
         return self.work_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self._sidecar_name(remote_id))}.json"
 
     def _write_sidecar(self, remote_id: str, data: dict[str, Any]) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._sidecar(remote_id).write_text(json.dumps(data), encoding="utf-8")
+        write_sidecar(self._sidecar(remote_id), data)
 
     def _read_sidecar(self, remote_id: str) -> dict[str, Any]:
-        path = self._sidecar(remote_id)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except ValueError:
-            return {}
+        return read_sidecar(self._sidecar(remote_id))
 
 
 __all__ = ["GoogleVideoOptions", "GoogleVideoProvider"]
