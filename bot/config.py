@@ -6,11 +6,21 @@ with one line naming the variable (see `load_settings`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ConfigError
@@ -25,10 +35,84 @@ from providers.pricing import (
 
 if TYPE_CHECKING:
     from providers.fal_endpoints import EndpointTable
+    from providers.replicate_models import Catalogue
+
+T = TypeVar("T")
 
 
 def _section(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", case_sensitive=False)
+
+
+# --- checks shared by the sections ------------------------------------------------------------
+# Written once as annotated types, so every section says the same thing about the same mistake.
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+#: `OrNone[X]`: an X, or None when unset. A blank value (`SLACK_APP_TOKEN=` copied from
+#: .env.example) means "not set", not an empty token, path or number.
+OrNone = Annotated[T | None, BeforeValidator(_blank_is_none)]
+
+
+def http_url(example: str | None = None) -> AfterValidator:
+    """A base URL, kept without its trailing slash; None (unset) passes. The error shows
+    `example` so the fix is plain at start-up."""
+    message = "must be an http:// or https:// URL" + (f", e.g. {example}" if example else "")
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(message)
+        return value.rstrip("/")
+
+    return AfterValidator(check)
+
+
+def _no_negative_prices(value: dict[str, float]) -> dict[str, float]:
+    if any(price < 0 for price in value.values()):
+        raise ValueError("prices must not be negative")
+    return value
+
+
+#: A price table by model id (USD; the unit is the section's).
+Prices = Annotated[dict[str, float], AfterValidator(_no_negative_prices)]
+
+
+def loaded_by(load: Callable[[Path], object]) -> AfterValidator:
+    """A data file (fal's endpoint table, Replicate's model catalogue) read once at start-up:
+    a bad row stops start-up with the file and the row named, not a job later."""
+
+    def check(value: Path | None) -> Path | None:
+        if value is not None:
+            load(value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _fal_table(path: Path | None = None) -> EndpointTable:
+    from providers.fal_endpoints import load_table
+
+    return load_table(path)
+
+
+def _replicate_catalogue(path: Path | None = None) -> Catalogue:
+    from providers.replicate_models import load_catalogue
+
+    return load_catalogue(path)
+
+
+# The remote providers' common knobs, with one set of bounds. Types, not a base class: the
+# defaults differ by provider, and a base class would move these fields first in every section
+# (the order they are validated, and so which bad variable start-up names first).
+PollSeconds = Annotated[float, Field(ge=0, le=300)]
+RequestTimeout = Annotated[float, Field(gt=0, le=600)]
+RetryBackoff = Annotated[float, Field(ge=0, le=60)]
+AbsenceGrace = Annotated[float, Field(ge=0, le=600)]
 
 
 class CoreSettings(BaseSettings):
@@ -58,7 +142,7 @@ class CoreSettings(BaseSettings):
     #: How long a runner owns a job without renewing; a crashed runner's jobs are taken over after it.
     lease_seconds: float = Field(default=60, ge=1, le=3600)
     #: Remove media files of jobs finished this many days ago (rows stay, marked expired); empty: keep forever.
-    retention_days: float | None = Field(default=None, gt=0)
+    retention_days: OrNone[float] = Field(default=None, gt=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     #: Comma-separated user ids (any platform) allowed to delete others' jobs.
     admin_user_ids: str = ""
@@ -75,7 +159,7 @@ class CoreSettings(BaseSettings):
     free_models: str = ""
     #: Jobs estimated above this (USD) wait for their owner's Confirm before anything is queued or
     #: reserved (chat and console; the CLI is the operator's and never asks). Empty: never ask.
-    confirm_above_usd: float | None = Field(default=1.0, ge=0)
+    confirm_above_usd: OrNone[float] = Field(default=1.0, ge=0)
     #: Seconds a paid command must wait after the same user's previous one; 0: no cooldown.
     cooldown_seconds: float = Field(default=0, ge=0)
     #: Prompt and image checks before anything is spent: auto (OpenAI's moderation endpoint when
@@ -87,13 +171,13 @@ class CoreSettings(BaseSettings):
     #: Comma-separated words or phrases refused in every moderation mode.
     blocklist: str = ""
     moderation_model: str = "omni-moderation-latest"
-    daily_budget_user_usd: float | None = Field(default=None, ge=0)
-    daily_budget_workspace_usd: float | None = Field(default=None, ge=0)
+    daily_budget_user_usd: OrNone[float] = Field(default=None, ge=0)
+    daily_budget_workspace_usd: OrNone[float] = Field(default=None, ge=0)
     #: The operator's ceilings on what tenants may allow (empty: no ceiling). Tenant, channel and
     #: user settings can only tighten them: the longest clip, the largest size (by pixel count),
     #: and comma-separated pipelines and models allowed at all.
-    max_seconds: int | None = Field(default=None, ge=1, le=3600)
-    max_size: str | None = None
+    max_seconds: OrNone[int] = Field(default=None, ge=1, le=3600)
+    max_size: OrNone[str] = None
     allowed_pipelines: str = ""
     allowed_models: str = ""
     #: Story premises sent to the paid planner model, per user per hour (the plan preview included).
@@ -104,48 +188,33 @@ class CoreSettings(BaseSettings):
     role: str = Field(default="all", pattern=r"(?i)^(all|gateway|worker)$")
     #: Where media files live; every gateway and worker must see the same directory (a shared
     #: volume). Jobs record paths relative to it. Empty: <data dir>/media.
-    media_dir: Path | None = None
+    media_dir: OrNone[Path] = None
     #: Seconds between a process's heartbeats in the store (`videobot status`).
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
     #: A worker looks for queued jobs at least this often (besides when told a job was queued).
     claim_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     #: Jobs one worker process runs at once (its machine's share); empty: up to
     #: VIDEOBOT_MAX_CONCURRENT_JOBS, the cap across all workers, which the store enforces.
-    worker_slots: int | None = Field(default=None, ge=1, le=1000)
+    worker_slots: OrNone[int] = Field(default=None, ge=1, le=1000)
     #: The web gallery (`videobot web`, or inside `videobot run` when web_port is set).
-    web_port: int | None = Field(default=None, ge=0, le=65535)
+    web_port: OrNone[int] = Field(default=None, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     #: Signs personal gallery links and session cookies; empty: a random one kept in the data dir.
-    web_secret: SecretStr | None = None
+    web_secret: OrNone[SecretStr] = None
     #: Encrypts tokens kept in the database (Slack workspaces' installations); empty: a random one
     #: kept in the data dir (0600). Every process on one database needs the same key.
-    secret_key: SecretStr | None = None
+    secret_key: OrNone[SecretStr] = None
     #: Where people reach the gallery (https://videos.example.org); links and "Open in gallery" use it.
-    public_url: str | None = None
+    public_url: Annotated[OrNone[str], http_url("https://videos.example.org")] = None
     #: How long a personal link from /gallery may be opened, and how long its browser session lasts.
     web_link_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     web_session_hours: float = Field(default=12, gt=0, le=24 * 90)
     #: Prometheus /metrics, /healthz and /readyz on this port (0: a free one, printed at start);
     #: also on the web port when the gallery runs. Neither set: off.
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: OrNone[int] = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     #: json (one JSON object per line) or text; empty: text on a terminal, JSON otherwise.
     log_format: str = Field(default="", pattern=r"(?i)^(json|text|)$")
-
-    @field_validator(
-        "daily_budget_user_usd", "daily_budget_workspace_usd", "retention_days", "confirm_above_usd", "media_dir", "worker_slots",
-        "max_seconds", "max_size", "web_port", "web_secret", "secret_key", "public_url", "metrics_port", mode="before",
-    )
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("public_url")
-    @classmethod
-    def _check_public_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://videos.example.org")
-        return value.rstrip("/") if value else value
 
     @field_validator("max_size")
     @classmethod
@@ -229,7 +298,7 @@ class OpenAISettings(BaseSettings):
     #: Plans a story's scenes from a premise (structured JSON output).
     text_model: str = "gpt-5-mini"
     #: Per HTTP request (a download's limit is per chunk read, not for the whole file).
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    request_timeout_seconds: RequestTimeout = 60
     #: USD per second of video, by model id; a model not listed has no estimate.
     video_prices: dict[str, float] = Field(
         default_factory=lambda: {"sora-2": 0.10, "sora-2-pro": 0.30}
@@ -267,10 +336,10 @@ class RunwaySettings(BaseSettings):
     #: Model ids Runway no longer serves: refused (or fallen back from) before anything is sent.
     retired_models: str = "gen3a_turbo"
     #: Seconds between task reads (Runway asks for at least 5).
-    poll_seconds: float = Field(default=5, ge=0, le=300)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    poll_seconds: PollSeconds = 5
+    request_timeout_seconds: RequestTimeout = 60
     #: First backoff step when Runway refuses a create with 429/503 or an upload fails.
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+    retry_backoff_seconds: RetryBackoff = 1.0
 
 
 class FluxSettings(BaseSettings):
@@ -286,18 +355,18 @@ class FluxSettings(BaseSettings):
     poll_seconds: float = Field(default=0.5, ge=0, le=60)
     #: Overall limit for one image, in seconds.
     timeout_seconds: float = Field(default=300, gt=0, le=3600)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+    request_timeout_seconds: RequestTimeout = 60
+    retry_backoff_seconds: RetryBackoff = 1.0
 
 
 class SlackSettings(BaseSettings):
     model_config = _section("SLACK_")
 
-    bot_token: SecretStr | None = None
-    app_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
+    bot_token: OrNone[SecretStr] = None
+    app_token: OrNone[SecretStr] = None
+    signing_secret: OrNone[SecretStr] = None
     #: Web API base URL (GovSlack, a proxy, tests); empty: https://slack.com/api/.
-    api_url: str | None = None
+    api_url: OrNone[str] = None
     #: HTTP mode (no SLACK_APP_TOKEN): where Slack's requests arrive, at /slack/events; with the OAuth
     #: install (either mode) also /slack/install and /slack/oauth_redirect.
     http_host: str = "0.0.0.0"
@@ -314,20 +383,14 @@ class SlackSettings(BaseSettings):
     #: How many times one Web API call is retried after a 429 (each waits Retry-After).
     rate_limit_retries: int = Field(default=5, ge=0, le=50)
     #: A distributed app (no SLACK_BOT_TOKEN): the OAuth install flow serves any number of workspaces.
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
+    client_id: OrNone[str] = None
+    client_secret: OrNone[SecretStr] = None
     #: Signs the OAuth `state` handed to each installer (with the one kept in the database).
-    state_secret: SecretStr | None = None
+    state_secret: OrNone[SecretStr] = None
     #: The Redirect URL set in the app's OAuth settings (https://HOST/slack/oauth_redirect); empty: Slack's setting.
-    redirect_uri: str | None = None
+    redirect_uri: OrNone[str] = None
     #: A rotating token this close to its expiry is refreshed before use.
     token_refresh_margin_seconds: float = Field(default=600, ge=0, le=43_200)
-
-    @field_validator("bot_token", "app_token", "signing_secret", "api_url", "client_id", "client_secret", "state_secret", "redirect_uri", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        # `SLACK_APP_TOKEN=` copied from .env.example means "not set", not an empty token.
-        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def configured(self) -> bool:
@@ -368,13 +431,8 @@ class DiscordSettings(BaseSettings):
     sync_commands: bool = True
     #: Sharding (large bots): the total number of shards, and the ones this gateway runs
     #: ("0,1"; empty: all of them). Either set: discord.py's AutoShardedClient.
-    shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    shard_count: OrNone[int] = Field(default=None, ge=1, le=100_000)
     shard_ids: str = ""
-
-    @field_validator("shard_count", mode="before")
-    @classmethod
-    def _blank_count(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("shard_ids")
     @classmethod
@@ -418,50 +476,24 @@ class FalSettings(BaseSettings):
     # `FAL_PRICES=` copied from .env.example means "the table's prices", not an empty JSON value.
     model_config = SettingsConfigDict(**_section("FAL_"), env_ignore_empty=True)
 
-    key: SecretStr | None = None
+    key: OrNone[SecretStr] = None
     #: Any base that speaks fal's queue protocol (a gateway, or plain HTTP on loopback).
-    queue_url: str = "https://queue.fal.run"
+    queue_url: Annotated[str, http_url("https://queue.fal.run")] = "https://queue.fal.run"
     #: Text-to-video endpoint id; image-to-video (and the chained pipelines) use i2v_model.
     video_model: str = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
     i2v_model: str = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
     #: USD per second by endpoint id (`ID@720p`, `ID+audio` for one resolution or with sound),
     #: over the endpoint table's own prices.
-    prices: dict[str, float] = Field(default_factory=lambda: dict(_fal_table().prices))
+    prices: Prices = Field(default_factory=lambda: dict(_fal_table().prices))
     #: A copy of providers/fal_endpoints.json with more endpoint families; empty: the shipped table.
-    endpoints_file: Path | None = None
+    endpoints_file: Annotated[OrNone[Path], loaded_by(_fal_table)] = None
     #: Sent as the negative prompt to the endpoints that take one; empty: none.
     negative_prompt: str = ""
     #: Seconds between status reads.
-    poll_seconds: float = Field(default=2.0, ge=0, le=300)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    poll_seconds: PollSeconds = 2.0
+    request_timeout_seconds: RequestTimeout = 60
     #: First backoff step when fal refuses a submit with 503.
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
-
-    @field_validator("key", "endpoints_file", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("queue_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://queue.fal.run")
-        return value.rstrip("/")
-
-    @field_validator("endpoints_file")
-    @classmethod
-    def _check_table(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            _fal_table(value)  # a bad row stops start-up with the file and the row named
-        return value
-
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(price < 0 for price in value.values()):
-            raise ValueError("prices must not be negative")
-        return value
+    retry_backoff_seconds: RetryBackoff = 1.0
 
 
 class KlingSettings(BaseSettings):
@@ -469,46 +501,27 @@ class KlingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(**_section("KLING_"), env_ignore_empty=True)
 
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
+    access_key: OrNone[SecretStr] = None
+    secret_key: OrNone[SecretStr] = None
     #: api-singapore.klingai.com serves the global API; any base that speaks it (a gateway, loopback).
-    base_url: str = "https://api-singapore.klingai.com"
+    base_url: Annotated[str, http_url("https://api-singapore.klingai.com")] = "https://api-singapore.klingai.com"
     #: model_name for text and image to video (kling-v2-5-turbo, kling-v2-1, kling-v1-6, ...).
     model: str = "kling-v2-5-turbo"
     #: std (720p) or pro (1080p, and end frames on most models).
     mode: Literal["std", "pro"] = "std"
     #: USD per second of output by `model@mode` (a model alone prices both modes).
-    prices: dict[str, float] = Field(default_factory=lambda: dict(KLING_PRICES))
+    prices: Prices = Field(default_factory=lambda: dict(KLING_PRICES))
     #: Sent as negative_prompt; empty: none.
     negative_prompt: str = ""
     #: Kling's cfg_scale (0..1, how closely the prompt is followed); empty: Kling's default.
     cfg_scale: float | None = Field(default=None, ge=0, le=1)
     #: Seconds between task reads.
-    poll_seconds: float = Field(default=5.0, ge=0, le=300)
+    poll_seconds: PollSeconds = 5.0
     #: After a crash mid-create: how long a create may still be on its way before a miss counts.
-    absence_grace_seconds: float = Field(default=15.0, ge=0, le=600)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    absence_grace_seconds: AbsenceGrace = 15.0
+    request_timeout_seconds: RequestTimeout = 60
     #: First backoff step when Kling refuses a create (503, an expired token).
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
-
-    @field_validator("access_key", "secret_key", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://api-singapore.klingai.com")
-        return value.rstrip("/")
-
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(price < 0 for price in value.values()):
-            raise ValueError("prices must not be negative")
-        return value
+    retry_backoff_seconds: RetryBackoff = 1.0
 
 
 class ReplicateSettings(BaseSettings):
@@ -516,9 +529,9 @@ class ReplicateSettings(BaseSettings):
 
     model_config = SettingsConfigDict(**_section("REPLICATE_"), env_ignore_empty=True)
 
-    api_token: SecretStr | None = None
+    api_token: OrNone[SecretStr] = None
     #: Any base that speaks Replicate's HTTP API (a gateway, or plain HTTP on loopback).
-    base_url: str = "https://api.replicate.com"
+    base_url: Annotated[str, http_url("https://api.replicate.com")] = "https://api.replicate.com"
     #: `owner/name` or `owner/name:version`, each with a row in the model catalogue.
     video_model: str = "wan-video/wan-2.5-t2v"
     #: Image to video (and the chained pipelines).
@@ -526,43 +539,20 @@ class ReplicateSettings(BaseSettings):
     #: Text to image (`replicate-image`, and the image step of `replicate-image+VIDEO` chains).
     image_model: str = "black-forest-labs/flux-schnell"
     #: A copy of providers/replicate_models.json with more models; empty: the shipped catalogue.
-    models_file: Path | None = None
+    models_file: Annotated[OrNone[Path], loaded_by(_replicate_catalogue)] = None
     #: Over the catalogue's prices: `owner/name` = USD per second, `owner/name@run` = USD per prediction.
-    prices: dict[str, float] = Field(default_factory=dict)
+    prices: Prices = Field(default_factory=dict)
     #: Seconds between prediction reads.
-    poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    poll_seconds: PollSeconds = 2.0
     #: After a crash mid-create: how long a create may still be on its way before a miss counts.
-    absence_grace_seconds: float = Field(default=10.0, ge=0, le=600)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    absence_grace_seconds: AbsenceGrace = 10.0
+    request_timeout_seconds: RequestTimeout = 60
     #: First backoff step when Replicate refuses a create with 503.
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
-
-    @field_validator("api_token", "models_file", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://api.replicate.com")
-        return value.rstrip("/")
-
-    @field_validator("models_file")
-    @classmethod
-    def _check_catalogue(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            from providers.replicate_models import load_catalogue
-
-            load_catalogue(value)  # a bad row stops start-up with the file and the row named
-        return value
+    retry_backoff_seconds: RetryBackoff = 1.0
 
     @model_validator(mode="after")
     def _check_models(self) -> ReplicateSettings:
-        from providers.replicate_models import load_catalogue
-
-        catalogue = load_catalogue(self.models_file)
+        catalogue = _replicate_catalogue(self.models_file)
         for setting, model in (("REPLICATE_VIDEO_MODEL", self.video_model), ("REPLICATE_I2V_MODEL", self.i2v_model)):
             if catalogue.row(model) is None:
                 raise ValueError(
@@ -575,19 +565,6 @@ class ReplicateSettings(BaseSettings):
                 f"{catalogue.path}; add one, or set REPLICATE_MODELS_FILE"
             )
         return self
-
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(price < 0 for price in value.values()):
-            raise ValueError("prices must not be negative")
-        return value
-
-
-def _fal_table(path: Path | None = None) -> EndpointTable:
-    from providers.fal_endpoints import load_table
-
-    return load_table(path)
 
 
 #: USD per second of video (`MODEL+audio` with sound), per image for image models; check
@@ -617,8 +594,8 @@ class GoogleSettings(BaseSettings):
     #: within the hour); empty: application default credentials.
     access_token: SecretStr | None = None
     #: Other endpoints (a gateway, a regional host); google-genai reads the same variables.
-    gemini_base_url: str | None = None
-    vertex_base_url: str | None = None
+    gemini_base_url: Annotated[str | None, http_url()] = None
+    vertex_base_url: Annotated[str | None, http_url()] = None
     omni_model: str = "gemini-omni-1.2-flash"
     #: Durations (seconds) and sizes the Omni models make.
     omni_seconds: str = "4,6,8"
@@ -633,19 +610,12 @@ class GoogleSettings(BaseSettings):
     #: Sent to Veo as the negative prompt; empty: none.
     veo_negative_prompt: str = ""
     image_model: str = "gemini-2.5-flash-image"
-    prices: dict[str, float] = Field(default_factory=lambda: dict(GOOGLE_PRICES))
-    omni_poll_seconds: float = Field(default=5.0, ge=0, le=300)
-    veo_poll_seconds: float = Field(default=10.0, ge=0, le=300)
-    request_timeout_seconds: float = Field(default=120, gt=0, le=600)
+    prices: Prices = Field(default_factory=lambda: dict(GOOGLE_PRICES))
+    omni_poll_seconds: PollSeconds = 5.0
+    veo_poll_seconds: PollSeconds = 10.0
+    request_timeout_seconds: RequestTimeout = 120
     #: First backoff step when Google refuses a create with 429/503.
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
-
-    @field_validator("gemini_base_url", "vertex_base_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/") if value else value
+    retry_backoff_seconds: RetryBackoff = 1.0
 
     @field_validator("omni_seconds", "veo_seconds", "veo_extend_seconds")
     @classmethod
@@ -668,9 +638,8 @@ class GoogleSettings(BaseSettings):
 
     @field_validator("prices")
     @classmethod
-    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(price < 0 for price in value.values()):
-            raise ValueError("prices must not be negative")
+    def _over_shipped_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        # GOOGLE_PRICES adds to the shipped table rather than replacing it (Prices has checked the signs).
         return {**GOOGLE_PRICES, **value}
 
     @property
@@ -692,15 +661,15 @@ class ComfyUISettings(BaseSettings):
     model_config = _section("COMFYUI_")
 
     #: e.g. http://127.0.0.1:8188; empty: the ComfyUI pipelines are listed but not configured.
-    url: str | None = None
+    url: OrNone[str] = None
     #: Where relative workflow names are looked up; empty: the workflows shipped with videobot.
-    workflows_dir: Path | None = None
+    workflows_dir: OrNone[Path] = None
     #: API-format workflow files (ComfyUI: Export (API)); empty turns that capability off.
     t2v_workflow: str = "wan2.2_ti2v_5b_t2v.json"
     i2v_workflow: str = "wan2.2_ti2v_5b_i2v.json"
     t2i_workflow: str = "flux1_schnell_t2i.json"
     #: `Name: value`, sent with every request and the websocket (a reverse proxy's auth).
-    auth_header: SecretStr | None = None
+    auth_header: OrNone[SecretStr] = None
     #: USD per second of video (0: own hardware), and per image.
     usd_per_second: float = Field(default=0.0, ge=0)
     usd_per_image: float = Field(default=0.0, ge=0)
@@ -710,15 +679,10 @@ class ComfyUISettings(BaseSettings):
     #: Seconds between status reads (from memory while the websocket is up).
     poll_seconds: float = Field(default=1.0, ge=0, le=60)
     #: After a crash mid-create: how long a request may still be in flight before a miss counts.
-    absence_grace_seconds: float = Field(default=15.0, ge=0, le=600)
-    request_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    absence_grace_seconds: AbsenceGrace = 15.0
+    request_timeout_seconds: RequestTimeout = 60
     #: Overall limit for one image (image jobs and the image step).
     image_timeout_seconds: float = Field(default=600, gt=0, le=24 * 3600)
-
-    @field_validator("url", "workflows_dir", "auth_header", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("auth_header")
     @classmethod

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from providers.errors import (
 from providers.fal_endpoints import TABLE_PATH, EndpointTable, Family, default_seconds, default_size, load_table, span
 from providers.media import crop_to_size, decode_image
 from providers.polling import PollPolicy, retrying
+from providers.sidecars import read_sidecar, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -423,15 +423,10 @@ class FalVideoProvider(VideoProvider):
         return self.work_dir / f"{request_id}.json"
 
     def _write_sidecar(self, remote_id: str, data: dict[str, str]) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._sidecar(remote_id).write_text(json.dumps(data), encoding="utf-8")
+        write_sidecar(self._sidecar(remote_id), data)
 
     def _read_sidecar(self, remote_id: str) -> dict[str, str]:
-        path = self._sidecar(remote_id)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except ValueError:
-            return {}
+        return read_sidecar(self._sidecar(remote_id))
 
 
 # --- helpers ----------------------------------------------------------------------------------

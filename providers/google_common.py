@@ -12,6 +12,7 @@ failures are httpx/httpx2 errors, or the Interactions API's `APIConnectionError`
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from providers.errors import (
     RateLimited,
     TransientError,
 )
+
+log = logging.getLogger(__name__)
 
 #: Words Google uses when a prompt, an input or an output is blocked by its safety filters
 #: (`SAFETY`, `PROHIBITED_CONTENT`, "blocked by Responsible AI practices", "IMAGE_SAFETY"...).
@@ -79,6 +82,15 @@ def vertex_client(
         vertexai=True, project=project, location=location, credentials=credentials,
         http_options=http_options(base_url, timeout),
     )  # fmt: skip
+
+
+async def close_client(client: Any) -> None:
+    """Close a client's async transport. Best effort: it is shutting down, and a failure to
+    close must not hide why (or stop the other providers closing)."""
+    try:
+        await client.aio.aclose()
+    except Exception:
+        log.debug("closing the genai client failed", exc_info=True)
 
 
 # --- sizes ------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,8 @@ from PIL import Image
 
 from providers.base import ImageProvider, ImageRequest, ImageResult, parse_size
 from providers.errors import ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured, OutputInvalid
-from providers.google_common import is_safety, map_error, nearest_ratio
+from providers.google_common import close_client, is_safety, map_error, nearest_ratio
 from providers.polling import PollPolicy, retrying
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemini-2.5-flash-image"
 LABEL = "Gemini"
@@ -66,10 +63,7 @@ class GeminiImageProvider(ImageProvider):
 
     async def aclose(self) -> None:
         if self._client is not None:
-            try:
-                await self._client.aio.aclose()
-            except Exception:  # closing is best effort
-                log.debug("closing the genai client failed", exc_info=True)
+            await close_client(self._client)
             self._client = None
 
     def validate(self, request: ImageRequest) -> None:

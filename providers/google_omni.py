@@ -23,31 +23,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
-import logging
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import httpx
 
-from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
+from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoRequest, parse_size
 from providers.downloads import stream_to_file
-from providers.errors import ContentExpired, ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured
-from providers.google_common import (
-    finish_extend,
-    gemini_client,
-    is_safety,
-    jpeg_bytes,
-    map_error,
-    price_per_second,
-    shape_for,
-    span,
-)
-from providers.polling import PollPolicy, retrying
-
-log = logging.getLogger(__name__)
+from providers.errors import ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured
+from providers.google_common import gemini_client, is_safety, jpeg_bytes, map_error, shape_for, span
+from providers.google_video import GoogleVideoOptions, GoogleVideoProvider
+from providers.polling import retrying
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-omni-1.2-flash"
@@ -57,47 +44,27 @@ MAX_PROMPT_CHARS = 4000
 _FAILED = {"failed", "incomplete", "budget_exceeded", "requires_action"}
 
 
-class GeminiOmniVideoProvider(VideoProvider):
+class GeminiOmniVideoProvider(GoogleVideoProvider):
     name = "gemini-video"
+    label = LABEL
+    model_setting = "GOOGLE_OMNI_MODEL"
     capabilities = frozenset({Capability.TEXT_TO_VIDEO, Capability.IMAGE_TO_VIDEO, Capability.REMIX, Capability.EXTEND})
-    #: An extension comes back as the whole clip (the new seconds are joined to the source), so a
-    #: story's scenes can be extensions of each other.
-    continues_source = True
 
     def __init__(
         self,
         *,
         api_key: str | None,
         work_dir: Path,
-        base_url: str | None = None,
         model: str = DEFAULT_MODEL,
-        seconds: tuple[int, ...] = (4, 6, 8),
-        sizes: tuple[str, ...] = ("1280x720", "720x1280", "1920x1080", "1080x1920"),
-        prices: dict[str, float] | None = None,
         delivery: str = "uri",
-        max_inline_video_bytes: int = 15_000_000,
         poll_seconds: float = 5.0,
-        timeout: float = 120.0,
-        policy: PollPolicy | None = None,
+        **options: Unpack[GoogleVideoOptions],
     ) -> None:
+        super().__init__(work_dir=work_dir, model=model, poll_seconds=poll_seconds, **options)
         self._api_key = api_key
-        self.base_url = base_url or None
-        self.default_model = model
-        self.seconds = seconds
-        self.sizes = sizes
-        self.default_seconds = 8 if 8 in seconds else seconds[-1]
-        self.default_size = sizes[0]
-        self.prices = dict(prices or {})
         self.delivery = delivery
-        self._max_inline_video = max_inline_video_bytes
-        self._poll_seconds = poll_seconds
-        self._timeout = timeout
-        self.policy = policy or PollPolicy()
-        self.work_dir = work_dir
-        self._client: Any = None
         self._http: httpx.AsyncClient | None = None
-        #: The finished video (the SDK's VideoContent) by interaction id, from the last poll.
-        self._outputs: dict[str, Any] = {}
+        # self._outputs holds the SDK's VideoContent (inline data or a URI) by interaction id.
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -117,20 +84,12 @@ class GeminiOmniVideoProvider(VideoProvider):
         return self._http
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            try:
-                await self._client.aio.aclose()
-            except Exception:  # closing is best effort
-                log.debug("closing the genai client failed", exc_info=True)
-            self._client = None
+        await super().aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
-    # --- checks and prices ---------------------------------------------------------------
-
-    def model_for(self, request: VideoRequest) -> str:
-        return request.model or self.default_model
+    # --- checks ----------------------------------------------------------------------------
 
     def validate(self, request: VideoRequest) -> None:
         if len(request.prompt) > MAX_PROMPT_CHARS:
@@ -144,15 +103,6 @@ class GeminiOmniVideoProvider(VideoProvider):
         if request.seconds not in self.seconds:
             raise InvalidRequest(f"Gemini's {model} makes clips of {span(self.seconds)} seconds.")
         shape_for(request.size, self.sizes, f"Gemini's {model}")
-
-    def estimate_cost(self, request: VideoRequest) -> float | None:
-        model = self.model_for(request)
-        try:
-            resolution = shape_for(request.size, self.sizes, "Gemini").resolution
-        except InvalidRequest:
-            resolution = None
-        rate = price_per_second(self.prices, model, audio=request.audio, resolution=resolution)
-        return None if rate is None else round(rate * request.seconds, 4)
 
     # --- create ----------------------------------------------------------------------------
 
@@ -218,25 +168,12 @@ class GeminiOmniVideoProvider(VideoProvider):
         model = self.model_for(request)
         body = await self.body(request)
         interactions = self.client.aio.interactions
-
-        async def create_once() -> Any:
-            try:
-                return await interactions.create(**body)
-            except Exception as exc:
-                raise map_error(exc, provider=self.name, label=LABEL, create=True,
-                                model_setting="GOOGLE_OMNI_MODEL", model=model) from exc  # fmt: skip
-
-        # One create. A 429 or 503 refused it (nothing was made) and may be repeated; anything
-        # that may have made an interaction is never repeated.
-        interaction = await retrying(create_once, policy=self.policy, attempts=3, what="gemini create")
+        interaction = await self._create(lambda: interactions.create(**body), model)
         interaction_id = getattr(interaction, "id", None)
         if not interaction_id:
             raise GenerationFailed("Gemini accepted the request without an interaction id.", remote_code="no_id",
                                    provider=self.name)  # fmt: skip
-        sidecar: dict[str, Any] = {"model": model, "operation": request.operation.value, "seconds": request.seconds}
-        if request.operation is Operation.EXTEND and request.source_video is not None:
-            sidecar["extend_source"] = str(request.source_video)
-        self._write_sidecar(interaction_id, sidecar)
+        self._remember(interaction_id, request, model)
         job = self._translate(interaction)
         return job if job.model else job.model_copy(update={"model": model})
 
@@ -246,10 +183,8 @@ class GeminiOmniVideoProvider(VideoProvider):
         try:
             interaction = await self.client.aio.interactions.get(id=remote_id)
         except Exception as exc:
-            mapped = map_error(exc, provider=self.name, label=LABEL, create=False)
-            if getattr(exc, "status_code", None) == 404:
-                mapped = GenerationFailed("Gemini no longer knows this interaction.", remote_code="not_found", provider=self.name)
-            raise mapped from exc
+            gone = "Gemini no longer knows this interaction."
+            raise self._read_failed(exc, status=getattr(exc, "status_code", None), gone=gone) from exc
         return self._translate(interaction, remote_id)
 
     def _translate(self, interaction: Any, remote_id: str | None = None) -> RemoteJob:
@@ -288,31 +223,21 @@ class GeminiOmniVideoProvider(VideoProvider):
         return GenerationFailed(message, remote_code=job.error_code, provider=self.name)
 
     async def download(self, remote_id: str, dest: Path) -> None:
-        video = self._outputs.get(remote_id)
-        if video is None:
-            # After a restart: the interaction still holds its output.
-            job = await retrying(lambda: self.poll(remote_id), policy=self.policy, what="gemini get")
-            video = self._outputs.get(remote_id)
-            if job.status is not RemoteStatus.COMPLETED or video is None:
-                raise ContentExpired("Gemini no longer has this video; generate it again.", provider=self.name)
-        sidecar = self._read_sidecar(remote_id)
-        extend_source = sidecar.get("extend_source")
-        target = dest.with_name(dest.name + ".part.mp4") if extend_source else dest
-        data = getattr(video, "data", None)
-        if data:
-            await asyncio.to_thread(_write_base64, data, target)
-        else:
+        video = await self._output(remote_id, take=False, gone="Gemini no longer has this video; generate it again.")
+
+        async def write(target: Path) -> None:
+            data = getattr(video, "data", None)
+            if data:
+                await asyncio.to_thread(_write_base64, data, target)
+                return
             uri = str(video.uri)
             headers = {"x-goog-api-key": self._api_key or ""} if self._same_origin(uri) else {}
             await retrying(
                 lambda: stream_to_file(self.http, uri, target, provider=self.name, label=LABEL, headers=headers),
                 policy=self.policy, what="gemini download",
             )  # fmt: skip
-        if extend_source:
-            try:
-                await asyncio.to_thread(finish_extend, Path(extend_source), target, dest, int(sidecar.get("seconds", 0)))
-            finally:
-                target.unlink(missing_ok=True)
+
+        await self._save(remote_id, dest, write)
 
     def _same_origin(self, uri: str) -> bool:
         """The key goes only to the API's own host (the Files API), never to another file host."""
@@ -328,25 +253,6 @@ class GeminiOmniVideoProvider(VideoProvider):
             if status not in (400, 404, 409):  # already finished or gone: nothing to stop
                 raise map_error(exc, provider=self.name, label=LABEL, create=False) from exc
         self._outputs.pop(remote_id, None)
-
-    # --- which interactions are ours ----------------------------------------------------------
-
-    def _ours(self, remote_id: str | None) -> bool:
-        return bool(remote_id) and self._sidecar(remote_id).exists()  # type: ignore[arg-type]
-
-    def _sidecar(self, remote_id: str) -> Path:
-        return self.work_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', remote_id)}.json"
-
-    def _write_sidecar(self, remote_id: str, data: dict[str, Any]) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._sidecar(remote_id).write_text(json.dumps(data), encoding="utf-8")
-
-    def _read_sidecar(self, remote_id: str) -> dict[str, Any]:
-        path = self._sidecar(remote_id)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except ValueError:
-            return {}
 
 
 def _failure(interaction: Any) -> tuple[str | None, str | None]:

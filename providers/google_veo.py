@@ -21,41 +21,25 @@ operations: an interrupted create is not sent again (as Runway's), and cancel st
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoProvider, VideoRequest, parse_size
-from providers.errors import ContentExpired, ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured
-from providers.google_common import (
-    finish_extend,
-    image_jpeg,
-    is_safety,
-    jpeg_bytes,
-    map_error,
-    price_per_second,
-    shape_for,
-    span,
-    vertex_client,
-)
+from providers.base import Capability, Operation, RemoteJob, RemoteStatus, VideoRequest, parse_size
+from providers.errors import ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured
+from providers.google_common import image_jpeg, is_safety, jpeg_bytes, shape_for, span, vertex_client
+from providers.google_video import GoogleVideoOptions, GoogleVideoProvider
 from providers.media import decode_image, first_frame, last_frame
-from providers.polling import PollPolicy, retrying
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "veo-3.1-generate-001"
 LABEL = "Veo"
 MAX_PROMPT_CHARS = 4000
 
 
-class VeoVideoProvider(VideoProvider):
+class VeoVideoProvider(GoogleVideoProvider):
     name = "veo"
+    label = LABEL
+    model_setting = "GOOGLE_VEO_MODEL"
     capabilities = frozenset({Capability.TEXT_TO_VIDEO, Capability.IMAGE_TO_VIDEO, Capability.REMIX, Capability.EXTEND})
-    #: An extension comes back as the whole clip (Veo's own, or the last-frame clip joined to the
-    #: source), so a story's scenes can be extensions of each other.
-    continues_source = True
 
     def __init__(
         self,
@@ -65,39 +49,20 @@ class VeoVideoProvider(VideoProvider):
         work_dir: Path,
         not_configured: str = "",
         access_token: str | None = None,
-        base_url: str | None = None,
         model: str = DEFAULT_MODEL,
-        seconds: tuple[int, ...] = (4, 6, 8),
         extend_seconds: tuple[int, ...] = (7,),
-        sizes: tuple[str, ...] = ("1280x720", "720x1280", "1920x1080", "1080x1920"),
-        prices: dict[str, float] | None = None,
         negative_prompt: str = "",
-        max_inline_video_bytes: int = 15_000_000,
         poll_seconds: float = 10.0,
-        timeout: float = 120.0,
-        policy: PollPolicy | None = None,
+        **options: Unpack[GoogleVideoOptions],
     ) -> None:
+        super().__init__(work_dir=work_dir, model=model, poll_seconds=poll_seconds, **options)
         self._project = project
         self._location = location
         self._not_configured = not_configured
         self._access_token = access_token
-        self.base_url = base_url or None
-        self.default_model = model
-        self.seconds = seconds
         self.extend_seconds = extend_seconds
-        self.sizes = sizes
-        self.default_seconds = 8 if 8 in seconds else seconds[-1]
-        self.default_size = sizes[0]
-        self.prices = dict(prices or {})
         self.negative_prompt = negative_prompt
-        self._max_inline_video = max_inline_video_bytes
-        self._poll_seconds = poll_seconds
-        self._timeout = timeout
-        self.policy = policy or PollPolicy()
-        self.work_dir = work_dir
-        self._client: Any = None
-        #: Finished videos (bytes) by operation name, from the last poll.
-        self._outputs: dict[str, bytes] = {}
+        # self._outputs holds finished videos (bytes: Vertex returns them inline) by operation name.
         self._failures: dict[str, tuple[str, str]] = {}
 
     # --- plumbing ------------------------------------------------------------------------
@@ -113,18 +78,7 @@ class VeoVideoProvider(VideoProvider):
             )  # fmt: skip
         return self._client
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            try:
-                await self._client.aio.aclose()
-            except Exception:  # closing is best effort
-                log.debug("closing the genai client failed", exc_info=True)
-            self._client = None
-
     # --- checks and prices ---------------------------------------------------------------
-
-    def model_for(self, request: VideoRequest) -> str:
-        return request.model or self.default_model
 
     def _extends_natively(self, request: VideoRequest) -> bool:
         """Veo's own video input: for a clip Veo made, by the seconds an extension adds, small
@@ -135,7 +89,7 @@ class VeoVideoProvider(VideoProvider):
             and source is not None and source.exists() and source.stat().st_size <= self._max_inline_video
         )  # fmt: skip
 
-    def _seconds_for(self, request: VideoRequest) -> int:
+    def billed_seconds(self, request: VideoRequest) -> int:
         """Remix keeps about the source's length: the nearest duration Veo makes."""
         if request.operation is Operation.REMIX and request.seconds not in self.seconds:
             return min(self.seconds, key=lambda s: (abs(s - request.seconds), -s))
@@ -149,21 +103,12 @@ class VeoVideoProvider(VideoProvider):
             raise InvalidRequest(f"{request.operation.value.capitalize()} needs the source video, which is missing.")
         if request.operation is Operation.EXTEND and self._extends_natively(request):
             return
-        if self._seconds_for(request) not in self.seconds:
+        if self.billed_seconds(request) not in self.seconds:
             if request.operation is Operation.EXTEND and self.extend_seconds and self._ours(request.source_remote_id):
                 choices = span(tuple(sorted({*self.seconds, *self.extend_seconds})))
                 raise InvalidRequest(f"Veo's {model} extends its own clips by {choices} seconds.")
             raise InvalidRequest(f"Veo's {model} makes clips of {span(self.seconds)} seconds.")
         shape_for(request.size, self.sizes, f"Veo's {model}")
-
-    def estimate_cost(self, request: VideoRequest) -> float | None:
-        model = self.model_for(request)
-        try:
-            resolution = shape_for(request.size, self.sizes, "Veo").resolution
-        except InvalidRequest:
-            resolution = None
-        rate = price_per_second(self.prices, model, audio=request.audio, resolution=resolution)
-        return None if rate is None else round(rate * self._seconds_for(request), 4)
 
     # --- create ----------------------------------------------------------------------------
 
@@ -186,7 +131,7 @@ class VeoVideoProvider(VideoProvider):
             config["duration_seconds"] = request.seconds
         else:
             shape = shape_for(request.size, self.sizes, f"Veo's {model}")
-            config.update(duration_seconds=self._seconds_for(request), aspect_ratio=shape.aspect_ratio, resolution=shape.resolution)
+            config.update(duration_seconds=self.billed_seconds(request), aspect_ratio=shape.aspect_ratio, resolution=shape.resolution)
             frame = await self._first_frame(request)
             if frame is not None:
                 source["image"] = types.Image(image_bytes=frame, mime_type="image/jpeg")
@@ -221,22 +166,11 @@ class VeoVideoProvider(VideoProvider):
         model = self.model_for(request)
         args = await self.arguments(request)
         models = self.client.aio.models
-
-        async def create_once() -> Any:
-            try:
-                return await models.generate_videos(**args)
-            except Exception as exc:
-                raise map_error(exc, provider=self.name, label=LABEL, create=True,
-                                model_setting="GOOGLE_VEO_MODEL", model=model) from exc  # fmt: skip
-
-        operation = await retrying(create_once, policy=self.policy, attempts=3, what="veo create")
+        operation = await self._create(lambda: models.generate_videos(**args), model)
         name = getattr(operation, "name", None)
         if not name:
             raise GenerationFailed("Vertex accepted the request without an operation name.", remote_code="no_name", provider=self.name)
-        sidecar: dict[str, Any] = {"model": model, "operation": request.operation.value, "seconds": request.seconds}
-        if request.operation is Operation.EXTEND and request.source_video is not None:
-            sidecar["extend_source"] = str(request.source_video)
-        self._write_sidecar(name, sidecar)
+        self._remember(name, request, model)
         return RemoteJob(id=name, status=RemoteStatus.QUEUED, model=model, note="queued at Google (Veo)", poll_after=self._poll_seconds)
 
     # --- reads -----------------------------------------------------------------------------
@@ -247,10 +181,8 @@ class VeoVideoProvider(VideoProvider):
         try:
             operation = await self.client.aio.operations.get(types.GenerateVideosOperation(name=remote_id))
         except Exception as exc:
-            mapped = map_error(exc, provider=self.name, label=LABEL, create=False)
-            if getattr(exc, "code", None) == 404:
-                mapped = GenerationFailed("Vertex no longer knows this operation.", remote_code="not_found", provider=self.name)
-            raise mapped from exc
+            gone = "Vertex no longer knows this operation."
+            raise self._read_failed(exc, status=getattr(exc, "code", None), gone=gone) from exc
         if not operation.done:
             return RemoteJob(id=remote_id, status=RemoteStatus.IN_PROGRESS, progress=1, note="rendering at Google (Veo)",
                              poll_after=self._poll_seconds)  # fmt: skip
@@ -290,44 +222,21 @@ class VeoVideoProvider(VideoProvider):
         return error
 
     async def download(self, remote_id: str, dest: Path) -> None:
-        data = self._outputs.pop(remote_id, None)
-        if data is None:
-            job = await retrying(lambda: self.poll(remote_id), policy=self.policy, what="veo get")
-            data = self._outputs.pop(remote_id, None)
-            if job.status is not RemoteStatus.COMPLETED or data is None:
-                raise ContentExpired("Vertex no longer has this video; generate it again.", provider=self.name)
-        sidecar = self._read_sidecar(remote_id)
-        extend_source = sidecar.get("extend_source")
-        target = dest.with_name(dest.name + ".part.mp4") if extend_source else dest
-        await asyncio.to_thread(target.write_bytes, data)
-        if extend_source:
-            try:
-                await asyncio.to_thread(finish_extend, Path(extend_source), target, dest, int(sidecar.get("seconds", 0)))
-            finally:
-                target.unlink(missing_ok=True)
+        # Taken, not kept: the whole video is in memory until it is written.
+        data: bytes = await self._output(remote_id, take=True, gone="Vertex no longer has this video; generate it again.")
+
+        async def write(target: Path) -> None:
+            await asyncio.to_thread(target.write_bytes, data)
+
+        await self._save(remote_id, dest, write)
 
     async def cancel(self, remote_id: str) -> None:
         """google-genai has no cancel for video operations: polling stops and the output is dropped."""
         self._outputs.pop(remote_id, None)
 
-    # --- which operations are ours -----------------------------------------------------------
-
-    def _ours(self, remote_id: str | None) -> bool:
-        return bool(remote_id) and self._sidecar(remote_id).exists()  # type: ignore[arg-type]
-
-    def _sidecar(self, remote_id: str) -> Path:
-        return self.work_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', remote_id.rpartition('/')[2])}.json"
-
-    def _write_sidecar(self, remote_id: str, data: dict[str, Any]) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._sidecar(remote_id).write_text(json.dumps(data), encoding="utf-8")
-
-    def _read_sidecar(self, remote_id: str) -> dict[str, Any]:
-        path = self._sidecar(remote_id)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except ValueError:
-            return {}
+    def _sidecar_name(self, remote_id: str) -> str:
+        # An operation name is a long resource path (projects/.../operations/ID); its last part is unique.
+        return remote_id.rpartition("/")[2]
 
 
 __all__ = ["VeoVideoProvider", "DEFAULT_MODEL"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 import re
 import time
@@ -57,6 +56,7 @@ from providers.errors import (
 from providers.media import concat_videos, crop_to_size, decode_image, last_frame
 from providers.polling import PollPolicy, retrying
 from providers.pricing import KLING_PRICES
+from providers.sidecars import read_sidecar, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -519,15 +519,10 @@ class KlingVideoProvider(VideoProvider):
         return self.work_dir / (re.sub(r"[^\w.-]", "_", remote_id) + ".json")
 
     def _write_sidecar(self, remote_id: str, data: dict[str, str]) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._sidecar(remote_id).write_text(json.dumps(data), encoding="utf-8")
+        write_sidecar(self._sidecar(remote_id), data)
 
     def _read_sidecar(self, remote_id: str) -> dict[str, str]:
-        path = self._sidecar(remote_id)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except ValueError:
-            return {}
+        return read_sidecar(self._sidecar(remote_id))
 
 
 class _Ambiguous(Exception):

@@ -181,6 +181,11 @@ class OpenAIEmulator:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings that point an app at this emulator."""
+        return {"OPENAI_API_KEY": self.api_key, "OPENAI_BASE_URL": self.base_url}
+
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/videos", self._create)

@@ -7,35 +7,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
-from bot.config import Settings, load_settings
+from bot.app import App
+from bot.config import Settings
 from bot.core.models import Actor, GenerateRequest, Job, JobStatus, Origin, ProgressEvent
 from providers.errors import InvalidRequest
 from providers.fal import TABLE_PATH
-from providers.polling import PollPolicy
 from tests.fakes.bfl_server import KEY as BFL_KEY
 from tests.fakes.bfl_server import BflServer
 from tests.fakes.fal_server import KEY, FalServer, fal_server  # noqa: F401
+from tests.apps import AppFactory, AppMaker, run_job, until
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.helpers import assert_video
 
 ORIGIN = Origin(platform="cli", user_id="tester")
 KLING_T2V = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
 KLING_I2V = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _no_delivery(job: Job) -> None:
-    return None
 
 
 @pytest.fixture
@@ -43,48 +35,18 @@ async def make_app(
     settings: Settings, fal_server: FalServer, bfl_server: BflServer, openai_server: OpenAIEmulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[AppFactory]:
-    """An app on the fal, BFL and OpenAI emulators; keyword arguments are extra env vars (None removes one)."""
-    for key in [k for k in os.environ if k.startswith("FAL_")]:
-        monkeypatch.delenv(key)  # a developer's own fal settings stay out
-    apps: list[App] = []
-    base = {
+    """An app on the fal, BFL and OpenAI emulators; keyword arguments are extra env vars (None removes one).
+    A developer's own fal settings stay out (the settings fixture clears them)."""
+    async with AppMaker(monkeypatch, {
         "FAL_KEY": KEY, "FAL_QUEUE_URL": fal_server.base_url, "FAL_POLL_SECONDS": "0.01", "FAL_RETRY_BACKOFF_SECONDS": "0.01",
         "BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": bfl_server.base_url, "BFL_POLL_SECONDS": "0.01", "BFL_RETRY_BACKOFF_SECONDS": "0.01",
-        "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
-    }  # fmt: skip
-
-    async def factory(start: bool = True, **env: str | None) -> App:
-        for key, value in {**base, **env}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["cli"] = _no_delivery
-        if start:
-            await app.runner.start()
-        apps.append(app)
-        return app
-
-    try:
-        yield factory
-    finally:
-        for app in apps:
-            await app.close()
+        **openai_server.env,
+    }) as apps:  # fmt: skip
+        yield apps.make
 
 
 async def run(app: App, request: GenerateRequest) -> Job:
-    job = await app.service.submit(request, ORIGIN)
-    return await asyncio.wait_for(app.runner.wait(job.id), 20)
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 10
-    while not (value := await check()):
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
-    return value
+    return await run_job(app, request, ORIGIN, timeout=20)
 
 
 def sent_image(fal_server: FalServer) -> Image.Image:

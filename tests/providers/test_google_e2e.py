@@ -6,81 +6,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
-from bot.config import Settings, load_settings
+from bot.app import App
+from bot.config import Settings
 from bot.core.models import Actor, GenerateRequest, Job, JobKind, JobStatus, Origin
 from providers.errors import NotConfigured
-from providers.polling import PollPolicy
+from tests.apps import AppFactory, AppMaker, run_job, until
 from tests.fakes.google_server import KEY, LOCATION, PROJECT, TOKEN, GoogleServer, google_server  # noqa: F401
 from tests.helpers import assert_audio, assert_no_audio, assert_video
 
 ORIGIN = Origin(platform="cli", user_id="tester")
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _no_delivery(job: Job) -> None:
-    return None
 
 
 @pytest.fixture
 async def make_app(settings: Settings, google_server: GoogleServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AppFactory]:
     """An app on the Google emulator (API key and Vertex both set); keyword arguments are extra env
     vars (None removes one)."""
-    for key in [k for k in os.environ if k.startswith(("GOOGLE_", "GEMINI_"))]:
-        monkeypatch.delenv(key)
-    apps: list[App] = []
-    base = {
+    async with AppMaker(monkeypatch, {
         "GEMINI_API_KEY": KEY, "GOOGLE_GEMINI_BASE_URL": google_server.base_url,
         "GOOGLE_GENAI_USE_VERTEXAI": "true", "GOOGLE_CLOUD_PROJECT": PROJECT, "GOOGLE_CLOUD_LOCATION": LOCATION,
         "GOOGLE_ACCESS_TOKEN": TOKEN, "GOOGLE_VERTEX_BASE_URL": google_server.base_url,
         "GOOGLE_OMNI_POLL_SECONDS": "0.01", "GOOGLE_VEO_POLL_SECONDS": "0.01", "GOOGLE_RETRY_BACKOFF_SECONDS": "0.01",
-    }  # fmt: skip
-
-    async def factory(start: bool = True, **env: str | None) -> App:
-        for key, value in {**base, **env}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["cli"] = _no_delivery
-        if start:
-            await app.runner.start()
-        apps.append(app)
-        return app
-
-    try:
-        yield factory
-    finally:
-        for app in apps:
-            await app.close()
+    }) as apps:  # fmt: skip
+        yield apps.make
 
 
 async def run(app: App, request: GenerateRequest) -> Job:
-    job = await app.service.submit(request, ORIGIN)
-    return await asyncio.wait_for(app.runner.wait(job.id), 30)
+    return await run_job(app, request, ORIGIN)
 
 
 async def wait_job(app: App, job: Job) -> Job:
     return await asyncio.wait_for(app.runner.wait(job.id), 30)
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 10
-    while not (value := await check()):
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
-    return value
 
 
 def b64_image(data: str) -> Image.Image:

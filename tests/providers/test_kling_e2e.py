@@ -6,30 +6,24 @@ reading the task back by its external_task_id (our job id), with one create at t
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
+from bot.app import App
 from bot.config import Settings, load_settings
 from bot.core.models import Actor, GenerateRequest, Job, JobStatus, Origin
 from providers.errors import InvalidRequest
 from providers.media import last_frame
-from providers.polling import PollPolicy
+from tests.apps import AppFactory, AppMaker, run_job, until_job
 from tests.fakes.kling_server import ACCESS_KEY, SECRET_KEY, KlingServer, sent_image
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.helpers import assert_video
 
 ORIGIN = Origin(platform="cli", user_id="tester")
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _no_delivery(job: Job) -> None:
-    return None
 
 
 @pytest.fixture
@@ -37,49 +31,16 @@ async def make_app(
     settings: Settings, kling_server: KlingServer, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[AppFactory]:
     """An app on the Kling (and OpenAI) emulators; keyword arguments are extra env vars (None removes one)."""
-    for key in [k for k in os.environ if k.startswith("KLING_")]:
-        monkeypatch.delenv(key)
-    apps: list[App] = []
-    base = {
+    async with AppMaker(monkeypatch, {
         "KLING_ACCESS_KEY": ACCESS_KEY, "KLING_SECRET_KEY": SECRET_KEY, "KLING_BASE_URL": kling_server.base_url,
         "KLING_POLL_SECONDS": "0.01", "KLING_RETRY_BACKOFF_SECONDS": "0.01",
-        "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
-    }  # fmt: skip
-
-    async def factory(start: bool = True, **env: str | None) -> App:
-        for key, value in {**base, **env}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["cli"] = _no_delivery
-        if start:
-            await app.runner.start()
-        apps.append(app)
-        return app
-
-    try:
-        yield factory
-    finally:
-        for app in apps:
-            await app.close()
+        **openai_server.env,
+    }) as apps:  # fmt: skip
+        yield apps.make
 
 
 async def run(app: App, request: GenerateRequest) -> Job:
-    job = await app.service.submit(request, ORIGIN)
-    return await asyncio.wait_for(app.runner.wait(job.id), 30)
-
-
-async def until(app: App, job_id: str, check: Callable[[Job], bool], what: str) -> Job:
-    deadline = time.monotonic() + 15
-    while True:
-        job = await app.store.get(job_id)
-        if job is not None and check(job):
-            return job
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
+    return await run_job(app, request, ORIGIN)
 
 
 # --- text and image to video ------------------------------------------------------------------
@@ -181,7 +142,7 @@ async def _interrupted_create(app: App, server: KlingServer, *, pipeline: str = 
     """A job as a SIGKILL between the create call and the id write leaves it (`submit_sent_at` in its state)."""
     server.hold = True
     job = await app.service.submit(GenerateRequest(prompt="cut off mid-create", pipeline=pipeline), ORIGIN)
-    running = await until(app, job.id, lambda j: j.remote_id is not None, "the create is answered")
+    running = await until_job(app, job.id, lambda j: j.remote_id is not None, "the create is answered")
     await app.runner.stop()
     state = {**running.state, "submit_sent_to": "kling", "submit_sent_at": time.time() - sent_ago}
     await app.store.update(job.id, status=JobStatus.SUBMITTING, remote_id=None, state=state)
@@ -278,7 +239,7 @@ async def test_cancel_stops_the_job_and_sends_nothing_kling_has_no_cancel_call(m
     kling_server.hold = True
     app = await make_app()
     job = await app.service.submit(GenerateRequest(prompt="a very long take", pipeline="kling"), ORIGIN)
-    await until(app, job.id, lambda j: j.remote_id is not None and j.status is JobStatus.RUNNING, "the task runs")
+    await until_job(app, job.id, lambda j: j.remote_id is not None and j.status is JobStatus.RUNNING, "the task runs")
     await app.service.cancel(job.id, Actor.of(ORIGIN))
     done = await asyncio.wait_for(app.runner.wait(job.id), 10)
     assert done.status is JobStatus.CANCELLED and done.output_path is None

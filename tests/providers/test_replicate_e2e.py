@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.app import App, open_app
-from bot.config import Settings, load_settings
+from bot.app import App
+from bot.config import Settings
 from bot.core.errors import ConfigError
 from bot.core.models import Actor, GenerateRequest, Job, JobStatus, Origin
 from providers.errors import InvalidRequest
-from providers.polling import PollPolicy
 from providers.replicate_models import CATALOGUE_PATH
+from tests.apps import AppFactory, AppMaker, run_job, until_job
 from tests.fakes.openai_server import OpenAIEmulator
 from tests.fakes.kling_server import KlingServer
 from tests.fakes.replicate_server import TOKEN, ReplicateServer, sent_image
@@ -29,11 +28,6 @@ from tests.helpers import assert_video
 
 ORIGIN = Origin(platform="cli", user_id="tester")
 T2V, I2V = "wan-video/wan-2.5-t2v", "wan-video/wan-2.5-i2v"
-AppFactory = Callable[..., Awaitable[App]]
-
-
-async def _no_delivery(job: Job) -> None:
-    return None
 
 
 @pytest.fixture
@@ -41,49 +35,16 @@ async def make_app(
     settings: Settings, replicate_server: ReplicateServer, openai_server: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[AppFactory]:
     """An app on the Replicate (and OpenAI) emulators; keyword arguments are extra env vars (None removes one)."""
-    for key in [k for k in os.environ if k.startswith("REPLICATE_")]:
-        monkeypatch.delenv(key)
-    apps: list[App] = []
-    base = {
+    async with AppMaker(monkeypatch, {
         "REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": replicate_server.base_url, "REPLICATE_POLL_SECONDS": "0.01",
         "REPLICATE_RETRY_BACKOFF_SECONDS": "0.01",
-        "OPENAI_API_KEY": openai_server.api_key, "OPENAI_BASE_URL": openai_server.base_url,
-    }  # fmt: skip
-
-    async def factory(start: bool = True, **env: str | None) -> App:
-        for key, value in {**base, **env}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        app = await open_app(load_settings())
-        app.runner.poll_policy = PollPolicy(interval=0.01, min_interval=0.01, backoff_base=0.01, backoff_max=0.05)
-        app.runner.deliverers["cli"] = _no_delivery
-        if start:
-            await app.runner.start()
-        apps.append(app)
-        return app
-
-    try:
-        yield factory
-    finally:
-        for app in apps:
-            await app.close()
+        **openai_server.env,
+    }) as apps:  # fmt: skip
+        yield apps.make
 
 
 async def run(app: App, request: GenerateRequest) -> Job:
-    job = await app.service.submit(request, ORIGIN)
-    return await asyncio.wait_for(app.runner.wait(job.id), 30)
-
-
-async def until(app: App, job_id: str, check: Callable[[Job], bool], what: str) -> Job:
-    deadline = time.monotonic() + 15
-    while True:
-        job = await app.store.get(job_id)
-        if job is not None and check(job):
-            return job
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
+    return await run_job(app, request, ORIGIN)
 
 
 # --- text and image to video ------------------------------------------------------------------
@@ -212,7 +173,7 @@ async def test_cancel_reaches_replicate(make_app: AppFactory, replicate_server: 
     replicate_server.hold = True
     app = await make_app()
     job = await app.service.submit(GenerateRequest(prompt="a very long take", pipeline="replicate"), ORIGIN)
-    running = await until(app, job.id, lambda j: j.remote_id is not None and j.status is JobStatus.RUNNING, "the prediction runs")
+    running = await until_job(app, job.id, lambda j: j.remote_id is not None and j.status is JobStatus.RUNNING, "the prediction runs")
     await app.service.cancel(job.id, Actor.of(ORIGIN))
     done = await asyncio.wait_for(app.runner.wait(job.id), 10)
     assert done.status is JobStatus.CANCELLED
@@ -251,7 +212,7 @@ async def _interrupted_create(app: App, server: ReplicateServer, *, sent_ago: fl
     """A job as a SIGKILL between the create call and the id write leaves it."""
     server.hold = True
     job = await app.service.submit(GenerateRequest(prompt="cut off mid-create", pipeline="replicate"), ORIGIN)
-    running = await until(app, job.id, lambda j: j.remote_id is not None, "the create is answered")
+    running = await until_job(app, job.id, lambda j: j.remote_id is not None, "the create is answered")
     await app.runner.stop()
     state = {**running.state, "submit_sent_to": "replicate", "submit_sent_at": time.time() - sent_ago}
     await app.store.update(job.id, status=JobStatus.SUBMITTING, remote_id=None, state=state)
