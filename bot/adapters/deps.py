@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bot.config import Settings
 from bot.core.service import JobService
 from storage.contract import Store
 
@@ -28,3 +29,29 @@ class Core(Protocol):
     def public_url(self) -> str | None:
         """Where the web gallery is served (VIDEOBOT_PUBLIC_URL), for links in posts."""
         ...
+
+
+class AppParts(Protocol):
+    """What an adapter class holds of the composition root (`bot.app.App` has these)."""
+
+    service: JobService
+    store: Store
+    settings: Settings
+
+
+class CoreOfApp:
+    """`Core` over the adapter's `App`: written once for every adapter class that holds one."""
+
+    app: AppParts
+
+    @property
+    def service(self) -> JobService:
+        return self.app.service
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    @property
+    def public_url(self) -> str | None:
+        return self.app.settings.core.public_url

@@ -15,6 +15,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.adapters.deps import CoreOfApp
 from bot.adapters.discord_bot import buttons, commands, reactions
 from bot.adapters.discord_bot.delivery import Delivery
 from bot.adapters.discord_bot.endpoints import apply_endpoints
@@ -23,8 +24,6 @@ from bot.adapters.discord_bot.status import StatusBoard
 from bot.app import App
 from bot.core.events import Subscription
 from bot.core.models import Job, in_chat
-from bot.core.service import JobService
-from storage.contract import Store
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def make_client(adapter: DiscordAdapter) -> discord.Client:
     return ShardedVideoBotClient(adapter) if adapter.settings.sharded else VideoBotClient(adapter)
 
 
-class DiscordAdapter:
+class DiscordAdapter(CoreOfApp):  # service, store, public_url: deps.Core over self.app
     platform = PLATFORM
 
     def __init__(self, app: App, *, delivery_only: bool = False) -> None:
@@ -176,20 +175,6 @@ class DiscordAdapter:
     async def announce(self, job: Job) -> None:
         """A job started outside chat (the web gallery): its status message now, as for a reaction's."""
         await self.surface.announce(job)
-
-    # --- the core, as the listener modules reach it (deps.Core) --------------------------------
-
-    @property
-    def service(self) -> JobService:
-        return self.app.service
-
-    @property
-    def store(self) -> Store:
-        return self.app.store
-
-    @property
-    def public_url(self) -> str | None:
-        return self.app.settings.core.public_url
 
     @property
     def bot_user_id(self) -> int:

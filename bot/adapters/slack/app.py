@@ -41,6 +41,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.deps import CoreOfApp
 from bot.adapters.slack import buttons, commands, installs, reactions, settings_modal, shortcuts, stories, views
 from bot.adapters.slack.apierror import STOPPED_MESSAGE, delivery_failure, slack_error
 from bot.adapters.slack.delivery import Delivery
@@ -55,8 +56,6 @@ from bot.core.errors import ConfigError, DeliveryFailed
 from bot.core.events import Subscription
 from bot.core.models import PLACE, Actor, Job, Origin, in_chat
 from bot.core.secret_box import load_box
-from bot.core.service import JobService
-from storage.contract import Store
 from storage.installations import installations_of
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ def slack_place(channel_id: str | None, channel_name: str | None = None) -> str:
     return "public"
 
 
-class SlackAdapter:
+class SlackAdapter(CoreOfApp):  # service, store, public_url: deps.Core over self.app
     platform = PLATFORM
 
     def __init__(self, app: App, *, delivery_only: bool = False) -> None:
@@ -324,20 +323,6 @@ class SlackAdapter:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
-
-    # --- the core, as the listener modules reach it (deps.Core) --------------------------------
-
-    @property
-    def service(self) -> JobService:
-        return self.app.service
-
-    @property
-    def store(self) -> Store:
-        return self.app.store
-
-    @property
-    def public_url(self) -> str | None:
-        return self.app.settings.core.public_url
 
     @property
     def closed(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,18 +144,17 @@ class Delivery:
         try:
             if thread:
                 try:
-                    async for message in lookup.replies(client, channel, thread):
-                        found = await self._result_in(client, message, job.id, name, me)
-                        if found is not None:
-                            return found
+                    found = await self._first_result(client, lookup.replies(client, channel, thread), job.id, name, me)
+                    if found is not None:
+                        return found
                 except SlackApiError as exc:
                     if slack_error(exc) != "thread_not_found":
                         raise
             # Top level: posted without a thread (no status message then, or threads off).
-            async for message in lookup.history(client, channel, oldest=job.created_at - lookup.CLOCK_SKEW_SECONDS):
-                found = await self._result_in(client, message, job.id, name, me)
-                if found is not None:
-                    return found
+            history = lookup.history(client, channel, oldest=job.created_at - lookup.CLOCK_SKEW_SECONDS)
+            found = await self._first_result(client, history, job.id, name, me)
+            if found is not None:
+                return found
         except SlackApiError as exc:
             if slack_error(exc) != "missing_scope":
                 raise
@@ -165,6 +165,15 @@ class Delivery:
             if job.origin.result_message_id:  # recorded as posted: trust the store
                 stored = job.origin.extra.get("file_ids") or [None]
                 return stored[0], job.origin.result_message_id
+        return None
+
+    async def _first_result(
+        self, client: Any, messages: AsyncIterator[dict[str, Any]], job_id: str, name: str | None, me: lookup.Me
+    ) -> tuple[str | None, str] | None:
+        async for message in messages:
+            found = await self._result_in(client, message, job_id, name, me)
+            if found is not None:
+                return found
         return None
 
     async def _result_in(
