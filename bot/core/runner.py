@@ -168,8 +168,13 @@ class Runner:
         if job.id in self._tasks or self._queue.is_queued(job.id):
             return True
         # A job created already leased to us (see `lease_for_new`) needs no claim.
-        if job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
-            return False
+        if job.lease_owner != self.owner:
+            if not await self.store.claim(job.id, self.owner, self.lease_seconds):
+                return False
+            # Another caller (the adopt loop, a redeliver) may have handed us the same job while we
+            # waited: the lease is ours for both, so only this check keeps it to one driver.
+            if job.id in self._tasks or self._queue.is_queued(job.id):
+                return True
         if (ended := self._done.get(job.id)) is None or ended.done():  # back again (Use N, redeliver): a new wait
             self._done[job.id] = asyncio.get_running_loop().create_future()
         if job.status is JobStatus.QUEUED:

@@ -29,10 +29,32 @@ class JobObserver:
         self.metrics = metrics
         #: job id -> (status, moderated, delivery attempt) as last seen in a stored row.
         self._known: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
+        #: Writes observed so far, and the number of each job's last one (ended jobs too).
+        self._writes = 0
+        self._last_write: OrderedDict[str, int] = OrderedDict()
 
-    def seen(self, job: Job) -> None:
-        """A row as read or written: remember where it stands (unfinished jobs only)."""
+    def mark(self) -> int:
+        """Taken before a read: `seen(job, read_from=mark)` then knows which rows may be older
+        than a write observed while the read was under way."""
+        return self._writes
+
+    def seen(self, job: Job, *, read_from: int | None = None) -> None:
+        """A row as read (`read_from`: the `mark()` taken before the read) or written: remember
+        where it stands (unfinished jobs only).
+
+        Reads and writes travel apart (SQLite: a read connection and the writer's thread;
+        PostgreSQL: pooled connections), so a read can answer after a write it predates. Such a
+        row is older than what the write showed: taking it would make the next write of that
+        job look like a transition again (a moderation pass counted twice, seen in CI)."""
         if self.metrics is None:
+            return
+        if read_from is None:
+            self._writes += 1
+            self._last_write[job.id] = self._writes
+            self._last_write.move_to_end(job.id)
+            while len(self._last_write) > REMEMBERED_JOBS:
+                self._last_write.popitem(last=False)
+        elif self._last_write.get(job.id, 0) > read_from:
             return
         if job.status.terminal:
             self._known.pop(job.id, None)
@@ -132,21 +154,24 @@ class ObservedStore:
         return taken
 
     async def get(self, job_id: str) -> Job | None:
+        mark = self.observer.mark()
         job = await self.inner.get(job_id)
         if job is not None:
-            self.observer.seen(job)
+            self.observer.seen(job, read_from=mark)
         return job
 
     async def unfinished(self, *args: Any, **kwargs: Any) -> list[Job]:
+        mark = self.observer.mark()
         jobs: list[Job] = await self.inner.unfinished(*args, **kwargs)
         for job in jobs:
-            self.observer.seen(job)
+            self.observer.seen(job, read_from=mark)
         return jobs
 
     async def claim_queued(self, *args: Any, **kwargs: Any) -> list[Job]:
+        mark = self.observer.mark()
         jobs: list[Job] = await self.inner.claim_queued(*args, **kwargs)
         for job in jobs:
-            self.observer.seen(job)
+            self.observer.seen(job, read_from=mark)
         return jobs
 
     async def reopen_delivery(self, job_id: str, detail: str, **kwargs: Any) -> Job:

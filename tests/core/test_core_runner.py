@@ -340,3 +340,34 @@ async def test_two_processes_never_run_the_same_job(settings: Any) -> None:
     finally:
         await second.close()
         await first.close()
+
+
+async def test_a_job_enqueued_twice_at_once_is_driven_once(settings: Any) -> None:
+    """Two callers hand the runner the same job nobody holds at the same moment (the adopt loop
+    and `redeliver`, say): both wait on the lease claim, which is ours for both. One driver only,
+    else the job is created (and paid for) twice and posted twice."""
+    server = ScriptedServer()
+    first = await make_app(server, start=False)
+    job = await first.service.submit(req("enqueued twice"), user("u"))
+    await first.store.update(job.id, status=JobStatus.SUBMITTING)  # a process died after starting it
+    await first.close()  # its leases are released
+
+    delivered: list[str] = []
+
+    async def deliver(j: Job) -> None:
+        delivered.append(j.id)
+
+    app = await make_app(server, deliver=deliver, start=False)
+    try:
+        await app.runner.start(resume=False)
+        left = await app.store.get(job.id)
+        assert left is not None and left.lease_owner is None
+        assert await asyncio.gather(app.runner.enqueue(left), app.runner.enqueue(left)) == [True, True]
+        drivers = [t for t in asyncio.all_tasks() if t.get_name() == f"job-{job.id}"]
+        done = await asyncio.wait_for(app.runner.wait(job.id), 10)
+        await asyncio.wait_for(asyncio.gather(*drivers, return_exceptions=True), 10)
+        assert len(drivers) == 1, "the job was driven twice at once"
+        assert done.status is JobStatus.COMPLETED
+        assert len(server.creates) == 1 and delivered == [job.id]
+    finally:
+        await app.close()

@@ -67,9 +67,9 @@ async def test_scrape_after_real_jobs_counts_what_happened(tmp_path: Path) -> No
         # The failed sora job billed nothing; the cancelled one neither (the emulator reports no cost).
         assert s.value("videobot_deliveries_total", platform="slack", outcome="posted") == 1
         assert s.value("videobot_provider_requests_total", provider="sora", outcome="ok") >= 2
-        # Every job was checked; a job driven a second time before its lease fence stopped the other
-        # (seen once in CI) is checked again: at least three.
-        assert s.value("videobot_moderation_total", outcome="passed") >= 3
+        # Every job was checked once. (4 was seen once in CI: the adopt loop's listing, read before a
+        # job's moderation write and answered after it, made the count repeat; see test_store_counts.)
+        assert s.value("videobot_moderation_total", outcome="passed") == 3
         assert s.value("videobot_ack_seconds_count", platform="slack") >= 4
         assert s.value("videobot_process_info", role="all") == 1
 

@@ -2,6 +2,7 @@
 whatever writes repeat (deliveries retried and undelivered, moderation, spend, takeovers)."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -84,3 +85,68 @@ async def test_takeover_counts_only_a_job_another_process_held(observed: tuple[O
     taken = scrape(metrics).value("videobot_lease_takeovers_total")
     held = await store.get("held")
     assert held is not None and held.lease_owner == "me" and taken == 1
+
+
+class HeldReads:
+    """The real store, except that `unfinished` returns only when the test lets it: what the
+    runner's adopt loop sees when its read (on the read connection) ran before a write (on the
+    writer) and its answer comes back after that write's."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def unfinished(self, *args: object, **kwargs: object) -> object:
+        rows = await self.inner.unfinished(*args, **kwargs)  # type: ignore[attr-defined]
+        self.read.set()
+        await self.release.wait()
+        return rows
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[tuple[ObservedStore, HeldReads, Metrics]]:
+    metrics = Metrics(role="worker", version="test")
+    reads = HeldReads(await open_store(None, data_dir=tmp_path))
+    store = ObservedStore(reads, JobObserver(metrics))
+    yield store, reads, metrics
+    await store.close()
+
+
+async def test_a_read_older_than_a_write_does_not_count_moderation_again(held: tuple[ObservedStore, HeldReads, Metrics]) -> None:
+    """Seen once in CI: the adopt loop's listing, read before the moderation write and answered
+    after it, made the observer forget the job was moderated, so its next write counted a second pass."""
+    store, reads, metrics = held
+    await store.create(make_job("m"))
+    job = await store.update("m", status=JobStatus.SUBMITTING)
+    listing = asyncio.create_task(store.unfinished())
+    await reads.read.wait()  # the listing has the job unmoderated
+    job = await store.update("m", state={**job.state, "moderated": "openai"})
+    reads.release.set()
+    stale = await listing
+    assert [j.state.get("moderated") for j in stale] == [None]
+    job = await store.update("m", provider="sora", state={**job.state, "submit_sent_to": "sora"})
+    await store.update("m", status=JobStatus.FAILED, error_code="failed", finished_at=time.time())
+    assert scrape(metrics).value("videobot_moderation_total", outcome="passed") == 1
+
+
+async def test_a_read_older_than_the_end_does_not_count_again(held: tuple[ObservedStore, HeldReads, Metrics]) -> None:
+    """A listing from before a job's last delivery attempt and end, answered after them: a later
+    write to the ended job (a delete) counts no retried delivery and no second end."""
+    store, reads, metrics = held
+    await store.create(make_job("d", platform="slack"))
+    job = await store.update("d", status=JobStatus.DELIVERING, state={"delivery": {"attempt": 1, "first_at": 1.0}})
+    listing = asyncio.create_task(store.unfinished())
+    await reads.read.wait()
+    job = await store.update("d", state={**job.state, "delivery": {"attempt": 2, "first_at": 1.0}})
+    await store.update("d", status=JobStatus.COMPLETED, finished_at=time.time())
+    reads.release.set()
+    await listing
+    await store.update("d", deleted_at=time.time())
+    s = scrape(metrics)
+    assert s.value("videobot_deliveries_total", platform="slack", outcome="retried") == 1
+    assert s.value("videobot_deliveries_total", platform="slack", outcome="posted") == 1
+    assert s.value("videobot_jobs_finished_total") == 1
