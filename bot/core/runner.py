@@ -135,6 +135,9 @@ class Runner:
         """The jobs this runner holds now: queued here or being driven."""
         return [*self._tasks, *self._queued_jobs]
 
+    def _held(self, job_id: str) -> bool:
+        return job_id in self._tasks or self._queue.is_queued(job_id)
+
     async def idle(self) -> None:
         """Wait until this runner has started (and resumed what it may) and holds no job
         (what `videobot run` with closed stdin waits for)."""
@@ -150,12 +153,10 @@ class Runner:
         if self._stopping:
             return
         self._stopping = True
-        for task in self._loops:
-            task.cancel()
-        tasks = list(self._tasks.values())
+        tasks = [*self._loops, *self._tasks.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.release(self.owner)
         for future in self._done.values():
             if not future.done():
@@ -165,16 +166,12 @@ class Runner:
 
     async def enqueue(self, job: Job) -> bool:
         """Claim the job and queue it; False if another runner owns it."""
-        if job.id in self._tasks or self._queue.is_queued(job.id):
+        # Claimed unless created leased to us (`lease_for_new`); checked again after the claim: another
+        # caller (the adopt loop, a redeliver) may hand us the same job meanwhile, the lease ours for both.
+        if not self._held(job.id) and job.lease_owner != self.owner and not await self.store.claim(job.id, self.owner, self.lease_seconds):
+            return False
+        if self._held(job.id):
             return True
-        # A job created already leased to us (see `lease_for_new`) needs no claim.
-        if job.lease_owner != self.owner:
-            if not await self.store.claim(job.id, self.owner, self.lease_seconds):
-                return False
-            # Another caller (the adopt loop, a redeliver) may have handed us the same job while we
-            # waited: the lease is ours for both, so only this check keeps it to one driver.
-            if job.id in self._tasks or self._queue.is_queued(job.id):
-                return True
         if (ended := self._done.get(job.id)) is None or ended.done():  # back again (Use N, redeliver): a new wait
             self._done[job.id] = asyncio.get_running_loop().create_future()
         if job.status is JobStatus.QUEUED:
@@ -400,8 +397,7 @@ class Runner:
         return await self.store.update(job.id, fence=self.owner, detail=detail, spend_limits=spend_limits, **fields)
 
     async def _drive(self, job: Job) -> Job:
-        """The job's driver (by kind: a story's scenes, else one generation) takes it to DELIVERING;
-        the runner delivers it."""
+        """The job's driver (by kind; else one generation) takes it to DELIVERING; the runner delivers it."""
         while not job.status.terminal:
             if job.status is JobStatus.DELIVERING:
                 job = await self._deliver(job)
