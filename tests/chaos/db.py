@@ -6,6 +6,7 @@ sees the latest committed state (WAL readers never block the writer).
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,17 @@ class DbView:
 
     def jobs(self) -> list[JobRow]:
         return [JobRow(*row) for row in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at, rowid")]  # type: ignore[arg-type]
+
+    def sent_without_id(self) -> set[str]:
+        """Jobs whose create was sent (the bot writes `submit_sent_to` just before it) and whose
+        remote id is not stored: read right after a kill, the jobs whose create's answer died with it."""
+        rows = self._query("SELECT id, state_json FROM jobs WHERE status = 'submitting' AND remote_id IS NULL")
+        found = set()
+        for job_id, state in rows:
+            parsed = json.loads(state) if isinstance(state, (str, bytes)) else state
+            if isinstance(parsed, dict) and parsed.get("submit_sent_to"):
+                found.add(str(job_id))
+        return found
 
     def events(self, job_id: str) -> list[EventRow]:
         rows = self._query("SELECT at, status, progress, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))

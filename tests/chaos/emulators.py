@@ -7,6 +7,11 @@ state (create, download, upload), so that every state lasts long enough for a ki
 land inside it. The latency comes *after* the emulator has acted, like a real API whose
 answer is slow: a kill in that window is the "accepted, but the answer never arrived"
 case the bot has to settle on restart.
+
+The emulators share the harness's event loop, and the harness kills synchronously: a
+create the bot wrote to its socket just before SIGKILL is handled only after the kill.
+Each create therefore also records whether its caller had hung up by the time the answer
+was ready (`Create.caller_gone`), which no clock comparison can tell.
 """
 from __future__ import annotations
 
@@ -54,6 +59,15 @@ class Create:
     prompt: str
     started: float
     answered: float
+    #: The caller's connection was closed before the answer could be sent: the process that sent
+    #: the create had died (its start may come after the kill: see the module's docstring).
+    caller_gone: bool = False
+
+
+def caller_gone(request: web.Request) -> bool:
+    """The connection of `request` is closed: nobody is left to read the answer."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 #: The request an emulator handler is serving (set by _record, read back by the same handler).
@@ -79,18 +93,18 @@ class TimedOpenAI(OpenAIEmulator):
         return await super()._retrieve(request)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        return await self._timed("sora", super()._create(request), self.latency.create)
+        return await self._timed("sora", request, super()._create(request), self.latency.create)
 
     async def _image(self, request: web.Request) -> web.StreamResponse:
-        return await self._timed("gpt-image", super()._image(request), self.latency.image)
+        return await self._timed("gpt-image", request, super()._image(request), self.latency.image)
 
-    async def _timed(self, provider: str, handled: Any, latency: float) -> web.StreamResponse:
+    async def _timed(self, provider: str, request: web.Request, handled: Any, latency: float) -> web.StreamResponse:
         started = time.monotonic()
         response = await handled
         await asyncio.sleep(latency)
         rec = _current.get()
         if response.status < 300 and rec is not None:
-            self.create_log.append(Create(provider, str(rec.fields.get("prompt", "")), started, time.monotonic()))
+            self.create_log.append(Create(provider, str(rec.fields.get("prompt", "")), started, time.monotonic(), caller_gone(request)))
         return response
 
     async def _content(self, request: web.Request) -> web.StreamResponse:
@@ -123,7 +137,7 @@ class TimedRunway(RunwayServer):
         await asyncio.sleep(self.latency.create)
         if response.status < 300:
             body = await request.json()
-            self.create_log.append(Create("runway", str(body.get("promptText", "")), started, time.monotonic()))
+            self.create_log.append(Create("runway", str(body.get("promptText", "")), started, time.monotonic(), caller_gone(request)))
         return response
 
     async def _output(self, request: web.Request) -> web.StreamResponse:
@@ -149,7 +163,8 @@ class TimedKling(KlingServer):
         response = await super()._create(request)
         await asyncio.sleep(self.latency.create)
         if response.status < 300:
-            self.create_log.append(Create("kling", str((request[KLING_BODY] or {}).get("prompt", "")), started, time.monotonic()))
+            prompt = str((request[KLING_BODY] or {}).get("prompt", ""))
+            self.create_log.append(Create("kling", prompt, started, time.monotonic(), caller_gone(request)))
         return response
 
     async def _file(self, request: web.Request) -> web.StreamResponse:

@@ -71,6 +71,8 @@ class Kill:
     states: dict[str, str] = field(default_factory=dict)
     #: Jobs past the queue at the kill: id -> remote id (None before the create was answered).
     in_flight: dict[str, str | None] = field(default_factory=dict)
+    #: Jobs whose create the dead process had sent without storing its remote id (its answer died with it).
+    unanswered: set[str] = field(default_factory=set)
     #: Seconds from the restart to the first provider poll of each job that was running remotely.
     first_poll: dict[str, float] = field(default_factory=dict)
     #: Seconds from the restart to the first database write of each in-flight job.
@@ -297,6 +299,7 @@ class Chaos:
         kill = Kill(index, target, job_id, rows[job_id].status if job_id else None, killed_at)
         kill.states = {r.id: r.status for r in rows.values()}
         kill.in_flight = {r.id: r.remote_id for r in rows.values() if not r.terminal and r.status != "queued"}
+        kill.unanswered = self.db.sent_without_id()
         return kill
 
     async def restart(self, kill: Kill) -> None:
@@ -356,7 +359,14 @@ class Chaos:
         self.watcher.refresh()
         rows = sorted(self.db.jobs(), key=lambda r: r.created_at)
         submitting = {j for k in self.kills for j, state in k.states.items() if state == "submitting"}
-        verdicts = judge(self.world, self.db, self.spec, rows, self.token_of, [k.killed_at for k in self.kills], submitting)
+        unanswered: dict[str, list[float]] = {}
+        for k in self.kills:
+            for job_id in k.unanswered:
+                unanswered.setdefault(job_id, []).append(k.killed_at)
+        verdicts = judge(
+            self.world, self.db, self.spec, rows, self.token_of, [k.killed_at for k in self.kills], submitting,
+            unanswered_at=unanswered,
+        )  # fmt: skip
         self.db.close()
         return ChaosResult(
             config=self.config, kills=self.kills, verdicts=verdicts, elapsed=time.monotonic() - started,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tests.chaos.db import DbView, JobRow, backward_moves
@@ -42,21 +43,36 @@ PIPELINES: dict[str, PipelineSpec] = {
 #: The documented ending of a job whose create may or may not have arrived (README, "How it works").
 AMBIGUOUS_NOTE = re.compile(r"restarted while sending|cannot tell whether it arrived|ambiguous", re.I)
 #: A kill this soon after a create's answer left the emulator may still have cut it off (unread socket).
+#: Used only when the database's word on the kill is not at hand (see `cut_off`'s `unanswered`).
 ANSWER_GRACE = 0.1
 #: Image steps are synchronous calls: an image whose answer died with the process cannot be fetched
 #: again, so making it again is the only way on (and is reported as "re-paid", not as a duplicate).
 SYNCHRONOUS = {"gpt-image"}
 
 
-def cut_off(create: Create, kills: list[float], *, kept_at: list[float] | None = None) -> bool:
+def cut_off(
+    create: Create, kills: list[float], *, kept_at: list[float] | None = None, unanswered: list[float] | None = None,
+) -> bool:
     """The process died while this create was in flight: the bot never got its answer.
+
+    A create whose caller had hung up before the answer was ready was cut off whatever the
+    clocks say: the emulators share the harness's event loop, so a create the bot wrote just
+    before the (synchronous) kill is handled, and its start recorded, after the kill.
 
     For a synchronous step (`kept_at` given: when the job's event log says the step's result was
     kept, on the monotonic clock) the answer is only safe once the bot has kept it: a kill after
     the answer left the emulator but before the bot wrote the image down (decode, fsync, rename:
-    more than ANSWER_GRACE on a loaded machine) loses it as surely as a kill mid-request."""
+    more than ANSWER_GRACE on a loaded machine) loses it as surely as a kill mid-request.
+
+    For a video create, `unanswered` (when given) are the kills that left the job with its create
+    sent and no remote id stored, as the dead process's database shows: a create that had started
+    by one of them lost its answer, however long after the answer left the emulator the kill came."""
+    if create.caller_gone:
+        return True
     if kept_at is not None:
         return any(create.started <= k and not any(create.started <= at <= k for at in kept_at) for k in kills)
+    if unanswered is not None:
+        return any(create.started <= k for k in unanswered)
     return any(create.started <= k <= create.answered + ANSWER_GRACE for k in kills)
 
 
@@ -151,10 +167,15 @@ class JobVerdict:
 
 def judge(
     world: World, db: DbView, spec: PipelineSpec, rows: list[JobRow], token_of: dict[str, str],
-    kills: list[float], submitting_at_kill: set[str],
+    kills: list[float], submitting_at_kill: set[str], *, unanswered_at: Mapping[str, list[float]] | None = None,
 ) -> list[JobVerdict]:
     """Every job checked; `kills` are the moments of the SIGKILLs, `submitting_at_kill` the jobs
-    that were in `submitting` at one of them (the only ones that may end ambiguous)."""
+    that were in `submitting` at one of them (the only ones that may end ambiguous).
+
+    `unanswered_at` (the chaos harness reads it from the database each kill left): per job, the
+    kills that found its create sent (`submit_sent_to` written) and its remote id not stored, the
+    one window the documented "not sent again" ending covers. When given, only those jobs may end
+    ambiguous, and a video create counts as cut off by what the database says, not by a grace."""
     log = world.creates()
     verdicts = []
     for row in rows:
@@ -167,13 +188,18 @@ def judge(
         offset = time.time() - time.monotonic()
         kept_at = [e.at - offset for e in events if e.detail and KEPT_NOTE.search(e.detail)]
 
+        unanswered = None if unanswered_at is None else unanswered_at.get(row.id, [])
+
         def lost(c: Create) -> bool:
-            return cut_off(c, kills, kept_at=kept_at if c.provider in SYNCHRONOUS else None)
+            if c.provider in SYNCHRONOUS:
+                return cut_off(c, kills, kept_at=kept_at)
+            return cut_off(c, kills, unanswered=unanswered)
         mine: dict[str, list[Create]] = {p: [c for c in log if c.provider == p and token in c.prompt] for p in spec.paid}
         video_creates = [c for p, cs in mine.items() if p not in SYNCHRONOUS for c in cs]
         ambiguous = (
             row.status == "failed" and AMBIGUOUS_NOTE.search(row.error_message or "") is not None
-            and row.id in submitting_at_kill and len(video_creates) <= 1 and all(cut_off(c, kills) for c in video_creates)
+            and row.id in submitting_at_kill and (unanswered is None or bool(unanswered))
+            and len(video_creates) <= 1 and all(lost(c) for c in video_creates)
         )  # fmt: skip
         verdicts.append(JobVerdict(
             job_id=row.id, prompt=row.prompt, status=row.status, error=row.error_message,
