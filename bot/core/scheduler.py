@@ -17,9 +17,11 @@ class FairQueue:
         self._queues: OrderedDict[str, deque[str]] = OrderedDict()
         self._running: dict[str, str] = {}  # job id -> user key
         self._running_per_user: dict[str, int] = {}
+        #: Every queued id, so membership and length cost O(1) with thousands queued (each enqueue asks).
+        self._queued: set[str] = set()
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return len(self._queued)
 
     @property
     def running(self) -> int:
@@ -28,8 +30,12 @@ class FairQueue:
     def push(self, user: str, job_id: str, *, front: bool = False) -> None:
         queue = self._queues.setdefault(user, deque())
         queue.appendleft(job_id) if front else queue.append(job_id)
+        self._queued.add(job_id)
 
     def remove(self, job_id: str) -> bool:
+        if job_id not in self._queued:
+            return False
+        self._queued.discard(job_id)
         for user, queue in self._queues.items():
             if job_id in queue:
                 queue.remove(job_id)
@@ -39,7 +45,7 @@ class FairQueue:
         return False
 
     def is_queued(self, job_id: str) -> bool:
-        return any(job_id in q for q in self._queues.values())
+        return job_id in self._queued
 
     def pop_ready(self) -> tuple[str, str] | None:
         """The next (user, job id) allowed to start now, or None."""
@@ -50,6 +56,7 @@ class FairQueue:
                 continue
             queue = self._queues.pop(user)
             job_id = queue.popleft()
+            self._queued.discard(job_id)
             if queue:
                 self._queues[user] = queue  # to the back of the turn order
             self._running[job_id] = user
