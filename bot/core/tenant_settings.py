@@ -11,6 +11,8 @@ ceiling; a value stored before the operator tightened it is clamped when it is r
 """
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +167,25 @@ class TenantSettings:
     def __init__(self, store: Store, env: CoreSettings) -> None:
         self.store = store
         self.env = env
+        #: A tenant's settings read under way, shared by whoever asks while it is: a burst of 500
+        #: commands in one server made 500 reads in a row on one connection (p99 190 ms).
+        self._reading: dict[tuple[str, str | None], asyncio.Future[list[tuple[str, str, str, Any]]]] = {}
+
+    def _read_done(self, key: tuple[str, str | None], done: asyncio.Future[Any]) -> None:
+        if self._reading.get(key) is done:
+            del self._reading[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone (a failed read raises in each of theirs)
+
+    async def _rows(self, platform: str, workspace_id: str | None) -> list[tuple[str, str, str, Any]]:
+        key = (platform, workspace_id)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self.store.settings_rows(platform, workspace_id))
+            reading.add_done_callback(lambda done: self._read_done(key, done))
+        rows = await asyncio.shield(reading)
+        # Each caller its own values: a list setting (channels, roles, blocklist) may end up in a job's state.
+        return [(scope, scope_id, name, copy.deepcopy(value)) for scope, scope_id, name, value in rows]
 
     def _env_values(self) -> dict[str, Value]:
         env = self.env
@@ -190,7 +211,7 @@ class TenantSettings:
         values = self._env_values()
         if origin.platform in ("cli", "console"):
             return Effective(values)
-        rows = await self.store.settings_rows(origin.platform, origin.workspace_id)
+        rows = await self._rows(origin.platform, origin.workspace_id)
         by_scope: dict[str, dict[str, Any]] = {scope: {} for scope in SCOPES}
         for scope, scope_id, key, value in rows:
             if scope == "tenant" or (scope == "channel" and scope_id == origin.channel_id) or (scope == "user" and scope_id == origin.user_id):
@@ -240,6 +261,7 @@ class TenantSettings:
                 f"{_tighter_hint(spec.ceiling, ceiling)}"
             )
         await self.store.put_setting(origin.platform, origin.workspace_id, scope, scope_id, key, value, by=actor.user_id)
+        self._reading.pop((origin.platform, origin.workspace_id), None)  # a read begun before this write is not shared on
         where = {"tenant": "here", "channel": "in this channel", "user": "for you"}[scope]
         return f"{key} {where}: {'back to the default' if value is None else _show(value)}."
 

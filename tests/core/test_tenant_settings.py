@@ -67,3 +67,38 @@ async def test_allowed_pipelines_channels_and_budgets(app: App) -> None:
         await say(app, "/settings set user_budget_usd lots", HERE, ADMIN)
     with pytest.raises(InvalidRequest, match="No setting 'colour'"):
         await say(app, "/settings set colour red", HERE, ADMIN)
+
+
+async def test_a_burst_in_one_tenant_reads_its_settings_once_and_a_change_is_never_missed(app: App) -> None:
+    """Concurrent callers share one read of a tenant's settings; a change made while a read is under
+    way is seen by everyone who asks after it; each caller gets its own copy of list values."""
+    await say(app, "/settings set channels C1", HERE, ADMIN)
+    tenant = app.service.tenant_settings
+    store = tenant.store
+    reads: list[tuple[str, str | None]] = []
+    release, started = asyncio.Event(), asyncio.Event()
+    original = store.settings_rows
+
+    async def slow_rows(platform: str, workspace_id: str | None) -> list[tuple[str, str, str, object]]:
+        reads.append((platform, workspace_id))
+        rows = await original(platform, workspace_id)  # read now, answered late
+        started.set()
+        await release.wait()
+        return rows
+
+    store.settings_rows = slow_rows  # type: ignore[method-assign]
+    try:
+        burst = [asyncio.ensure_future(tenant.effective(SAME_CHANNEL_USER)) for _ in range(50)]
+        await asyncio.wait_for(started.wait(), 10)  # the one read has its rows; all fifty asked before it began
+        assert reads == [("slack", "T1")], "fifty callers, one read under way"
+        # An admin changes a setting while that read is still out: whoever asks next reads again.
+        store.settings_rows = original  # type: ignore[method-assign]
+        await say(app, "/settings set channels C1,C2", HERE, ADMIN)
+        assert (await asyncio.wait_for(tenant.effective(OTHER_CHANNEL), 10)).get("channels") == ["C1", "C2"]
+        release.set()
+        shared = await asyncio.gather(*burst)
+    finally:
+        store.settings_rows = original  # type: ignore[method-assign]
+    assert all(here.get("channels") == ["C1"] for here in shared), "the burst got the read it waited for"
+    shared[0].get("channels").append("C9")
+    assert shared[1].get("channels") == ["C1"], "each caller has its own list"
