@@ -46,6 +46,8 @@ async def make_app(data: Path, duration: float, *, concurrent: int, database_url
             "VIDEOBOT_MAX_RUNNING_PER_USER": "100",
             "VIDEOBOT_MAX_QUEUED_PER_USER": "10000",
             "VIDEOBOT_LOG_LEVEL": "WARNING",
+            # The sleep provider has no price; chat submissions of an unpriced model are refused.
+            "VIDEOBOT_FREE_MODELS": "sleep",
         }
     )
     app = await open_app(load_settings())
@@ -53,6 +55,7 @@ async def make_app(data: Path, duration: float, *, concurrent: int, database_url
     app.registry.get("sleep")  # built (its clip rendered) before the clock starts, as after a bot's first job
     app.runner.poll_policy = PollPolicy(interval=0.1, min_interval=0.01)
     app.runner.deliverers["cli"] = _noop
+    app.runner.deliverers["slack"] = _noop  # the chat burst's results: posted nowhere
     await app.runner.start(resume=False)
     # As `videobot run` does once started (bot/heap.py): without it a full collection of the
     # long-lived heap (about 145k objects) lands inside the burst and adds ~100 ms to its tail.
@@ -64,12 +67,17 @@ def request(i: int) -> GenerateRequest:
     return GenerateRequest(prompt=f"benchmark clip {i}", pipeline="sleep", seconds=1, size="128x72")
 
 
-async def submit_all(app: App, n: int, users: int) -> tuple[list[Job], list[float]]:
+#: A chat workspace's channel: its submissions read the tenant's settings (the CLI's do not).
+CHAT = Origin(platform="slack", workspace_id="TBENCH", channel_id="CBENCH", user_id="")
+
+
+async def submit_all(app: App, n: int, users: int, *, chat: bool = False) -> tuple[list[Job], list[float]]:
     latencies: list[float] = []
 
     async def one(i: int) -> Job:
         start = time.perf_counter()
-        job = await app.service.submit(request(i), Origin(user_id=f"user{i % users}"))
+        origin = CHAT.model_copy(update={"user_id": f"U{i % users}"}) if chat else Origin(user_id=f"user{i % users}")
+        job = await app.service.submit(request(i), origin)
         latencies.append(time.perf_counter() - start)
         return job
 
@@ -86,11 +94,11 @@ async def loop_lag_while(awaitable: asyncio.Future[object]) -> list[float]:
     return lags
 
 
-async def bench_submit_and_lag(root: Path, n: int = 500) -> dict[str, float]:
-    app = await make_app(root / "submit", duration=3.0, concurrent=n)
+async def bench_submit_and_lag(root: Path, n: int = 500, *, chat: bool = False) -> dict[str, float]:
+    app = await make_app(root / ("chat" if chat else "submit"), duration=3.0, concurrent=n)
     try:
         t0 = time.perf_counter()
-        burst = asyncio.ensure_future(submit_all(app, n, users=50))
+        burst = asyncio.ensure_future(submit_all(app, n, users=50, chat=chat))
         burst_lags = await loop_lag_while(burst)  # sampled while the 500 submissions go in
         jobs, latencies = await burst
         submit_wall = time.perf_counter() - t0
@@ -187,7 +195,8 @@ def table(title: str, rows: dict[str, float] | dict[str, float | int]) -> None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        table("500 concurrent submissions (provider takes 3 s)", await bench_submit_and_lag(root))
+        table("500 concurrent submissions from the CLI (provider takes 3 s)", await bench_submit_and_lag(root))
+        table("500 concurrent submissions in one Slack workspace (its settings read too)", await bench_submit_and_lag(root, chat=True))
         table("overhead = end-to-end minus provider time (2 s)", await bench_overhead(root))
         table("memory", await bench_rss(root))
         table("event loop while the local provider renders", await bench_local_render_lag(root))

@@ -35,6 +35,7 @@ from bot.core.render import job_title
 from bot.core.requests import video_request_for
 from bot.core.take_set import take_kind, takes_count
 from bot.core.tenant_settings import Effective, TenantSettings
+from bot.core.turns import TurnGate
 from providers.base import ImageRequest, VideoRequest, parse_size
 from providers.errors import InvalidRequest, Unavailable
 from providers.input_images import open_image
@@ -77,6 +78,8 @@ class Admission:
         #: Planner calls per user in the last hour (the story planner is a paid model).
         self._planner_calls: dict[tuple[str, str], deque[float]] = {}
         self.kind_rules: dict[JobKind, KindRule] = {}
+        #: At most 32 submissions run their checks per turn of the event loop (bot.core.turns).
+        self.turns = TurnGate()
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -304,7 +307,9 @@ class Admission:
         """Every rule, on the job as it will be stored; then the reservation and the insert in one
         store transaction. Raises the rule's own error; nothing is stored or reserved on a refusal."""
         origin = job.origin
-        here = here or await self.rules(origin)
+        if here is None:  # a caller that brings `here` read the rules and took its turn (JobService.submit)
+            here = await self.rules(origin)
+            await self.turns.wait()
         pipeline = self.registry.get(job.pipeline)
         self.check_where(origin, here)
         self.check_allowed(pipeline.name, job.params.model, here)

@@ -20,7 +20,6 @@ from bot.core.runner import Runner
 from bot.core.story_plan import StoryPlanner
 from bot.core.take_set import as_set
 from bot.core.tenant_settings import Effective, TenantSettings
-from bot.core.turns import TurnGate
 from providers.registry import PipelineRegistry
 from storage.contract import Store
 from storage.jobs import AlreadyFinished
@@ -67,18 +66,16 @@ class JobService:
         #: Plans story premises (a paid text model when OpenAI is configured, else offline).
         self.planner = planner or StoryPlanner()
         self.tenant_settings = admission.tenant_settings
-        #: At most 32 submissions start per turn of the event loop (bot.core.turns).
-        self.turns = TurnGate()
         self.budget = admission.budget
 
     # --- new jobs ---------------------------------------------------------------------------
 
     async def submit(self, request: GenerateRequest, origin: Origin) -> Job:
         """Validate everything, then persist and queue; nothing is stored or billed on bad input."""
-        await self.turns.wait()
         door = self.admission
         prompt = door.prompt(request.prompt)
         here = await door.rules(origin)
+        await door.turns.wait()  # after the settings read: its callers wake together (see bot.core.turns)
         door.check_where(origin, here)
         image_kind = request.kind is JobKind.IMAGE
         pipeline, split = door.chosen_pipeline(request.pipeline, here, image=image_kind)
@@ -87,7 +84,7 @@ class JobService:
             size = (request.size or pipeline.default_size).lower()
             params = GenerateParams(seconds=0, size=size, seed=request.seed if request.seed is not None else new_seed(), model=request.model)
             job = self.new_job(JobKind.IMAGE, origin, prompt, params, pipeline.name, parent_id=request.parent_id)
-            return await self._start(self._as_takes(job, request, here), here=here)
+            return await self.start(self._as_takes(job, request, here), here=here)
         image = await door.load_image(request)
         seconds = request.seconds if request.seconds is not None else here.get("seconds", pipeline.default_seconds)
         size = (request.size or here.get("size") or pipeline.default_size).lower()
@@ -104,7 +101,7 @@ class JobService:
             job.state["ab"] = split
         if image is not None:
             params.image_path = str(self.media.image_path(job.id, "input.png"))
-        return await self._start(self._as_takes(job, request, here), image=image, here=here)
+        return await self.start(self._as_takes(job, request, here), image=image, here=here)
 
     def _as_takes(self, job: Job, request: GenerateRequest, here: Effective) -> Job:
         """Several takes asked for (`--takes N`, else the tenant's `takes` default within the
@@ -179,10 +176,6 @@ class JobService:
 
     async def start(self, job: Job, *, image: bytes | None = None, here: Effective | None = None, confirmed: bool = False) -> Job:
         """Through the door (every rule, the reservation, the insert), then to the runner."""
-        await self.turns.wait()
-        return await self._start(job, image=image, here=here, confirmed=confirmed)
-
-    async def _start(self, job: Job, *, image: bytes | None = None, here: Effective | None = None, confirmed: bool = False) -> Job:
         await self._inherit_place(job)
         lease: dict[str, object] = {}
         if self.runner is not None:
