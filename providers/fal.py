@@ -53,6 +53,7 @@ from providers.errors import (
     TransientError,
 )
 from providers.fal_endpoints import TABLE_PATH, EndpointTable, Family, default_seconds, default_size, load_table, span
+from providers.lazy_http import LazyHttp
 from providers.media import crop_to_size, decode_image
 from providers.polling import PollPolicy, retrying
 from providers.sidecars import read_sidecar, write_sidecar
@@ -128,9 +129,8 @@ class FalVideoProvider(VideoProvider):
         self.negative_prompt = negative_prompt
         self.work_dir = work_dir
         self._poll_seconds = poll_seconds
-        self._timeout = timeout
         self.policy = policy or PollPolicy()
-        self._http: httpx.AsyncClient | None = None
+        self._web = LazyHttp(timeout)
         #: Video URLs of completed requests, and explained failures, by remote id (this process).
         self._outputs: dict[str, str] = {}
         self._failures: dict[str, _Failure] = {}
@@ -145,14 +145,10 @@ class FalVideoProvider(VideoProvider):
 
     @property
     def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=True)
-        return self._http
+        return self._web.client
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     def _auth(self) -> dict[str, str]:
         if not self._key:

@@ -34,6 +34,7 @@ from providers.downloads import stream_to_file
 from providers.errors import ContentPolicyRejected, GenerationFailed, InvalidRequest, NotConfigured
 from providers.google_common import gemini_client, is_safety, jpeg_bytes, map_error, shape_for, span
 from providers.google_video import GoogleVideoOptions, GoogleVideoProvider
+from providers.lazy_http import LazyHttp
 from providers.polling import retrying
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -63,7 +64,7 @@ class GeminiOmniVideoProvider(GoogleVideoProvider):
         super().__init__(work_dir=work_dir, model=model, poll_seconds=poll_seconds, **options)
         self._api_key = api_key
         self.delivery = delivery
-        self._http: httpx.AsyncClient | None = None
+        self._web = LazyHttp(self._timeout)
         # self._outputs holds the SDK's VideoContent (inline data or a URI) by interaction id.
 
     # --- plumbing ------------------------------------------------------------------------
@@ -79,15 +80,11 @@ class GeminiOmniVideoProvider(GoogleVideoProvider):
     @property
     def http(self) -> httpx.AsyncClient:
         """For video URIs: streamed to disk, never held in memory."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=True)
-        return self._http
+        return self._web.client
 
     async def aclose(self) -> None:
         await super().aclose()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     # --- checks ----------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from providers.errors import (
     TransientError,
     Unavailable,
 )
+from providers.lazy_http import LazyHttp
 from providers.media import concat_videos, crop_to_size, decode_image, last_frame
 from providers.polling import PollPolicy, retrying
 from providers.pricing import KLING_PRICES
@@ -172,11 +173,10 @@ class KlingVideoProvider(VideoProvider):
         self.cfg_scale = cfg_scale
         self.work_dir = work_dir
         self._poll_seconds = poll_seconds
-        self._timeout = timeout
         if absence_grace is not None:
             self.ABSENCE_GRACE_SECONDS = absence_grace
         self.policy = policy or PollPolicy()
-        self._http: httpx.AsyncClient | None = None
+        self._web = LazyHttp(timeout)
         #: Video URL and Kling video id of finished tasks (this process).
         self._outputs: dict[str, tuple[str, str | None]] = {}
         self.default_size = f"{round(SHORT_SIDE[mode] * 16 / 9)}x{SHORT_SIDE[mode]}"
@@ -185,14 +185,10 @@ class KlingVideoProvider(VideoProvider):
 
     @property
     def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=True)
-        return self._http
+        return self._web.client
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     def _auth(self) -> dict[str, str]:
         if self._token is None:

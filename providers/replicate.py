@@ -67,6 +67,7 @@ from providers.errors import (
     TransientError,
     Unavailable,
 )
+from providers.lazy_http import LazyHttp
 from providers.media import crop_to_size, decode_image
 from providers.polling import PollPolicy, retrying, wait_for_completion
 from providers.replicate_models import Catalogue, InputSchema, ModelRow, load_catalogue
@@ -121,7 +122,7 @@ class ReplicateVideoProvider(VideoProvider):
             self.ABSENCE_GRACE_SECONDS = absence_grace
         self.policy = policy or PollPolicy()
         self._client: replicate.Client | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._web = LazyHttp(timeout)
         self._schemas: dict[str, InputSchema | None] = {}
         self.default_model = video_model if default_mode == "text" else i2v_model
         row = self.catalogue.row(self.default_model)
@@ -142,18 +143,14 @@ class ReplicateVideoProvider(VideoProvider):
     @property
     def http(self) -> httpx.AsyncClient:
         """For output files: signed delivery URLs that take no token."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=True)
-        return self._http
+        return self._web.client
 
     async def aclose(self) -> None:
         if self._client is not None:
             # replicate.Client has no close of its own; its httpx client holds the connections.
             await self._client._async_client.aclose()
             self._client = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     # --- checks and prices ---------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from providers.errors import (
     Unavailable,
 )
 from providers.downloads import stream_to_file
+from providers.lazy_http import LazyHttp
 from providers.media import concat_videos, crop_to_size, decode_image, first_frame, last_frame
 from providers.polling import PollPolicy, retrying
 from providers.pricing import (
@@ -131,7 +132,7 @@ class RunwayVideoProvider(VideoProvider):
         self.policy = policy or PollPolicy()
         self.work_dir = work_dir
         self._client: runwayml.AsyncRunwayML | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._web = LazyHttp(timeout)
         #: Output URLs from the last poll; they expire, so a restart reads the task again.
         self._outputs: dict[str, list[str]] = {}
 
@@ -154,17 +155,13 @@ class RunwayVideoProvider(VideoProvider):
     @property
     def http(self) -> httpx.AsyncClient:
         """For output downloads: signed CDN URLs that take no API key."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=True)
-        return self._http
+        return self._web.client
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     # --- checks and prices ------------------------------------------------------------------
 
